@@ -1,0 +1,69 @@
+"""`vt`: the command line. Each command lives in the module of its pipeline stage; this file only
+registers them, sets verbosity, and turns user errors (VtError) into one-line messages.
+
+Data flows: build-data -> score-judge -> curate -> train -> eval -> report (`vt demo` runs them all).
+Command modules keep heavy imports (torch, transformers) inside functions so `vt --help` is quick.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from vtdata.console import VtError, console, set_verbosity
+
+# command name -> "module:function"; order is the order shown by `vt --help`.
+COMMANDS = {
+    "build-data": "vtdata.build:build_data_command",
+    "export": "vtdata.export:export_command",
+    "judge": "vtdata.judge.cli:judge_command",
+    "init-model": "vttrain.models:init_model_command",
+    "score-judge": "vttrain.score:score_judge_command",
+    "curate": "vtdata.curate:curate_command",
+    "train": "vttrain.train:train_command",
+    "eval": "vttrain.eval:eval_command",
+    "report": "vttrain.report:report_command",
+    "demo": "vttrain.demo:demo_command",
+    "sql": "vtdata.sql:sql_command",
+}
+
+app = typer.Typer(help="vt: VisionThink as a toolkit. build-data -> score-judge -> curate -> train -> eval -> report.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail, debug logs."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors and results only; no progress bars.")):
+    set_verbosity(verbose=verbose, quiet=quiet)
+
+
+def _register() -> None:
+    for name, target in COMMANDS.items():
+        module, func = target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a stage not installed yet in this checkout
+            if err.name and module.startswith(err.name):
+                continue
+            raise
+        fn = getattr(mod, func)
+        app.command(name, context_settings=getattr(fn, "context_settings", None))(fn)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except VtError as err:
+        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; completed work is saved, rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Console output shared by every command: verbosity, one-line messages, progress bars.
+
+All human-facing output goes to stderr so that stdout stays machine-readable (`vt sql --format csv`).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+T = TypeVar("T")
+console = Console(stderr=True)
+_level = {"value": 1}  # 0 quiet, 1 normal, 2 verbose
+log = logging.getLogger("vt")
+
+
+class VtError(Exception):
+    """A user-facing error: the CLI prints its message on one line and exits with status 2."""
+
+
+def set_verbosity(verbose: bool = False, quiet: bool = False) -> None:
+    _level["value"] = 0 if quiet else (2 if verbose else 1)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    log.setLevel(logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO))
+
+
+def info(msg: str) -> None:
+    """A one-line status message (suppressed by --quiet)."""
+    if _level["value"] >= 1:
+        console.print(msg, highlight=False)
+
+
+def debug(msg: str) -> None:
+    if _level["value"] >= 2:
+        console.print(f"[dim]{msg}[/dim]", highlight=False)
+
+
+def quiet() -> bool:
+    return _level["value"] == 0
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator["ProgressHandle"]:
+    """A rich progress bar with count, ETA and a free-text status field; silent under --quiet.
+
+        with progress_bar("scoring", total=n) as bar:
+            bar.advance(1, status="low_ok=3 needs_high=1")
+    """
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    TextColumn("{task.fields[status]}"), console=console, disable=quiet(),
+                    transient=False)
+    with prog:
+        task = prog.add_task(description, total=total, status="")
+        yield ProgressHandle(prog, task)
+
+
+class ProgressHandle:
+    def __init__(self, prog: Progress, task) -> None:
+        self._prog, self._task = prog, task
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        kw = {"status": status} if status is not None else {}
+        self._prog.update(self._task, advance=n, **kw)
+
+    def set_total(self, total: int) -> None:
+        self._prog.update(self._task, total=total)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(description, total) as bar:
+        for item in items:
+            yield item
+            bar.advance()

@@ -1,0 +1,81 @@
+"""DuckDB access for every vt command.
+
+One file (default `vt.duckdb` next to the data) holds samples, rejects, judgments, rollouts,
+sufficiency labels, curated sets, training metrics and eval runs. DuckDB lets one process write a
+file at a time; a writer records who it is in `<db>.holder` so that a second command gets a clear
+message ("held by `vt score-judge`, pid 123") instead of a raw lock error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from vtdata.console import VtError
+
+
+def default_db(data_dir: str | os.PathLike) -> Path:
+    """Where a command looks for the database when --db is not given: `vt.duckdb` beside the data."""
+    return Path(data_dir).resolve().parent / "vt.duckdb"
+
+
+def holder_path(db: str | os.PathLike) -> Path:
+    return Path(str(db) + ".holder")
+
+
+def _describe_holder(db: Path) -> str:
+    try:
+        h = json.loads(holder_path(db).read_text())
+        since = time.strftime("%H:%M:%S", time.localtime(h.get("started", 0)))
+        return f"held by `{h.get('command', '?')}` (pid {h.get('pid', '?')}, since {since})"
+    except (OSError, ValueError):
+        return "held by another process"
+
+
+def _lock_error(db: Path, err: Exception) -> VtError:
+    who = _describe_holder(db)
+    pid = re.search(r"PID (\d+)", str(err))
+    if "pid" not in who and pid:
+        who += f" (pid {pid.group(1)})"
+    return VtError(f"database {db} is {who}; wait for that command to finish, stop it, "
+                   f"or point this command at another file with --db")
+
+
+def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, turning lock conflicts and missing files into one-line VtErrors."""
+    path = Path(db)
+    if read_only and not path.exists():
+        raise VtError(f"database {path} does not exist (run `vt build-data` first, or pass --db)")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as err:
+        if "lock" in str(err).lower():
+            raise _lock_error(path, err) from None
+        raise VtError(f"cannot open database {path}: {err}") from None
+
+
+@contextmanager
+def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The one read-write connection of a command; records the holder for other commands to see."""
+    path = Path(db)
+    con = connect(path)
+    hp = holder_path(path)
+    cmd = command or "vt " + " ".join(sys.argv[1:2])
+    hp.write_text(json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
+    try:
+        yield con
+    finally:
+        con.close()
+        try:
+            hp.unlink()
+        except OSError:
+            pass
