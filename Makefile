@@ -15,13 +15,13 @@ $(BIN)/vt: pyproject.toml
 install: $(BIN)/vt
 
 demo: install
-	$(BIN)/vt demo --out demo-out
+	HF_HUB_OFFLINE=1 $(BIN)/vt demo --out demo-out
 
 test: install
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/python bench/build_data.py
