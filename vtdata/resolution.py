@@ -1,0 +1,189 @@
+"""The two views of every image (VisionThink: low-res first, high-res on request).
+
+high = the original, scaled by one sqrt factor so its area lies in [min_pixels, max_pixels], each side
+       snapped to a multiple of `multiple` (56 = Qwen2.5-VL patch 14 x merge 2 x low_factor 2), >= 56.
+low  = high / low_factor per side. With the defaults the low view has exactly 1/4 of the visual
+       tokens of the high view for a Qwen2.5-VL processor ((H/28)*(W/28) tokens).
+
+Views are resampled from the ORIGINAL bytes with LANCZOS after applying the EXIF orientation, and
+every mode (RGBA, LA, P, L, 1, CMYK, I;16, I, F, ...) is converted to RGB (transparency onto white).
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from vtdata.console import VtError
+
+# Refuse images with more pixels than this before decoding them (decompression bombs).
+PIXEL_CAP = 80_000_000
+MAX_ASPECT = 200  # Qwen2.5-VL refuses images more elongated than this
+
+
+@dataclass(frozen=True)
+class ResolutionPolicy:
+    """How the low and high views of an image are sized."""
+
+    min_pixels: int = 512 * 512
+    """Smallest area of the high view (the original is upscaled to reach it)."""
+    max_pixels: int = 2048 * 2048
+    """Largest area of the high view (the original is downscaled to fit)."""
+    multiple: int = 56
+    """Both sides of the high view are multiples of this."""
+    low_factor: int = 2
+    """The low view divides each side of the high view by this (2 -> 1/4 of the visual tokens)."""
+    pixel_cap: int = PIXEL_CAP
+    """Source images with more pixels are rejected as decompression bombs."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_pixels", "max_pixels", "multiple", "low_factor", "pixel_cap"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise VtError(f"resolution.{name} must be a positive integer, got {v!r}")
+        if self.min_pixels > self.max_pixels:
+            raise VtError(f"resolution.min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        if self.multiple % self.low_factor:
+            raise VtError(f"resolution.multiple ({self.multiple}) must be divisible by low_factor ({self.low_factor})")
+        if self.max_pixels < self.multiple ** 2:
+            raise VtError(f"resolution.max_pixels ({self.max_pixels}) is below one {self.multiple}x{self.multiple} tile")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ResolutionPolicy":
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        bad = sorted(set(d) - known)
+        if bad:
+            raise VtError(f"unknown key resolution.{bad[0]} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def high_size(width: int, height: int, policy: ResolutionPolicy = ResolutionPolicy()) -> tuple[int, int]:
+    """The high view of a width x height original (see the module docstring)."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"zero-size image {width}x{height}")
+    m, area = policy.multiple, width * height
+    scale = 1.0
+    if area > policy.max_pixels:
+        scale = math.sqrt(policy.max_pixels / area)
+    elif area < policy.min_pixels:
+        scale = math.sqrt(policy.min_pixels / area)
+    w = max(m, round(width * scale / m) * m)
+    h = max(m, round(height * scale / m) * m)
+    if w * h > policy.max_pixels:  # rounding overshot: round both sides down instead
+        w, h = max(m, math.floor(width * scale / m) * m), max(m, math.floor(height * scale / m) * m)
+    elif w * h < policy.min_pixels:  # rounding undershot: round both sides up if that still fits
+        cw, ch = math.ceil(width * scale / m) * m, math.ceil(height * scale / m) * m
+        if cw * ch <= policy.max_pixels:
+            w, h = cw, ch
+    while w * h > policy.max_pixels and max(w, h) > m:  # very elongated: the 56-px floor overshot
+        w, h = (w - m, h) if w >= h else (w, h - m)
+    return int(w), int(h)
+
+
+def view_sizes(width: int, height: int, policy: ResolutionPolicy = ResolutionPolicy()
+               ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((low_w, low_h), (high_w, high_h)) for an original of width x height."""
+    hw, hh = high_size(width, height, policy)
+    return (hw // policy.low_factor, hh // policy.low_factor), (hw, hh)
+
+
+def open_image(data: bytes, pixel_cap: int = PIXEL_CAP) -> Image.Image:
+    """Open encoded bytes lazily (header only), refusing decompression bombs. Raises ValueError."""
+    if not data:
+        raise ValueError("empty image file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"decompression bomb: {err}") from None
+    except Exception as err:  # PIL raises UnidentifiedImageError, SyntaxError, struct.error, ...
+        raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"zero-size image ({w}x{h})")
+    if w * h > pixel_cap:
+        raise ValueError(f"decompression bomb: {w}x{h} = {w * h} pixels > cap {pixel_cap}")
+    return img
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """Size after applying the EXIF orientation (5-8 swap the sides)."""
+    w, h = img.size
+    try:
+        o = img.getexif().get(0x0112, 1)
+    except Exception:
+        o = 1
+    return (h, w) if o in (5, 6, 7, 8) else (w, h)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparency is composited onto white; 16/32-bit and float are rescaled."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        import numpy as np
+
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 255.0)
+        img = Image.fromarray(np.clip(a * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    return img.convert("RGB")
+
+
+def decode(data: bytes, size_hint: tuple[int, int] | None = None, pixel_cap: int = PIXEL_CAP) -> Image.Image:
+    """Decode fully to an upright RGB image. With `size_hint`, JPEGs decode at the smallest DCT scale
+    that is still at least that large (PIL draft), which is much faster for big photos."""
+    img = open_image(data, pixel_cap)
+    if size_hint is not None and img.format == "JPEG":
+        tw, th = size_hint
+        if oriented_size(img) != img.size:
+            tw, th = th, tw
+        img.draft(img.mode if img.mode in ("RGB", "L") else None, (tw, th))
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except Exception as err:
+        raise ValueError(f"corrupt or truncated image ({type(err).__name__}: {err})") from None
+    return to_rgb(img)
+
+
+def view(image_bytes: bytes, size: tuple[int, int], pixel_cap: int = PIXEL_CAP) -> Image.Image:
+    """The view of encoded image bytes at `size` = (w, h): RGB, EXIF applied, LANCZOS."""
+    w, h = int(size[0]), int(size[1])
+    img = decode(image_bytes, (w, h), pixel_cap)
+    return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.LANCZOS)
+
+
+def _image_bytes(image) -> bytes:
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, dict):
+        if image.get("bytes"):
+            return image["bytes"]
+        if image.get("path"):
+            with open(image["path"], "rb") as f:
+                return f.read()
+    raise VtError(f"row has no usable image (got {type(image).__name__})")
+
+
+def view_of(row: dict, which: str = "low") -> Image.Image:
+    """The `low` or `high` view of a built-set row (uses the row's low_/high_ sizes)."""
+    if which not in ("low", "high"):
+        raise VtError(f"view must be 'low' or 'high', got {which!r}")
+    size = (int(row[f"{which}_width"]), int(row[f"{which}_height"]))
+    image = row["image"]
+    if isinstance(image, Image.Image):  # a row decoded by `datasets`
+        img = to_rgb(ImageOps.exif_transpose(image))
+        return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
+    return view(_image_bytes(image), size)
