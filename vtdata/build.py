@@ -1,0 +1,479 @@
+"""`vt build-data`: manifest -> one clean, mixed, reproducible dataset directory + DuckDB tables.
+
+Steps, per source in manifest order: load raw rows (a seeded permutation when only `take` rows are
+wanted) -> normalise text -> validate the image (read once, sha256, header, full decode; JPEGs decode
+at 1/8 scale, which still reads every byte) -> filters -> duplicate ids -> dedupe (same image hash and
+normalised question) -> stage. Then mix (seeded shuffle), split (per task, by a seeded hash of the id),
+and write `data/{train,val}-NNNNN.parquet` + `build.json` into a temp dir that is renamed into place
+only when complete. The original image bytes are stored untouched: the views are computed on read
+(vtdata.resolution.view_of). Every input row ends up kept, a duplicate, or in `rejects` with a reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import time
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import typer
+
+from vtdata import db as vtdb
+from vtdata.console import VtError, info, progress_bar
+from vtdata.resolution import MAX_ASPECT, ResolutionPolicy, open_image, oriented_size, view_sizes
+from vtdata.schema import ANSWER_TYPES, COLUMNS, arrow_schema, sample_id
+
+STAGE_COLUMNS = [c for c in COLUMNS if c != "split"]
+
+
+@dataclass
+class BuildDataConfig:
+    """Options of `vt build-data`."""
+
+    manifest: str
+    """The YAML manifest (see manifests/demo.yaml)."""
+    out: str
+    """Output directory: DIR/data/*.parquet + DIR/build.json (replaced only when the build completes)."""
+    db: str | None = None
+    """DuckDB file for the `samples` and `rejects` tables (default: vt.duckdb next to DIR)."""
+    num_proc: int = 1
+    """Processes that read, hash and decode images in parallel."""
+
+
+# ---- per image work (runs in worker processes) ----------------------------------------------------
+def _load_bytes(image) -> bytes:
+    from vtdata.sources import Lazy
+
+    if isinstance(image, Lazy):
+        return image()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, dict):
+        if image.get("bytes"):
+            return bytes(image["bytes"])
+        if image.get("path"):
+            image = image["path"]
+        else:
+            raise ValueError("image struct has neither bytes nor path")
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with open(image, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ValueError(f"image file not found: {image}") from None
+        except OSError as err:
+            raise ValueError(f"cannot read image file {image}: {err.strerror}") from None
+    if hasattr(image, "save"):  # a decoded PIL image (e.g. from a dataset without an Image feature)
+        import io
+
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    if image is None:
+        raise ValueError("missing image")
+    if isinstance(image, list):
+        raise ValueError(f"{len(image)} images in one row (vt rows have exactly one image)")
+    raise ValueError(f"unsupported image value ({type(image).__name__})")
+
+
+def probe(job: tuple) -> tuple:
+    """(image, pixel_cap, return_bytes) -> ("ok", sha256, width, height, bytes|None) or ("error", reason)."""
+    image, pixel_cap, return_bytes = job
+    try:
+        data = _load_bytes(image)
+        sha = hashlib.sha256(data).hexdigest()
+        img = open_image(data, pixel_cap)
+        w, h = oriented_size(img)
+        if max(w, h) > MAX_ASPECT * min(w, h):
+            raise ValueError(f"aspect ratio over {MAX_ASPECT} ({w}x{h})")
+        if img.format == "JPEG":  # decode at 1/8 scale: every byte is still read, so truncation shows
+            img.draft(None, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+        try:
+            img.load()
+        except Exception as err:
+            raise ValueError(f"corrupt or truncated image ({type(err).__name__}: {err})") from None
+        return ("ok", sha, w, h, data if return_bytes else None)
+    except ValueError as err:
+        return ("error", str(err))
+    except Exception as err:  # anything else PIL throws at a broken file
+        return ("error", f"unreadable image ({type(err).__name__}: {err})")
+
+
+# ---- text normalisation ---------------------------------------------------------------------------
+_NUM = re.compile(r"^[-+]?(\d+(,\d{3})*|\d*)(\.\d+)?%?$")
+
+
+def _text(v, what: str) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            v = bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"non-UTF-8 text in {what}") from None
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ValueError(f"{what} is not text ({type(v).__name__})")
+    v = unicodedata.normalize("NFC", str(v)).strip()
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"non-UTF-8 text in {what} (lone surrogate)") from None
+    return v
+
+
+def normalise(raw: dict, default_type: str | None) -> dict:
+    """Checked, normalised text fields of a raw row; raises ValueError(reason)."""
+    if raw.get("error"):
+        raise ValueError(raw["error"])
+    if raw.get("question") is None:
+        raise ValueError("missing question")
+    q = _text(raw["question"], "question")
+    if not q:
+        raise ValueError("empty question")
+    a = raw.get("answers")
+    if a is None:
+        raise ValueError("missing answer")
+    answers = [_text(x, "answer") for x in (a if isinstance(a, (list, tuple)) else [a])]
+    answers = [x for x in answers if x]
+    if not answers:
+        raise ValueError("empty answer")
+    choices = raw.get("choices")
+    if choices is not None:
+        choices = [_text(x, "choice") for x in (choices if isinstance(choices, (list, tuple)) else [choices])]
+        choices = choices or None
+    at = raw.get("answer_type") or default_type
+    if at is None:
+        at = "mc" if choices else ("number" if all(_NUM.match(x) and any(c.isdigit() for c in x) for x in answers)
+                                   else "open")
+    if at not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer_type {at!r}")
+    meta = raw.get("meta") or {}
+    return {"question": q, "answers": answers, "choices": choices, "answer_type": at,
+            "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)}
+
+
+def question_key(q: str) -> str:
+    return " ".join(q.casefold().split())
+
+
+def _filter(f: dict, row: dict, meta: dict) -> str | None:
+    if "max_question_chars" in f and len(row["question"]) > f["max_question_chars"]:
+        return f"filter: question longer than {f['max_question_chars']} chars"
+    if "max_answer_chars" in f and len(row["answers"][0]) > f["max_answer_chars"]:
+        return f"filter: answer longer than {f['max_answer_chars']} chars"
+    if "answer_types" in f and row["answer_type"] not in f["answer_types"]:
+        return f"filter: answer_type {row['answer_type']} not in {f['answer_types']}"
+    for k, allowed in (f.get("meta") or {}).items():
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if meta.get(k) not in allowed:
+            return f"filter: meta.{k}={meta.get(k)!r} not in {allowed}"
+    return None
+
+
+# ---- the build ------------------------------------------------------------------------------------
+class _Pool:
+    """imap over jobs: inline for one process, a fork pool otherwise."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.pool = None
+        if n > 1:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            self.pool = ctx.Pool(n)
+
+    def map(self, jobs: list) -> list:
+        if self.pool is None:
+            return [probe(j) for j in jobs]
+        return self.pool.map(probe, jobs, chunksize=max(1, len(jobs) // (self.n * 4)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _candidates(n: int, target: int | None, seed: int, name: str) -> list[int]:
+    order = list(range(n))
+    if target is not None and target < n:  # sample: a seeded permutation, consumed until target rows kept
+        random.Random(f"vt-take:{seed}:{name}").shuffle(order)
+    return order
+
+
+def build(cfg: BuildDataConfig) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vtdata.manifest import load, targets
+    from vtdata.sources import Context, module
+
+    t0 = time.time()
+    m = load(cfg.manifest)
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not (out / "build.json").exists():
+        raise VtError(f"{out} exists and is not a vt dataset (no build.json); choose another --out")
+    if cfg.num_proc < 1:
+        raise VtError("--num-proc must be >= 1")
+    db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    pool = _Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
+    try:
+        with vtdb.writer(db_path, "vt build-data") as con:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "data").mkdir(parents=True)
+            result = _build(m, targets(m), cfg, tmp, pool, t0, pa, pq, Context, module)
+            _register(con, result, tmp, out)
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        pool.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
+    policy: ResolutionPolicy = m.policy
+    timings: dict[str, float] = {}
+    stage_schema = arrow_schema()
+    stage_schema = pa.schema([stage_schema.field(c) for c in STAGE_COLUMNS], metadata=stage_schema.metadata)
+    stage_path = tmp / "stage.parquet"
+    stage = pq.ParquetWriter(stage_path, stage_schema)
+    kept_meta: list[tuple[str, str]] = []  # (id, task) per staged row
+    rejects: list[tuple[str, str, str, str]] = []  # (source, source_row, reason, stage)
+    seen_ids: dict[str, str] = {}
+    seen_keys: dict[tuple[str, str], str] = {}
+    counts = {}
+    t_load = time.time()
+    for src in m.sources:
+        name, f = src["name"], src["filters"]
+        ctx = Context(base_dir=m.path.parent.resolve(), seed=m.seed, policy=policy, task=src["task"])
+        rows = module(src["kind"]).open(src, ctx)
+        target = want[name]
+        order = _candidates(len(rows), target, m.seed, name)
+        c = counts[name] = Counter(in_=0, kept=0, duplicates=0, rejected=0)
+        pos = 0
+        with progress_bar(f"build {name}", total=target if target is not None else len(order)) as bar:
+            while pos < len(order) and (target is None or c["kept"] < target):
+                need = len(order) - pos if target is None else target - c["kept"]
+                chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, cfg.num_proc))]
+                pos += len(chunk)
+                raws = [rows[i] for i in chunk]
+                texts, jobs = [], []
+                for raw in raws:
+                    try:
+                        texts.append(normalise(raw, src.get("answer_type")))
+                        own = isinstance(raw.get("image"), (bytes, bytearray, memoryview)) or (
+                            isinstance(raw.get("image"), dict) and raw["image"].get("bytes"))
+                        jobs.append((raw.get("image"), policy.pixel_cap, not own))
+                    except ValueError as err:
+                        texts.append(str(err))
+                img_results = iter(pool.map(jobs))
+                batch = []
+                for raw, t in zip(raws, texts):
+                    if target is not None and c["kept"] >= target:
+                        break  # the rest of this chunk was looked at but is not needed: not counted
+                    c["in_"] += 1
+                    srow = str(raw.get("source_row"))
+                    if isinstance(t, str):
+                        rejects.append((name, srow, t, "validate"))
+                        c["rejected"] += 1
+                        bar.advance(1 if target is None else 0)
+                        continue
+                    res = next(img_results)
+                    reason = None
+                    if res[0] == "error":
+                        reason = res[1]
+                    else:
+                        _, sha, w, h, data = res
+                        if data is None:
+                            img = raw["image"]
+                            data = bytes(img["bytes"] if isinstance(img, dict) else img)
+                        meta = json.loads(t["meta"])
+                        if "min_side" in f and min(w, h) < f["min_side"]:
+                            reason = f"filter: shorter side {min(w, h)} < min_side {f['min_side']}"
+                        else:
+                            reason = _filter(f, t, meta)
+                    sid = sample_id(name, srow)
+                    if reason is None and sid in seen_ids:
+                        reason = f"duplicate id {sid}: source row {srow} appears twice"
+                    if reason is not None:
+                        rejects.append((name, srow, reason, "validate"))
+                        c["rejected"] += 1
+                        bar.advance(1 if target is None else 0)
+                        continue
+                    seen_ids[sid] = srow
+                    key = (sha, question_key(t["question"]))
+                    if key in seen_keys:
+                        rejects.append((name, srow, f"duplicate of {seen_keys[key]} (same image and question)", "dedupe"))
+                        c["duplicates"] += 1
+                        bar.advance(1 if target is None else 0)
+                        continue
+                    seen_keys[key] = sid
+                    (lw, lh), (hw, hh) = view_sizes(w, h, policy)
+                    batch.append({"id": sid, "source": name, "task": src["task"], **t,
+                                  "image": {"bytes": data, "path": None}, "image_sha256": sha, "width": w,
+                                  "height": h, "low_width": lw, "low_height": lh, "high_width": hw,
+                                  "high_height": hh})
+                    kept_meta.append((sid, src["task"]))
+                    c["kept"] += 1
+                    bar.advance(1, status=f"kept={c['kept']} dup={c['duplicates']} rej={c['rejected']}")
+                if batch:
+                    stage.write_table(pa.Table.from_pylist(batch, schema=stage_schema))
+        if target is not None and c["kept"] < target:
+            info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
+    stage.close()
+    timings["load_validate_s"] = round(time.time() - t_load, 3)
+
+    # mix + split
+    t_write = time.time()
+    n = len(kept_meta)
+    mix = list(range(n))
+    random.Random(f"vt-mix:{m.seed}").shuffle(mix)
+    split = ["train"] * n
+    by_task = defaultdict(list)
+    for i, (sid, task) in enumerate(kept_meta):
+        by_task[task].append(i)
+    for task, idx in sorted(by_task.items()):
+        idx.sort(key=lambda i: hashlib.sha256(f"vt-split:{m.seed}:{kept_meta[i][0]}".encode()).hexdigest())
+        for i in idx[:round(len(idx) * m.val_fraction)]:
+            split[i] = "val"
+    staged = pq.read_table(stage_path, memory_map=True, schema=stage_schema)
+    schema = arrow_schema()
+    shards = []
+    for sp in ("train", "val"):
+        idx = [i for i in mix if split[i] == sp]
+        for k in range(0, len(idx), m.shard_rows):
+            part = staged.take(pa.array(idx[k:k + m.shard_rows], type=pa.int64()))
+            part = part.append_column("split", pa.array([sp] * part.num_rows, pa.string()))
+            part = part.select(COLUMNS).cast(schema)
+            fname = f"{sp}-{k // m.shard_rows:05d}.parquet"
+            pq.write_table(part, tmp / "data" / fname, row_group_size=256, compression="zstd")
+            shards.append({"file": f"data/{fname}", "rows": part.num_rows,
+                           "sha256": hashlib.sha256((tmp / "data" / fname).read_bytes()).hexdigest()})
+    del staged
+    stage_path.unlink()
+    timings["mix_split_write_s"] = round(time.time() - t_write, 3)
+
+    tot = Counter()
+    for c in counts.values():
+        tot.update(c)
+    split_counts = Counter(split)
+    task_counts = defaultdict(Counter)
+    for (sid, task), sp in zip(kept_meta, split):
+        task_counts[task][sp] += 1
+    reasons = Counter(r[2].split(" (")[0].split(":")[0] for r in rejects if r[3] == "validate")
+    timings["total_s"] = round(time.time() - t0, 3)
+    result = {
+        "format": "vt-dataset/1", "name": m.name, "manifest": str(m.path), "manifest_sha256": m.hash,
+        "seed": m.seed, "val_fraction": m.val_fraction, "resolution": policy.to_dict(),
+        "counts": {"in": tot["in_"], "kept": tot["kept"], "duplicates": tot["duplicates"],
+                   "rejected": tot["rejected"],
+                   "by_source": {k: {"in": v["in_"], "kept": v["kept"], "duplicates": v["duplicates"],
+                                     "rejected": v["rejected"]} for k, v in counts.items()},
+                   "by_task": {k: dict(sorted(v.items())) for k, v in sorted(task_counts.items())},
+                   "by_split": {sp: split_counts.get(sp, 0) for sp in ("train", "val")},
+                   "reject_reasons": dict(sorted(reasons.items()))},
+        "shards": shards, "num_proc": cfg.num_proc, "timings": timings,
+    }
+    assert result["counts"]["in"] == tot["kept"] + tot["duplicates"] + tot["rejected"]
+    (tmp / "build.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["_rejects"] = rejects
+    return result
+
+
+def _register(con, result: dict, tmp: Path, out: Path) -> None:
+    """`samples` (no image bytes) and `rejects` rows of this dataset, replacing an earlier build of it."""
+    import pyarrow as pa
+
+    dataset = str(out.resolve())
+    cols = ", ".join(c for c in COLUMNS if c != "image")
+    con.execute("BEGIN")
+    con.execute("""CREATE TABLE IF NOT EXISTS samples (dataset VARCHAR, id VARCHAR, source VARCHAR, task VARCHAR,
+        question VARCHAR, answers VARCHAR[], answer_type VARCHAR, choices VARCHAR[], image_sha256 VARCHAR,
+        width INTEGER, height INTEGER, low_width INTEGER, low_height INTEGER, high_width INTEGER,
+        high_height INTEGER, split VARCHAR, meta VARCHAR)""")
+    con.execute("CREATE TABLE IF NOT EXISTS rejects (dataset VARCHAR, source VARCHAR, source_row VARCHAR, "
+                "reason VARCHAR, stage VARCHAR)")
+    con.execute("DELETE FROM samples WHERE dataset = ?", [dataset])
+    con.execute("DELETE FROM rejects WHERE dataset = ?", [dataset])
+    if result["shards"]:
+        files = [(tmp / s["file"]).as_posix() for s in result["shards"]]
+        con.execute(f"INSERT INTO samples SELECT ? AS dataset, {cols} FROM read_parquet(?)", [dataset, files])
+    rej = result.pop("_rejects")
+    if rej:
+        t = pa.table({"dataset": [dataset] * len(rej), "source": [r[0] for r in rej],
+                      "source_row": [r[1] for r in rej], "reason": [r[2] for r in rej],
+                      "stage": [r[3] for r in rej]})
+        con.register("_vt_rejects", t)
+        con.execute("INSERT INTO rejects SELECT * FROM _vt_rejects")
+        con.unregister("_vt_rejects")
+    con.execute("COMMIT")
+
+
+def build_data_command(
+    manifest: str = typer.Argument(..., help="YAML manifest (e.g. manifests/demo.yaml)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output dataset directory."),
+    db: str = typer.Option(None, "--db", help="DuckDB file (default: vt.duckdb next to --out)."),
+    num_proc: int = typer.Option(1, "--num-proc", "-j", help="Parallel image-processing processes."),
+):
+    """Build a clean, mixed, reproducible VQA/OCR dataset from a manifest: parquet shards + build.json,
+    with `samples` and `rejects` registered in DuckDB."""
+    r = build(BuildDataConfig(manifest=manifest, out=out, db=db, num_proc=num_proc))
+    c = r["counts"]
+    info(f"built {out}: {c['kept']} rows (train {c['by_split']['train']}, val {c['by_split']['val']}) from "
+         f"{c['in']} in; {c['duplicates']} duplicates, {c['rejected']} rejected; {r['timings']['total_s']}s")
+
+
+# ---- reading a built set (contract 1) -------------------------------------------------------------
+def shard_files(data_dir: str | os.PathLike, split: str | None = None) -> list[Path]:
+    d = Path(data_dir)
+    if not (d / "build.json").exists():
+        raise VtError(f"{d} is not a built vt dataset (no build.json); run `vt build-data` first")
+    splits = [split] if split else ["train", "val"]
+    for sp in splits:
+        if sp not in ("train", "val"):
+            raise VtError(f"split must be train or val, got {sp!r}")
+    return [f for sp in splits for f in sorted((d / "data").glob(f"{sp}-*.parquet"))]
+
+
+def iter_samples(data_dir: str | os.PathLike, split: str | None = None,
+                 columns: list[str] | None = None) -> Iterator[dict]:
+    """Rows of a built set as dicts, in shard order; `image` is the original encoded bytes."""
+    import pyarrow.parquet as pq
+
+    for f in shard_files(data_dir, split):
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        cols = [c for c in columns if c in names] if columns else None
+        for batch in pf.iter_batches(batch_size=256, columns=cols):
+            for row in batch.to_pylist():
+                if isinstance(row.get("image"), dict):
+                    row["image"] = row["image"]["bytes"]
+                yield row
+
+
+def load_hf(data_dir: str | os.PathLike, split: str = "train"):
+    """A built split as a `datasets.Dataset` (`image` decodes to PIL images)."""
+    import datasets
+
+    files = [str(f) for f in shard_files(data_dir, split)]
+    if not files:
+        raise VtError(f"{data_dir} has no {split} rows")
+    return datasets.load_dataset("parquet", data_files={split: files}, split=split)
+
+
+def dataset_info(data_dir: str | os.PathLike) -> dict:
+    """The build.json of a built set."""
+    shard_files(data_dir)
+    return json.loads((Path(data_dir) / "build.json").read_text())
+
+
+__all__ = ["BuildDataConfig", "build", "build_data_command", "iter_samples", "load_hf", "dataset_info", "asdict"]

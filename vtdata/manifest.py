@@ -1,0 +1,169 @@
+"""Build manifests (`manifests/*.yaml`): which sources to mix, how many rows of each, the view policy.
+
+    seed: 0                      # sampling, shuffling and the val split
+    val_fraction: 0.1            # share of each task held out as `val`
+    total: 20000                 # only with `weight:` sources: rows to draw in all
+    shard_rows: 2000             # rows per parquet shard
+    resolution: {min_pixels: 262144, max_pixels: 4194304, multiple: 56, low_factor: 2}
+    sources:
+      - name: chartqa            # unique; part of every sample id
+        kind: hf                 # synthetic | hf | parquet | jsonl | llava | visionthink
+        task: ocr                # general | ocr
+        take: 5000               # rows to keep (or weight: 0.3 of `total`; neither = all)
+        answer_type: anls        # default answer type when the source has none (else inferred)
+        filters: {min_side: 28, max_question_chars: 1000}
+        columns: {question: query, answers: label}   # vt field -> source column
+        path: HuggingFaceM4/ChartQA                  # kind-specific keys (see vtdata/sources/<kind>.py)
+        split: train
+
+Unknown keys are errors naming the key, so a typo never silently changes a build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from vtdata.console import VtError
+from vtdata.resolution import ResolutionPolicy
+from vtdata.schema import ANSWER_TYPES, TASKS
+from vtdata.sources import KINDS, module
+
+TOP_KEYS = {"name", "description", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
+SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "columns", "answer_type"}
+FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels)",
+               "max_question_chars": "drop longer questions", "max_answer_chars": "drop longer canonical answers",
+               "answer_types": "keep only these answer types",
+               "meta": "mapping meta key -> allowed values, e.g. {data_source: [open_source_require_high]}"}
+
+
+@dataclass
+class Manifest:
+    path: Path
+    seed: int
+    val_fraction: float
+    policy: ResolutionPolicy
+    sources: list[dict]
+    total: int | None = None
+    shard_rows: int = 2000
+    name: str = ""
+    data: dict = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the parsed manifest (comments and key order do not change it)."""
+        return hashlib.sha256(json.dumps(self.data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _fail(path, msg) -> VtError:
+    return VtError(f"manifest {path}: {msg}")
+
+
+def _unknown(path, where, keys, known) -> None:
+    bad = sorted(set(keys) - set(known))
+    if bad:
+        raise _fail(path, f"unknown key {where}{bad[0]} (known: {', '.join(sorted(known))})")
+
+
+def load(path: str | Path) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise VtError(f"manifest not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise _fail(path, f"not valid UTF-8 (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise _fail(path, f"invalid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise _fail(path, "must be a mapping with a `sources:` list")
+    _unknown(path, "", data, TOP_KEYS)
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise _fail(path, f"seed must be an integer, got {seed!r}")
+    vf = data.get("val_fraction", 0.1)
+    if not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+        raise _fail(path, f"val_fraction must be in [0, 1), got {vf!r}")
+    total = data.get("total")
+    if total is not None and (not isinstance(total, int) or total <= 0):
+        raise _fail(path, f"total must be a positive integer, got {total!r}")
+    shard_rows = data.get("shard_rows", 2000)
+    if not isinstance(shard_rows, int) or shard_rows <= 0:
+        raise _fail(path, f"shard_rows must be a positive integer, got {shard_rows!r}")
+    res = data.get("resolution") or {}
+    if not isinstance(res, dict):
+        raise _fail(path, "resolution must be a mapping")
+    try:
+        policy = ResolutionPolicy.from_dict(res)
+    except VtError as err:
+        raise _fail(path, str(err)) from None
+    sources = data.get("sources")
+    if not isinstance(sources, list) or not sources:
+        raise _fail(path, "needs a non-empty `sources:` list")
+    names, out = set(), []
+    for k, src in enumerate(sources):
+        out.append(_source(path, k, src, total))
+        if out[-1]["name"] in names:
+            raise _fail(path, f"sources[{k}].name {out[-1]['name']!r} is used twice")
+        names.add(out[-1]["name"])
+    return Manifest(path=path, seed=seed, val_fraction=float(vf), policy=policy, sources=out, total=total,
+                    shard_rows=shard_rows, name=str(data.get("name") or path.stem), data=data)
+
+
+def _source(path, k, src, total) -> dict:
+    where = f"sources[{k}]."
+    if not isinstance(src, dict):
+        raise _fail(path, f"sources[{k}] must be a mapping")
+    kind = src.get("kind")
+    if kind not in KINDS:
+        raise _fail(path, f"{where}kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    mod = module(kind)
+    _unknown(path, where, src, SOURCE_KEYS | set(mod.KEYS))
+    for key in mod.REQUIRED:
+        if key not in src:
+            raise _fail(path, f"{where}{key} is required for kind {kind}")
+    src = dict(src)
+    src.setdefault("name", f"{kind}{k}")
+    if not isinstance(src["name"], str) or not src["name"]:
+        raise _fail(path, f"{where}name must be a non-empty string")
+    src.setdefault("task", "general")
+    if src["task"] not in TASKS:
+        raise _fail(path, f"{where}task must be one of {', '.join(TASKS)}, got {src['task']!r}")
+    if "take" in src and "weight" in src:
+        raise _fail(path, f"{where}take and weight are exclusive")
+    if "take" in src and (not isinstance(src["take"], int) or src["take"] < 0):
+        raise _fail(path, f"{where}take must be a non-negative integer, got {src['take']!r}")
+    if "weight" in src:
+        if not isinstance(src["weight"], (int, float)) or src["weight"] <= 0:
+            raise _fail(path, f"{where}weight must be a positive number, got {src['weight']!r}")
+        if total is None:
+            raise _fail(path, f"{where}weight needs a top-level `total:` (rows to draw in all)")
+    if src.get("answer_type") is not None and src["answer_type"] not in ANSWER_TYPES:
+        raise _fail(path, f"{where}answer_type must be one of {', '.join(ANSWER_TYPES)}")
+    filters = src.get("filters") or {}
+    if not isinstance(filters, dict):
+        raise _fail(path, f"{where}filters must be a mapping")
+    _unknown(path, f"{where}filters.", filters, FILTER_KEYS)
+    if "meta" in filters and not isinstance(filters["meta"], dict):
+        raise _fail(path, f"{where}filters.meta must be a mapping of meta key -> allowed values")
+    src["filters"] = filters
+    if src.get("columns") is not None and not isinstance(src["columns"], dict):
+        raise _fail(path, f"{where}columns must be a mapping of vt field -> source column")
+    return src
+
+
+def targets(m: Manifest) -> dict[str, int | None]:
+    """Rows to keep per source: `take`, or its share of `total` by weight, or None (= all)."""
+    wsum = sum(s.get("weight", 0) for s in m.sources)
+    out = {}
+    for s in m.sources:
+        if "take" in s:
+            out[s["name"]] = s["take"]
+        elif "weight" in s:
+            out[s["name"]] = round(m.total * s["weight"] / wsum)
+        else:
+            out[s["name"]] = None
+    return out

@@ -1,0 +1,114 @@
+"""Sources: each kind of input is one small module selected by `kind:` in a manifest.
+
+A source module defines
+    KEYS: dict[str, str]   its own manifest keys (name -> help); `REQUIRED` the mandatory ones
+    open(spec, ctx) -> a sequence (len + indexing) of RAW ROWS, cheap to index (images are read later).
+
+A raw row is a dict: `source_row` (the row's id inside the source: a column value or its index),
+`question`, `answers` (str or list), `image` (bytes | {"bytes", "path"} | an absolute path str |
+a PIL image | a `Lazy` renderer | a list of those), optional `answer_type`, `choices`, `meta` (dict),
+or `error` (a reason: the row is recorded in `rejects` as unreadable).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from vtdata.console import VtError
+
+KINDS = ("synthetic", "hf", "parquet", "jsonl", "llava", "visionthink")
+
+
+def module(kind: str):
+    if kind not in KINDS:
+        raise VtError(f"unknown source kind {kind!r} (known: {', '.join(KINDS)})")
+    return importlib.import_module(f"vtdata.sources.{kind}")
+
+
+@dataclass
+class Context:
+    """What a source needs from the manifest: where relative paths start, the seed, the view policy."""
+
+    base_dir: Path
+    seed: int = 0
+    policy: Any = None
+    task: str = "general"
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """An image produced on demand in a worker process: `fn(*args)` -> encoded bytes."""
+
+    fn: Callable[..., bytes]
+    args: tuple = field(default_factory=tuple)
+
+    def __call__(self) -> bytes:
+        return self.fn(*self.args)
+
+
+def resolve_path(p: str | os.PathLike, base: Path) -> Path:
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (base / p)
+
+
+def require_file(p: str | os.PathLike, base: Path, what: str) -> Path:
+    path = resolve_path(p, base)
+    if not path.exists():
+        raise VtError(f"{what} not found: {path}")
+    return path
+
+
+DEFAULT_COLUMNS = {"id": "id", "question": "question", "answers": "answers", "image": "image",
+                   "choices": "choices", "answer_type": "answer_type"}
+FALLBACK_COLUMNS = {"answers": ("answer", "label", "ground_truth"), "question": ("query", "prompt"),
+                    "image": ("images", "image_path")}
+
+
+def column_map(columns: dict | None, available: list[str]) -> dict:
+    """vt field -> source column, from the manifest's `columns:` plus defaults and common fallbacks."""
+    columns = dict(columns or {})
+    bad = sorted(set(columns) - set(DEFAULT_COLUMNS) - {"meta"})
+    if bad:
+        raise VtError(f"unknown key columns.{bad[0]} (known: {', '.join(sorted(DEFAULT_COLUMNS))}, meta)")
+    out = {}
+    for f, default in DEFAULT_COLUMNS.items():
+        if f in columns:
+            if columns[f] not in available:
+                raise VtError(f"columns.{f}: column {columns[f]!r} not in the source (has: {', '.join(available)})")
+            out[f] = columns[f]
+        elif default in available:
+            out[f] = default
+        else:
+            out[f] = next((c for c in FALLBACK_COLUMNS.get(f, ()) if c in available), None)
+    for f in ("question", "answers", "image"):
+        if out[f] is None:
+            raise VtError(f"source has no {f} column (has: {', '.join(available)}); map it with columns.{f}")
+    return out
+
+
+def mapped_row(rec: dict, cmap: dict, index: int, image_root: Path | None = None) -> dict:
+    """A raw row from a record (dict of columns) through the column map; other columns go to meta."""
+    used = {v for v in cmap.values() if v}
+    image = rec.get(cmap["image"])
+    if isinstance(image, str) and image_root is not None:
+        image = str(resolve_path(image, image_root))
+    elif isinstance(image, dict) and not image.get("bytes") and image.get("path") and image_root is not None:
+        image = str(resolve_path(image["path"], image_root))
+    meta = {k: v for k, v in rec.items() if k not in used and _jsonable(v)}
+    sid = rec.get(cmap["id"]) if cmap.get("id") else None
+    return {"source_row": index if sid is None else sid, "question": rec.get(cmap["question"]),
+            "answers": rec.get(cmap["answers"]), "image": image,
+            "choices": rec.get(cmap["choices"]) if cmap.get("choices") else None,
+            "answer_type": rec.get(cmap["answer_type"]) if cmap.get("answer_type") else None, "meta": meta}
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,65 @@
+"""`kind: llava` — LLaVA-style JSON (a list, or JSONL) of {id, image, conversations: [{from: human,
+value: "<image>\\nQ"}, {from: gpt, value: A}, ...]}. Every human/gpt pair becomes one row whose source
+row id is `<id>#<pair index>`; `image` is relative to `image_root` (default: the JSON's directory)."""
+from __future__ import annotations
+
+import json
+
+from vtdata.console import VtError
+from vtdata.sources import require_file, resolve_path
+
+KEYS = {"path": "the LLaVA .json (list) or .jsonl file", "image_root": "directory the image paths start from"}
+REQUIRED = ("path",)
+
+
+def open(spec: dict, ctx):  # noqa: A001
+    path = require_file(spec["path"], ctx.base_dir, "llava file")
+    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else path.parent
+    try:
+        text = path.read_bytes().decode("utf-8")
+        recs = ([json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl"
+                else json.loads(text))
+    except UnicodeDecodeError as err:
+        raise VtError(f"llava file {path} is not valid UTF-8 (byte {err.start})") from None
+    except ValueError as err:
+        raise VtError(f"llava file {path} is not valid JSON: {err}") from None
+    if not isinstance(recs, list):
+        raise VtError(f"llava file {path} must hold a JSON list of records")
+    index = []  # (record, pair) for every human/gpt pair
+    for r, rec in enumerate(recs):
+        conv = rec.get("conversations") if isinstance(rec, dict) else None
+        if not isinstance(conv, list) or len(conv) < 2:
+            index.append((r, -1))
+            continue
+        index.extend((r, k) for k in range(len(conv) // 2))
+    return _Llava(recs, index, root)
+
+
+class _Llava:
+    def __init__(self, recs, index, root):
+        self.recs, self.index, self.root = recs, index, root
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        r, k = self.index[i]
+        rec = self.recs[r]
+        rid = rec.get("id", r) if isinstance(rec, dict) else r
+        if k < 0:
+            return {"source_row": f"{rid}", "error": "record has no human/gpt conversation pair"}
+        conv = rec["conversations"]
+        q, a = conv[2 * k], conv[2 * k + 1]
+        if not (isinstance(q, dict) and isinstance(a, dict) and q.get("from") == "human" and a.get("from") == "gpt"):
+            return {"source_row": f"{rid}#{k}", "error": f"conversation pair {k} is not human then gpt"}
+        question = q.get("value")
+        if isinstance(question, str):
+            question = question.replace("<image>", "").strip()
+        img = rec.get("image")
+        if isinstance(img, list):
+            img = img[0] if len(img) == 1 else img
+        if isinstance(img, str):
+            img = str(resolve_path(img, self.root))
+        meta = {key: v for key, v in rec.items() if key not in ("conversations", "image")}
+        return {"source_row": f"{rid}#{k}", "question": question, "answers": a.get("value"), "image": img,
+                "meta": meta}

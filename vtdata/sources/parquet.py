@@ -1,0 +1,17 @@
+"""`kind: parquet` — parquet file(s): a file, a directory or a glob. The image column holds encoded
+bytes, an HF image struct {bytes, path}, or a path relative to `image_root`."""
+from __future__ import annotations
+
+from vtdata.sources import column_map, mapped_row, resolve_path
+from vtdata.sources._table import Mapped, parquet_rows
+
+KEYS = {"path": "parquet file, directory or glob", "image_root": "directory relative image paths start from "
+        "(default: the manifest's directory)"}
+REQUIRED = ("path",)
+
+
+def open(spec: dict, ctx):  # noqa: A001
+    rows = parquet_rows(spec["path"], ctx.base_dir)
+    cmap = column_map(spec.get("columns"), rows.columns)
+    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else ctx.base_dir
+    return Mapped(rows, lambda rec, i: mapped_row(rec, cmap, i, root))
