@@ -1,0 +1,281 @@
+"""Policy backends: answer chat messages with images, k samples each, behind one async interface.
+
+    policy = make_policy("local:ckpt/tiny")                       # transformers generate, batched
+    policy = make_policy("openai:Qwen/Qwen2.5-VL-7B-Instruct",    # any OpenAI-compatible vision API,
+                         base_url="http://localhost:8000/v1")     # e.g. `vllm serve`
+    gens = await policy.agenerate([GenRequest(messages, n=8, temperature=1.0, max_new_tokens=512)])
+
+Messages are chat messages whose content is a string or a list of parts `{"type": "text", "text": ...}`
+/ `{"type": "image", "image": PIL.Image}`. `agenerate` returns a flat list of `Generation`s in request
+order, n per request, each tagged with its `request` and `index` (0..n-1). A generation that failed
+(openai backend: the request kept failing) has `error` set and empty text: callers must not judge it.
+
+- local: prompts are left-padded and batched (`batch_size` rows per `generate`, a row = one of the n
+  samples of a request); sampling when temperature > 0, greedy at 0. Visual tokens are counted from the
+  input ids (image pad tokens), generated tokens up to and including the end-of-turn token.
+- openai: one chat completion per sample (n=1, so token usage is exact per sample), images inlined as
+  base64 PNG data URLs, at most `concurrency` requests in flight, the client's retries on transient
+  errors. Visual tokens are computed for Qwen2.5-VL (a 28x28 pixel area per token) from the image sizes:
+  start vLLM with `--mm-processor-kwargs '{"max_pixels": 16777216}'` so it does not shrink vt's views.
+  The API key comes from the environment variable named by `api_key_env` (never from a file).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from vtdata.console import VtError, debug
+
+
+@dataclass
+class GenRequest:
+    """One prompt to sample `n` answers for."""
+    messages: list[dict]
+    n: int = 1
+    temperature: float = 1.0
+    max_new_tokens: int = 512
+    top_p: float = 1.0
+
+
+@dataclass
+class Generation:
+    text: str
+    generated_tokens: int
+    visual_tokens: int
+    latency_s: float
+    finish_reason: str = "stop"  # 'stop' | 'length' | 'error'
+    request: int = 0
+    index: int = 0
+    error: str | None = None
+
+
+def as_request(r: Any) -> GenRequest:
+    """A GenRequest from a GenRequest, a dict of its fields, or a (messages, n, temperature, max_new_tokens) tuple."""
+    if isinstance(r, GenRequest):
+        return r
+    if isinstance(r, dict):
+        return GenRequest(**r)
+    if isinstance(r, (tuple, list)):
+        return GenRequest(*r)
+    raise TypeError(f"not a generation request: {type(r).__name__}")
+
+
+def message_images(messages: Sequence[dict]) -> list:
+    """The PIL images of a conversation, in order."""
+    out = []
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            out += [p["image"] for p in m["content"] if p.get("type") == "image" or "image" in p]
+    return out
+
+
+def qwen_visual_tokens(width: int, height: int, patch: int = 14, merge: int = 2) -> int:
+    """Visual tokens of an image Qwen2-VL/2.5-VL leaves unresized (sides rounded to 28 px)."""
+    f = patch * merge
+    return max(1, round(height / f)) * max(1, round(width / f))
+
+
+class Policy:
+    identity: str = "policy"
+
+    async def agenerate(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        raise NotImplementedError
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """Blocking form of `agenerate`; safe to call from inside a running event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate(requests))
+        box: dict = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(self.agenerate(requests))))
+        t.start()
+        t.join()
+        return box["r"]
+
+    def close(self) -> None:
+        pass
+
+
+class LocalPolicy(Policy):
+    """transformers `generate` on a checkpoint loaded with `vttrain.models.load`."""
+
+    def __init__(self, path: str, device: str | None = None, dtype: Any = None, batch_size: int = 16,
+                 seed: int = 0, chat_template: str | None = None, model=None, processor=None):
+        import torch
+        from vttrain import models
+        if model is None:
+            model, processor = models.load(path, device=device, dtype=dtype)
+        self.model, self.processor = model, processor
+        self.batch_size = max(1, int(batch_size))
+        self.chat_template = chat_template
+        self.identity = f"local:{path}"
+        self.device = next(model.parameters()).device
+        self.generator_seed = seed
+        torch.manual_seed(seed)
+        tok = processor.tokenizer
+        self.image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        gc = getattr(model, "generation_config", None)
+        eos = gc.eos_token_id if gc is not None and gc.eos_token_id is not None else tok.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self._lock = threading.Lock()  # one generate at a time on this model
+
+    async def agenerate(self, requests):
+        reqs = [as_request(r) for r in requests]
+        return await asyncio.to_thread(self._generate_all, reqs)
+
+    def _generate_all(self, reqs: list[GenRequest]) -> list[Generation]:
+        rows = [(i, j) for i, r in enumerate(reqs) for j in range(r.n)]
+        # rows of one batch share the sampling settings
+        by_setting: dict[tuple, list] = {}
+        for i, j in rows:
+            r = reqs[i]
+            by_setting.setdefault((r.temperature, r.top_p, r.max_new_tokens), []).append((i, j))
+        done: dict[tuple, Generation] = {}
+        with self._lock:
+            for (temp, top_p, max_new), group in by_setting.items():
+                for s in range(0, len(group), self.batch_size):
+                    chunk = group[s:s + self.batch_size]
+                    for (i, j), g in zip(chunk, self._generate_batch([reqs[i].messages for i, _ in chunk],
+                                                                      temp, top_p, max_new)):
+                        g.request, g.index = i, j
+                        done[(i, j)] = g
+        return [done[k] for k in rows]
+
+    def _generate_batch(self, conversations, temperature, top_p, max_new_tokens) -> list[Generation]:
+        import torch
+        proc = self.processor
+        kw = {"chat_template": self.chat_template} if self.chat_template else {}
+        texts = [proc.apply_chat_template(c, add_generation_prompt=True, tokenize=False, **kw) for c in conversations]
+        images = [im for c in conversations for im in message_images(c)]
+        batch = proc(text=texts, images=images or None, return_tensors="pt", padding=True)
+        batch = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in batch.items()}
+        gen_kw = dict(max_new_tokens=int(max_new_tokens), pad_token_id=self.pad_id)
+        if temperature and temperature > 0:
+            gen_kw.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0)
+        else:
+            gen_kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**batch, **gen_kw)
+        latency = time.perf_counter() - t0
+        prompt_len = batch["input_ids"].shape[1]
+        visual = (batch["input_ids"] == self.image_pad).sum(dim=1).tolist()
+        gens = []
+        for row, vt in zip(out[:, prompt_len:].tolist(), visual):
+            n, finish = len(row), "length"
+            for k, tid in enumerate(row):
+                if tid in self.eos_ids:
+                    n, finish = k + 1, "stop"
+                    break
+            text = proc.tokenizer.decode(row[:n], skip_special_tokens=True)
+            gens.append(Generation(text=text, generated_tokens=n, visual_tokens=int(vt), latency_s=latency,
+                                   finish_reason=finish))
+        return gens
+
+
+def image_data_url(image) -> str:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def to_openai_messages(messages: Sequence[dict]) -> list[dict]:
+    """vt chat messages -> OpenAI chat messages with images inlined as base64 data URLs."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = []
+            for p in content:
+                if p.get("type") == "image" or "image" in p:
+                    parts.append({"type": "image_url", "image_url": {"url": image_data_url(p["image"])}})
+                else:
+                    parts.append({"type": "text", "text": p.get("text", "")})
+            content = parts
+        out.append({"role": "user" if m["role"] == "tool" else m["role"], "content": content})
+    return out
+
+
+class OpenAIPolicy(Policy):
+    """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...)."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 3, seed: int | None = None):
+        self.model, self.base_url = model, base_url
+        self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
+        self.timeout_s, self.max_retries, self.seed = timeout_s, max_retries, seed
+        key = os.environ.get(api_key_env)
+        if not key:
+            if base_url is None:
+                raise VtError(f"policy openai:{model} needs an API key in ${api_key_env} "
+                              f"(or --policy-base-url for a local server such as `vllm serve`)")
+            key = "EMPTY"  # local servers accept any key
+        self._key = key
+        self.identity = f"openai:{model}" + (f"@{base_url}" if base_url else "")
+
+    def _client(self):
+        from openai import AsyncOpenAI
+        return AsyncOpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s,
+                           max_retries=self.max_retries)
+
+    async def agenerate(self, requests):
+        reqs = [as_request(r) for r in requests]
+        client = self._client()  # per call: bound to the running event loop
+        sem = asyncio.Semaphore(self.concurrency)
+        try:
+            jobs = []
+            for i, r in enumerate(reqs):
+                msgs = to_openai_messages(r.messages)
+                visual = sum(qwen_visual_tokens(*im.size) for im in message_images(r.messages))
+                jobs += [self._one(client, sem, msgs, r, visual, i, j) for j in range(r.n)]
+            return list(await asyncio.gather(*jobs))
+        finally:
+            await client.close()
+
+    async def _one(self, client, sem, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
+        import openai
+        kw: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
+                        top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
+        if self.seed is not None:
+            kw["seed"] = self.seed + 1000 * i + j
+        async with sem:
+            t0 = time.perf_counter()
+            try:
+                resp = await client.chat.completions.create(**kw)
+            except openai.OpenAIError as err:
+                msg = f"{type(err).__name__}: {str(err)[:200]}"
+                debug(f"policy request failed: {msg}")
+                return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
+        latency = time.perf_counter() - t0
+        if not resp.choices:
+            return Generation("", 0, visual, latency, "error", i, j, error="empty response (no choices)")
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(resp, "usage", None)
+        n_tok = int(usage.completion_tokens) if usage and usage.completion_tokens is not None else 0
+        return Generation(text, n_tok, visual, latency, choice.finish_reason or "stop", i, j)
+
+
+def make_policy(spec: str, base_url: str | None = None, **opts) -> Policy:
+    """`local:PATH` (a checkpoint dir or hub id) or `openai:MODEL` (+ base_url, api_key_env, concurrency)."""
+    kind, _, target = (spec or "").partition(":")
+    if not target:
+        raise VtError(f"policy {spec!r} must be `local:PATH` or `openai:MODEL`")
+    if kind == "local":
+        if base_url:
+            raise VtError("--policy-base-url applies to `openai:` policies only")
+        keep = {k: v for k, v in opts.items() if k in ("device", "dtype", "batch_size", "seed", "chat_template")}
+        return LocalPolicy(target, **keep)
+    if kind == "openai":
+        keep = {k: v for k, v in opts.items() if k in ("api_key_env", "concurrency", "timeout_s", "max_retries", "seed")}
+        return OpenAIPolicy(target, base_url=base_url, **keep)
+    raise VtError(f"unknown policy kind {kind!r} in {spec!r}: use `local:PATH` or `openai:MODEL`")
