@@ -1,0 +1,97 @@
+"""Benchmark: LLM-judge throughput against a loopback OpenAI-compatible server with fixed latency.
+
+    .venv/bin/python bench/judge.py [--n 2000] [--latency 0.05] [--concurrency 64]
+
+Prints vt's throughput as a fraction of the ideal (concurrency / latency), the same for a baseline
+measured in the same run (the released VisionThink way: a 100-thread pool over the synchronous
+openai client, parsing with `'1' in reply`), their ratio, and the time of a fully cached rerun.
+The server runs in its own process so it does not share the client's interpreter lock.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def items(n: int, salt: str):
+    from vtdata.judge import JudgeItem
+    return [JudgeItem(f"{salt} question {i}: what is shown?", [f"answer {i}"],
+                      f"<think>looking</think><answer>{'answer' if i % 3 else 'reply'} {i} (x)</answer>")
+            for i in range(n)]
+
+
+def baseline(url: str, its, threads: int = 100) -> float:
+    import openai
+    from vtdata import prompts
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    system, user = prompts.load("judge_system"), prompts.load("judge_user")
+
+    def one(it):
+        reply = client.chat.completions.create(model="fake", temperature=0.0, messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": user.format(question=it.question, ground_truth=it.answers[0],
+                                                    prediction=it.response)}])
+        return 1.0 if "1" in reply.choices[0].message.content else 0.0
+
+    one(its[0])  # warm the connection pool like vt's warm-up below
+    t = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, its))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--concurrency", type=int, default=64)
+    args = ap.parse_args()
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--latency", str(args.latency)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+    from vtdata.judge import make_judge
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = os.path.join(tmp, "bench.duckdb")
+            judge = make_judge("openai:fake", db=db, base_url=url, concurrency=args.concurrency, shortcut=False)
+            judge.judge(items(args.concurrency, "warm-up"))  # client start, connection pool
+            its = items(args.n, "bench")
+            t = time.perf_counter()
+            verdicts = judge.judge(its)
+            vt_s = time.perf_counter() - t
+            assert all(v.status == "ok" for v in verdicts), judge.stats()
+            ideal = args.concurrency / args.latency
+            vt_tput = args.n / vt_s
+            base_s = baseline(url, items(args.n, "baseline"))
+            base_tput = args.n / base_s
+            print(f"vt judge      n={args.n} concurrency={args.concurrency} latency={args.latency * 1000:.0f}ms: "
+                  f"{vt_s:.2f}s, {vt_tput:.0f} req/s = {vt_tput / ideal:.2f} of ideal ({ideal:.0f} req/s)")
+            print(f"baseline      100-thread pool, sync openai client: {base_s:.2f}s, {base_tput:.0f} req/s "
+                  f"= {base_tput / (100 / args.latency):.2f} of its ideal ({100 / args.latency:.0f} req/s)")
+            print(f"ratio         vt / baseline throughput: {vt_tput / base_tput:.2f}x")
+            before = judge.stats()["requests"]
+            t = time.perf_counter()
+            again = judge.judge(its)
+            cached_s = time.perf_counter() - t
+            made = judge.stats()["requests"] - before
+            assert all(v.cached for v in again) and [v.score for v in again] == [v.score for v in verdicts]
+            print(f"cached rerun  n={args.n}: {cached_s:.3f}s, {made} requests "
+                  f"(target < 1 s: {'met' if cached_s < 1 else 'MISSED'}; "
+                  f"throughput target >= 0.85 of ideal: {'met' if vt_tput / ideal >= 0.85 else 'MISSED'})")
+            judge.close()
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The judgments cache: DuckDB table `judgments`, one row per paid-for verdict.
+
+Key = sha256 of (judge identity incl. model, prompt version, temperature; question; gold answers;
+extracted prediction). Only LLM verdicts with status 'ok' are stored (rule verdicts are free, errors
+are retried next time). Lookups are one query per batch; writes are buffered and inserted as one
+Arrow batch every `flush_every` rows or `flush_seconds` seconds and at the end of every call,
+through the single connection of this judge; each insert is a DuckDB transaction, so a kill -9 loses
+at most the unflushed rows and never corrupts the file (DuckDB replays its WAL).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS judgments (
+    key VARCHAR PRIMARY KEY,
+    judge VARCHAR,
+    question VARCHAR,
+    answers VARCHAR[],
+    prediction VARCHAR,
+    score DOUBLE,
+    reason VARCHAR,
+    tokens INTEGER,
+    latency_s DOUBLE,
+    created TIMESTAMP
+)"""
+COLUMNS = ("key", "judge", "question", "answers", "prediction", "score", "reason", "tokens", "latency_s", "created")
+
+
+def cache_key(identity: str, question: str, answers: list[str], prediction: str) -> str:
+    payload = json.dumps([identity, question, list(answers), prediction], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Cache:
+    def __init__(self, db, flush_every: int = 256, flush_seconds: float = 5.0) -> None:
+        """db: a path (opened read-write here) or an open DuckDB connection (a cursor of it is used,
+        so the caller's connection can live in another thread)."""
+        from vtdata.db import connect
+        self._owned = not hasattr(db, "execute")
+        self.con = connect(db) if self._owned else db.cursor()
+        self.con.execute(SCHEMA)
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self._rows: list[tuple] = []
+        self._oldest = 0.0
+        self.written = 0
+
+    def lookup(self, keys: list[str]) -> dict[str, tuple]:
+        """key -> (score, reason, tokens, latency_s) for the keys present; one query."""
+        if not keys:
+            return {}
+        import pyarrow as pa
+        wanted = pa.table({"key": pa.array(list(dict.fromkeys(keys)), pa.string())})
+        self.con.register("_vt_wanted", wanted)
+        try:
+            rows = self.con.execute(
+                "SELECT j.key, j.score, j.reason, j.tokens, j.latency_s FROM judgments j "
+                "JOIN _vt_wanted w ON j.key = w.key").fetchall()
+        finally:
+            self.con.unregister("_vt_wanted")
+        return {r[0]: r[1:] for r in rows}
+
+    def add(self, key: str, judge: str, question: str, answers: list[str], prediction: str,
+            score: float, reason: str, tokens: int, latency_s: float) -> None:
+        if not self._rows:
+            self._oldest = time.monotonic()
+        self._rows.append((key, judge, question, list(answers), prediction, score, reason, tokens,
+                           latency_s, time.time()))
+        if len(self._rows) >= self.flush_every or time.monotonic() - self._oldest >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        import datetime as dt
+
+        import pyarrow as pa
+        rows, self._rows = self._rows, []
+        cols = list(zip(*rows))
+        table = pa.table({
+            "key": pa.array(cols[0], pa.string()), "judge": pa.array(cols[1], pa.string()),
+            "question": pa.array(cols[2], pa.string()), "answers": pa.array(cols[3], pa.list_(pa.string())),
+            "prediction": pa.array(cols[4], pa.string()), "score": pa.array(cols[5], pa.float64()),
+            "reason": pa.array(cols[6], pa.string()), "tokens": pa.array(cols[7], pa.int32()),
+            "latency_s": pa.array(cols[8], pa.float64()),
+            "created": pa.array([dt.datetime.fromtimestamp(t) for t in cols[9]], pa.timestamp("us")),
+        })
+        self.con.register("_vt_batch", table)
+        try:
+            self.con.execute(f"INSERT OR IGNORE INTO judgments SELECT {', '.join(COLUMNS)} FROM _vt_batch")
+        finally:
+            self.con.unregister("_vt_batch")
+        self.written += len(rows)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._owned:
+                self.con.close()
+            else:
+                try:
+                    self.con.close()  # the cursor only; the caller's connection stays open
+                except Exception:
+                    pass
