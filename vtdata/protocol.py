@@ -1,0 +1,207 @@
+"""The two-turn VisionThink protocol (paper §3.3 and Table 4), shared by `vt train` and `vt eval --mode think`.
+
+A rollout is at most `max_turns` assistant turns:
+
+1. system = the agent prompt (it declares the `resize_image` function inside `<tools>`), user = the
+   instruction, the LOW-res image, the question (`agent_messages`).
+2. If the reply holds a valid `<tool_call>{"name": "resize_image", "arguments": {"action": "resize"}}</tool_call>`
+   the environment answers with a turn carrying the HIGH-res image and the continuation instruction
+   (`tool_turn(image=high)`); an invalid call gets the error turn (`tool_turn(error=...)`), and the
+   model answers again.
+
+`parse_tool_call` validates a reply's call (JSON, function name, action) and returns either the call or
+the error text for the error turn; `check_turn`/`check_format` are the per-turn format rule of the reward.
+`CHAT_TEMPLATE` renders these messages in the Qwen2.5-VL chat format with the tool turn as a user turn
+(as the released code does), so eval (local generate) and training (TRL's tool loop) see the same tokens.
+No torch here: the data and judge stages import this module too.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from vtdata import prompts
+from vtdata.console import VtError
+
+TOOL_NAME = "resize_image"
+TOOL_ACTION = "resize"
+# The wrappers of the tool turn (release format); the continuation instructions after them are the
+# `tool_ok` / `tool_error` prompt files.
+TOOL_OK_HEAD = "<tool_response>\nThe resized image is shown below:\n"
+TOOL_OK_TAIL = "\n</tool_response>\n"
+TOOL_ERROR_TEXT = ("<tool_response>\nERROR occurs during the function tool call. Error Information: {error}.\n"
+                   "</tool_response>\n")
+CALL_EXAMPLE = f'<tool_call>{{"name": "{TOOL_NAME}", "arguments": {{"action": "{TOOL_ACTION}"}}}}</tool_call>'
+
+# Qwen2.5-VL chat format, plus: a `tool` message is rendered exactly like a user turn (the release appends
+# the tool response as a user turn), an assistant message's `tool_calls` are rendered as `<tool_call>` JSON
+# unless its text already holds one, and `tools=` is ignored because the agent system prompt declares the
+# function itself (Table 4 wording). Appending messages never changes how earlier ones render
+# (prefix-preserving), which TRL's multi-turn loop requires.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message.role != 'system' -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + ('user' if message.role == 'tool' else message.role) + '\\n' -}}"
+    "{%- set ns = namespace(text='') -%}"
+    "{%- if message.content is string -%}{%- set ns.text = message.content -%}"
+    "{%- elif message.content -%}"
+    "{%- for part in message.content -%}"
+    "{%- if part.type == 'image' or 'image' in part or 'image_url' in part -%}"
+    "{%- set ns.text = ns.text + '<|vision_start|><|image_pad|><|vision_end|>' -%}"
+    "{%- elif part.type == 'video' or 'video' in part -%}"
+    "{%- set ns.text = ns.text + '<|vision_start|><|video_pad|><|vision_end|>' -%}"
+    "{%- elif 'text' in part -%}{%- set ns.text = ns.text + part.text -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- ns.text -}}"
+    "{%- if message.role == 'assistant' and message.tool_calls and '<tool_call>' not in ns.text -%}"
+    "{%- for call in message.tool_calls -%}"
+    "{%- set fn = call.function if call.function else call -%}"
+    "{%- if ns.text or not loop.first -%}{{- '\\n' -}}{%- endif -%}"
+    "{{- '<tool_call>\\n{\"name\": \"' + fn.name + '\", \"arguments\": ' -}}"
+    "{%- if fn.arguments is string -%}{{- fn.arguments -}}{%- else -%}{{- fn.arguments | tojson -}}{%- endif -%}"
+    "{{- '}\\n</tool_call>' -}}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A validated call of the resize tool."""
+    name: str
+    arguments: dict = field(default_factory=dict)
+
+
+def _user_blocks(question: str, image: Any, user_prompt: str) -> list[dict]:
+    template = prompts.load(user_prompt)
+    head, sep, tail = template.partition("{question}")
+    if not sep:
+        raise VtError(f"user prompt {user_prompt!r} has no {{question}} placeholder")
+    try:
+        head, tail = head.format(), tail.format()
+    except (IndexError, KeyError, ValueError) as err:
+        raise VtError(f"user prompt {user_prompt!r} is not a valid str.format template: {err}") from None
+    return [{"type": "text", "text": head}, {"type": "image", "image": image},
+            {"type": "text", "text": question + tail}]
+
+
+def agent_messages(question: str, image: Any, system_prompt: str = "agent_system",
+                   user_prompt: str = "agent_user") -> list[dict]:
+    """Turn 1: [system = agent prompt, user = instruction + image + question] (image = the LOW-res view).
+
+    `image` is a PIL image (or None to leave a placeholder block `{"type": "image"}` that TRL fills from the
+    dataset's `image` column). Prompts are shipped names or file paths (`vtdata.prompts.load`)."""
+    blocks = _user_blocks(question, image, user_prompt)
+    if image is None:
+        blocks[1] = {"type": "image"}
+    return [{"role": "system", "content": [{"type": "text", "text": prompts.load(system_prompt)}]},
+            {"role": "user", "content": blocks}]
+
+
+def tool_content(image: Any = None, error: str | None = None, ok_prompt: str = "tool_ok",
+                 error_prompt: str = "tool_error") -> list[dict]:
+    """Content blocks of the environment's turn: the high-res image, or the error text (exactly one)."""
+    if (image is None) == (error is None):
+        raise ValueError("tool_content needs exactly one of image= or error=")
+    if error is not None:
+        return [{"type": "text", "text": TOOL_ERROR_TEXT.format(error=error) + prompts.load(error_prompt)}]
+    return [{"type": "text", "text": TOOL_OK_HEAD}, {"type": "image", "image": image},
+            {"type": "text", "text": TOOL_OK_TAIL + prompts.load(ok_prompt)}]
+
+
+def tool_turn(image: Any = None, error: str | None = None, **prompt_names: str) -> dict:
+    """The environment's turn as a user message (what eval appends after an assistant turn with a call)."""
+    return {"role": "user", "content": tool_content(image=image, error=error, **prompt_names)}
+
+
+def parse_tool_call(text: str) -> ToolCall | str | None:
+    """The resize call in one assistant turn: a ToolCall, an error string (for the error turn), or None.
+
+    None means the turn holds no `<tool_call>` at all (a direct answer). Errors: more than one call,
+    an unclosed tag, invalid JSON, not an object, a function other than resize_image, arguments that
+    are not exactly {"action": "resize"}."""
+    n_open = text.count("<tool_call>")
+    if n_open == 0:
+        return None
+    if n_open > 1:
+        return "more than one <tool_call> in one step; call ONE function per step"
+    start = text.index("<tool_call>") + len("<tool_call>")
+    end = text.find("</tool_call>", start)
+    if end < 0:
+        return "the <tool_call> is not closed with </tool_call>"
+    payload = text[start:end].strip()
+    try:
+        obj = json.loads(payload)
+    except json.JSONDecodeError as err:
+        return f"the tool call is not valid JSON ({err.msg} at position {err.pos})"
+    if not isinstance(obj, dict) or "name" not in obj:
+        return 'the tool call must be a JSON object {"name": ..., "arguments": {...}}'
+    name = obj.get("name")
+    if name != TOOL_NAME:
+        return f"unknown function {name!r}; the only available function is {TOOL_NAME}"
+    args = obj.get("arguments")
+    if isinstance(args, str):  # some models double-encode the arguments
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            pass
+    if not isinstance(args, dict):
+        return 'the "arguments" of the tool call must be a JSON object like {"action": "resize"}'
+    if args.get("action") != TOOL_ACTION:
+        return f"unknown action {args.get('action')!r}; the only available action is {TOOL_ACTION!r}"
+    extra = sorted(set(args) - {"action"})
+    if extra:
+        return f"unexpected argument(s) {', '.join(map(repr, extra))}; {TOOL_NAME} takes only \"action\""
+    return ToolCall(TOOL_NAME, {"action": TOOL_ACTION})
+
+
+_FINAL = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+_CALL = re.compile(r"\s*<think>(.*?)</think>\s*<tool_call>(.*?)</tool_call>\s*", re.DOTALL)
+
+
+def check_turn(text: str, final: bool) -> str | None:
+    """None when one assistant turn is well-formed, else the reason.
+
+    Every turn: exactly one <think>...</think> first. A final turn then exactly one <answer>...</answer>
+    (non-empty) and nothing else; a tool-call turn then exactly one valid <tool_call>...</tool_call>."""
+    for tag in ("<think>", "</think>"):
+        if text.count(tag) != 1:
+            return f"{'final' if final else 'tool'} turn needs exactly one {tag} (found {text.count(tag)})"
+    if final:
+        if "<tool_call>" in text:
+            return "final turn holds a <tool_call> (no turns left to answer it)"
+        for tag in ("<answer>", "</answer>"):
+            if text.count(tag) != 1:
+                return f"final turn needs exactly one {tag} (found {text.count(tag)})"
+        m = _FINAL.fullmatch(text)
+        if not m:
+            return "final turn must be <think>...</think> then <answer>...</answer> and nothing else"
+        if not m.group(2).strip():
+            return "empty <answer>"
+        return None
+    if "<answer>" in text or "</answer>" in text:
+        return "a tool-call turn must not answer"
+    if not _CALL.fullmatch(text):
+        return "tool turn must be <think>...</think> then one <tool_call>...</tool_call> and nothing else"
+    call = parse_tool_call(text)
+    return call if isinstance(call, str) else None
+
+
+def check_format(turns: list[str]) -> str | None:
+    """None when every assistant turn of a trajectory is well-formed (the last one answers), else the reason."""
+    if not turns:
+        return "no assistant turn"
+    for i, text in enumerate(turns):
+        reason = check_turn(text, final=(i == len(turns) - 1))
+        if reason:
+            return f"turn {i + 1}: {reason}"
+    return None

@@ -1,0 +1,363 @@
+"""`vt train CONFIG.yaml [--key value ...]`: VisionThink GRPO on TRL 1.16 (paper §3.3-3.4).
+
+One config dataclass, `VtTrainConfig` = TRL's `GRPOConfig` + vt's fields; the YAML sets any of them and
+every field is also a `--flag` (flags win). The run directory (`output_dir`) gets TRL's checkpoints,
+`metrics.jsonl` (one line per logging step), `rollouts.jsonl` (one line per rollout: turns, score,
+penalty), `rejected.jsonl` (rows that cannot fit the token budgets) and `final/` (model + processor,
+loadable by `vttrain.models.load`). `--resume` continues from the latest checkpoint at the same
+optimiser step and data position (TRL's seeded sampler + HF Trainer's batch skipping).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from vtdata.console import VtError, info
+
+# TRL's GRPOConfig is a heavy import (torch); it is resolved lazily through `config_class()`.
+_CONFIG_CLASS = None
+
+VT_FIELDS = {
+    "data_dir": (None, "Built or curated dataset directory (DIR/data/{split}-*.parquet; `vt build-data`, `vt curate`)."),
+    "split": ("train", "Split of data_dir to train on."),
+    "max_samples": (None, "Use only the first N rows (after rejections); None = all."),
+    "model": (None, "Policy: a checkpoint dir (`vt init-model tiny OUT`) or a hub id (Qwen/Qwen2.5-VL-7B-Instruct)."),
+    "judge": ("auto", "Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>."),
+    "judge_base_url": (None, "Base URL(s) of an OpenAI-compatible judge server (comma-separated)."),
+    "judge_api_key_env": (None, "Environment variable holding the judge API key (never written anywhere)."),
+    "judge_concurrency": (None, "Concurrent judge requests (openai judges)."),
+    "db": (None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
+    "penalty_mode": ("paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none."),
+    "theta": (0.2, "Threshold θ on r = C_direct / (C_direct + C_high)."),
+    "penalty": (0.1, "Penalty size (subtracted from the reward)."),
+    "format_weight": (0.5, "Weight of the format reward (1 when every turn is well-formed)."),
+    "max_turns": (2, "Assistant turns per rollout (1 tool call + the answer = 2)."),
+    "dynamic_sampling": (False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
+    "system_prompt": ("agent_system", "System prompt: shipped name or file path (vtdata/prompts)."),
+    "user_prompt": ("agent_user", "User prompt template with {question}: shipped name or file path."),
+    "tool_ok_prompt": ("tool_ok", "Instruction after the high-res image in the tool turn."),
+    "tool_error_prompt": ("tool_error", "Instruction after a tool error."),
+    "max_prompt_length": (None, "Reject (never truncate) rows whose turn-1 prompt, image tokens included, is longer; "
+                                "None = the model's context minus max_completion_length."),
+    "min_answer_tokens": (16, "Reject rows whose high-res tool turn leaves fewer than this many completion tokens."),
+    "use_peft": (False, "Train a LoRA adapter (peft) instead of all weights; the final model is merged."),
+    "lora_r": (16, "LoRA rank."),
+    "lora_alpha": (32, "LoRA alpha."),
+    "lora_dropout": (0.05, "LoRA dropout."),
+    "lora_target_modules": ("q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps."),
+    "resume": (False, "Continue from the latest checkpoint in output_dir (same step count and data position)."),
+}
+_TYPES = {"data_dir": "str | None", "split": "str", "max_samples": "int | None", "model": "str | None",
+          "judge": "str", "judge_base_url": "str | None", "judge_api_key_env": "str | None",
+          "judge_concurrency": "int | None", "db": "str | None", "penalty_mode": "str", "theta": "float",
+          "penalty": "float", "format_weight": "float", "max_turns": "int", "dynamic_sampling": "bool",
+          "system_prompt": "str", "user_prompt": "str", "tool_ok_prompt": "str", "tool_error_prompt": "str",
+          "max_prompt_length": "int | None", "min_answer_tokens": "int", "use_peft": "bool", "lora_r": "int",
+          "lora_alpha": "int", "lora_dropout": "float", "lora_target_modules": "str", "resume": "bool"}
+
+
+def config_class():
+    """`VtTrainConfig`: GRPOConfig + vt's fields (built on first use; TRL imports torch)."""
+    global _CONFIG_CLASS
+    if _CONFIG_CLASS is None:
+        from trl import GRPOConfig
+        ns = {"__annotations__": dict(_TYPES)}
+        for name, (default, help_) in VT_FIELDS.items():
+            ns[name] = field(default=default, metadata={"help": help_})
+        cls = type("VtTrainConfig", (GRPOConfig,), ns)
+        cls.__module__ = __name__
+        cls.__doc__ = "TRL's GRPOConfig plus vt's fields (see VT_FIELDS for their meaning)."
+        _CONFIG_CLASS = dataclass(cls)
+    return _CONFIG_CLASS
+
+
+def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
+    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error."""
+    import dataclasses
+
+    import yaml
+    from transformers import HfArgumentParser
+
+    cls = config_class()
+    values = {}
+    if config_file is not None:
+        p = Path(config_file)
+        if not p.is_file():
+            raise VtError(f"train config {p} not found")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise VtError(f"train config {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise VtError(f"train config {p} must be a mapping of option: value")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise VtError(f"unknown train option(s) in {config_file}: {', '.join(unknown)} (see `vt train --options`)")
+    parser = HfArgumentParser(cls)
+    parser.set_defaults(**values)
+    try:
+        (cfg, rest) = parser.parse_args_into_dataclasses(args=list(overrides), return_remaining_strings=True)
+    except SystemExit:
+        raise VtError(f"bad train option in {' '.join(overrides)} (see `vt train --options`)") from None
+    except (ValueError, TypeError) as err:
+        raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
+    if rest:
+        raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
+    return cfg
+
+
+def validate(cfg) -> None:
+    from vttrain.reward import check_mode
+    check_mode(cfg.penalty_mode)
+    if not cfg.data_dir:
+        raise VtError("train config needs data_dir (a `vt build-data` or `vt curate` output)")
+    if not cfg.model:
+        raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory)")
+    if cfg.max_turns < 1:
+        raise VtError("max_turns must be >= 1")
+    if not 0 <= cfg.theta <= 1:
+        raise VtError("theta must be in [0, 1]")
+    if cfg.num_generations is None or cfg.num_generations < 2:
+        raise VtError("num_generations must be >= 2 (GRPO needs a group)")
+    if cfg.use_vllm:
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise VtError("use_vllm: true needs vLLM installed (pip install 'vt[vllm]'); it is never needed on CPU") from None
+
+
+def load_rows(data_dir: str, split: str):
+    """The split as a `datasets.Dataset` with the image column undecoded (original bytes)."""
+    import datasets
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise VtError(f"data_dir {d} is not a directory (build one with `vt build-data`)")
+    try:
+        from vtdata.build import load_hf
+        ds = load_hf(str(d), split)
+    except ImportError:
+        files = sorted(str(p) for p in (d / "data").glob(f"{split}-*.parquet"))
+        if not files:
+            raise VtError(f"{d} has no {split} split (expected {d}/data/{split}-*.parquet)") from None
+        ds = datasets.Dataset.from_parquet(files)
+    if len(ds) == 0:
+        raise VtError(f"{d} split {split!r} is empty")
+    need = {"id", "question", "answers", "image", "low_width", "low_height", "high_width", "high_height"}
+    missing = sorted(need - set(ds.column_names))
+    if missing:
+        raise VtError(f"{d} lacks column(s) {', '.join(missing)}: not a vt built/curated dataset")
+    return ds.cast_column("image", datasets.Image(decode=False))
+
+
+def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
+    """Drop (and record in RUN/rejected.jsonl) rows whose prompt or high-res tool turn cannot fit.
+
+    Guards two silent failures: a prompt cut through its image tokens, and a tool image that TRL drops
+    because the trajectory would pass max_completion_length."""
+    from vttrain.rollout import budget
+    names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
+    max_prompt = cfg.max_prompt_length or (model_max_len - cfg.max_completion_length)
+    keep, rejected = [], []
+    cols = ["id", "question", "low_width", "low_height", "high_width", "high_height"]
+    for i, row in enumerate(ds.select_columns(cols)):
+        p, t = budget(processor, row, cfg.system_prompt, cfg.user_prompt, names)
+        if p > max_prompt:
+            rejected.append({"id": row["id"], "reason": f"prompt has {p} tokens > max_prompt_length {max_prompt}"})
+        elif cfg.max_turns > 1 and t + cfg.min_answer_tokens > cfg.max_completion_length:
+            rejected.append({"id": row["id"], "reason": f"high-res tool turn has {t} tokens; with "
+                             f"{cfg.min_answer_tokens} answer tokens it exceeds max_completion_length "
+                             f"{cfg.max_completion_length}"})
+        else:
+            keep.append(i)
+    if rejected:
+        with open(run_dir / "rejected.jsonl", "w", encoding="utf-8") as f:
+            for r in rejected:
+                f.write(json.dumps(r) + "\n")
+        info(f"rejected {len(rejected)} of {len(ds)} rows that cannot fit the token budgets "
+             f"(reasons in {run_dir / 'rejected.jsonl'}; first: {rejected[0]['reason']})")
+    if not keep:
+        raise VtError(f"no row fits: {rejected[0]['reason']} (raise max_completion_length/max_prompt_length)")
+    return ds.select(keep)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    cks = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
+
+
+def _trim_logs(run_dir: Path, step: int) -> None:
+    """On resume, drop log lines written after the checkpoint (they will be written again)."""
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        p = run_dir / name
+        if p.exists():
+            lines = [ln for ln in p.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            p.write_text("".join(ln + "\n" for ln in lines))
+
+
+def build_trainer(cfg, trainer_class=None):
+    """(trainer, processor): the VtGRPOTrainer for a config (also used by tests and bench/train_step.py)."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import torch
+
+    from vttrain import models
+    from vttrain.rollout import ResizeEnv, make_transform, prepare_processor, vision_token_ids
+    from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
+
+    validate(cfg)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    processor = models.load_processor(cfg.model)
+    prepare_processor(processor)
+    ResizeEnv.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
+
+    # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
+    # a random-weight dir without weights (`vt init-model random`) is built by vttrain.models.load.
+    local = Path(cfg.model)
+    dtype = torch.bfloat16 if cfg.bf16 else (torch.float16 if cfg.fp16 else torch.float32)
+    if local.is_dir() and not models._has_weights(local):
+        model, _ = models.load(cfg.model, device="cpu", dtype=dtype)
+    else:
+        model = cfg.model
+        cfg.model_init_kwargs = {"dtype": dtype, **(cfg.model_init_kwargs or {})}
+    from transformers import AutoConfig
+    mcfg = AutoConfig.from_pretrained(cfg.model)
+    model_max_len = getattr(mcfg.get_text_config(), "max_position_embeddings", 32768)
+
+    # Never generate vision tokens (they would not match any image features).
+    bad = vision_token_ids(processor.tokenizer)
+    gk = dict(cfg.generation_kwargs or {})
+    if cfg.use_vllm:
+        gk.setdefault("logit_bias", {i: -100.0 for i in bad})
+    else:
+        gk["suppress_tokens"] = sorted(set(gk.get("suppress_tokens", [])) | set(bad))
+    cfg.generation_kwargs = gk
+    cfg.max_tool_calling_iterations = cfg.max_turns - 1
+    if cfg.max_turns == 1:
+        cfg.max_tool_calling_iterations = 0
+
+    ds = load_rows(cfg.data_dir, cfg.split)
+    ds = fit_rows(ds, processor, cfg, model_max_len, run_dir)
+    if cfg.max_samples:
+        ds = ds.select(range(min(cfg.max_samples, len(ds))))
+    ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt))
+
+    judge_opts = {}
+    if cfg.judge.startswith("openai:"):
+        for k in ("base_url", "api_key_env", "concurrency"):
+            v = getattr(cfg, f"judge_{k}")
+            if v is not None:
+                judge_opts[k] = v
+    from vtdata.judge import make_judge
+    db = None
+    if cfg.judge.startswith("openai:") and int(os.environ.get("RANK", "0")) == 0:
+        from vtdata.db import default_db
+        db = cfg.db or str(default_db(cfg.data_dir))
+    judge = make_judge(cfg.judge, db=db, **judge_opts)
+
+    peft_config = None
+    if cfg.use_peft:
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=[m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()],
+                                 task_type="CAUSAL_LM")
+    cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
+    stats: dict = {}
+    cls = trainer_class or VtGRPOTrainer
+    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats), args=cfg, train_dataset=ds,
+                  processing_class=processor, environment_factory=ResizeEnv, peft_config=peft_config, vt=cfg,
+                  callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
+    trainer.vt_judge = judge
+    return trainer, processor
+
+
+def save_final(trainer, processor, out: Path) -> Path:
+    """The trained policy + its processor (original chat template) in `out`, loadable by models.load."""
+    from vttrain.rollout import uninstall_response_parser
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # LoRA: save merged weights
+        model = model.merge_and_unload()
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(out)
+        uninstall_response_parser(processor)
+        processor.chat_template = trainer.vt_original_chat_template
+        processor.tokenizer.chat_template = trainer.vt_original_chat_template
+        processor.save_pretrained(out)
+        from vtdata import protocol
+        (out / "vt_protocol_chat_template.jinja").write_text(protocol.CHAT_TEMPLATE)
+    return out
+
+
+def run(cfg, trainer_class=None):
+    """Train per the config; returns the final model dir."""
+    run_dir = Path(cfg.output_dir)
+    ckpt = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if ckpt and not cfg.resume:
+        raise VtError(f"{run_dir} already has {ckpt.name}; pass --resume to continue it or pick another output_dir")
+    if cfg.resume and ckpt is None:
+        raise VtError(f"--resume: no checkpoint in {run_dir}")
+    if ckpt:
+        step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+        _trim_logs(run_dir, step)
+        info(f"resuming {run_dir} from {ckpt.name} (step {step})")
+    from vttrain.models import load_processor
+    original_template = load_processor(cfg.model).chat_template
+    trainer, processor = build_trainer(cfg, trainer_class)
+    trainer.vt_original_chat_template = original_template
+    try:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    finally:
+        trainer.vt_judge.close()
+    final = save_final(trainer, processor, run_dir / "final")
+    info(f"saved the trained model to {final}; metrics in {run_dir / 'metrics.jsonl'}")
+    return final
+
+
+def options_help() -> str:
+    import dataclasses
+    cls = config_class()
+    lines = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name.startswith("_"):
+            continue
+        help_ = (f.metadata or {}).get("help", "").split(". ")[0]
+        default = f.default if f.default is not dataclasses.MISSING else "(factory)"
+        lines.append(f"--{f.name} (default {default!r}): {help_}")
+    return "\n".join(lines)
+
+
+def train_command(
+    ctx: typer.Context,
+    config: Path = typer.Argument(None, help="Train config YAML (e.g. manifests/train-demo.yaml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
+    options: bool = typer.Option(False, "--options", help="List every config option (TRL's GRPOConfig + vt's) and exit."),
+):
+    """Train the policy with VisionThink GRPO: `vt train CONFIG.yaml [--key value ...]`.
+
+    Every config option is also a flag (`--learning_rate 1e-6 --num_generations 8`); flags override the
+    YAML. Writes checkpoints, metrics.jsonl, rollouts.jsonl and final/ into output_dir."""
+    if options:
+        typer.echo(options_help())
+        return
+    if config is None:
+        raise VtError("usage: vt train CONFIG.yaml [--key value ...] (or --options)")
+    extra = list(ctx.args) + (["--resume", "true"] if resume else [])
+    cfg = parse_config(config, extra)
+    run(cfg)
+
+
+train_command.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (used with accelerate launch)
+    from vtdata.console import console
+    try:
+        run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
+    except VtError as err:
+        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,191 @@
+"""`VtGRPOTrainer`: TRL's GRPOTrainer plus the VisionThink group penalty, dynamic sampling and metrics.
+
+Extends TRL 1.16 through two overrides (private methods, hence the `trl>=1.16,<1.17` pin):
+- `_calculate_rewards`: TRL returns the rewards GATHERED across processes (rows grouped by prompt, G
+  consecutive rows per group, the layout its advantage code uses). The penalty column is filled here,
+  on the whole group, so a group split over several GPUs gets the same penalty as on one.
+- `_generate_and_score_completions`: checks the generated-vision-token guard and applies the optional
+  zero-variance-group filter (dynamic sampling) to the loss mask; TRL has no such filter.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather, gather_object
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+from vtdata import protocol
+from vttrain.reward import Rollout, batch_penalties
+
+ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)
+
+
+def assistant_turns(messages: list[dict]) -> list[str]:
+    """Raw texts of the assistant turns of one completion (TRL's message list)."""
+    out = []
+    for m in messages:
+        if m.get("role") == "assistant":
+            c = m.get("content")
+            out.append(c if isinstance(c, str) else "".join(p.get("text", "") for p in c or []))
+    return out
+
+
+def make_reward_funcs(judge, stats: dict):
+    """The per-process reward functions: accuracy (the judge on the final turn), format, penalty placeholder."""
+    from vtdata.judge import JudgeItem
+
+    def accuracy(prompts, completions, question, answers, answer_type=None, choices=None, log_metric=None,
+                 **_):
+        items = []
+        for i, c in enumerate(completions):
+            turns = assistant_turns(c)
+            items.append(JudgeItem(question=question[i], answers=list(answers[i] or []),
+                                   response=turns[-1] if turns else "",
+                                   answer_type=(answer_type[i] if answer_type else None) or "open",
+                                   choices=list(choices[i]) if choices and choices[i] is not None else None))
+        t0 = time.perf_counter()
+        verdicts = judge.judge(items)
+        elapsed = time.perf_counter() - t0
+        n = max(len(verdicts), 1)
+        stats["last_verdicts"] = verdicts
+        if log_metric:
+            log_metric("judge_cache_hit_rate", sum(v.cached for v in verdicts) / n)
+            log_metric("judge_latency_s", sum(v.latency_s for v in verdicts) / n)
+            log_metric("judge_batch_s", elapsed)
+            log_metric("judge_error_share", sum(v.status != "ok" for v in verdicts) / n)
+        return [v.score if v.status == "ok" else None for v in verdicts]
+
+    def format(completions, **_):  # noqa: A001 - the reward's name in TRL's logs
+        return [0.0 if protocol.check_format(assistant_turns(c)) else 1.0 for c in completions]
+
+    def penalty(completions, **_):
+        """Placeholder column: VtGRPOTrainer._calculate_rewards fills it after the cross-process gather."""
+        return [0.0] * len(completions)
+
+    return [accuracy, format, penalty]
+
+
+class VtGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args, vt=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.vt = vt
+        tok = self.processing_class.tokenizer
+        self._pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        from vttrain.rollout import vision_token_ids
+        self._vision_ids = torch.tensor(vision_token_ids(tok))
+        self._zero_var_rows = None
+        self.run_dir = Path(self.args.output_dir)
+
+    # -- rollout facts ----------------------------------------------------------------------------
+    def _facts(self, inputs, completions, completion_ids_list) -> torch.Tensor:
+        """Per local rollout: used_high, attempted, dropped, low tokens, high tokens."""
+        from vttrain.models import visual_tokens
+        rows = []
+        for i, (c, ids) in enumerate(zip(completions, completion_ids_list)):
+            env = self.environments[i] if self.environments else None
+            turns = assistant_turns(c)
+            attempted = any("<tool_call>" in t for t in turns)
+            used_high = sum(1 for t in ids if t == self._pad_id) > 0
+            dropped = bool(env is not None and env.ok > 0 and not used_high)
+            x = inputs[i]
+            low = visual_tokens(self.processing_class, (x["low_width"], x["low_height"]))
+            high = visual_tokens(self.processing_class, (x["high_width"], x["high_height"]))
+            rows.append([float(used_high), float(attempted), float(dropped), float(low), float(high)])
+        return torch.tensor(rows, dtype=torch.float32, device=self.accelerator.device)
+
+    @torch.no_grad()
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # gathered
+        facts = gather(self._facts(inputs, completions, completion_ids_list))
+        mode = "train" if self.model.training else "eval"
+        G = self.num_generations if mode == "train" else self.num_generations_eval
+        vt = self.vt
+        acc = rewards[:, ACC].tolist()
+        fmt = rewards[:, FMT].tolist()
+        rolls = [Rollout(score=None if math.isnan(a) else a, used_high=bool(f[0]), attempted=bool(f[1]),
+                         format_ok=bool(fo >= 0.5)) for a, f, fo in zip(acc, facts.tolist(), fmt)]
+        pens = batch_penalties(rolls, G, mode=vt.penalty_mode, theta=vt.theta, penalty=vt.penalty)
+        rewards[:, PEN] = -torch.tensor(pens, dtype=rewards.dtype, device=rewards.device)
+        failed = torch.isnan(rewards[:, ACC])
+        rewards[failed] = torch.nan  # a judge failure is unscorable, never wrong (advantage 0 in TRL)
+
+        # zero-variance groups (no gradient signal); optionally filtered from the loss
+        total = (rewards * self.reward_weights.to(rewards.device)).sum(dim=1).view(-1, G)
+        zero = torch.nan_to_num(total.max(dim=1).values - total.min(dim=1).values, nan=0.0) < 1e-6
+        self._zero_var_rows = zero.repeat_interleave(G)
+
+        m = self._metrics[mode]
+        scored = [r for r in rolls if r.score is not None]
+        direct = [r for r in scored if not r.used_high]
+        resized = [r for r in scored if r.used_high]
+        n = len(rolls)
+        m["resize_ratio"].append(sum(r.used_high for r in rolls) / n)
+        m["tool_call_ratio"].append(sum(r.attempted for r in rolls) / n)
+        m["tool_dropped_ratio"].append(float(facts[:, 2].mean()))
+        m["accuracy"].append(sum(r.score for r in scored) / len(scored) if scored else math.nan)
+        m["accuracy_direct"].append(sum(r.score for r in direct) / len(direct) if direct else math.nan)
+        m["accuracy_resized"].append(sum(r.score for r in resized) / len(resized) if resized else math.nan)
+        m["penalty_share"].append(sum(p > 0 for p in pens) / n)
+        m["format_pass_rate"].append(sum(r.format_ok for r in rolls) / n)
+        used = facts[:, 3] + facts[:, 0] * facts[:, 4]
+        m["visual_tokens_per_sample"].append(float(used.mean()))
+        m["visual_token_ratio"].append(float((used / facts[:, 4]).mean()))  # vs full-res direct answer
+        m["zero_variance_share"].append(float(zero.float().mean()))
+        m["filtered_share"].append(float(zero.float().mean()) if vt.dynamic_sampling else 0.0)
+        self._write_rollouts(inputs, completions, rewards, rolls, pens, facts)
+        return rewards
+
+    def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts) -> None:
+        """One JSON line per rollout in RUN/rollouts.jsonl (what was generated and how it was scored)."""
+        local = [{"id": x.get("id"), "turns": assistant_turns(c)} for x, c in zip(inputs, completions)]
+        everything = gather_object(local)
+        if not self.accelerator.is_main_process:
+            return
+        step = self.state.global_step + 1
+        with open(self.run_dir / "rollouts.jsonl", "a", encoding="utf-8") as f:
+            for i, (x, r, p) in enumerate(zip(everything, rolls, pens)):
+                total = float(rewards[i] @ self.reward_weights.to(rewards.device))
+                f.write(json.dumps({"step": step, "group": i // self.num_generations, "id": x["id"],
+                                    "score": r.score, "format_ok": r.format_ok, "used_high": r.used_high,
+                                    "attempted": r.attempted, "dropped": bool(facts[i, 2]), "penalty": p,
+                                    "reward": None if math.isnan(total) else total,
+                                    "turns": x["turns"]}) + "\n")
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        ids, mask = out["completion_ids"], out["completion_mask"]
+        model_tokens = mask.bool() if "tool_mask" not in out else (mask * out["tool_mask"]).bool()
+        bad = torch.isin(ids, self._vision_ids.to(ids.device)) & model_tokens
+        if bad.any():  # generation suppresses them; if a backend ever emits one the forward would break
+            raise RuntimeError(f"the policy generated {int(bad.sum())} vision token(s); check generation_kwargs")
+        if self.vt.dynamic_sampling and self._zero_var_rows is not None and self.model.training:
+            n = len(inputs)
+            rows = self._zero_var_rows[self.accelerator.process_index * n:(self.accelerator.process_index + 1) * n]
+            keep = (~rows).int().to(mask.device).unsqueeze(1)
+            out["tool_mask"] = (out["tool_mask"] if "tool_mask" in out else torch.ones_like(mask)) * keep
+            n_items = gather((mask * out["tool_mask"]).sum()).sum()
+            out["num_items_in_batch"] = torch.clamp(n_items, min=1)
+        return out
+
+
+class JsonlMetrics(TrainerCallback):
+    """Every logging step's metrics as one JSON line in RUN/metrics.jsonl (main process)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        rec = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}
+        for k, v in logs.items():
+            if isinstance(v, float) and math.isnan(v):
+                v = None
+            rec[k] = v
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
