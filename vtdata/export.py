@@ -1,0 +1,177 @@
+"""`vt export`: a built (or curated) set in other trainers' formats.
+
+--format verl   the VisionThink release / verl schema, per split: `OUT/{split}.parquet` and the same as a
+                `datasets.save_to_disk` directory `OUT/{split}/` (what the VisionThink fork's
+                MultiModalDataset loads). Columns: images (HF Image), problem ("<image>\\n" + question),
+                original_answer, answer, solution, data_source (open_source_require_high |
+                open_source_no_require_high, or the release's own), doc_id, info {tgt_width, tgt_height,
+                use_tool} (= the low view; the fork doubles it for the high view), use_tool, prompt (chat:
+                system = agent prompt, user = agent instruction + problem), reward_model, extra_info.
+--format jsonl  `OUT/{split}.jsonl` + `OUT/images/<id>.<ext>` (original bytes); every vt column except
+                the image bytes, with `image` the relative path. `kind: jsonl` reads it back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from vtdata.build import iter_samples, shard_files
+from vtdata.console import VtError, info, progress_bar
+
+FORMATS = ("verl", "jsonl")
+_MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"), (b"GIF8", "gif"), (b"BM", "bmp"), (b"II*\x00", "tif"),
+          (b"MM\x00*", "tif")]
+
+
+@dataclass
+class ExportConfig:
+    """Options of `vt export`."""
+
+    data_dir: str
+    """A dataset built by `vt build-data` (or written by `vt curate`)."""
+    out: str
+    """Output directory (replaced only when the export completes)."""
+    format: str = "verl"
+    """verl (VisionThink release schema) or jsonl (JSONL + image files)."""
+
+
+def _ext(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((e for m, e in _MAGIC if data.startswith(m)), "bin")
+
+
+def _use_tool(row: dict, meta: dict) -> bool:
+    if row.get("use_tool") is not None:
+        return bool(row["use_tool"])
+    info_ = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    if info_.get("use_tool") is not None:
+        return bool(info_["use_tool"])
+    return row["task"] == "ocr"
+
+
+def verl_row(row: dict, system: str, user: str, index: int) -> dict:
+    """One row in the VisionThink/verl schema."""
+    meta = json.loads(row.get("meta") or "{}")
+    problem = "<image>\n" + row["question"]
+    if row.get("choices"):
+        problem += "\nOptions: " + ", ".join(row["choices"])
+    use_tool = _use_tool(row, meta)
+    source = meta.get("data_source") or ("open_source_require_high" if use_tool else "open_source_no_require_high")
+    answer = row["answers"][0]
+    return {"images": {"bytes": row["image"], "path": None}, "problem": problem, "original_answer": answer,
+            "answer": answer, "solution": f"<answer> {answer} </answer>", "data_source": source,
+            "doc_id": row["id"], "use_tool": use_tool,
+            "info": {"tgt_width": row["low_width"], "tgt_height": row["low_height"], "use_tool": use_tool},
+            "prompt": [{"role": "system", "content": system}, {"role": "user", "content": user.format(question=problem)}],
+            "reward_model": {"style": "model", "ground_truth": answer},
+            "extra_info": {"index": index, "split": row["split"], "answers": list(row["answers"]),
+                           "answer_type": row["answer_type"], "task": row["task"], "vt_source": row["source"]}}
+
+
+def _verl_features():
+    import datasets
+
+    s = datasets.Value("string")
+    return datasets.Features({
+        "images": datasets.Image(), "problem": s, "original_answer": s, "answer": s, "solution": s,
+        "data_source": s, "doc_id": s, "use_tool": datasets.Value("bool"),
+        "info": {"tgt_width": datasets.Value("int32"), "tgt_height": datasets.Value("int32"),
+                 "use_tool": datasets.Value("bool")},
+        "prompt": datasets.List({"role": s, "content": s}),
+        "reward_model": {"style": s, "ground_truth": s},
+        "extra_info": {"index": datasets.Value("int64"), "split": s, "answers": datasets.List(s),
+                       "answer_type": s, "task": s, "vt_source": s}})
+
+
+def export(cfg: ExportConfig) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if cfg.format not in FORMATS:
+        raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    shard_files(cfg.data_dir)  # a clear error when DIR is not a built set
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not (out / "export.json").exists():
+        raise VtError(f"{out} exists and is not a vt export (no export.json); choose another --out")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    counts = {}
+    try:
+        if cfg.format == "verl":
+            import datasets
+
+            from vtdata.prompts import load
+
+            system, user = load("agent_system"), load("agent_user")
+            feats = _verl_features()
+            for split in ("train", "val"):
+                n = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(cfg.data_dir, split))
+                if not n:
+                    continue
+                path = tmp / f"{split}.parquet"
+                with pq.ParquetWriter(path, feats.arrow_schema) as w, progress_bar(f"export {split}", n) as bar:
+                    batch = []
+                    for i, row in enumerate(iter_samples(cfg.data_dir, split)):
+                        batch.append(verl_row(row, system, user, i))
+                        if len(batch) == 256:
+                            w.write_table(pa.Table.from_pylist(batch, schema=feats.arrow_schema))
+                            bar.advance(len(batch))
+                            batch = []
+                    if batch:
+                        w.write_table(pa.Table.from_pylist(batch, schema=feats.arrow_schema))
+                        bar.advance(len(batch))
+                was_on = datasets.is_progress_bar_enabled()
+                datasets.disable_progress_bars()
+                try:
+                    ds = datasets.Dataset.from_parquet(str(path), features=feats, cache_dir=str(tmp / ".cache"))
+                    ds.save_to_disk(str(tmp / split))
+                    del ds
+                finally:
+                    if was_on:
+                        datasets.enable_progress_bars()
+                counts[split] = n
+            shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        else:
+            (tmp / "images").mkdir()
+            for split in ("train", "val"):
+                n = 0
+                with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                    for row in iter_samples(cfg.data_dir, split):
+                        data = row.pop("image")
+                        rel = f"images/{row['id']}.{_ext(data)}"
+                        (tmp / rel).write_bytes(data)
+                        row["image"] = rel
+                        row["meta"] = json.loads(row.get("meta") or "{}")
+                        f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                        n += 1
+                if n:
+                    counts[split] = n
+                else:
+                    (tmp / f"{split}.jsonl").unlink()
+        (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data_dir).resolve()),
+                                                     "rows": counts}, indent=2) + "\n")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def export_command(
+    data_dir: str = typer.Argument(..., help="Dataset directory written by `vt build-data` or `vt curate`."),
+    format: str = typer.Option("verl", "--format", "-f", help="verl (VisionThink release schema) | jsonl."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
+):
+    """Export a built set for other trainers: the VisionThink/verl parquet + save_to_disk schema, or JSONL + images."""
+    counts = export(ExportConfig(data_dir=data_dir, out=out, format=format))
+    info(f"exported {', '.join(f'{k} {v}' for k, v in counts.items())} rows as {format} to {out}")

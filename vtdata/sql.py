@@ -1,0 +1,106 @@
+"""`vt sql`: read-only SQL over the vt DuckDB file (samples, rejects, judgments, rollouts, ...).
+
+    vt sql "SELECT task, split, count(*) FROM samples GROUP BY ALL" --db demo-out/vt.duckdb
+    vt sql "SELECT reason, count(*) FROM rejects GROUP BY ALL" --format csv > rejects.csv
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import typer
+
+from vtdata import db as vtdb
+from vtdata.console import VtError
+
+READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+FORMATS = ("table", "csv", "json")
+
+
+@dataclass
+class SqlConfig:
+    """Options of `vt sql`."""
+
+    query: str
+    """One or more read-only statements (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA)."""
+    db: str | None = None
+    """DuckDB file (default: $VT_DB, else ./vt.duckdb)."""
+    format: str = "table"
+    """table (aligned, for people), csv or json (for programs); results go to stdout."""
+
+
+def run_sql(cfg: SqlConfig):
+    """Execute the query on a read-only connection; returns (column names, rows) of the last statement."""
+    import duckdb
+
+    if cfg.format not in FORMATS:
+        raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    path = cfg.db or os.environ.get("VT_DB") or "vt.duckdb"
+    con = vtdb.connect(path, read_only=True)
+    try:
+        try:
+            stmts = con.extract_statements(cfg.query)
+        except duckdb.Error as err:
+            raise VtError(f"SQL error: {str(err).splitlines()[0]}") from None
+        if not stmts:
+            raise VtError("empty query")
+        for s in stmts:
+            kind = s.type.name
+            if kind not in READ_TYPES:
+                raise VtError(f"vt sql is read-only: refusing a {kind} statement "
+                              f"(the tables are written by the vt commands that own them)")
+        cols, rows = [], []
+        for s in stmts:
+            try:
+                rel = con.execute(s.query)
+                cols = [d[0] for d in rel.description or []]
+                rows = rel.fetchall() if rel.description else []
+            except duckdb.Error as err:
+                msg = str(err).splitlines()[0]
+                if "read-only" in msg.lower():
+                    raise VtError(f"vt sql is read-only: {msg}") from None
+                raise VtError(f"SQL error: {msg}") from None
+        return cols, rows
+    finally:
+        con.close()
+
+
+def _cell(v):
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v)} bytes>"
+    return v
+
+
+def print_result(cols, rows, fmt: str, out=None) -> None:
+    out = out or sys.stdout
+    if fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([json.dumps(v, default=str) if isinstance(v, (list, dict)) else _cell(v) for v in r])
+    elif fmt == "json":
+        out.write(json.dumps([dict(zip(cols, map(_cell, r))) for r in rows], default=str, ensure_ascii=False,
+                             indent=1) + "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*cols, show_edge=False, header_style="bold")
+        for r in rows:
+            t.add_row(*("NULL" if v is None else str(_cell(v)) for v in r))
+        Console(file=out, width=max(100, 22 * len(cols))).print(t)
+        Console(file=out).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", highlight=False)
+
+
+def sql_command(
+    query: str = typer.Argument(..., help="Read-only SQL, e.g. \"SELECT task, count(*) FROM samples GROUP BY ALL\"."),
+    db: str = typer.Option(None, "--db", help="DuckDB file (default: $VT_DB, else ./vt.duckdb)."),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json (to stdout)."),
+):
+    """Query the vt database read-only (samples, rejects, judgments, rollouts, curated, ...)."""
+    cfg = SqlConfig(query=query, db=db, format=format)
+    cols, rows = run_sql(cfg)
+    print_result(cols, rows, cfg.format)
