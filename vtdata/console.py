@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 T = TypeVar("T")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line when piped
 _level = {"value": 1}  # 0 quiet, 1 normal, 2 verbose
 log = logging.getLogger("vt")
 
