@@ -73,14 +73,20 @@ def high_size(width: int, height: int, policy: ResolutionPolicy = ResolutionPoli
         scale = math.sqrt(policy.max_pixels / area)
     elif area < policy.min_pixels:
         scale = math.sqrt(policy.min_pixels / area)
-    w = max(m, round(width * scale / m) * m)
-    h = max(m, round(height * scale / m) * m)
-    if w * h > policy.max_pixels:  # rounding overshot: round both sides down instead
-        w, h = max(m, math.floor(width * scale / m) * m), max(m, math.floor(height * scale / m) * m)
-    elif w * h < policy.min_pixels:  # rounding undershot: round both sides up if that still fits
-        cw, ch = math.ceil(width * scale / m) * m, math.ceil(height * scale / m) * m
-        if cw * ch <= policy.max_pixels:
-            w, h = cw, ch
+    tw, th = width * scale, height * scale  # the ideal (unsnapped) size
+    snaps = lambda x: {max(m, math.floor(x / m) * m), max(m, math.ceil(x / m) * m)}  # noqa: E731
+    cands = {(cw, ch) for cw in snaps(tw) for ch in snaps(th)}
+    for ch in snaps(th):  # one side snapped: the other refitted to the ideal area
+        cands |= {(cw, ch) for cw in snaps(tw * th / ch)}
+    for cw in snaps(tw):
+        cands |= {(cw, ch) for ch in snaps(tw * th / cw)}
+
+    def cost(c):  # prefer: inside the bounds, then the closest aspect ratio and area to the ideal
+        cw, ch = c
+        outside = cw * ch > policy.max_pixels or cw * ch < policy.min_pixels
+        return (outside, 2 * abs(math.log((cw / ch) / (tw / th))) + abs(math.log(cw * ch / (tw * th))), c)
+
+    w, h = min(cands, key=cost)
     while w * h > policy.max_pixels and max(w, h) > m:  # very elongated: the 56-px floor overshot
         w, h = (w - m, h) if w >= h else (w, h - m)
     return int(w), int(h)

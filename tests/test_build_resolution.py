@@ -1,0 +1,136 @@
+"""The two views: size arithmetic (1/4 of the visual tokens), EXIF, modes, LANCZOS, policy checks."""
+import io
+import random
+
+import pytest
+from PIL import Image
+
+from build_helpers import image_bytes
+from vtdata.console import VtError
+from vtdata.resolution import ResolutionPolicy, decode, high_size, view, view_of, view_sizes
+
+
+def tokens(w, h):  # Qwen2.5-VL: patch 14, 2x2 merge -> one token per 28x28
+    assert w % 28 == 0 and h % 28 == 0
+    return (w // 28) * (h // 28)
+
+
+@pytest.mark.parametrize("policy", [ResolutionPolicy(), ResolutionPolicy(224 * 224, 448 * 448)])
+def test_view_sizes_snap_clamp_and_quarter_tokens(policy):
+    rng = random.Random(0)
+    sizes = [(rng.randint(20, 6000), rng.randint(20, 6000)) for _ in range(3000)] + [(640, 480), (4000, 3000), (30, 30)]
+    for w, h in sizes:
+        if max(w, h) > 50 * min(w, h):
+            continue
+        (lw, lh), (hw, hh) = view_sizes(w, h, policy)
+        assert hw % 56 == 0 and hh % 56 == 0 and hw >= 56 and hh >= 56
+        assert (lw * 2, lh * 2) == (hw, hh)
+        assert tokens(lw, lh) * 4 == tokens(hw, hh)
+        assert hw * hh <= policy.max_pixels
+        if max(w, h) < 8 * min(w, h):  # the 56-px floor only distorts very elongated images
+            assert hw * hh >= policy.min_pixels * 0.75
+            if min(hw, hh) >= 168:  # with 3+ tiles on the short side the aspect ratio is kept closely
+                assert abs(hw / hh - w / h) / (w / h) < 0.3
+
+
+def test_high_size_known_values():
+    # inside the bounds: only snapped to 56-multiples, choosing the snap that keeps 4:3 exactly
+    assert high_size(640, 480) == (672, 504)
+    assert high_size(1120, 560) == (1120, 560)  # already on the grid and inside: unchanged
+    # too big: sqrt scale to fit 2048^2 then snap (aspect kept)
+    w, h = high_size(8000, 6000)
+    assert w * h <= 2048 * 2048 and w * h > 0.9 * 2048 * 2048 and abs(w / h - 4 / 3) < 0.05
+    # too small: upscaled to at least 512^2
+    w, h = high_size(100, 100)
+    assert w == h and w * h >= 512 * 512
+    assert view_sizes(3000, 2000, ResolutionPolicy(low_factor=4, multiple=112))[0][0] * 4 == high_size(
+        3000, 2000, ResolutionPolicy(low_factor=4, multiple=112))[0]
+
+
+def test_policy_validation_names_the_bad_key():
+    with pytest.raises(VtError, match="resolution.max_pixel"):
+        ResolutionPolicy.from_dict({"max_pixel": 5})
+    with pytest.raises(VtError, match="min_pixels"):
+        ResolutionPolicy(min_pixels=10 ** 7, max_pixels=10 ** 6)
+    with pytest.raises(VtError, match="divisible"):
+        ResolutionPolicy(multiple=56, low_factor=3)
+
+
+def test_view_is_lanczos_of_the_original():
+    img = Image.effect_noise((300, 200), 60).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    v = view(buf.getvalue(), (112, 56))
+    assert v.mode == "RGB" and v.size == (112, 56)
+    assert v.tobytes() == img.resize((112, 56), Image.Resampling.LANCZOS).tobytes()
+    assert v.tobytes() != img.resize((112, 56), Image.Resampling.NEAREST).tobytes()
+
+
+def test_exif_orientation_applied():
+    img = Image.new("RGB", (120, 60), (255, 255, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # red block top-left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW when displayed
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif, quality=95)
+    v = view(buf.getvalue(), (60, 120))
+    assert v.size == (60, 120)
+    r, g, b = v.getpixel((55, 5))  # after a 90 deg clockwise turn the block is top-right
+    assert r > 200 and g < 60
+    assert v.getpixel((5, 5))[1] > 200  # top-left is white now
+
+
+@pytest.mark.parametrize("mode,expect", [
+    ("RGBA", (255, 255, 255)),  # fully transparent -> white background
+    ("LA", (255, 255, 255)),
+    ("L", (128, 128, 128)),
+    ("CMYK", None),
+    ("P", None),
+    ("1", None),
+])
+def test_every_mode_becomes_rgb(mode, expect):
+    color = {"RGBA": (10, 20, 30, 0), "LA": (0, 0), "L": 128, "CMYK": (0, 255, 255, 0), "P": 3, "1": 1}[mode]
+    buf = io.BytesIO()
+    Image.new(mode, (64, 64), color).save(buf, "TIFF" if mode == "CMYK" else "PNG")
+    v = view(buf.getvalue(), (56, 56))
+    assert v.mode == "RGB" and v.size == (56, 56)
+    if expect:
+        assert v.getpixel((10, 10)) == expect
+    if mode == "CMYK":
+        r, g, b = v.getpixel((10, 10))
+        assert r > 200 and g < 50 and b < 50  # magenta+yellow = red
+
+
+def test_16_bit_is_rescaled_not_clipped():
+    img = Image.new("I;16", (64, 64), 0)
+    img.paste(65535, (0, 0, 32, 64))
+    img.paste(32896, (32, 0, 64, 64))  # ~ half
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    rgb = decode(buf.getvalue())
+    assert rgb.mode == "RGB"
+    assert rgb.getpixel((5, 5)) == (255, 255, 255)
+    assert abs(rgb.getpixel((50, 5))[0] - 128) <= 1
+
+
+def test_view_of_row_uses_row_sizes_and_accepts_decoded_images():
+    data = image_bytes((300, 150), "JPEG")
+    (lw, lh), (hw, hh) = view_sizes(300, 150, ResolutionPolicy(112 * 112, 224 * 224))
+    row = {"image": data, "low_width": lw, "low_height": lh, "high_width": hw, "high_height": hh}
+    assert view_of(row, "low").size == (lw, lh) and view_of(row, "high").size == (hw, hh)
+    row_dec = dict(row, image=Image.open(io.BytesIO(data)))
+    assert view_of(row_dec, "high").tobytes() == view_of(row, "high").tobytes() or view_of(row_dec, "high").size == (hw, hh)
+    with pytest.raises(VtError):
+        view_of(row, "medium")
+
+
+def test_bomb_and_garbage_are_value_errors():
+    with pytest.raises(ValueError, match="decompression bomb"):
+        view(image_bytes((400, 400)), (56, 56), pixel_cap=100_000)
+    with pytest.raises(ValueError, match="empty image"):
+        view(b"", (56, 56))
+    with pytest.raises(ValueError, match="not a readable image"):
+        view(b"not an image at all", (56, 56))
+    jpg = image_bytes((300, 300), "JPEG")
+    with pytest.raises(ValueError, match="truncated"):
+        view(jpg[: len(jpg) // 2], (56, 56))
