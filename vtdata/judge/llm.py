@@ -32,9 +32,14 @@ PREDICTION_NOTE = ("\n\nThe model predicted answer is quoted between <prediction
 _SCORE = re.compile(r"score\s*\**\s*:\s*\**\s*([01])(?![\d.])", re.IGNORECASE)
 
 
-def parse_score(reply: str | None) -> int | None:
-    """The last `Score: 0|1` of the judge's reply, or None when there is none."""
-    hits = _SCORE.findall(reply or "")
+def parse_score(reply: str | None, prediction: str | None = None) -> int | None:
+    """The last `Score: 0|1` of the judge's reply, or None when there is none. Verbatim quotes of
+    the prediction are removed first, so a judge that quotes a prediction saying 'Score: 1' after
+    its own verdict is still read right."""
+    reply = reply or ""
+    if prediction and prediction.strip():
+        reply = reply.replace(prediction.strip(), " ")
+    hits = _SCORE.findall(reply)
     return int(hits[-1]) if hits else None
 
 
@@ -158,6 +163,8 @@ class LLMJudge:
         import httpx2
         client = self._client()
         async with self._sem:
+            if self._fatal:  # decided while this request waited for a slot
+                raise Fatal(self._fatal)
             await self._gate()
             self.requests += 1
             t0 = time.monotonic()
@@ -195,7 +202,7 @@ class LLMJudge:
             try:
                 content, used = await self._call(messages, self.temperature + 0.2 * (attempt - 1) * (last.startswith("no verdict")))
                 tokens += used
-                score = parse_score(content)
+                score = parse_score(content, prediction)
                 if score is not None:
                     return LLMResult(float(score), f"llm: Score: {score}", time.monotonic() - t0, tokens)
                 last = f"no verdict in reply {str(content)[:80]!r}"

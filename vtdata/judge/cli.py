@@ -1,0 +1,236 @@
+"""`vt judge`: judge a JSONL file of predictions (vt lines or lmms-eval sample logs).
+
+Input lines (vt): {"id", "question", "answer": str | "answers": [str], "prediction", optional
+"answer_type" (open|number|mc|math|anls), optional "choices"}. lmms-eval sample logs: {"doc_id",
+"input", "target", "filtered_resps"} (the first filtered response is the prediction). Each output
+line is the input plus `score` (1, 0, a fraction for anls/vqa, or null), `status` (ok|error),
+`judge`, `reason` and `extracted` (the judged prediction). Malformed lines are reported with their
+line numbers and skipped. Verdicts of the LLM judge are cached in DuckDB: a rerun pays only for
+what is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from vtdata.console import VtError, console, info, progress_bar, quiet
+
+
+@dataclass
+class JudgeConfig:
+    """Settings of `vt judge` (each field is a flag)."""
+    input: Path                          # JSONL of predictions
+    out: Path                            # JSONL written: input + score, status, judge, reason, extracted
+    judge: str = "auto"                  # auto (openai if --model, else rules) | rule | rule:<name> | openai
+    model: str | None = None             # LLM judge model name (openai judge)
+    base_url: str | None = None          # OpenAI-compatible URL(s), comma-separated = load-balanced
+    api_key_env: str = "OPENAI_API_KEY"  # env var holding the API key (never written anywhere)
+    db: Path | None = None               # DuckDB cache file (default: vt.duckdb beside the input)
+    no_cache: bool = False               # do not read or write the judgments cache
+    concurrency: int = 64                # max in-flight judge requests
+    rpm: float | None = None             # max judge requests per minute (None: unbounded)
+    timeout: float = 60.0                # seconds per judge request
+    max_attempts: int = 5                # attempts per item (429/5xx/timeouts/no verdict are retried)
+    temperature: float = 0.0             # judge sampling temperature (part of the cache identity)
+    max_tokens: int = 512                # judge reply budget
+    system_prompt: str = "judge_system"  # shipped prompt name or file (paper Table 3 by default)
+    user_prompt: str = "judge_user"      # str.format template with {question} {ground_truth} {prediction}
+    extract: str = "auto"                # auto: <answer> tags if the prediction has one, else the whole text;
+                                         # tags: a prediction without <answer> tag scores 0; none: never extract
+    llm_all: bool = False                # send every answer_type to the LLM (default: only 'open')
+    shortcut: bool = True                # 'open' predictions equal to a gold answer (normalised) skip the LLM
+    chunk: int = 1024                    # items per judged and written chunk
+    flush_every: int = 64                # cached verdicts per DuckDB write (a kill -9 loses at most these)
+
+
+def _flat(value):
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value
+
+
+def parse_line(obj: dict) -> dict:
+    """A vt or lmms-eval line -> {question, answers, prediction, answer_type, choices}; ValueError if unusable."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    if "prediction" in obj or "question" in obj:
+        question, pred = obj.get("question"), obj.get("prediction")
+        answers = obj.get("answers", obj.get("answer"))
+    elif "filtered_resps" in obj or "doc_id" in obj:
+        question, answers = obj.get("input"), obj.get("target")
+        pred = _flat(obj.get("filtered_resps"))
+        if pred is None:
+            pred = _flat(obj.get("resps"))
+    else:
+        raise ValueError("neither a vt line (question, answer(s), prediction) nor an lmms-eval sample")
+    if not isinstance(question, str):
+        raise ValueError("missing question (string)")
+    if isinstance(answers, (str, int, float)) and not isinstance(answers, bool):
+        answers = [str(answers)]
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, (str, int, float)) for a in answers):
+        raise ValueError("missing answer: 'answer' (string) or 'answers' (non-empty list of strings)")
+    if not isinstance(pred, str):
+        raise ValueError("missing prediction (string)")
+    atype = obj.get("answer_type", "open") or "open"
+    from vtdata.judge import ANSWER_TYPES
+    if atype not in ANSWER_TYPES:
+        raise ValueError(f"answer_type {atype!r} is not one of {', '.join(ANSWER_TYPES)}")
+    choices = obj.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+        raise ValueError("choices must be a list of strings")
+    return {"question": question, "answers": [str(a) for a in answers], "prediction": pred,
+            "answer_type": atype, "choices": choices}
+
+
+def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str]]]:
+    if not path.is_file():
+        raise VtError(f"input {path} does not exist")
+    rows, bad = [], []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                rows.append((obj, parse_line(obj)))
+            except json.JSONDecodeError as err:
+                bad.append((n, f"invalid JSON ({err.msg} at column {err.colno})"))
+            except ValueError as err:
+                bad.append((n, str(err).split("\n")[0][:120]))
+    return rows, bad
+
+
+def build_judge(cfg: JudgeConfig, con):
+    from vtdata.judge import make_judge
+    kind = cfg.judge
+    if kind == "auto":
+        kind = "openai" if cfg.model else "rule"
+    if kind == "rule":
+        return make_judge("auto")
+    if kind.startswith("rule:"):
+        return make_judge(kind)
+    if kind in ("openai",) or kind.startswith("openai:"):
+        model = cfg.model or kind.partition(":")[2]
+        if not model:
+            raise VtError("--judge openai needs --model (the judge model's name)")
+        return make_judge(f"openai:{model}", db=con, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
+                          concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
+                          max_attempts=cfg.max_attempts, temperature=cfg.temperature,
+                          max_tokens=cfg.max_tokens, system_prompt=cfg.system_prompt,
+                          user_prompt=cfg.user_prompt, llm_all=cfg.llm_all, shortcut=cfg.shortcut,
+                          flush_every=cfg.flush_every)
+    raise VtError(f"unknown --judge {cfg.judge!r}: use auto, rule, rule:<name> or openai")
+
+
+def run(cfg: JudgeConfig) -> dict:
+    from vtdata.judge import JudgeItem
+    if cfg.extract not in ("auto", "tags", "none"):
+        raise VtError("--extract must be auto, tags or none")
+    if cfg.chunk < 1:
+        raise VtError("--chunk must be positive")
+    rows, bad = read_input(cfg.input)
+    for n, why in bad[:20]:
+        info(f"[yellow]skipped line {n}[/yellow]: {why}")
+    if len(bad) > 20:
+        info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
+    if not rows:
+        raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
+    uses_llm = cfg.judge.startswith("openai") or (cfg.judge == "auto" and cfg.model)
+    db = None if (cfg.no_cache or not uses_llm) else (cfg.db or (cfg.input.resolve().parent / "vt.duckdb"))
+
+    def items_of(chunk):
+        out = []
+        for _, r in chunk:
+            raw = cfg.extract == "none" or (cfg.extract == "auto" and "<answer>" not in r["prediction"])
+            out.append(JudgeItem(r["question"], r["answers"], r["prediction"], r["answer_type"], r["choices"], is_answer=raw))
+        return out
+
+    from contextlib import nullcontext
+
+    from vtdata.db import writer
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.out.with_name(cfg.out.name + ".partial")
+    t0 = time.monotonic()
+    scores, by_type = [], {}
+    with (writer(db, "vt judge") if db else nullcontext(None)) as con:
+        judge = build_judge(cfg, con)
+        try:
+            with progress_bar("judging", total=len(rows)) as bar, tmp.open("w", encoding="utf-8") as f:
+                for start in range(0, len(rows), cfg.chunk):
+                    chunk = rows[start:start + cfg.chunk]
+                    verdicts = judge.judge(items_of(chunk), progress=lambda k: bar.advance(k))
+                    for (obj, r), v in zip(chunk, verdicts):
+                        obj = dict(obj)
+                        obj.update(score=v.score, status=v.status, judge=v.judge, reason=v.reason, extracted=v.prediction)
+                        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                        if v.status == "ok":
+                            scores.append(v.score)
+                            by_type.setdefault(r["answer_type"], []).append(v.score)
+                    s = judge.stats()
+                    bar.advance(0, status=f"errors={s['errors']} requests={s['requests']} cache_hits={s['cache_hits']}")
+            os.replace(tmp, cfg.out)
+        finally:
+            stats = judge.stats()
+            judge.close()
+    stats.update(skipped_lines=len(bad), seconds=time.monotonic() - t0,
+                 accuracy=(sum(scores) / len(scores)) if scores else None,
+                 by_type={k: sum(v) / len(v) for k, v in by_type.items()}, judge=judge.identity)
+    _summary(stats, cfg)
+    return stats
+
+
+def _summary(s: dict, cfg: JudgeConfig) -> None:
+    from rich.table import Table
+    t = Table(title=f"vt judge: {cfg.out}", show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.2f} % of {s['ok']} ok"
+    for k, v in [("judge", s["judge"]), ("accuracy (over ok)", acc)] + \
+                [(f"  accuracy {k}", f"{100 * v:.2f} %") for k, v in sorted(s["by_type"].items())] + \
+                [("items", s["items"]), ("errors (score null)", s["errors"]),
+                 ("format failures (no <answer>)", s["format_failures"]), ("malformed lines skipped", s["skipped_lines"]),
+                 ("requests made", s["requests"]), ("cache hits", s["cache_hits"]),
+                 ("rule verdicts", s["rule_verdicts"] + s["shortcut"]), ("tokens", s["tokens"]),
+                 ("mean request latency", f"{s['mean_latency_s']:.3f} s"), ("wall time", f"{s['seconds']:.1f} s")]:
+        t.add_row(k, str(v))
+    if not quiet():
+        console.print(t)
+    else:
+        console.print(f"accuracy {acc}; errors {s['errors']}; requests {s['requests']}; cache hits {s['cache_hits']}")
+
+
+def judge_command(
+    input: Path = typer.Argument(..., help="JSONL: vt lines (question, answer|answers, prediction[, answer_type, choices]) or lmms-eval samples."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: each input line + score, status, judge, reason, extracted."),
+    judge: str = typer.Option("auto", help="auto (openai when --model is given, else rules) | rule | rule:<exact|relaxed|anls|vqa|mc|math> | openai."),
+    model: str = typer.Option(None, help="LLM judge model name, e.g. gpt-4o-mini or the model a vLLM server serves."),
+    base_url: str = typer.Option(None, help="OpenAI-compatible base URL(s); comma-separated URLs are load-balanced."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable that holds the API key."),
+    db: Path = typer.Option(None, help="DuckDB file with the judgments cache (default: vt.duckdb beside INPUT)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the judgments cache."),
+    concurrency: int = typer.Option(64, help="Max in-flight judge requests."),
+    rpm: float = typer.Option(None, help="Max judge requests per minute."),
+    timeout: float = typer.Option(60.0, help="Seconds per judge request."),
+    max_attempts: int = typer.Option(5, help="Attempts per item on 429/5xx/timeouts/unparseable verdicts."),
+    temperature: float = typer.Option(0.0, help="Judge temperature."),
+    max_tokens: int = typer.Option(512, help="Judge reply token budget."),
+    system_prompt: str = typer.Option("judge_system", help="Judge system prompt: shipped name or file."),
+    user_prompt: str = typer.Option("judge_user", help="Judge user template file ({question}, {ground_truth}, {prediction})."),
+    extract: str = typer.Option("auto", help="auto | tags (no <answer> tag scores 0) | none (prediction is the answer)."),
+    llm_all: bool = typer.Option(False, "--llm-all", help="LLM-judge every answer_type (default: only 'open')."),
+    no_shortcut: bool = typer.Option(False, "--no-shortcut", help="Ask the LLM even when the prediction equals a gold answer."),
+    chunk: int = typer.Option(1024, help="Items judged and written per chunk."),
+    flush_every: int = typer.Option(64, help="Cached verdicts per DuckDB write (a kill -9 loses at most these)."),
+):
+    """Judge predictions against gold answers with rule judges or an LLM judge (cached in DuckDB)."""
+    cfg = JudgeConfig(input=input, out=out, judge=judge, model=model, base_url=base_url, api_key_env=api_key_env,
+                      db=db, no_cache=no_cache, concurrency=concurrency, rpm=rpm, timeout=timeout,
+                      max_attempts=max_attempts, temperature=temperature, max_tokens=max_tokens,
+                      system_prompt=system_prompt, user_prompt=user_prompt, extract=extract, llm_all=llm_all,
+                      shortcut=not no_shortcut, chunk=chunk, flush_every=flush_every)
+    run(cfg)
