@@ -404,10 +404,10 @@ def _with_images(cfg: ScoreConfig, chunk: list[dict]) -> list[dict]:
     return [dict(r, image=images[r["id"]]) for r in chunk]
 
 
-async def score(cfg: ScoreConfig, con, policy, judge) -> dict:
+async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None = None) -> dict:
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
     scorer = Scorer(cfg, con, policy, judge)
-    samples = _load_samples(cfg)
+    samples = samples if samples is not None else _load_samples(cfg)
     scorer.relabel()
     done = scorer.done_ids()
     todo = [s for s in samples if s["id"] not in done]
@@ -499,13 +499,14 @@ def make_judge_for(cfg: ScoreConfig, con):
 
 def run(cfg: ScoreConfig, db_path: Path, writer) -> dict:
     from vttrain.policy import make_policy
+    samples = _load_samples(cfg)  # bad --data / --split fail before a model is loaded
     with writer(db_path, "vt score-judge") as con:
         judge = make_judge_for(cfg, con)
         policy = make_policy(cfg.policy, base_url=cfg.policy_base_url, api_key_env=cfg.policy_api_key_env,
                              concurrency=cfg.concurrency * cfg.rollouts * 2, batch_size=cfg.batch_size,
                              device=cfg.device, seed=cfg.seed)
         try:
-            return asyncio.run(score(cfg, con, policy, judge))
+            return asyncio.run(score(cfg, con, policy, judge, samples))
         finally:
             judge.close()
             policy.close()

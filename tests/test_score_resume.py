@@ -1,0 +1,72 @@
+"""score-judge killed with SIGKILL mid-run, then rerun: complete, duplicate-free, nothing paid for twice
+(beyond what was in flight at the kill). Policy and judge are both an OpenAI-compatible loopback server."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import duckdb
+
+from fake_openai import FakeOpenAI, judge_responder
+from score_helpers import samples, small_data
+
+
+def _is_policy(req) -> bool:
+    return any(isinstance(m.get("content"), list) for m in req["messages"])
+
+
+def test_kill_and_resume(tmp_path):
+    data, db, k, conc = small_data(), tmp_path / "vt.duckdb", 2, 1
+    n = len(samples(data))
+    state = {"policy": 0, "proc": None, "kill_at": 13}
+    lock = threading.Lock()
+
+    def responder(req):
+        if _is_policy(req):
+            with lock:
+                state["policy"] += 1
+                count = state["policy"]
+            if count == state["kill_at"] and state["proc"] is not None:
+                os.kill(state["proc"].pid, signal.SIGKILL)
+            return f"<think>look</think><answer>word{count}</answer>"
+        return judge_responder(req)
+
+    with FakeOpenAI(responder) as srv:
+        env = dict(os.environ, VT_TEST_KEY="sk-test")
+        cmd = [sys.executable, "-m", "cli", "-q", "score-judge", "--data", str(data), "--db", str(db),
+               "--split", "all", "--rollouts", str(k), "--concurrency", str(conc),
+               "--policy", "openai:fake-policy", "--policy-base-url", srv.url, "--policy-api-key-env", "VT_TEST_KEY",
+               "--judge", "openai:fake-judge", "--judge-base-url", srv.url, "--judge-api-key-env", "VT_TEST_KEY"]
+        state["proc"] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = state["proc"].communicate(timeout=120)
+        assert state["proc"].returncode == -signal.SIGKILL, err
+        first_log = list(srv.log)
+        state["proc"] = None
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        log = list(srv.log)
+
+    con = duckdb.connect(str(db), read_only=True)
+    per_view = con.execute("SELECT sample_id, view, count(*), count(DISTINCT idx), max(idx) FROM rollouts "
+                           "GROUP BY ALL").fetchall()
+    assert len(per_view) == 2 * n and all(r[2:] == (k, k, k - 1) for r in per_view)
+    assert con.execute("SELECT count(*) FROM rollouts WHERE judge_status IS DISTINCT FROM 'ok'").fetchone()[0] == 0
+    labels = con.execute("SELECT label, count(*) FROM sufficiency GROUP BY 1").fetchall()
+    assert sum(c for _, c in labels) == n and "incomplete" not in dict(labels)
+    # every stored rollout's answer really came from the server, and each exactly once
+    texts = [t for (t,) in con.execute("SELECT text FROM rollouts").fetchall()]
+    assert len(set(texts)) == len(texts) == 2 * n * k
+
+    policy_calls = [q for q in log if _is_policy(q)]
+    judge_calls = Counter(hashlib.sha256(json.dumps(q["messages"]).encode()).hexdigest()
+                          for q in log if not _is_policy(q))
+    in_flight = conc * 2 * k  # at most one chunk's requests were lost with the process
+    assert 0 < len([q for q in first_log if _is_policy(q)]) < 2 * n * k  # killed mid-run
+    assert 2 * n * k <= len(policy_calls) <= 2 * n * k + in_flight
+    assert judge_calls and sum(c - 1 for c in judge_calls.values()) <= in_flight
