@@ -108,6 +108,10 @@ def open_image(data: bytes, pixel_cap: int = PIXEL_CAP) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise ValueError(f"decompression bomb: {err}") from None
     except Exception as err:  # PIL raises UnidentifiedImageError, SyntaxError, struct.error, ...
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:  # PIL refuses 0-sized PNGs unhelpfully
+            w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            if w == 0 or h == 0:
+                raise ValueError(f"zero-size image ({w}x{h})") from None
         raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
     w, h = img.size
     if w <= 0 or h <= 0:

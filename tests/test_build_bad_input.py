@@ -1,0 +1,172 @@
+"""Bad input: every broken row becomes a `rejects` row with its reason; every bad manifest a one-line
+error naming the problem; a failing build leaves no half-written dataset behind."""
+import io
+import json
+
+import duckdb
+import pytest
+from PIL import Image
+
+from build_helpers import build, image_bytes, vt, write_manifest
+from vtdata.console import VtError
+from vtdata.build import iter_samples
+
+
+def _bomb_png() -> bytes:  # 6000x6000 1-bit PNG: tiny file, 36 Mpx
+    buf = io.BytesIO()
+    Image.new("1", (6000, 6000), 0).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _zero_size_png() -> bytes:  # a PNG whose header says 0 x 10
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def bad_build(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    imgs = d / "img"
+    imgs.mkdir()
+    good = image_bytes((120, 90), "JPEG")
+    jpg = image_bytes((300, 200), "JPEG", color=(10, 200, 10))
+    (imgs / "good.jpg").write_bytes(good)
+    (imgs / "good2.png").write_bytes(image_bytes((90, 120), "PNG", color=(0, 0, 255)))
+    (imgs / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg body" * 3)
+    (imgs / "trunc.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (imgs / "empty.png").write_bytes(b"")
+    (imgs / "zero.png").write_bytes(_zero_size_png())
+    (imgs / "bomb.png").write_bytes(_bomb_png())
+    lines = [
+        {"id": "ok1", "image": "good.jpg", "question": "What colour?", "answers": ["red"]},
+        {"id": "ok2", "image": "good2.png", "question": "What colour is it?", "answers": "blue"},
+        {"id": "corrupt", "image": "corrupt.jpg", "question": "q", "answers": ["a"]},
+        {"id": "trunc", "image": "trunc.jpg", "question": "q", "answers": ["a"]},
+        {"id": "empty", "image": "empty.png", "question": "q", "answers": ["a"]},
+        {"id": "zero", "image": "zero.png", "question": "q", "answers": ["a"]},
+        {"id": "bomb", "image": "bomb.png", "question": "q", "answers": ["a"]},
+        {"id": "missingfile", "image": "nope.png", "question": "q", "answers": ["a"]},
+        {"id": "noq", "image": "good.jpg", "answers": ["a"]},
+        {"id": "emptyq", "image": "good.jpg", "question": "   ", "answers": ["a"]},
+        {"id": "noa", "image": "good.jpg", "question": "q"},
+        {"id": "emptya", "image": "good.jpg", "question": "q", "answers": ["", " "]},
+        {"id": "surrogate", "image": "good.jpg", "question": "bad \udc80 text", "answers": ["a"]},
+        {"id": "ok1", "image": "good2.png", "question": "another", "answers": ["x"]},  # duplicate id
+        {"id": "dup", "image": "good.jpg", "question": "  what COLOUR? ", "answers": ["red"]},  # same image + question
+    ]
+    raw = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+    raw += b'{"id": "latin1", "image": "good.jpg", "question": "caf\xe9", "answers": ["a"]}\n'  # not UTF-8
+    raw += b"{not json}\n"
+    (d / "rows.jsonl").write_bytes(raw)
+    m = write_manifest(d, [{"name": "j", "kind": "jsonl", "path": "rows.jsonl", "image_root": "img"}],
+                       resolution={"min_pixels": 112 * 112, "max_pixels": 224 * 224, "pixel_cap": 10_000_000})
+    result = build(m, d / "out")
+    con = duckdb.connect(str(d / "vt.duckdb"), read_only=True)
+    rejects = {r[0]: (r[1], r[2]) for r in con.execute("SELECT source_row, reason, stage FROM rejects").fetchall()}
+    con.close()
+    return d, result, rejects
+
+
+@pytest.mark.parametrize("row,reason", [
+    ("corrupt", "not a readable image"), ("trunc", "corrupt or truncated"), ("empty", "empty image file"),
+    ("zero", "zero-size image"), ("bomb", "decompression bomb"), ("missingfile", "image file not found"),
+    ("noq", "missing question"), ("emptyq", "empty question"), ("noa", "missing answer"),
+    ("emptya", "empty answer"), ("surrogate", "non-UTF-8 text in question"), ("latin1", "not valid UTF-8"),
+    ("line17", "not a JSON object"), ("ok1", "duplicate id"), ("dup", "duplicate of"),
+])
+def test_each_bad_row_is_rejected_with_its_reason(bad_build, row, reason):
+    _, _, rejects = bad_build
+    key = {"latin1": "line16"}.get(row, row)
+    assert key in rejects, sorted(rejects)
+    assert reason in rejects[key][0]
+
+
+def test_counts_reconcile_and_only_good_rows_kept(bad_build):
+    d, result, rejects = bad_build
+    c = result["counts"]
+    assert c["in"] == 17 and c["kept"] == 2 and c["duplicates"] == 1 and c["rejected"] == 14
+    assert c["in"] == c["kept"] + c["duplicates"] + c["rejected"] == len(rejects) + c["kept"]
+    assert {r["question"] for r in iter_samples(d / "out")} == {"What colour?", "What colour is it?"}
+    assert rejects["dup"][1] == "dedupe"
+
+
+def _err(tmp_path, sources, **top):
+    with pytest.raises(VtError) as e:
+        build(write_manifest(tmp_path, sources, **top), tmp_path / "out")
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_manifest_errors_name_the_bad_key(tmp_path):
+    src = {"name": "g", "kind": "synthetic", "task": "general", "take": 2}
+    assert "unknown key sources[0].tkae" in _err(tmp_path, [dict(src, tkae=3)])
+    assert "unknown key seeed" in _err(tmp_path, [src], seeed=1)
+    assert "unknown key resolution.max_pixel" in _err(tmp_path, [src], resolution={"max_pixel": 1})
+    assert "unknown key sources[0].filters.min_sid" in _err(tmp_path, [dict(src, filters={"min_sid": 2})])
+    assert "sources[0].kind" in _err(tmp_path, [dict(src, kind="csv")])
+    assert "sources[0].task" in _err(tmp_path, [dict(src, task="chart")])
+    assert "path is required" in _err(tmp_path, [{"name": "j", "kind": "jsonl"}])
+    assert "jsonl file not found" in _err(tmp_path, [{"name": "j", "kind": "jsonl", "path": "missing.jsonl"}])
+    assert "needs a top-level `total:`" in _err(tmp_path, [dict({k: v for k, v in src.items() if k != "take"}, weight=1)])
+    assert "used twice" in _err(tmp_path, [src, src])
+    assert "val_fraction" in _err(tmp_path, [src], val_fraction=1.5)
+    (tmp_path / "c.jsonl").write_text('{"q": "x", "answers": "a", "image": "i.png"}\n')
+    assert "columns.question" in _err(tmp_path, [{"name": "j", "kind": "jsonl", "path": "c.jsonl",
+                                                  "columns": {"question": "qq"}}])
+    assert "unknown key columns.questoin" in _err(tmp_path, [{"name": "j", "kind": "jsonl", "path": "c.jsonl",
+                                                             "columns": {"questoin": "q"}}])
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 2, "colour": 1}])
+    r = vt("build-data", m, "--out", tmp_path / "o")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unknown key sources[0].colour" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = vt("build-data", tmp_path / "nope.yaml", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "manifest not found" in r.stderr
+    (tmp_path / "bad.yaml").write_bytes(b"sources: [\xff\xfe")
+    r = vt("build-data", tmp_path / "bad.yaml", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, monkeypatch):
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6}])
+    first = build(m, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "data").iterdir()}
+    import pyarrow.parquet as pq
+
+    calls = {"n": 0}
+    real = pq.write_table
+
+    def crash(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    m2 = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6}],
+                        shard_rows=2, seed=5)
+    with pytest.raises(RuntimeError):
+        build(m2, tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "data").iterdir()} == before
+    assert json.loads((tmp_path / "out" / "build.json").read_text())["manifest_sha256"] == first["manifest_sha256"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    calls["n"] = 0
+    with pytest.raises(RuntimeError):
+        build(m2, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 2}])
+    with pytest.raises(VtError, match="not a vt dataset"):
+        build(m, tmp_path / "out")
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
