@@ -1,0 +1,565 @@
+"""`vt eval`: accuracy against visual tokens, the VisionThink trade-off (paper Table 2, Fig. 5).
+
+Three modes on the same samples:
+  full   answer on the high-res view (scoring prompt: `score_system` + image + question);
+  low    answer on the low-res view (same prompt; exactly 1/4 of the visual tokens of `full`);
+  think  the two-turn resize protocol of training (`vtdata.protocol`): the low view first, the high
+         view only when the model calls `resize_image`; visual tokens = low + high for resized samples.
+
+Every prediction is written as it is made to DuckDB (`eval_predictions`, one row per run and sample;
+`eval_runs`, one row per run), so a rerun of the same `--name` skips what is done and re-judges only
+verdicts that failed. At the end the run is exported to JSONL with lmms-eval-style fields (`doc_id`,
+`input`, `target`, `resps`, `filtered_resps`) plus vt's own, which `vt judge` reads back.
+`vt eval --compare RUN RUN ...` prints a Table-2-like comparison of finished runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vtdata.console import VtError, console, info, progress_bar
+
+MODES = ("full", "low", "think")
+STATUS_OK = "ok"
+
+
+@dataclass
+class EvalConfig:
+    """Options of `vt eval` (each field is a CLI flag of the same name)."""
+
+    data: str = ""
+    """Built dataset directory (`vt build-data` or `vt curate` output)."""
+    mode: str = "think"
+    """`full` (high view), `low` (low view) or `think` (two-turn resize protocol)."""
+    model: Optional[str] = None
+    """Local checkpoint directory or hub id; shorthand for `--policy local:PATH`."""
+    policy: Optional[str] = None
+    """Policy spec: `local:PATH` (transformers generate) or `openai:MODEL` (with --policy-base-url)."""
+    policy_base_url: Optional[str] = None
+    """Base URL of an OpenAI-compatible server for `openai:` policies (e.g. a `vllm serve` endpoint)."""
+    judge: str = "auto"
+    """Judge spec (`auto`, `rule:NAME`, `openai:MODEL`), as for `vt judge`."""
+    judge_base_url: Optional[str] = None
+    """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
+    db: Optional[str] = None
+    """DuckDB file; default `vt.duckdb` beside the data directory."""
+    split: str = "val"
+    """Which split of the data to evaluate (`val`, `train`, or `all`)."""
+    limit: Optional[int] = None
+    """Evaluate only the first N samples (in data order)."""
+    name: Optional[str] = None
+    """Run name (default `<model>-<mode>-<split>`); rerunning a name resumes it."""
+    out: Optional[str] = None
+    """Directory for the predictions JSONL (default `evals/` beside the database)."""
+    max_new_tokens: int = 256
+    """Generation budget per assistant turn."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 = greedy (the paper's evaluation)."""
+    batch_size: int = 8
+    """Samples generated per policy call."""
+    max_turns: int = 2
+    """Assistant turns at most in `think` mode (the paper: 2)."""
+    seed: int = 0
+    """Seed for sampling when temperature > 0."""
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise VtError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not self.data:
+            raise VtError("--data DIR is required (a directory written by `vt build-data`)")
+        if not Path(self.data).is_dir():
+            raise VtError(f"--data {self.data}: no such directory")
+        if bool(self.model) == bool(self.policy):
+            raise VtError("give exactly one of --model PATH or --policy SPEC")
+        if self.limit is not None and self.limit < 1:
+            raise VtError("--limit must be at least 1")
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.max_turns < 1:
+            raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
+        if self.temperature < 0:
+            raise VtError("--temperature must be >= 0")
+
+    @property
+    def policy_spec(self) -> str:
+        return self.policy or f"local:{self.model}"
+
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        spec = self.policy_spec.split(":", 1)[-1].rstrip("/")
+        return f"{Path(spec).name or spec}-{self.mode}-{self.split}"
+
+    def db_path(self) -> Path:
+        from vtdata.db import default_db
+        return Path(self.db) if self.db else default_db(self.data)
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else self.db_path().parent / "evals"
+
+    def identity(self) -> dict:
+        """What must match for a rerun of the same name to resume (not --limit, --batch-size, --out)."""
+        return {"mode": self.mode, "policy": self.policy_spec, "data": str(Path(self.data).resolve()),
+                "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "max_turns": self.max_turns}
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS eval_runs (
+    run VARCHAR PRIMARY KEY, mode VARCHAR, policy VARCHAR, data VARCHAR, split VARCHAR,
+    judge VARCHAR, config JSON, started TIMESTAMP, finished TIMESTAMP, samples INTEGER,
+    wall_s DOUBLE, predictions_path VARCHAR);
+CREATE TABLE IF NOT EXISTS eval_predictions (
+    run VARCHAR, sample_id VARCHAR, doc_id INTEGER, source VARCHAR, task VARCHAR, mode VARCHAR,
+    question VARCHAR, answers VARCHAR[], answer_type VARCHAR, choices VARCHAR[],
+    turns VARCHAR[], response VARCHAR, prediction VARCHAR, tool_call VARCHAR, resized BOOLEAN,
+    score DOUBLE, status VARCHAR, reason VARCHAR, judge VARCHAR,
+    visual_tokens INTEGER, low_visual_tokens INTEGER, full_visual_tokens INTEGER,
+    generated_tokens INTEGER, latency_s DOUBLE, wall_s DOUBLE, created TIMESTAMP,
+    PRIMARY KEY (run, sample_id));
+"""
+
+PRED_COLUMNS = ["run", "sample_id", "doc_id", "source", "task", "mode", "question", "answers",
+                "answer_type", "choices", "turns", "response", "prediction", "tool_call", "resized",
+                "score", "status", "reason", "judge", "visual_tokens", "low_visual_tokens",
+                "full_visual_tokens", "generated_tokens", "latency_s", "wall_s", "created"]
+
+
+def ensure_tables(con) -> None:
+    for stmt in SCHEMA.strip().split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+
+
+def _start_run(con, cfg: EvalConfig, run: str) -> None:
+    row = con.execute("SELECT config FROM eval_runs WHERE run = ?", [run]).fetchone()
+    ident = cfg.identity()
+    if row is not None:
+        old = json.loads(row[0]).get("identity", {})
+        diff = {k: (old.get(k), v) for k, v in ident.items() if old.get(k) != v}
+        if diff:
+            k, (a, b) = next(iter(diff.items()))
+            raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
+                          f"pass another --name or the same options to resume it")
+        return
+    config = {"identity": ident, "options": asdict(cfg)}
+    con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
+                [run, cfg.mode, cfg.policy_spec, ident["data"], cfg.split, cfg.judge, json.dumps(config)])
+
+
+def _insert(con, rows: list[dict]) -> None:
+    """Append a batch of predictions through Arrow (one statement per batch, not per row)."""
+    if not rows:
+        return
+    import pyarrow as pa
+    tbl = pa.Table.from_pylist([{c: r.get(c) for c in PRED_COLUMNS} for r in rows])  # noqa: F841
+    cols = ", ".join(PRED_COLUMNS)
+    con.execute(f"INSERT OR REPLACE INTO eval_predictions ({cols}) SELECT {cols} FROM tbl")
+
+
+# ---------------------------------------------------------------------------------------- generation
+
+def visual_tokens_of_size(width: int, height: int, patch: int = 14, merge: int = 2) -> int:
+    """Qwen2-VL/2.5-VL visual tokens of an image already sized to multiples of patch*merge."""
+    unit = patch * merge
+    return (int(height) // unit) * (int(width) // unit)
+
+
+@dataclass
+class Turn:
+    text: str
+    generated_tokens: int
+    visual_tokens: int
+    latency_s: float
+    error: Optional[str] = None  # the backend failed (no text): the sample is retried on the next run
+
+
+@dataclass
+class Outcome:
+    """What the policy did on one sample, before judging."""
+    turns: list[Turn] = field(default_factory=list)
+    tool_call: str = "none"          # none | ok | error
+    visual_tokens: int = 0
+
+    @property
+    def response(self) -> str:
+        return self.turns[-1].text if self.turns else ""
+
+    @property
+    def error(self) -> Optional[str]:
+        return next((t.error for t in self.turns if t.error), None)
+
+
+class Evaluator:
+    """Runs one mode over rows with a policy; knows nothing about storage."""
+
+    def __init__(self, policy, cfg: EvalConfig):
+        self.policy, self.cfg = policy, cfg
+
+    async def _generate(self, conversations: list[list[dict]]) -> list[Turn]:
+        from vttrain.policy import GenRequest
+        if not conversations:
+            return []
+        gens = await self.policy.agenerate([GenRequest(messages=m, n=1, temperature=self.cfg.temperature,
+                                                       max_new_tokens=self.cfg.max_new_tokens)
+                                            for m in conversations])
+        return [Turn(g.text, int(g.generated_tokens), int(g.visual_tokens), float(g.latency_s),
+                     getattr(g, "error", None)) for g in gens]
+
+    async def run_batch(self, rows: list[dict]) -> list[Outcome]:
+        from vtdata import prompts, protocol
+        from vtdata.resolution import view_of
+        mode = self.cfg.mode
+        if mode in ("full", "low"):
+            system = prompts.load("score_system")
+            convs = [[{"role": "system", "content": [{"type": "text", "text": system}]},
+                      {"role": "user", "content": [{"type": "image", "image": view_of(r, "high" if mode == "full" else "low")},
+                                                   {"type": "text", "text": r["question"]}]}] for r in rows]
+            turns = await self._generate(convs)
+            return [Outcome([t], "none", t.visual_tokens) for t in turns]
+        # think: the training protocol, turn by turn, batched across samples
+        convs = [protocol.agent_messages(r["question"], view_of(r, "low")) for r in rows]
+        outcomes = [Outcome() for _ in rows]
+        active = list(range(len(rows)))
+        for turn_no in range(self.cfg.max_turns):
+            turns = await self._generate([convs[i] for i in active])
+            nxt = []
+            for i, t in zip(active, turns):
+                o = outcomes[i]
+                o.turns.append(t)
+                o.visual_tokens = t.visual_tokens  # the last turn's context holds every image seen
+                call = None if t.error else protocol.parse_tool_call(t.text)
+                if call is None or turn_no + 1 >= self.cfg.max_turns:
+                    continue  # a direct answer, or no turn left to answer in
+                said = {"role": "assistant", "content": [{"type": "text", "text": t.text}]}
+                if isinstance(call, str):  # an invalid call gets the error turn, no image
+                    o.tool_call = "error" if o.tool_call == "none" else o.tool_call
+                    convs[i] = convs[i] + [said, protocol.tool_turn(error=call)]
+                else:
+                    o.tool_call = "ok"
+                    convs[i] = convs[i] + [said, protocol.tool_turn(image=view_of(rows[i], "high"))]
+                nxt.append(i)
+            active = nxt
+            if not active:
+                break
+        return outcomes
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+def _rows(cfg: EvalConfig) -> list[dict]:
+    from vtdata.build import iter_samples
+    split = None if cfg.split == "all" else cfg.split
+    rows = []
+    try:
+        for r in iter_samples(cfg.data, split=split):
+            rows.append(r)
+            if cfg.limit and len(rows) >= cfg.limit:
+                break
+    except FileNotFoundError as err:
+        raise VtError(f"--data {cfg.data}: not a built dataset ({err})") from None
+    if not rows:
+        raise VtError(f"--data {cfg.data} has no samples in split {cfg.split!r}")
+    return rows
+
+
+def _full_tokens(row: dict) -> int:
+    return visual_tokens_of_size(row["high_width"], row["high_height"])
+
+
+def _low_tokens(row: dict) -> int:
+    return visual_tokens_of_size(row["low_width"], row["low_height"])
+
+
+def _as_list(x) -> Optional[list]:
+    if x is None:
+        return None
+    return [str(a) for a in x]
+
+
+def run_eval(cfg: EvalConfig, policy=None) -> dict:
+    """Evaluate, resuming a run of the same name; returns {'run', 'done', 'new', 'summary', 'jsonl'}.
+
+    `policy` overrides `cfg.policy_spec` (tests pass a scripted one)."""
+    from vtdata.db import writer
+    from vtdata.judge import make_judge
+
+    cfg.validate()
+    run = cfg.run_name()
+    rows = _rows(cfg)
+    t_start = time.time()
+    with writer(cfg.db_path(), "vt eval") as con:
+        ensure_tables(con)
+        _start_run(con, cfg, run)
+        done = {r[0]: r[1] for r in con.execute(
+            "SELECT sample_id, status FROM eval_predictions WHERE run = ?", [run]).fetchall()}
+        judge = make_judge(cfg.judge, db=con, **({"base_url": cfg.judge_base_url} if cfg.judge_base_url else {}))
+        try:
+            n_new = _run_samples(con, cfg, run, rows, done, judge, policy)
+        finally:
+            judge.close()
+        wall = time.time() - t_start
+        n = con.execute("SELECT count(*) FROM eval_predictions WHERE run = ?", [run]).fetchone()[0]
+        jsonl = export_jsonl(con, run, cfg.out_dir() / f"{run}.jsonl")
+        con.execute("UPDATE eval_runs SET finished = now(), samples = ?, wall_s = coalesce(wall_s, 0) + ?, "
+                    "predictions_path = ? WHERE run = ?", [n, wall, str(jsonl), run])
+        summary = summarize(con, run)
+    return {"run": run, "done": n, "new": n_new, "summary": summary, "jsonl": jsonl,
+            "db": cfg.db_path()}
+
+
+def _run_samples(con, cfg: EvalConfig, run: str, rows: list[dict], done: dict, judge, policy) -> int:
+    """Re-judge failed verdicts, then generate and judge every sample not yet done; returns how many."""
+    _rejudge_errors(con, run, judge, [r for r in rows if done.get(r["id"]) not in (None, STATUS_OK)])
+    todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
+    info(f"eval {run}: {len(rows)} samples, {len(rows) - len(todo)} done, {len(todo)} to run "
+         f"(mode {cfg.mode}, policy {cfg.policy_spec}, judge {judge.identity})")
+    if todo:
+        if policy is None:
+            policy = _make_policy(cfg)
+        ev = Evaluator(policy, cfg)
+        counts = {"scored": 0, "correct": 0, "resized": 0, "failed": 0}
+        with progress_bar(f"eval {cfg.mode}", total=len(todo)) as bar:
+            for b in range(0, len(todo), cfg.batch_size):
+                batch = todo[b:b + cfg.batch_size]
+                _insert(con, _eval_batch(ev, judge, run, batch, counts))
+                bar.advance(len(batch), status=f"correct {counts['correct']}/{counts['scored']} "
+                                               f"resized {counts['resized']}")
+        if counts["failed"]:
+            info(f"{counts['failed']} samples got no generation from the policy (backend errors); they "
+                 f"are not recorded: rerun the same command to retry them")
+    return len(todo)
+
+
+def _eval_batch(ev: Evaluator, judge, run: str, batch: list[tuple[int, dict]], counts: dict) -> list[dict]:
+    """Generate, judge and turn one batch into prediction rows (failed generations are left out)."""
+    from vtdata.judge import JudgeItem
+    t0 = time.perf_counter()
+    outcomes = asyncio.run(ev.run_batch([r for _, r in batch]))
+    share = (time.perf_counter() - t0) / len(batch)  # the batch's wall time, split evenly over its samples
+    counts["failed"] += sum(1 for o in outcomes if o.error)
+    kept = [(b, o) for b, o in zip(batch, outcomes) if not o.error]
+    items = [JudgeItem(question=r["question"], answers=list(r["answers"]), response=o.response,
+                       answer_type=r.get("answer_type") or "open", choices=_as_list(r.get("choices")))
+             for (_, r), o in kept]
+    verdicts = judge.judge(items) if items else []
+    recs = [_record(run, ev.cfg.mode, i, r, o, v, share) for ((i, r), o), v in zip(kept, verdicts)]
+    counts["scored"] += len(recs)
+    counts["correct"] += sum(1 for x in recs if x["score"])
+    counts["resized"] += sum(1 for x in recs if x["resized"])
+    return recs
+
+
+def _make_policy(cfg: EvalConfig):
+    from vtdata import protocol
+    from vttrain.policy import make_policy
+    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size}
+    if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
+        kw["chat_template"] = protocol.CHAT_TEMPLATE  # the tokens training saw for tool turns
+    return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)
+
+
+def _record(run: str, mode: str, doc_id: int, row: dict, o: Outcome, v, wall_s: float) -> dict:
+    full = _full_tokens(row)
+    return {"run": run, "sample_id": row["id"], "doc_id": doc_id, "source": row["source"],
+            "task": row["task"], "mode": mode, "question": row["question"],
+            "answers": _as_list(row["answers"]), "answer_type": row.get("answer_type"),
+            "choices": _as_list(row.get("choices")), "turns": [t.text for t in o.turns],
+            "response": o.response, "prediction": v.prediction, "tool_call": o.tool_call,
+            "resized": o.tool_call == "ok", "score": v.score, "status": v.status, "reason": v.reason,
+            "judge": v.judge, "visual_tokens": o.visual_tokens, "low_visual_tokens": _low_tokens(row),
+            "full_visual_tokens": full, "generated_tokens": sum(t.generated_tokens for t in o.turns),
+            "latency_s": sum(t.latency_s for t in o.turns), "wall_s": wall_s,
+            "created": datetime.now()}
+
+
+def _rejudge_errors(con, run: str, judge, rows: list[dict]) -> None:
+    """Predictions whose verdict failed (judge down) are judged again; nothing is regenerated."""
+    if not rows:
+        return
+    from vtdata.judge import JudgeItem
+    by_id = {r["id"]: r for r in rows}
+    preds = con.execute("SELECT sample_id, response FROM eval_predictions WHERE run = ? AND status <> ?",
+                        [run, STATUS_OK]).fetchall()
+    preds = [(sid, resp) for sid, resp in preds if sid in by_id]
+    items = [JudgeItem(question=by_id[s]["question"], answers=list(by_id[s]["answers"]), response=resp,
+                       answer_type=by_id[s].get("answer_type") or "open",
+                       choices=_as_list(by_id[s].get("choices"))) for s, resp in preds]
+    verdicts = judge.judge(items)
+    for (sid, _), v in zip(preds, verdicts):
+        con.execute("UPDATE eval_predictions SET score = ?, status = ?, reason = ?, judge = ?, prediction = ? "
+                    "WHERE run = ? AND sample_id = ?", [v.score, v.status, v.reason, v.judge, v.prediction, run, sid])
+    info(f"re-judged {len(preds)} predictions whose verdict had failed")
+
+
+# ------------------------------------------------------------------------------------- export, stats
+
+def export_jsonl(con, run: str, path: Path) -> Path:
+    """lmms-eval-style sample log: doc_id, input, target, resps, filtered_resps, plus vt fields.
+
+    `prediction` is the raw final response (what `vt judge` judges: it extracts the answer itself)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cur = con.execute("SELECT * FROM eval_predictions WHERE run = ? ORDER BY doc_id", [run])
+    names = [d[0] for d in cur.description]
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for values in cur.fetchall():
+            r = dict(zip(names, values))
+            rec = {"doc_id": r["doc_id"], "input": r["question"],
+                   "target": (r["answers"] or [None])[0], "resps": [r["turns"]],
+                   "filtered_resps": [r["prediction"] or ""],
+                   "id": r["sample_id"], "question": r["question"], "answers": r["answers"],
+                   "answer_type": r["answer_type"], "prediction": r["response"], "extracted": r["prediction"]}
+            for k in ("run", "source", "task", "mode", "score", "status", "reason", "judge", "tool_call",
+                      "resized", "visual_tokens", "low_visual_tokens", "full_visual_tokens",
+                      "generated_tokens", "latency_s", "wall_s"):
+                rec[k] = r[k]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+SUMMARY_SQL = """
+SELECT {keys},
+       count(*) AS samples,
+       avg(score) FILTER (WHERE status = 'ok') AS accuracy,
+       count(*) FILTER (WHERE status <> 'ok') AS judge_errors,
+       avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
+       sum(visual_tokens)::DOUBLE / nullif(sum(full_visual_tokens), 0) AS visual_tokens_rel,
+       avg(visual_tokens) AS visual_tokens,
+       avg(generated_tokens) AS generated_tokens,
+       sum(wall_s) AS wall_s
+FROM eval_predictions WHERE run = ? {group}
+"""
+
+
+def summarize(con, run: str) -> list[dict]:
+    """Per (source, task) rows, then an `all` row: accuracy over judged-ok samples, resize ratio,
+    visual tokens used relative to the full-res view, mean generated tokens, summed generation time."""
+    out = []
+    for keys, group in (("source, task", "GROUP BY source, task ORDER BY source, task"),
+                        ("'all' AS source, '' AS task", "")):
+        cur = con.execute(SUMMARY_SQL.format(keys=keys, group=group), [run])
+        names = [d[0] for d in cur.description]
+        out += [dict(zip(names, v)) for v in cur.fetchall()]
+    return out
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def summary_table(run: str, summary: list[dict]):
+    from rich.table import Table
+    t = Table(title=f"vt eval {run} (tokens% = visual tokens used / full-res tokens)")
+    t.add_column("source", no_wrap=True)
+    t.add_column("task", no_wrap=True)
+    for c in ("n", "acc%", "resize%", "tokens%", "gen tok", "time s", "judge err"):
+        t.add_column(c, justify="right")
+    for r in summary:
+        t.add_row(r["source"], r["task"], str(r["samples"]), _pct(r["accuracy"]), _pct(r["resize_ratio"]),
+                  _pct(r["visual_tokens_rel"]), f"{r['generated_tokens'] or 0:.1f}", f"{r['wall_s'] or 0:.1f}",
+                  str(r["judge_errors"]))
+    return t
+
+
+def compare(con, runs: list[str]):
+    """Table 2 of the paper for the given runs: accuracy per source, the average accuracy relative
+    to the first `full` run (or the first run), resize ratio and visual tokens relative to full."""
+    from rich.table import Table
+    if not {"eval_runs", "eval_predictions"} <= {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}:
+        raise VtError("no eval runs in this database yet (run `vt eval` first)")
+    known = {r[0]: r[1] for r in con.execute("SELECT run, mode FROM eval_runs").fetchall()}
+    missing = [r for r in runs if r not in known]
+    if missing:
+        raise VtError(f"unknown eval run(s): {', '.join(missing)}; known: {', '.join(sorted(known)) or 'none'}")
+    per = {r: {s["source"]: s for s in summarize(con, r)} for r in runs}
+    sources = sorted({s for r in runs for s in per[r] if s != "all"})
+    ref = next((r for r in runs if known[r] == "full"), runs[0])
+    t = Table(title="vt eval --compare (accuracy %; rel. = mean over sources of acc / acc of "
+                    f"{ref})")
+    t.add_column("run")
+    t.add_column("mode")
+    for s in sources:
+        t.add_column(s, justify="right")
+    for c in ("avg", "rel.", "resize %", "vis. tokens %"):
+        t.add_column(c, justify="right")
+    rows = []
+    for r in runs:
+        accs = [per[r].get(s, {}).get("accuracy") for s in sources]
+        rel = [a / b for a, b in ((per[r].get(s, {}).get("accuracy"), per[ref].get(s, {}).get("accuracy"))
+                                  for s in sources) if a is not None and b]
+        allr = per[r]["all"]
+        row = {"run": r, "mode": known[r], "accuracy": dict(zip(sources, accs)), "avg": allr["accuracy"],
+               "rel": sum(rel) / len(rel) if rel else None, "resize_ratio": allr["resize_ratio"],
+               "visual_tokens_rel": allr["visual_tokens_rel"]}
+        rows.append(row)
+        t.add_row(r, known[r], *[_pct(a) for a in accs], _pct(row["avg"]), _pct(row["rel"]),
+                  _pct(row["resize_ratio"]), _pct(row["visual_tokens_rel"]))
+    return t, rows
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def eval_command(
+    runs: Optional[list[str]] = typer.Argument(None, help="With --compare: the run names to compare."),
+    compare_runs: bool = typer.Option(False, "--compare", help="Compare finished runs (Table 2 style) instead of evaluating."),
+    data: Optional[str] = typer.Option(None, help="Built dataset directory (vt build-data or vt curate output)."),
+    mode: str = typer.Option("think", help="full (high view) | low (low view, 1/4 tokens) | think (two-turn resize protocol)."),
+    model: Optional[str] = typer.Option(None, help="Local checkpoint dir or hub id (= --policy local:PATH)."),
+    policy: Optional[str] = typer.Option(None, help="Policy spec: local:PATH | openai:MODEL."),
+    policy_base_url: Optional[str] = typer.Option(None, help="Base URL of the OpenAI-compatible server for openai: policies."),
+    judge: str = typer.Option("auto", help="Judge spec: auto | rule:NAME | openai:MODEL."),
+    judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge server URL(s), comma-separated."),
+    db: Optional[str] = typer.Option(None, help="DuckDB file (default: vt.duckdb beside --data)."),
+    split: str = typer.Option("val", help="Split to evaluate: val | train | all."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N samples."),
+    name: Optional[str] = typer.Option(None, help="Run name (default <model>-<mode>-<split>); rerun to resume."),
+    out: Optional[str] = typer.Option(None, help="Directory for <run>.jsonl (default: evals/ beside the database)."),
+    max_new_tokens: int = typer.Option(256, help="Generation budget per assistant turn."),
+    temperature: float = typer.Option(0.0, help="0 = greedy (the paper's evaluation)."),
+    batch_size: int = typer.Option(8, help="Samples per policy call."),
+    max_turns: int = typer.Option(2, help="Assistant turns at most in think mode."),
+    seed: int = typer.Option(0, help="Sampling seed (temperature > 0)."),
+) -> None:
+    """Evaluate a model in full / low / think mode: accuracy, resize ratio and visual tokens per source.
+
+    Examples: `vt eval --model runs/demo/final --data data/demo --mode think`;
+    `vt eval --compare tiny-full-val tiny-low-val final-think-val`."""
+    import sys
+
+    from rich.console import Console
+    out_console = Console(width=None if sys.stdout.isatty() else 160)  # results to stdout; no squeezing in pipes
+    if compare_runs:
+        if not runs or len(runs) < 1:
+            raise VtError("--compare needs at least one run name: vt eval --compare RUN RUN ...")
+        from vtdata.db import connect
+        dbp = Path(db) if db else (Path(data).resolve().parent / "vt.duckdb" if data else None)
+        if dbp is None:
+            raise VtError("--compare needs --db PATH (or --data DIR to find vt.duckdb beside it)")
+        con = connect(dbp, read_only=True)
+        try:
+            table, _ = compare(con, list(runs))
+        finally:
+            con.close()
+        out_console.print(table)
+        return
+    if runs:
+        raise VtError(f"unexpected argument(s) {' '.join(runs)}; did you mean --compare?")
+    cfg = EvalConfig(data=data or "", mode=mode, model=model, policy=policy, policy_base_url=policy_base_url,
+                     judge=judge, judge_base_url=judge_base_url, db=db, split=split, limit=limit, name=name, out=out,
+                     max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
+                     max_turns=max_turns, seed=seed)
+    res = run_eval(cfg)
+    out_console.print(summary_table(res["run"], res["summary"]))
+    info(f"predictions: {res['jsonl']}  (db {res['db']}, tables eval_runs, eval_predictions)")
+

@@ -1,0 +1,409 @@
+"""`vt report`: one static HTML page with PNG plots of every pipeline stage found in the database.
+
+Sections (a stage that has not run shows "not run yet", never an error):
+  1. scoring      low- vs high-res accuracy per source (`sufficiency`, else `rollouts`), label counts;
+  2. curation     the curated balance per source and class (`curated`);
+  3. training     reward, resize-call ratio and penalty share against step (`metrics.jsonl` of each
+                  run directory given with --runs);
+  4. evaluation   accuracy against visual tokens, one point per eval run and mode (`eval_runs`,
+                  `eval_predictions`), with the Table-2-like comparison.
+The page references its images by relative path, so the output directory can be copied or served.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vtdata.console import VtError, info
+
+NOT_RUN = "not run yet"
+
+
+@dataclass
+class ReportConfig:
+    """Options of `vt report`."""
+
+    out: str = "report"
+    """Output directory: index.html and plots/*.png."""
+    db: Optional[str] = None
+    """DuckDB file written by the pipeline (default ./vt.duckdb when it exists)."""
+    runs: list[str] = field(default_factory=list)
+    """Training run directories (each with the metrics.jsonl that `vt train` writes)."""
+    title: str = "vt report"
+    """Page title."""
+
+
+@dataclass
+class Section:
+    title: str
+    body: str = ""          # HTML
+    images: list[str] = field(default_factory=list)
+    missing: Optional[str] = None  # why the stage shows "not run yet"
+
+
+# --------------------------------------------------------------------------------------- data access
+
+def _tables(con) -> set[str]:
+    if con is None:
+        return set()
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def _columns(con, table: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+
+
+def _query(con, sql: str, params=None) -> list[dict]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, v)) for v in cur.fetchall()]
+
+
+def scoring_accuracy(con) -> list[dict]:
+    """Per source: mean low-view and high-view accuracy over the scoring rollouts, and label counts."""
+    tabs = _tables(con)
+    if "sufficiency" in tabs:
+        cols = _columns(con, "sufficiency")
+        src = "s.source" if "source" in cols else "m.source"
+        join = "" if "source" in cols else "JOIN samples m ON m.id = s.sample_id"
+        k = "s.rollouts" if "rollouts" in cols else ("s.k" if "k" in cols else None)
+        if {"low_correct", "high_correct"} <= cols and k:
+            label = "s.label" if "label" in cols else "NULL"
+            return _query(con, f"""
+                SELECT {src} AS source, count(*) AS samples,
+                       sum(s.low_correct)::DOUBLE / nullif(sum({k}), 0) AS low_acc,
+                       sum(s.high_correct)::DOUBLE / nullif(sum({k}), 0) AS high_acc,
+                       count(*) FILTER (WHERE {label} = 'low_ok') AS low_ok,
+                       count(*) FILTER (WHERE {label} = 'needs_high') AS needs_high,
+                       count(*) FILTER (WHERE {label} = 'ambiguous') AS ambiguous,
+                       count(*) FILTER (WHERE {label} NOT IN ('low_ok', 'needs_high', 'ambiguous')) AS other
+                FROM sufficiency s {join} GROUP BY 1 ORDER BY 1""")
+    if "rollouts" in tabs:
+        cols = _columns(con, "rollouts")
+        score = "r.score" if "score" in cols else ("r.correct::DOUBLE" if "correct" in cols else None)
+        if score and "view" in cols:
+            src = "r.source" if "source" in cols else "m.source"
+            join = "" if "source" in cols else "JOIN samples m ON m.id = r.sample_id"
+            return _query(con, f"""
+                SELECT {src} AS source, count(DISTINCT r.sample_id) AS samples,
+                       avg({score}) FILTER (WHERE r.view = 'low') AS low_acc,
+                       avg({score}) FILTER (WHERE r.view = 'high') AS high_acc
+                FROM rollouts r {join} GROUP BY 1 ORDER BY 1""")
+    return []
+
+
+def curated_balance(con) -> list[dict]:
+    if "curated" not in _tables(con):
+        return []
+    cols = _columns(con, "curated")
+    src = "c.source" if "source" in cols else "m.source"
+    join = "" if "source" in cols else "JOIN samples m ON m.id = c.sample_id"
+    name = "c.name" if "name" in cols else "'curated'"
+    if "use_tool" in cols:
+        cls = "CASE WHEN c.use_tool THEN 'needs_high' ELSE 'low_ok' END"
+    elif "label" in cols:
+        cls = "c.label"
+    else:
+        return []
+    return _query(con, f"""SELECT {name} AS name, {src} AS source, {cls} AS class, count(*) AS n
+                           FROM curated c {join} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""")
+
+
+def eval_points(con) -> list[dict]:
+    if not {"eval_runs", "eval_predictions"} <= _tables(con):
+        return []
+    return _query(con, """
+        SELECT r.run, r.mode, r.policy, count(*) AS samples,
+               avg(p.score) FILTER (WHERE p.status = 'ok') AS accuracy,
+               sum(p.visual_tokens)::DOUBLE / nullif(sum(p.full_visual_tokens), 0) AS visual_tokens_rel,
+               avg(CASE WHEN p.resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
+               avg(p.generated_tokens) AS generated_tokens
+        FROM eval_runs r JOIN eval_predictions p USING (run)
+        GROUP BY r.run, r.mode, r.policy, r.started ORDER BY r.started, r.run""")
+
+
+# keys that `vt train` may log, in order of preference, for each curve
+CURVES = {
+    "reward": ("reward", "rewards/mean", "train/reward"),
+    "resize ratio": ("resize_ratio", "vt/resize_ratio", "resize_call_ratio", "tool/resize_ratio"),
+    "penalty share": ("penalty_share", "vt/penalty_share", "penalty/share"),
+}
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash
+    return rows
+
+
+def _curve(rows: list[dict], names: tuple[str, ...]) -> tuple[list[float], list[float], Optional[str]]:
+    for name in names:
+        cand = [name] + sorted({k for r in rows for k in r if k.endswith("/" + name) or k.endswith("_" + name)})
+        for key in cand:
+            pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows)
+                   if isinstance(r.get(key), (int, float))]
+            if pts:
+                return [p[0] for p in pts], [p[1] for p in pts], key
+    return [], [], None
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_scoring(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 2), 3.4))
+    xs = range(len(rows))
+    low = [100 * (r["low_acc"] or 0) for r in rows]
+    high = [100 * (r["high_acc"] or 0) for r in rows]
+    ax.bar([x - 0.2 for x in xs], low, 0.4, label="low res (1/4 tokens)", color="#8ab4f8")
+    ax.bar([x + 0.2 for x in xs], high, 0.4, label="high res", color="#1a73e8")
+    ax.set_xticks(list(xs), [r["source"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("accuracy of scoring rollouts (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    ax.set_title("Low vs high resolution accuracy per source")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curated(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    sources = sorted({r["source"] for r in rows})
+    classes = sorted({r["class"] for r in rows})
+    colors = {"low_ok": "#34a853", "needs_high": "#ea4335"}
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(sources) + 2), 3.4))
+    bottom = [0] * len(sources)
+    for c in classes:
+        vals = [sum(r["n"] for r in rows if r["source"] == s and r["class"] == c) for s in sources]
+        ax.bar(sources, vals, bottom=bottom, label=c, color=colors.get(c))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("samples")
+    ax.set_title("Curated set: low_ok vs needs_high per source")
+    ax.legend(fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
+    """One panel per curve; returns the metric keys found (for the caption)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    found = []
+    for ax, (title, names) in zip(axes, CURVES.items()):
+        any_pts = False
+        for run, rows in runs.items():
+            xs, ys, key = _curve(rows, names)
+            if key:
+                any_pts = True
+                found.append(key)
+                ax.plot(xs, ys, marker="o", ms=3, label=run)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if not any_pts:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+        elif len(runs) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return sorted(set(found))
+
+
+def plot_tradeoff(points: list[dict], path: Path) -> None:
+    plt = _plt()
+    markers = {"full": "s", "low": "v", "think": "*"}
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for p in points:
+        x = 100 * (p["visual_tokens_rel"] or 0)
+        y = 100 * (p["accuracy"] or 0)
+        ax.scatter([x], [y], marker=markers.get(p["mode"], "o"), s=90 if p["mode"] == "think" else 50,
+                   label=p["mode"])
+        ax.annotate(p["run"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8, title="mode")
+    ax.set_xlabel("visual tokens used (% of full resolution)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(0, 110)
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy vs visual tokens (one point per eval run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------- html
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _table(rows: list[dict], cols: list[tuple[str, str]], pct: set[str] = frozenset()) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for key, _ in cols:
+            v = r.get(key)
+            if key in pct:
+                v = _pct(v)
+            elif isinstance(v, float):
+                v = f"{v:.2f}"
+            cells.append(f"<td>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em} section{margin:2em 0}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0} table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right} th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left} .missing{color:#a50;font-style:italic}"""
+
+
+def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(cfg.title)}</h1>",
+             f"<p class='meta'>database: {html.escape(str(cfg.db))} &middot; generated "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    for s in sections:
+        parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
+        if s.missing:
+            parts.append(f"<p class='missing'>{NOT_RUN}: {html.escape(s.missing)}</p>")
+        for img in s.images:
+            parts.append(f"<img src='{html.escape(img)}' alt='{html.escape(s.title)}'>")
+        parts.append(s.body + "</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------- building
+
+def build_report(cfg: ReportConfig) -> Path:
+    """Write OUT/index.html and OUT/plots/*.png; returns the HTML path."""
+    from vtdata.db import connect
+    out = Path(cfg.out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for old in plots.glob("*.png"):
+        old.unlink()  # a stage that disappeared must not leave a stale plot referenced by nobody
+    db = Path(cfg.db) if cfg.db else Path("vt.duckdb")
+    con = connect(db, read_only=True) if db.exists() else None
+    if cfg.db and con is None:
+        raise VtError(f"--db {cfg.db}: no such database")
+    cfg.db = str(db) if con is not None else "(none)"
+    try:
+        sections = [_scoring(con, plots), _curation(con, plots), _training(cfg, plots), _evaluation(con, plots)]
+    finally:
+        if con is not None:
+            con.close()
+    page = out / "index.html"
+    page.write_text(render_html(cfg, sections), encoding="utf-8")
+    return page
+
+
+def _scoring(con, plots: Path) -> Section:
+    s = Section("1. Scoring: does the low-res view suffice?")
+    rows = scoring_accuracy(con) if con is not None else []
+    if not rows:
+        s.missing = "no `sufficiency` or `rollouts` table (run `vt score-judge`)"
+        return s
+    plot_scoring(rows, plots / "scoring.png")
+    s.images.append("plots/scoring.png")
+    cols = [("source", "source"), ("samples", "samples"), ("low_acc", "low acc %"), ("high_acc", "high acc %")]
+    if "low_ok" in rows[0]:
+        cols += [("low_ok", "low_ok"), ("needs_high", "needs_high"), ("ambiguous", "ambiguous"), ("other", "other")]
+    s.body = _table(rows, cols, pct={"low_acc", "high_acc"})
+    return s
+
+
+def _curation(con, plots: Path) -> Section:
+    s = Section("2. Curation: balance of the training set")
+    rows = curated_balance(con) if con is not None else []
+    if not rows:
+        s.missing = "no `curated` table (run `vt curate`)"
+        return s
+    plot_curated(rows, plots / "curated.png")
+    s.images.append("plots/curated.png")
+    s.body = _table(rows, [("name", "set"), ("source", "source"), ("class", "class"), ("n", "samples")])
+    return s
+
+
+def _training(cfg: ReportConfig, plots: Path) -> Section:
+    s = Section("3. Training curves")
+    runs = {}
+    for d in cfg.runs:
+        rows = read_metrics(Path(d))
+        if rows:
+            runs[Path(d).name or d] = rows
+    if not runs:
+        given = ", ".join(cfg.runs) if cfg.runs else "none given (pass --runs RUN_DIR)"
+        s.missing = f"no metrics.jsonl in the run directories: {given}"
+        return s
+    keys = plot_training(runs, plots / "training.png")
+    s.images.append("plots/training.png")
+    last = [{"run": r, "steps": len(rows), **{k: rows[-1].get(k) for k in keys}} for r, rows in runs.items()]
+    s.body = (f"<p>metrics: {html.escape(', '.join(keys) or 'none of reward / resize ratio / penalty share')}"
+              f"</p>" + _table(last, [("run", "run"), ("steps", "logged steps")] + [(k, f"last {k}") for k in keys]))
+    return s
+
+
+def _evaluation(con, plots: Path) -> Section:
+    s = Section("4. Evaluation: accuracy vs visual tokens")
+    points = eval_points(con) if con is not None else []
+    if not points:
+        s.missing = "no `eval_runs` (run `vt eval`)"
+        return s
+    plot_tradeoff(points, plots / "tradeoff.png")
+    s.images.append("plots/tradeoff.png")
+    s.body = _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("accuracy", "acc %"),
+                             ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
+                             ("generated_tokens", "gen. tokens")],
+                    pct={"accuracy", "visual_tokens_rel", "resize_ratio"})
+    from vttrain.eval import compare
+    _, rows = compare(con, [p["run"] for p in points])
+    if rows and rows[0]["accuracy"]:
+        srcs = list(rows[0]["accuracy"])
+        flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"]} for r in rows]
+        s.body += ("<h3>Per source (accuracy %; rel. = mean per-source ratio to the first full run)</h3>"
+                   + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, x) for x in srcs]
+                            + [("avg", "avg"), ("rel", "rel.")], pct=set(srcs) | {"avg", "rel"}))
+    return s
+
+
+def report_command(
+    out: str = typer.Option("report", help="Output directory for index.html and plots/*.png."),
+    db: Optional[str] = typer.Option(None, help="DuckDB file of the pipeline (default ./vt.duckdb)."),
+    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run directory with metrics.jsonl (repeatable)."),
+    title: str = typer.Option("vt report", help="Page title."),
+) -> None:
+    """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
+
+    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/runs/train --out demo-out/report`."""
+    page = build_report(ReportConfig(out=out, db=db, runs=list(runs or []), title=title))
+    info(f"report: {page} (open it in a browser)")
