@@ -153,13 +153,12 @@ class Judge:
             self.cache.flush()
 
     def _route(self, item: JudgeItem) -> str:
-        if self.llm and (self.llm_all or item.answer_type not in BY_TYPE or item.answer_type == "open"):
+        atype = item.answer_type or "open"
+        if atype not in BY_TYPE:
+            raise ValueError(f"unknown answer_type {atype!r} (one of {', '.join(BY_TYPE)})")
+        if self.llm and (self.llm_all or atype == "open"):
             return "llm"
-        if self.rule != "auto":
-            return self.rule
-        if item.answer_type not in BY_TYPE:
-            raise ValueError(f"unknown answer_type {item.answer_type!r} (one of {', '.join(BY_TYPE)})")
-        return BY_TYPE[item.answer_type]
+        return self.rule if self.rule != "auto" else BY_TYPE[atype]
 
     def _done(self, v: Verdict, progress) -> Verdict:
         s = self._stats

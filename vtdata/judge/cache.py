@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgments (
@@ -40,12 +41,26 @@ class Cache:
         so the caller's connection can live in another thread)."""
         from vtdata.db import connect
         self._owned = not hasattr(db, "execute")
-        self.con = connect(db) if self._owned else db.cursor()
-        self.con.execute(SCHEMA)
+        self._db = connect(db) if self._owned else db
+        with self._cursor() as cur:
+            cur.execute(SCHEMA)
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self._rows: list[tuple] = []
         self._oldest = 0.0
         self.written = 0
+
+    @contextmanager
+    def _cursor(self):
+        """The owned connection, or a short-lived cursor of the caller's connection (which may live
+        in another thread, and whose database must not stay open after the caller closes it)."""
+        if self._owned:
+            yield self._db
+        else:
+            cur = self._db.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
 
     def lookup(self, keys: list[str]) -> dict[str, tuple]:
         """key -> (score, reason, tokens, latency_s) for the keys present; one query."""
@@ -53,13 +68,12 @@ class Cache:
             return {}
         import pyarrow as pa
         wanted = pa.table({"key": pa.array(list(dict.fromkeys(keys)), pa.string())})
-        self.con.register("_vt_wanted", wanted)
-        try:
-            rows = self.con.execute(
+        with self._cursor() as cur:
+            cur.register("_vt_wanted", wanted)
+            rows = cur.execute(
                 "SELECT j.key, j.score, j.reason, j.tokens, j.latency_s FROM judgments j "
                 "JOIN _vt_wanted w ON j.key = w.key").fetchall()
-        finally:
-            self.con.unregister("_vt_wanted")
+            cur.unregister("_vt_wanted")
         return {r[0]: r[1:] for r in rows}
 
     def add(self, key: str, judge: str, question: str, answers: list[str], prediction: str,
@@ -87,11 +101,10 @@ class Cache:
             "latency_s": pa.array(cols[8], pa.float64()),
             "created": pa.array([dt.datetime.fromtimestamp(t) for t in cols[9]], pa.timestamp("us")),
         })
-        self.con.register("_vt_batch", table)
-        try:
-            self.con.execute(f"INSERT OR IGNORE INTO judgments SELECT {', '.join(COLUMNS)} FROM _vt_batch")
-        finally:
-            self.con.unregister("_vt_batch")
+        with self._cursor() as cur:
+            cur.register("_vt_batch", table)
+            cur.execute(f"INSERT OR IGNORE INTO judgments SELECT {', '.join(COLUMNS)} FROM _vt_batch")
+            cur.unregister("_vt_batch")
         self.written += len(rows)
 
     def close(self) -> None:
@@ -99,9 +112,4 @@ class Cache:
             self.flush()
         finally:
             if self._owned:
-                self.con.close()
-            else:
-                try:
-                    self.con.close()  # the cursor only; the caller's connection stays open
-                except Exception:
-                    pass
+                self._db.close()
