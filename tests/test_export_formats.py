@@ -1,0 +1,65 @@
+"""vt export: the VisionThink/verl schema (parquet + save_to_disk) and JSONL + images that build-data reads back."""
+import json
+
+import pytest
+
+from build_helpers import build, vt, write_manifest
+from vtdata.build import iter_samples
+from vtdata.console import VtError
+from vtdata.export import ExportConfig, export
+from vtdata.prompts import load
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exp")
+    m = write_manifest(d, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6},
+                           {"name": "o", "kind": "synthetic", "task": "ocr", "take": 6}], val_fraction=0.34)
+    build(m, d / "set")
+    return d
+
+
+def test_verl_schema(built):
+    import datasets
+
+    counts = export(ExportConfig(str(built / "set"), str(built / "verl"), "verl"))
+    assert counts == {"train": 8, "val": 4}
+    src = {r["id"]: r for r in iter_samples(built / "set")}
+    for split in ("train", "val"):
+        disk = datasets.load_from_disk(str(built / "verl" / split))
+        pq_ = datasets.load_dataset("parquet", data_files=str(built / "verl" / f"{split}.parquet"), split="train")
+        assert len(disk) == len(pq_) == counts[split]
+        for row in disk:
+            s = src[row["doc_id"]]
+            assert row["images"].size == (s["width"], s["height"])  # the original image
+            assert row["problem"].startswith("<image>") and s["question"] in row["problem"]
+            assert row["original_answer"] == s["answers"][0] == row["reward_model"]["ground_truth"]
+            assert row["info"]["tgt_width"] == s["low_width"] and row["info"]["tgt_height"] == s["low_height"]
+            assert row["use_tool"] == row["info"]["use_tool"] == (s["task"] == "ocr")
+            assert row["data_source"] == ("open_source_require_high" if s["task"] == "ocr" else "open_source_no_require_high")
+            assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+            assert row["prompt"][0]["content"] == load("agent_system")
+            assert row["prompt"][1]["content"].endswith(row["problem"])
+            assert row["extra_info"]["split"] == split == s["split"]
+
+
+def test_jsonl_round_trips_through_build_data(built):
+    export(ExportConfig(str(built / "set"), str(built / "j"), "jsonl"))
+    lines = [json.loads(x) for x in (built / "j" / "train.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and all((built / "j" / x["image"]).exists() for x in lines)
+    m = write_manifest(built / "j", [{"name": "back", "kind": "jsonl", "path": "train.jsonl"},
+                                     {"name": "back-val", "kind": "jsonl", "path": "val.jsonl"}])
+    build(m, built / "back")
+    orig = {(r["question"], tuple(r["answers"]), r["image_sha256"], r["answer_type"]) for r in iter_samples(built / "set")}
+    again = {(r["question"], tuple(r["answers"]), r["image_sha256"], r["answer_type"]) for r in iter_samples(built / "back")}
+    assert again == orig
+
+
+def test_export_errors(built, tmp_path):
+    with pytest.raises(VtError, match="not a built vt dataset"):
+        export(ExportConfig(str(tmp_path), str(tmp_path / "o"), "verl"))
+    with pytest.raises(VtError, match="--format"):
+        export(ExportConfig(str(built / "set"), str(tmp_path / "o"), "tfrecord"))
+    r = vt("export", built / "set", "--format", "jsonl", "--out", tmp_path / "cli")
+    assert r.returncode == 0 and (tmp_path / "cli" / "val.jsonl").exists()
+    assert json.loads((tmp_path / "cli" / "export.json").read_text())["rows"] == {"train": 8, "val": 4}

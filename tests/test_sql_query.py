@@ -1,0 +1,77 @@
+"""vt sql: read-only queries, formats, refusal of writes, a clear message while a writer holds the DB."""
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from build_helpers import REPO, build, vt, write_manifest
+from vtdata.console import VtError
+from vtdata.sql import SqlConfig, print_result, run_sql
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sql")
+    m = write_manifest(d, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6},
+                           {"name": "o", "kind": "synthetic", "task": "ocr", "take": 4}], val_fraction=0.5)
+    build(m, d / "set")
+    return d / "vt.duckdb"
+
+
+def test_select_and_formats(db):
+    cols, rows = run_sql(SqlConfig("SELECT task, count(*) AS n FROM samples GROUP BY task ORDER BY task", db=str(db)))
+    assert cols == ["task", "n"] and rows == [("general", 6), ("ocr", 4)]
+    buf = io.StringIO()
+    print_result(cols, rows, "csv", buf)
+    assert list(csv.reader(io.StringIO(buf.getvalue()))) == [["task", "n"], ["general", "6"], ["ocr", "4"]]
+    buf = io.StringIO()
+    print_result(*run_sql(SqlConfig("SELECT id, answers FROM samples ORDER BY id LIMIT 2", db=str(db))), "json", buf)
+    out = json.loads(buf.getvalue())
+    assert len(out) == 2 and isinstance(out[0]["answers"], list)
+
+
+def test_cli_prints_to_stdout(db):
+    r = vt("sql", "SELECT split, count(*) AS n FROM samples GROUP BY split ORDER BY split", "--db", db, "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["split,n", "train,5", "val,5"]
+    r = vt("sql", "SELECT count(*) AS n FROM rejects", "--db", db)
+    assert r.returncode == 0 and "0" in r.stdout and "(1 row)" in r.stdout
+
+
+@pytest.mark.parametrize("q", ["DELETE FROM samples", "DROP TABLE samples", "INSERT INTO rejects VALUES (1,2,3,4,5)",
+                               "CREATE TABLE t (a INT)", "UPDATE samples SET task = 'x'",
+                               "SELECT 1; DELETE FROM samples", "ATTACH 'other.db'", "COPY samples TO 'x.csv'"])
+def test_writes_are_refused(db, q):
+    with pytest.raises(VtError, match="read-only"):
+        run_sql(SqlConfig(q, db=str(db)))
+    assert run_sql(SqlConfig("SELECT count(*) FROM samples", db=str(db)))[1] == [(10,)]
+
+
+def test_bad_sql_missing_db_and_format(db, tmp_path):
+    with pytest.raises(VtError, match="SQL error"):
+        run_sql(SqlConfig("SELEC 1", db=str(db)))
+    with pytest.raises(VtError, match="does not exist"):
+        run_sql(SqlConfig("SELECT 1", db=str(tmp_path / "none.duckdb")))
+    with pytest.raises(VtError, match="--format"):
+        run_sql(SqlConfig("SELECT 1", db=str(db), format="xml"))
+
+
+def test_held_by_a_writer_gives_a_clear_message(db):
+    code = ("import sys, time; from vtdata.db import writer\n"
+            "with writer(sys.argv[1], 'vt score-judge'):\n    print('held', flush=True); time.sleep(30)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(db)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        r = vt("sql", "SELECT 1", "--db", db)
+        assert r.returncode == 2
+        assert "held by `vt score-judge`" in r.stderr and f"pid {p.pid}" in r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    finally:
+        p.kill()
+        p.wait()
+    time.sleep(0.1)
+    assert run_sql(SqlConfig("SELECT 1", db=str(db)))[1] == [(1,)]
