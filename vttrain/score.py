@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS sufficiency (
     source VARCHAR,
     task VARCHAR,
     split VARCHAR,
+    dataset VARCHAR,                  -- the scored dataset directory (vt curate reads the rows there)
     k INTEGER,
     low_correct INTEGER,
     high_correct INTEGER,
@@ -254,7 +255,7 @@ class Scorer:
                     "task": [s.get("task") for s in samples], "split": [s.get("split") for s in samples]}))
                 self.con.execute(f"""
                     INSERT OR REPLACE INTO sufficiency
-                    SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS k,
+                    SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
                            count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
                            count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
                            count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
@@ -264,7 +265,8 @@ class Scorer:
                            NULL, ?, now()
                     FROM _vt_s s LEFT JOIN rollouts r
                       ON r.sample_id = s.id AND r.policy = ? AND r.idx < ?
-                    GROUP BY s.id, s.source, s.task, s.split""", [self.pid, self.k, self.judge.identity, self.pid, self.k])
+                    GROUP BY s.id, s.source, s.task, s.split""",
+                    [self.pid, str(Path(self.cfg.data).resolve()), self.k, self.judge.identity, self.pid, self.k])
                 self.con.unregister("_vt_s")
                 self.con.execute(f"UPDATE sufficiency SET label = {label_sql(self.t)} WHERE policy = ? AND label IS NULL",
                                  [self.pid])

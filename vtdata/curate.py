@@ -1,0 +1,288 @@
+"""`vt curate`: a balanced training set of `low_ok` and `needs_high` samples (paper §3.5: 10K + 10K).
+
+Reads the labels `vt score-judge` stored in `sufficiency`, picks `--per-class` samples of each class
+(with `--stratify source`: spread as evenly as the sources allow, round-robin over sources) in an order
+fixed by sha256(seed, sample id), so the same database and seed always give the same set. Writes a
+dataset in the layout of a built one (DIR/data/train-NNNNN.parquet + DIR/build.json, the sample
+columns plus `use_tool` = needs_high), ready for `vt train` and `vt export --format verl`, and records
+the selection in the DuckDB table `curated` (replacing an earlier curation of the same name).
+A class with fewer candidates than asked is an error unless `--allow-short`. No torch here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import typer
+
+from vtdata.console import VtError, console, info
+
+CLASSES = ("low_ok", "needs_high")
+CURATED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS curated (
+    name VARCHAR NOT NULL,
+    sample_id VARCHAR NOT NULL,
+    source VARCHAR,
+    label VARCHAR,
+    use_tool BOOLEAN,
+    filled BOOLEAN,               -- an `ambiguous` sample chosen by --fill-short
+    policy VARCHAR,
+    dataset VARCHAR,
+    rank INTEGER,                 -- position in the output files
+    created TIMESTAMP,
+    PRIMARY KEY (name, sample_id)
+)"""
+
+
+@dataclass
+class CurateConfig:
+    """Options of `vt curate`."""
+    db: Path
+    """DuckDB file holding `sufficiency` (from `vt score-judge`)."""
+    name: str
+    """Name of this curated set (key of its rows in the `curated` table)."""
+    per_class: int
+    """Samples per class (low_ok and needs_high); the paper used 10,000."""
+    out: Path
+    """Output dataset directory (replaced only once the new one is complete)."""
+    stratify: str | None = None
+    """`source`: spread each class evenly over the sources; none: any source."""
+    allow_short: bool = False
+    """Keep going with fewer than --per-class samples in a class (instead of an error)."""
+    fill_short: bool = False
+    """Top a short class up with the `ambiguous` samples closest to it (flagged `filled`; for demos
+    with an untrained model, where every sample is ambiguous)."""
+    policy: str | None = None
+    """Which scoring policy's labels (needed when the database holds several)."""
+    data: Path | None = None
+    """The scored dataset directory (default: the one recorded by score-judge)."""
+    seed: int = 0
+    """Selection order seed."""
+    shard_rows: int = 2000
+    """Rows per output parquet file."""
+
+
+def _rank(seed: int, sample_id: str) -> str:
+    return hashlib.sha256(f"{seed}\0{sample_id}".encode()).hexdigest()
+
+
+def pick(pool: list[dict], n: int, stratify: str | None) -> list[dict]:
+    """The first n of an ordered pool; with stratify, round-robin over its groups (max-min fair)."""
+    if not stratify:
+        return pool[:n]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for c in pool:
+        groups[str(c[stratify])].append(c)
+    order = sorted(groups)
+    picked, depth = [], 0
+    while len(picked) < n and any(depth < len(groups[g]) for g in order):
+        for g in order:  # one more from every group that still has some
+            if depth < len(groups[g]) and len(picked) < n:
+                picked.append(groups[g][depth])
+        depth += 1
+    return picked
+
+
+# how close an ambiguous sample is to a class (larger = closer), for --fill-short
+CLOSENESS = {"needs_high": lambda c: (c["high_correct"] or 0) - (c["low_correct"] or 0),
+             "low_ok": lambda c: min(c["low_correct"] or 0, c["high_correct"] or 0)}
+
+
+def select(candidates: list[dict], per_class: int, stratify: str | None, seed: int,
+           fill_short: bool = False) -> dict[str, list[dict]]:
+    """class -> chosen candidate rows (sample_id, label, source, ...); deterministic by seed.
+
+    With fill_short, a short class is topped up with `ambiguous` samples closest to it (marked
+    `filled`), needs_high first (largest high-minus-low gap), then low_ok (most correct at both)."""
+    key = {c["sample_id"]: _rank(seed, c["sample_id"]) for c in candidates}
+    chosen: dict[str, list[dict]] = {}
+    for cls in CLASSES:
+        pool = sorted((c for c in candidates if c["label"] == cls), key=lambda c: key[c["sample_id"]])
+        chosen[cls] = [dict(c, filled=False) for c in pick(pool, per_class, stratify)]
+    if fill_short:
+        used: set = set()
+        for cls in ("needs_high", "low_ok"):
+            need = per_class - len(chosen[cls])
+            if need <= 0:
+                continue
+            pool = sorted((c for c in candidates if c["label"] == "ambiguous" and c["sample_id"] not in used),
+                          key=lambda c: (-CLOSENESS[cls](c), key[c["sample_id"]]))
+            extra = [dict(c, filled=True, label=cls) for c in pick(pool, need, stratify)]
+            used |= {c["sample_id"] for c in extra}
+            chosen[cls] += extra
+    return chosen
+
+
+def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "sufficiency" not in tables:
+        raise VtError(f"{cfg.db} has no `sufficiency` table: run `vt score-judge` first")
+    policies = [r[0] for r in con.execute("SELECT DISTINCT policy FROM sufficiency ORDER BY 1").fetchall()]
+    policy = cfg.policy
+    if policy is None:
+        if len(policies) != 1:
+            raise VtError(f"{cfg.db} holds labels of {len(policies)} policies ({', '.join(policies) or 'none'}); "
+                          f"pick one with --policy")
+        policy = policies[0]
+    elif policy not in policies:
+        raise VtError(f"no labels of policy {policy!r} in {cfg.db} (have: {', '.join(policies) or 'none'})")
+    cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
+    rows = con.execute(f"SELECT {', '.join(cols)} FROM sufficiency WHERE policy = ? ORDER BY sample_id",
+                       [policy]).fetchall()
+    cands = [dict(zip(cols, r)) for r in rows]
+    return policy, cands
+
+
+def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:
+    if cfg.data is not None:
+        return Path(cfg.data)
+    dirs = sorted({c["dataset"] for c in chosen if c["dataset"]})
+    if len(dirs) != 1:
+        raise VtError(f"the chosen samples come from {len(dirs)} datasets ({', '.join(dirs) or 'unrecorded'}); "
+                      f"pass --data DIR")
+    return Path(dirs[0])
+
+
+def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: CurateConfig, summary: dict) -> list[str]:
+    """Copy the chosen rows (all sample columns + use_tool) into out/, in rank order; returns file names."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vtdata.build import iter_samples
+
+    files = sorted((src / "data").glob("*.parquet"))
+    if not (src / "build.json").exists() or not files:
+        raise VtError(f"{src} is not a built dataset (needs build.json and data/*.parquet)")
+    schema = pq.read_schema(files[0])
+    if "use_tool" not in schema.names:
+        schema = schema.append(pa.field("use_tool", pa.bool_()))
+    found: dict[str, dict] = {}
+    for row in iter_samples(src):
+        if row["id"] in rows_by_id:
+            found[row["id"]] = row
+    missing = [i for i in rows_by_id if i not in found]
+    if missing:
+        raise VtError(f"{len(missing)} chosen samples (e.g. {missing[0]}) are not in {src}: "
+                      f"was the dataset rebuilt after scoring? pass --data or rescore")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    names = []
+    ordered = list(rows_by_id)
+    for n, start in enumerate(range(0, max(len(ordered), 1), cfg.shard_rows)):
+        part = []
+        for sid in ordered[start:start + cfg.shard_rows]:
+            row = dict(found[sid], use_tool=rows_by_id[sid]["use_tool"])
+            row["image"] = {"bytes": row["image"], "path": None}
+            part.append(row)
+        name = f"train-{n:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), tmp / "data" / name)
+        names.append(name)
+    meta = json.loads((src / "build.json").read_text())
+    meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
+                shards=[{"file": f"data/{n}"} for n in names])
+    (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return names
+
+
+def curate(cfg: CurateConfig) -> dict:
+    from vtdata.db import writer
+    if cfg.per_class < 1:
+        raise VtError(f"--per-class must be >= 1, got {cfg.per_class}")
+    if cfg.stratify not in (None, "source"):
+        raise VtError(f"--stratify must be `source` (or left out), got {cfg.stratify!r}")
+    if not Path(cfg.db).exists():
+        raise VtError(f"database {cfg.db} does not exist (run `vt score-judge` first, or pass --db)")
+    with writer(cfg.db, "vt curate") as con:
+        policy, cands = _candidates(con, cfg)
+        chosen = select(cands, cfg.per_class, cfg.stratify, cfg.seed, cfg.fill_short)
+        avail = Counter(c["label"] for c in cands)
+        short = [f"{cls} has {len(chosen[cls])} of {cfg.per_class}" for cls in CLASSES if len(chosen[cls]) < cfg.per_class]
+        if short and not cfg.allow_short:
+            raise VtError(f"not enough samples: {'; '.join(short)} (labels of {policy}: "
+                          + ", ".join(f"{k}={avail.get(k, 0)}" for k in ("low_ok", "needs_high", "ambiguous", "incomplete"))
+                          + "); score more samples, lower --per-class, or pass --allow-short")
+        picked = [c for cls in CLASSES for c in chosen[cls]]
+        if not picked:
+            raise VtError(f"no low_ok or needs_high samples among the {len(cands)} scored by {policy}: nothing to curate")
+        picked.sort(key=lambda c: _rank(cfg.seed + 1, c["sample_id"]))  # classes interleaved in the files
+        src = _dataset_dir(cfg, picked)
+        by_id = {c["sample_id"]: {"use_tool": c["label"] == "needs_high"} for c in picked}
+        balance = Counter((c["source"], c["label"]) for c in picked)
+        summary = {"policy": policy, "per_class": cfg.per_class, "stratify": cfg.stratify, "seed": cfg.seed,
+                   "filled": sum(c["filled"] for c in picked),
+                   "from": str(src), "db": str(cfg.db), "selected": dict(Counter(c["label"] for c in picked)),
+                   "available": dict(avail), "short": short}
+        write_dataset(src, Path(cfg.out), by_id, cfg, summary)
+        import datetime as dt
+
+        import pyarrow as pa
+        now = dt.datetime.now()
+        con.execute(CURATED_SCHEMA)
+        tbl = pa.table({"name": [cfg.name] * len(picked), "sample_id": [c["sample_id"] for c in picked],
+                        "source": [c["source"] for c in picked], "label": [c["label"] for c in picked],
+                        "use_tool": [c["label"] == "needs_high" for c in picked],
+                        "filled": [c["filled"] for c in picked],
+                        "policy": [policy] * len(picked), "dataset": [str(src)] * len(picked),
+                        "rank": pa.array(range(len(picked)), pa.int32()), "created": [now] * len(picked)})
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM curated WHERE name = ?", [cfg.name])
+        con.register("_vt_cur", tbl)
+        con.execute("INSERT INTO curated SELECT * FROM _vt_cur")
+        con.unregister("_vt_cur")
+        con.execute("COMMIT")
+    return {"policy": policy, "chosen": {k: len(v) for k, v in chosen.items()}, "balance": balance,
+            "filled": summary["filled"],
+            "available": avail, "short": short, "out": str(cfg.out)}
+
+
+def _print_balance(result: dict) -> None:
+    from rich.table import Table
+    t = Table(title=f"curated (labels of {result['policy']})", title_justify="left")
+    t.add_column("source")
+    for cls in CLASSES:
+        t.add_column(cls, justify="right")
+    sources = sorted({s for s, _ in result["balance"]})
+    for s in sources:
+        t.add_row(s, *(str(result["balance"].get((s, cls), 0)) for cls in CLASSES))
+    t.add_row("[bold]total", *(f"[bold]{result['chosen'][cls]}" for cls in CLASSES))
+    console.print(t)
+
+
+def curate_command(
+    db: Path = typer.Option(..., "--db", help="DuckDB file with the `sufficiency` labels of vt score-judge."),
+    name: str = typer.Option(..., "--name", help="Name of the curated set (its key in the `curated` table)."),
+    per_class: int = typer.Option(..., "--per-class", help="Samples of each class, low_ok and needs_high (paper: 10000)."),
+    out: Path = typer.Option(..., "--out", help="Output dataset directory (parquet + build.json)."),
+    stratify: str = typer.Option(None, "--stratify", help="`source`: spread each class evenly over the sources."),
+    allow_short: bool = typer.Option(False, "--allow-short", help="Accept fewer than --per-class in a class."),
+    fill_short: bool = typer.Option(False, "--fill-short", help="Top short classes up with the closest ambiguous "
+                                    "samples (flagged `filled`; for demos with an untrained model)."),
+    policy: str = typer.Option(None, "--policy", help="Scoring policy whose labels to use (when there are several)."),
+    data: Path = typer.Option(None, "--data", help="The scored dataset (default: recorded by score-judge)."),
+    seed: int = typer.Option(0, "--seed", help="Selection seed."),
+    shard_rows: int = typer.Option(2000, "--shard-rows", help="Rows per output parquet file."),
+):
+    """Pick a balanced, deterministic training set of low_ok (use_tool=false) and needs_high (use_tool=true) samples."""
+    cfg = CurateConfig(db=db, name=name, per_class=per_class, out=out, stratify=stratify, allow_short=allow_short,
+                       fill_short=fill_short,
+                       policy=policy, data=data, seed=seed, shard_rows=max(1, shard_rows))
+    result = curate(cfg)
+    _print_balance(result)
+    for s in result["short"]:
+        info(f"[yellow]short:[/yellow] {s} (--allow-short)")
+    if result["filled"]:
+        info(f"[yellow]filled:[/yellow] {result['filled']} ambiguous samples stand in for short classes (--fill-short)")
+    info(f"wrote {sum(result['chosen'].values())} samples to {result['out']}")
