@@ -100,15 +100,20 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     if unknown:
         raise VtError(f"unknown train option(s) in {config_file}: {', '.join(unknown)} (see `vt train --options`)")
     parser = HfArgumentParser(cls)
+    import torch
+    if "bf16" not in values and not torch.cuda.is_available():
+        values["bf16"] = False  # GRPOConfig defaults to bf16, which a CPU-only machine refuses
     parser.set_defaults(**values)
     try:
-        (cfg, rest) = parser.parse_args_into_dataclasses(args=list(overrides), return_remaining_strings=True)
+        namespace, rest = parser.parse_known_args(args=list(overrides))
     except SystemExit:
         raise VtError(f"bad train option in {' '.join(overrides)} (see `vt train --options`)") from None
-    except (ValueError, TypeError) as err:
-        raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
+    try:
+        cfg = cls(**vars(namespace))
+    except (ValueError, TypeError) as err:
+        raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
     return cfg
 
 

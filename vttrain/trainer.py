@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
@@ -142,7 +143,8 @@ class VtGRPOTrainer(GRPOTrainer):
 
     def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts) -> None:
         """One JSON line per rollout in RUN/rollouts.jsonl (what was generated and how it was scored)."""
-        local = [{"id": x.get("id"), "turns": assistant_turns(c)} for x, c in zip(inputs, completions)]
+        rank = self.accelerator.process_index
+        local = [{"id": x.get("id"), "rank": rank, "turns": assistant_turns(c)} for x, c in zip(inputs, completions)]
         everything = gather_object(local)
         if not self.accelerator.is_main_process:
             return
@@ -150,11 +152,21 @@ class VtGRPOTrainer(GRPOTrainer):
         with open(self.run_dir / "rollouts.jsonl", "a", encoding="utf-8") as f:
             for i, (x, r, p) in enumerate(zip(everything, rolls, pens)):
                 total = float(rewards[i] @ self.reward_weights.to(rewards.device))
-                f.write(json.dumps({"step": step, "group": i // self.num_generations, "id": x["id"],
+                f.write(json.dumps({"step": step, "group": i // self.num_generations, "id": x["id"], "rank": x["rank"],
                                     "score": r.score, "format_ok": r.format_ok, "used_high": r.used_high,
                                     "attempted": r.attempted, "dropped": bool(facts[i, 2]), "penalty": p,
                                     "reward": None if math.isnan(total) else total,
                                     "turns": x["turns"]}) + "\n")
+
+    def _tokenize_prompts(self, prompts):
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        # TRL 1.16 renders environment prompts one by one and merges the processor outputs as nested
+        # lists for non-tensor fields (image_grid_thw); its tool loop then calls split_pixel_values_by_grid
+        # on them when a turn brings no image (an error turn) and fails. Hand it tensors.
+        for key in ("image_grid_thw", "pixel_values"):
+            if key in fields and not isinstance(fields[key], torch.Tensor):
+                fields[key] = torch.as_tensor(np.asarray(fields[key]))
+        return prompt_ids, images, fields
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)

@@ -1,0 +1,99 @@
+"""The two-turn protocol: tool-call validation, per-turn format, messages and the chat template."""
+import pytest
+from PIL import Image
+
+from vtdata import prompts, protocol
+from vtdata.protocol import ToolCall, check_format, check_turn, parse_tool_call
+
+OK = protocol.CALL_EXAMPLE
+
+
+def test_parse_valid_call_with_and_without_newlines():
+    assert parse_tool_call(f"<think>x</think>{OK}") == ToolCall("resize_image", {"action": "resize"})
+    spaced = '<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>'
+    assert parse_tool_call(spaced) == ToolCall("resize_image", {"action": "resize"})
+    assert parse_tool_call("<think>x</think><answer>3</answer>") is None
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "resize"}</tool_call>', "not valid JSON"),
+    ('<tool_call>{"name": "zoom", "arguments": {"action": "resize"}}</tool_call>', "unknown function 'zoom'"),
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "crop"}}</tool_call>', "unknown action 'crop'"),
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "resize", "x": 1}}</tool_call>', "unexpected argument"),
+    ('<tool_call>{"name": "resize_image", "arguments": "resize"}</tool_call>', '"arguments"'),
+    ('<tool_call>["resize_image"]</tool_call>', "JSON object"),
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "resize"}}', "not closed"),
+    (OK + OK, "more than one"),
+])
+def test_parse_invalid_calls_give_error_text(text, needle):
+    err = parse_tool_call(text)
+    assert isinstance(err, str) and needle in err
+
+
+def test_turn_format():
+    assert check_turn(f"<think>a</think>\n{OK}", final=False) is None
+    assert check_turn("<think>a</think> <answer>4</answer>", final=True) is None
+    assert "exactly one <think>" in check_turn("<think>a</think><think>b</think><answer>4</answer>", final=True)
+    assert "exactly one <answer>" in check_turn("<think>a</think><answer>4</answer><answer>5</answer>", final=True)
+    assert "empty" in check_turn("<think>a</think><answer> </answer>", final=True)
+    assert check_turn("<think>a</think>\n" + OK.replace("resize_image", "zoom"), final=False)  # wrong name
+    assert check_turn(f"<think>a</think>{OK}", final=True)  # a call left unanswered
+    assert check_turn("<answer>4</answer><think>a</think>", final=True)  # order
+    assert check_turn(f"<think>a</think><answer>4</answer>{OK}", final=False)  # answers while calling
+
+
+def test_trajectory_format():
+    assert check_format([f"<think>a</think>{OK}", "<think>b</think><answer>4</answer>"]) is None
+    assert check_format(["<think>b</think><answer>4</answer>"]) is None
+    assert check_format([OK, "<think>b</think><answer>4</answer>"]).startswith("turn 1")
+    assert check_format([]) == "no assistant turn"
+
+
+def test_agent_messages_put_the_image_between_instruction_and_question():
+    img = Image.new("RGB", (56, 56))
+    sys_msg, user = protocol.agent_messages("How many cats?", img)
+    assert sys_msg["content"][0]["text"] == prompts.load("agent_system")
+    head, image, question = user["content"]
+    assert head["text"].endswith("Here is the image and question:\n") and "\\boxed{}" in head["text"]
+    assert image == {"type": "image", "image": img}
+    assert question["text"] == "How many cats?"
+
+
+def test_tool_turns_use_the_shipped_prompts():
+    img = Image.new("RGB", (112, 112))
+    ok = protocol.tool_turn(image=img)
+    assert ok["role"] == "user"
+    assert ok["content"][0]["text"] == "<tool_response>\nThe resized image is shown below:\n"
+    assert ok["content"][1]["image"] is img
+    assert ok["content"][2]["text"] == "\n</tool_response>\n" + prompts.load("tool_ok")
+    err = protocol.tool_content(error="bad JSON")
+    assert err[0]["text"].startswith("<tool_response>\nERROR occurs during the function tool call. "
+                                     "Error Information: bad JSON.\n</tool_response>\n")
+    assert err[0]["text"].endswith(prompts.load("tool_error"))
+    with pytest.raises(ValueError):
+        protocol.tool_content()
+
+
+def _render(messages, **kw):
+    from jinja2 import Environment
+    env = Environment()
+    env.filters["tojson"] = __import__("json").dumps
+    return env.from_string(protocol.CHAT_TEMPLATE).render(messages=messages, **kw)
+
+
+def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving():
+    msgs = protocol.agent_messages("Q?", Image.new("RGB", (8, 8)))
+    first = _render(msgs, add_generation_prompt=True)
+    assert first.count("<|vision_start|><|image_pad|><|vision_end|>") == 1
+    assert first.endswith("<|im_start|>assistant\n")
+    turn = f"<think>small</think>{OK}"
+    tool = protocol.tool_content(image=Image.new("RGB", (8, 8)))
+    as_tool = _render(msgs + [{"role": "assistant", "content": turn}, {"role": "tool", "content": tool}])
+    as_user = _render(msgs + [{"role": "assistant", "content": turn}, {"role": "user", "content": tool}])
+    assert as_tool == as_user  # train (TRL's tool message) and eval (a user turn) see the same text
+    assert as_tool.startswith(first)
+    assert "<|im_start|>assistant\n" + turn + "<|im_end|>\n<|im_start|>user\n<tool_response>" in as_tool
+    # tool_calls are rendered only when the text does not hold the call already
+    with_calls = _render([{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "resize_image", "arguments": {"action": "resize"}}}]}])
+    assert '<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>' in with_calls

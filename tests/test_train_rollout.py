@@ -1,0 +1,176 @@
+"""`vt train` end to end on the tiny model (CPU): the tool turn, masks, rewards, metrics, final model.
+
+The random tiny model never writes a valid tool call, so most tests script the sampled text of each
+turn (vttrain.scripted); TRL's tool loop, the environment, the processor, the loss and the optimiser
+run for real."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_helpers as h
+from vtdata import protocol
+from vtdata.console import VtError
+from vttrain import scripted
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
+
+
+def _capturing(base, script=None):
+    class T(base):
+        caught = []
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            T.caught.append((inputs, out))
+            return out
+    if script is not None:
+        T.script = staticmethod(script)
+    return T
+
+
+def _jsonl(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+def test_two_optimiser_steps_with_the_tool_turn(tiny):
+    from vttrain import models
+    from vttrain.rollout import high_view
+    from vttrain.train import run
+
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run")
+    T = _capturing(scripted.ScriptedGRPOTrainer)
+    before = {k: v.clone() for k, v in models.load(model, device="cpu")[0].state_dict().items()}
+    final = run(cfg, trainer_class=T)
+
+    assert len(T.caught) == 2  # one generation batch per optimiser step
+    metrics = [m for m in _jsonl(root / "run" / "metrics.jsonl") if "loss" in m]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:  # 2 of 4 rollouts resize; r = 0.5 >= theta so both resized ones pay
+        assert m["resize_ratio"] == 0.5 and m["penalty_share"] == 0.5 and m["format_pass_rate"] == 1.0
+        assert m["accuracy_direct"] == 0.5 and m["accuracy_resized"] == 0.5
+        assert m["visual_token_ratio"] == pytest.approx((0.25 * 2 + 1.25 * 2) / 4)  # 4 low, 16 high tokens
+
+    # rewards per rollout: score + 0.5 format - 0.1 penalty on the resized side
+    rolls = _jsonl(root / "run" / "rollouts.jsonl")
+    assert [r["reward"] for r in rolls] == pytest.approx([1.4, 0.4, 1.5, 0.5] * 2)
+
+    proc = models.load_processor(model)
+    tok = proc.tokenizer
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    inputs, out = T.caught[0]
+    grid = out["image_grid_thw"]
+    assert out["num_images"] == [2, 2, 1, 1]
+    low_tokens, high_tokens = models.visual_tokens(proc, (56, 56)), models.visual_tokens(proc, (112, 112))
+    # the tool turn really delivers the high-res pixels: low + high image tokens in the trajectory ...
+    for i in range(4):
+        n_prompt = int((out["prompt_ids"][i] == pad).sum())
+        n_compl = int((out["completion_ids"][i] == pad).sum())
+        assert (n_prompt, n_compl) == ((low_tokens, high_tokens) if i < 2 else (low_tokens, 0))
+    # ... and the second image's pixels are the processor's pixels of the row's high view
+    high = high_view(inputs[0])
+    assert high.size == (112, 112)
+    expect = proc.image_processor(images=[high], return_tensors="pt")
+    n_low_patches = int(grid[0].prod())
+    n_high_patches = int(grid[1].prod())
+    assert grid[1].tolist() == expect["image_grid_thw"][0].tolist()
+    got = out["pixel_values"][n_low_patches:n_low_patches + n_high_patches]
+    assert torch.allclose(got, expect["pixel_values"])
+
+    # masks: the loss covers exactly the model's tokens; the tool turn is masked out
+    for i in range(4):
+        ids, cm, tm = out["completion_ids"][i], out["completion_mask"][i].bool(), out["tool_mask"][i].bool()
+        model_ids = ids[cm & tm].tolist()
+        env_ids = ids[cm & ~tm].tolist()
+        expected = []
+        for text in rolls[i]["turns"]:
+            expected += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert model_ids == expected
+        if i < 2:
+            env_text = tok.decode(env_ids)
+            assert env_text.startswith("\n<|im_start|>user\n<tool_response>\nThe resized image is shown below:")
+            assert env_text.endswith(protocol.prompts.load("tool_ok") + "<|im_end|>\n<|im_start|>assistant\n")
+            assert env_ids.count(pad) == high_tokens
+        else:
+            assert env_ids == []
+        assert len(rolls[i]["turns"]) == (2 if i < 2 else 1)
+
+    # the final model (with its processor) reloads and has moved
+    m2, p2 = models.load(final, device="cpu")
+    after = m2.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert p2.chat_template == proc.chat_template  # saved with the model's own template
+
+
+def test_invalid_call_gets_the_error_turn_and_dynamic_sampling(tiny):
+    from vttrain.train import build_trainer
+
+    bad = '<think>hm</think><tool_call>{"name": "resize_image", "arguments": {"action": "zoom"}}</tool_call>'
+
+    def script(turn, index, prompt):
+        return bad if turn == 1 else scripted.answer("wrong")
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_err", max_steps=1, dynamic_sampling=True, penalty_mode="released")
+    T = _capturing(scripted.ScriptedGRPOTrainer, script)
+    trainer, proc = build_trainer(cfg, T)
+    trainer.train()
+    inputs, out = T.caught[0]
+    tok = proc.tokenizer
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    ids, cm = out["completion_ids"][0], out["completion_mask"][0].bool()
+    text = tok.decode(ids[cm])
+    assert text.startswith(bad + "<|im_end|>\n<|im_start|>user\n<tool_response>\nERROR occurs during the "
+                           "function tool call. Error Information: unknown action 'zoom'")
+    assert int((out["completion_ids"] == pad).sum()) == 0  # no image for an invalid call
+    rolls = _jsonl(root / "run_err" / "rollouts.jsonl")
+    assert all(r["attempted"] and not r["used_high"] and not r["format_ok"] for r in rolls)
+    m = [x for x in _jsonl(root / "run_err" / "metrics.jsonl") if "loss" in x][0]
+    assert m["resize_ratio"] == 0.0 and m["tool_call_ratio"] == 1.0
+    # every rollout scores 0: a zero-variance group, filtered out of the loss
+    assert m["zero_variance_share"] == 1.0 and m["filtered_share"] == 1.0
+    assert int(out["tool_mask"].sum()) == 0
+
+
+def test_sampled_rollouts_never_contain_vision_tokens(tiny):
+    from vttrain.rollout import vision_token_ids
+    from vttrain.train import build_trainer
+    from vttrain.trainer import VtGRPOTrainer
+
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_sampled", max_steps=1, max_completion_length=200)
+    T = _capturing(VtGRPOTrainer)
+    trainer, proc = build_trainer(cfg, T)
+    assert set(vision_token_ids(proc.tokenizer)) <= set(trainer.generation_config.suppress_tokens)
+    trainer.train()
+    _, out = T.caught[0]
+    model_tokens = out["completion_ids"][(out["completion_mask"] * out["tool_mask"]).bool()]
+    assert not torch.isin(model_tokens, torch.tensor(vision_token_ids(proc.tokenizer))).any()
+
+
+def test_config_errors(tiny, tmp_path):
+    from vttrain.train import parse_config, run
+
+    root, model, data = tiny
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: x\nlearning_rat: 1.0\n")
+    with pytest.raises(VtError, match="learning_rat"):
+        parse_config(bad, [])
+    with pytest.raises(VtError, match="unknown train option"):
+        parse_config(None, ["--no_such_flag", "1"])
+    with pytest.raises(VtError, match="penalty_mode"):
+        run(h.config(model, data, tmp_path / "r1", penalty_mode="paperish"))
+    # a completion budget that cannot hold the high-res tool turn: every row rejected, with the reason
+    with pytest.raises(VtError, match="no row fits: high-res tool turn"):
+        run(h.config(model, data, tmp_path / "r2", max_completion_length=64))
+    assert len((tmp_path / "r2" / "rejected.jsonl").read_text().splitlines()) == 4
+    # flags override the YAML
+    good = tmp_path / "good.yaml"
+    good.write_text(f"model: {model}\ndata_dir: {data}\nnum_generations: 4\ntheta: 0.3\n")
+    cfg = parse_config(good, ["--theta", "0.4", "--output_dir", str(tmp_path / "r3")])
+    assert cfg.theta == 0.4 and cfg.num_generations == 4
