@@ -150,7 +150,7 @@ class Judge:
 
     async def _flush(self) -> None:
         if self.cache:
-            self.cache.flush()
+            self.cache.flush(wait=True)
 
     def _route(self, item: JudgeItem) -> str:
         atype = item.answer_type or "open"
@@ -254,7 +254,7 @@ class Judge:
             for t in tasks:
                 t.cancel()
             if self.cache:
-                self.cache.flush()
+                self.cache.flush(wait=True)
         assert all(v is not None for v in out)
         return out  # type: ignore[return-value]
 

@@ -3,15 +3,17 @@
 Key = sha256 of (judge identity incl. model, prompt version, temperature; question; gold answers;
 extracted prediction). Only LLM verdicts with status 'ok' are stored (rule verdicts are free, errors
 are retried next time). Lookups are one query per batch; writes are buffered and inserted as one
-Arrow batch every `flush_every` rows or `flush_seconds` seconds and at the end of every call,
-through the single connection of this judge; each insert is a DuckDB transaction, so a kill -9 loses
-at most the unflushed rows and never corrupts the file (DuckDB replays its WAL).
+Arrow batch every `flush_every` rows or `flush_seconds` seconds by one writer thread (so the event
+loop never waits on the disk), and at the end of every call (waited for: what a call returns is
+stored). Each insert is a DuckDB transaction, so a kill -9 loses at most the unflushed rows and
+never corrupts the file (DuckDB replays its WAL).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 SCHEMA = """
@@ -48,19 +50,18 @@ class Cache:
         self._rows: list[tuple] = []
         self._oldest = 0.0
         self.written = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vt-judge-cache")
+        self._pending = None
 
     @contextmanager
     def _cursor(self):
-        """The owned connection, or a short-lived cursor of the caller's connection (which may live
-        in another thread, and whose database must not stay open after the caller closes it)."""
-        if self._owned:
-            yield self._db
-        else:
-            cur = self._db.cursor()
-            try:
-                yield cur
-            finally:
-                cur.close()
+        """A short-lived cursor: lookups (loop thread) and inserts (writer thread) never share one,
+        and a caller's database is not kept open after the caller closes its connection."""
+        cur = self._db.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
 
     def lookup(self, keys: list[str]) -> dict[str, tuple]:
         """key -> (score, reason, tokens, latency_s) for the keys present; one query."""
@@ -85,13 +86,18 @@ class Cache:
         if len(self._rows) >= self.flush_every or time.monotonic() - self._oldest >= self.flush_seconds:
             self.flush()
 
-    def flush(self) -> None:
-        if not self._rows:
-            return
+    def flush(self, wait: bool = False) -> None:
+        """Hand the buffered rows to the writer thread; wait=True blocks until they are stored."""
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self._pending = self._writer.submit(self._insert, rows)
+        if wait and self._pending is not None:
+            self._pending.result()
+
+    def _insert(self, rows: list[tuple]) -> None:
         import datetime as dt
 
         import pyarrow as pa
-        rows, self._rows = self._rows, []
         cols = list(zip(*rows))
         table = pa.table({
             "key": pa.array(cols[0], pa.string()), "judge": pa.array(cols[1], pa.string()),
@@ -109,7 +115,8 @@ class Cache:
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.flush(wait=True)
         finally:
+            self._writer.shutdown(wait=True)
             if self._owned:
                 self._db.close()

@@ -118,6 +118,8 @@ def build_judge(cfg: JudgeConfig, con):
         model = cfg.model or kind.partition(":")[2]
         if not model:
             raise VtError("--judge openai needs --model (the judge model's name)")
+        if not cfg.base_url and not os.environ.get(cfg.api_key_env):
+            raise VtError(f"the judge needs an API key in ${cfg.api_key_env} (or --base-url for a local server)")
         return make_judge(f"openai:{model}", db=con, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
                           concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
                           max_attempts=cfg.max_attempts, temperature=cfg.temperature,
@@ -131,8 +133,8 @@ def run(cfg: JudgeConfig) -> dict:
     from vtdata.judge import JudgeItem
     if cfg.extract not in ("auto", "tags", "none"):
         raise VtError("--extract must be auto, tags or none")
-    if cfg.chunk < 1:
-        raise VtError("--chunk must be positive")
+    if cfg.chunk < 1 or cfg.flush_every < 1:
+        raise VtError("--chunk and --flush-every must be positive")
     rows, bad = read_input(cfg.input)
     for n, why in bad[:20]:
         info(f"[yellow]skipped line {n}[/yellow]: {why}")

@@ -85,8 +85,10 @@ class LLMJudge:
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.max_attempts < 1 or self.timeout <= 0:
-            raise VtError("judge concurrency, max_attempts and timeout must be positive")
+        if self.concurrency < 1 or self.max_attempts < 1 or self.timeout <= 0 or self.max_tokens < 1:
+            raise VtError("judge concurrency, max_attempts, max_tokens and timeout must be positive")
+        if self.rpm is not None and self.rpm <= 0:
+            raise VtError("judge rpm must be positive (or unset for no bound)")
         self.system = prompts.load(self.system_prompt) + PREDICTION_NOTE
         self.template = prompts.load(self.user_prompt)
         try:
