@@ -152,10 +152,13 @@ class LLMJudge:
         if not value:
             return None
         try:
-            return float(value)
+            return max(0.0, float(value))
         except ValueError:
-            when = email.utils.parsedate_to_datetime(value) if value else None
-            return max(0.0, when.timestamp() - time.time()) if when else None
+            pass
+        try:  # an HTTP date
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, OverflowError):
+            return None
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
@@ -172,7 +175,8 @@ class LLMJudge:
             t0 = time.monotonic()
             try:
                 # the client's low-level post: same auth, URL handling and error types as
-                # chat.completions.create, without its per-request type transforms (2x faster)
+                # chat.completions.create, without its per-request type transforms and response
+                # models (about 30 % less CPU per request, which bounds throughput at high concurrency)
                 request = client.post("/chat/completions", cast_to=httpx2.Response, body={
                     "model": self.model, "messages": messages, "temperature": temperature,
                     "max_tokens": self.max_tokens})
