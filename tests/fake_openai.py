@@ -14,7 +14,7 @@ Serves POST /v1/chat/completions. What a request gets:
      equals the ground-truth line (case-insensitively), else 'Score: 0'. Pass your own to fake a
      policy (it gets the whole request: messages with image parts, n, temperature, ...).
 `latency` seconds are added to every reply. `python tests/fake_openai.py --latency 0.05` runs it
-in its own process and prints its URL (used by bench/judge.py).
+in its own process and prints its URL (bench/judge.py uses it with --stdin to tie its lifetime).
 """
 from __future__ import annotations
 
@@ -186,19 +186,25 @@ class FakeOpenAI:
         self.stop()
 
 
-if __name__ == "__main__":  # a standalone server process (benchmarks)
+if __name__ == "__main__":  # a standalone server process (benchmarks, trying `vt judge` offline)
     import argparse
     import sys
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="loopback OpenAI-compatible judge server")
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--stdin", action="store_true", help="answer each stdin line with the counters; exit at EOF")
     args = ap.parse_args()
     srv = FakeOpenAI(latency=args.latency, port=args.port)
     srv.keep_log = False
     srv.start()
     print(srv.url, flush=True)
     try:
-        for line in sys.stdin:  # "stats" -> counters; EOF -> exit
-            print(json.dumps({"requests": srv.requests, "max_in_flight": srv.max_in_flight}), flush=True)
+        if args.stdin:
+            for line in sys.stdin:
+                print(json.dumps({"requests": srv.requests, "max_in_flight": srv.max_in_flight}), flush=True)
+        else:
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
     finally:
         srv.stop()
