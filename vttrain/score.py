@@ -165,7 +165,7 @@ class ScoreConfig:
     """Which split to score: train | val | all."""
     limit: int | None = None
     """Score only the first N samples of the split (in dataset order)."""
-    concurrency: int = 8
+    concurrency: int = 16
     """Samples in flight at once (a local policy batches their prompts; an openai one sends them together)."""
     batch_size: int = 16
     """Local policy: prompts per generate() call."""
@@ -225,16 +225,11 @@ class Scorer:
         if not rows:
             return
         import pyarrow as pa
-        tbl = pa.Table.from_pylist(rows)
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            self.con.register("_vt_new", tbl)
+        tbl = pa.table({c: [r[c] for r in rows] for c in ROLLOUT_COLUMNS})
+        self.con.register("_vt_new", tbl)
+        try:  # one statement = one transaction: all of the chunk's rollouts or none
             self.con.execute(f"INSERT INTO rollouts ({', '.join(ROLLOUT_COLUMNS)}) "
-                             f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM _vt_new ON CONFLICT DO NOTHING")
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+                             f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM _vt_new")
         finally:
             self.con.unregister("_vt_new")
 
@@ -449,7 +444,7 @@ def score_judge_command(
     rollouts: int = typer.Option(8, "--rollouts", "-k", help="Rollouts per view per sample (paper: 8)."),
     split: str = typer.Option("train", "--split", help="train | val | all."),
     limit: int = typer.Option(None, "--limit", help="Only the first N samples of the split."),
-    concurrency: int = typer.Option(8, "--concurrency", help="Samples in flight at once."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Samples in flight at once (one chunk: its rollouts are written in one transaction before judging)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Local policy: prompts per generate() call."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (paper: 1.0)."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Longest answer in tokens."),
