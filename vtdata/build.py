@@ -32,6 +32,8 @@ from vtdata.resolution import MAX_ASPECT, ResolutionPolicy, open_image, oriented
 from vtdata.schema import ANSWER_TYPES, COLUMNS, arrow_schema, sample_id
 
 STAGE_COLUMNS = [c for c in COLUMNS if c != "split"]
+# image bytes are already compressed (JPEG/PNG): compressing them again costs time and saves nothing
+COMPRESSION = {c: "zstd" for c in COLUMNS if c != "image"} | {"image.bytes": "none", "image.path": "zstd"}
 
 
 @dataclass
@@ -82,6 +84,24 @@ def _load_bytes(image) -> bytes:
     if isinstance(image, list):
         raise ValueError(f"{len(image)} images in one row (vt rows have exactly one image)")
     raise ValueError(f"unsupported image value ({type(image).__name__})")
+
+
+def _kind(image) -> str:
+    """'bytes' (already in memory), 'file' (a path), or 'made' (rendered or decoded in the worker)."""
+    if isinstance(image, (bytes, bytearray, memoryview)) or (isinstance(image, dict) and image.get("bytes")):
+        return "bytes"
+    if isinstance(image, (str, os.PathLike)) or (isinstance(image, dict) and image.get("path")):
+        return "file"
+    return "made"
+
+
+def _main_bytes(image) -> bytes:
+    if isinstance(image, dict):
+        image = image["bytes"] or image["path"]
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            return f.read()
+    return bytes(image)
 
 
 def probe(job: tuple) -> tuple:
@@ -245,7 +265,7 @@ def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
     stage_schema = arrow_schema()
     stage_schema = pa.schema([stage_schema.field(c) for c in STAGE_COLUMNS], metadata=stage_schema.metadata)
     stage_path = tmp / "stage.parquet"
-    stage = pq.ParquetWriter(stage_path, stage_schema)
+    stage = pq.ParquetWriter(stage_path, stage_schema, compression="none")
     kept_meta: list[tuple[str, str]] = []  # (id, task) per staged row
     rejects: list[tuple[str, str, str, str]] = []  # (source, source_row, reason, stage)
     seen_ids: dict[str, str] = {}
@@ -270,9 +290,9 @@ def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
                 for raw in raws:
                     try:
                         texts.append(normalise(raw, src.get("answer_type")))
-                        own = isinstance(raw.get("image"), (bytes, bytearray, memoryview)) or (
-                            isinstance(raw.get("image"), dict) and raw["image"].get("bytes"))
-                        jobs.append((raw.get("image"), policy.pixel_cap, not own))
+                        # workers send back only bytes that exist nowhere else (rendered images);
+                        # files are re-read here from the page cache, cheaper than a pipe
+                        jobs.append((raw.get("image"), policy.pixel_cap, _kind(raw.get("image")) == "made"))
                     except ValueError as err:
                         texts.append(str(err))
                 img_results = iter(pool.map(jobs))
@@ -294,8 +314,13 @@ def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
                     else:
                         _, sha, w, h, data = res
                         if data is None:
-                            img = raw["image"]
-                            data = bytes(img["bytes"] if isinstance(img, dict) else img)
+                            try:
+                                data = _main_bytes(raw["image"])
+                                if hashlib.sha256(data).hexdigest() != sha:
+                                    reason = "image file changed during the build"
+                            except OSError as err:
+                                reason = f"image file changed during the build ({err.strerror})"
+                    if reason is None:
                         meta = json.loads(t["meta"])
                         if "min_side" in f and min(w, h) < f["min_side"]:
                             reason = f"filter: shorter side {min(w, h)} < min_side {f['min_side']}"
@@ -355,7 +380,7 @@ def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
             part = part.append_column("split", pa.array([sp] * part.num_rows, pa.string()))
             part = part.select(COLUMNS).cast(schema)
             fname = f"{sp}-{k // m.shard_rows:05d}.parquet"
-            pq.write_table(part, tmp / "data" / fname, row_group_size=256, compression="zstd")
+            pq.write_table(part, tmp / "data" / fname, row_group_size=256, compression=COMPRESSION)
             shards.append({"file": f"data/{fname}", "rows": part.num_rows,
                            "sha256": hashlib.sha256((tmp / "data" / fname).read_bytes()).hexdigest()})
     del staged
