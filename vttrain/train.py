@@ -73,7 +73,15 @@ def config_class():
         cls.__module__ = __name__
         cls.__doc__ = "TRL's GRPOConfig plus vt's fields (see VT_FIELDS for their meaning)."
         _CONFIG_CLASS = dataclass(cls)
+        globals()["VtTrainConfig"] = _CONFIG_CLASS  # picklable (checkpoints store training_args.bin)
     return _CONFIG_CLASS
+
+
+def __getattr__(name: str):
+    """`vttrain.train.VtTrainConfig` resolves (and builds) the config class on first access."""
+    if name == "VtTrainConfig":
+        return config_class()
+    raise AttributeError(name)
 
 
 def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):

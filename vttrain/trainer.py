@@ -158,6 +158,22 @@ class VtGRPOTrainer(GRPOTrainer):
                                     "reward": None if math.isnan(total) else total,
                                     "turns": x["turns"]}) + "\n")
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers 5.x Trainer resumes with `model.load_state_dict(raw_checkpoint, strict=False)`, but
+        # Qwen2.5-VL checkpoints are saved under legacy key names ("model.embed_tokens...") that only
+        # `from_pretrained` maps onto the module names ("model.language_model.embed_tokens..."): most weights
+        # would silently stay at their initial values. Load through from_pretrained instead, strictly.
+        model = model if model is not None else self.model
+        unwrapped = self.accelerator.unwrap_model(model)
+        ckpt = Path(resume_from_checkpoint)
+        has_full = (ckpt / "model.safetensors").exists() or (ckpt / "model.safetensors.index.json").exists()
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(unwrapped, "peft_config") or not has_full:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(unwrapped.parameters()).dtype
+        fresh = type(unwrapped).from_pretrained(str(ckpt), dtype=dtype)
+        unwrapped.load_state_dict(fresh.state_dict(), strict=True)
+        del fresh
+
     def _tokenize_prompts(self, prompts):
         prompt_ids, images, fields = super()._tokenize_prompts(prompts)
         # TRL 1.16 renders environment prompts one by one and merges the processor outputs as nested
