@@ -170,3 +170,29 @@ def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
     with pytest.raises(VtError, match="not a vt dataset"):
         build(m, tmp_path / "out")
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+def test_parallel_build_rejects_the_same_rows(bad_build):
+    d, result, rejects = bad_build
+    r2 = build(d / "manifest.yaml", d / "out-par", num_proc=2, db=d / "par.duckdb")
+    assert r2["counts"] == result["counts"]
+    assert [s["sha256"] for s in r2["shards"]] == [s["sha256"] for s in result["shards"]]
+    con = duckdb.connect(str(d / "par.duckdb"), read_only=True)
+    par = {r[0]: (r[1], r[2]) for r in con.execute("SELECT source_row, reason, stage FROM rejects").fetchall()}
+    con.close()
+    assert par == rejects
+
+
+def test_shipped_manifests_parse_and_missing_data_is_one_clear_error(tmp_path):
+    from build_helpers import REPO
+    from vtdata.manifest import load, targets
+
+    m = load(REPO / "manifests" / "visionthink-smart.yaml")
+    assert targets(m) == {"smart-require-high": 10000, "smart-no-require-high": 10000}
+    assert m.policy.min_pixels == 512 * 512 and m.policy.max_pixels == 2048 * 2048
+    (tmp_path / "m").mkdir()  # a copy, so that the relative data paths point into tmp_path
+    copy = tmp_path / "m" / "smart.yaml"
+    copy.write_text((REPO / "manifests" / "visionthink-smart.yaml").read_text())
+    with pytest.raises(VtError, match="not found"):
+        build(copy, tmp_path / "smart")
+    assert not (tmp_path / "smart").exists()
