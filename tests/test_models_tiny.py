@@ -106,3 +106,16 @@ def test_cli_errors_are_one_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "cli", "init-model", *args], capture_output=True, text=True)
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("original", [(640, 480), (4000, 3000), (300, 2000), (100, 100), (2048, 2048), (5000, 700)])
+def test_vt_views_reach_the_model_unresized_at_a_quarter(original):
+    """vt's own view sizes (default ResolutionPolicy) through the real processor: no resize, low = high / 4."""
+    from vtdata.resolution import view_sizes
+    _, proc = tiny_model()
+    low, high = view_sizes(*original)
+    batch = _chat(proc, [Image.new("RGB", high), Image.new("RGB", low)])
+    assert batch["image_grid_thw"].tolist() == [[1, high[1] // 14, high[0] // 14], [1, low[1] // 14, low[0] // 14]]
+    pad = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    n_high, n_low = (batch["input_ids"] == pad).sum(dim=1).tolist()
+    assert n_high == 4 * n_low == 4 * models.visual_tokens(proc, low)
