@@ -105,3 +105,24 @@ def test_synthetic_is_deterministic_and_ocr_text_scales_with_the_policy():
     assert templates == {"count", "color", "shape", "position"}
     ocr_t = {a[i]["meta"]["template"] for i in range(20)}
     assert ocr_t == {"label", "chart", "document", "word"}
+
+
+def test_parquet_binary_text_and_single_image_lists(tmp_path):
+    img = image_bytes((64, 48))
+    pq.write_table(pa.table({"question": pa.array([b"fine", b"caf\xe9"], pa.binary()),
+                             "answers": [["a"], ["b"]],
+                             "image": [[{"bytes": img, "path": None}], [{"bytes": img, "path": None}]]}),
+                   tmp_path / "b.parquet")
+    m = write_manifest(tmp_path, [{"name": "p", "kind": "parquet", "path": "b.parquet"}], val_fraction=0)
+    r = build(m, tmp_path / "out")
+    assert r["counts"]["kept"] == 1 and r["counts"]["reject_reasons"] == {"non-UTF-8 text in question": 1}
+    assert next(iter_samples(tmp_path / "out"))["image"] == img
+
+
+def test_synthetic_bad_size_is_a_clear_error(tmp_path):
+    import pytest
+    from vtdata.console import VtError
+
+    m = write_manifest(tmp_path, [{"name": "s", "kind": "synthetic", "take": 2, "size": 600}])
+    with pytest.raises(VtError, match="size must be"):
+        build(m, tmp_path / "out")

@@ -58,6 +58,8 @@ def _load_bytes(image) -> bytes:
 
     if isinstance(image, Lazy):
         return image()
+    if isinstance(image, (list, tuple)) and len(image) == 1:  # e.g. an `images` column of one image
+        return _load_bytes(image[0])
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     if isinstance(image, dict):
@@ -90,6 +92,8 @@ def _load_bytes(image) -> bytes:
 
 def _kind(image) -> str:
     """'bytes' (already in memory), 'file' (a path), or 'made' (rendered or decoded in the worker)."""
+    if isinstance(image, (list, tuple)) and len(image) == 1:
+        return _kind(image[0])
     if isinstance(image, (bytes, bytearray, memoryview)) or (isinstance(image, dict) and image.get("bytes")):
         return "bytes"
     if isinstance(image, (str, os.PathLike)) or (isinstance(image, dict) and image.get("path")):
@@ -98,6 +102,8 @@ def _kind(image) -> str:
 
 
 def _main_bytes(image) -> bytes:
+    if isinstance(image, (list, tuple)):
+        image = image[0]
     if isinstance(image, dict):
         image = image["bytes"] or image["path"]
     if isinstance(image, (str, os.PathLike)):

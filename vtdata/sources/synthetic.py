@@ -35,7 +35,12 @@ def open(spec: dict, ctx):  # noqa: A001 - the source interface
     if not isinstance(count, int) or count < 0:
         from vtdata.console import VtError
         raise VtError(f"source {spec['name']}: synthetic needs an integer `count` (or `take`)")
-    size = tuple(spec.get("size", (560, 880)))
+    size = spec.get("size", [560, 880])
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) for x in size)
+            and 28 <= size[0] <= size[1] <= 8192):
+        from vtdata.console import VtError
+        raise VtError(f"source {spec['name']}: size must be [min_side, max_side] in pixels (28..8192), got {size!r}")
+    size = tuple(size)
     return Synthetic(ctx.task, ctx.seed, count, size, ctx.policy or ResolutionPolicy())
 
 
