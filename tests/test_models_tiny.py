@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models_helpers import tiny_dir, tiny_model, tiny_model_dir  # noqa: F401  (fixture)
+from models_helpers import tiny_dir, tiny_model  # noqa: F401  (tiny_dir is a fixture)
 from vttrain import models
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer

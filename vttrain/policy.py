@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from vtdata.console import VtError, debug
@@ -116,7 +116,8 @@ class LocalPolicy(Policy):
         self.model, self.processor = model, processor
         self.batch_size = max(1, int(batch_size))
         self.chat_template = chat_template
-        self.identity = f"local:{path}"
+        local = Path(path)
+        self.identity = f"local:{local.resolve() if local.is_dir() else path}"
         self.device = next(model.parameters()).device
         self.generator_seed = seed
         torch.manual_seed(seed)
@@ -220,7 +221,7 @@ class OpenAIPolicy(Policy):
                               f"(or --policy-base-url for a local server such as `vllm serve`)")
             key = "EMPTY"  # local servers accept any key
         self._key = key
-        self.identity = f"openai:{model}" + (f"@{base_url}" if base_url else "")
+        self.identity = f"openai:{model}"  # the server URL is transport: moving it keeps the rollouts
 
     def _client(self):
         from openai import AsyncOpenAI

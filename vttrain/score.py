@@ -248,7 +248,7 @@ class Scorer:
                 self.con.register("_vt_s", pa.table({
                     "id": [s["id"] for s in samples], "source": [s["source"] for s in samples],
                     "task": [s.get("task") for s in samples], "split": [s.get("split") for s in samples]}))
-                self.con.execute(f"""
+                self.con.execute("""
                     INSERT OR REPLACE INTO sufficiency
                     SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
                            count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
