@@ -42,6 +42,8 @@ VT_FIELDS = {
     "user_prompt": ("agent_user", "User prompt template with {question}: shipped name or file path."),
     "tool_ok_prompt": ("tool_ok", "Instruction after the high-res image in the tool turn."),
     "tool_error_prompt": ("tool_error", "Instruction after a tool error."),
+    "max_turn_tokens": (None, "Most tokens the policy generates in one turn (None = max_completion_length, TRL's default); "
+                              "the trajectory as a whole is bounded by max_completion_length."),
     "max_prompt_length": (None, "Reject (never truncate) rows whose turn-1 prompt, image tokens included, is longer; "
                                 "None = the model's context minus max_completion_length."),
     "min_answer_tokens": (16, "Reject rows whose high-res tool turn leaves fewer than this many completion tokens."),
@@ -57,7 +59,7 @@ _TYPES = {"data_dir": "str | None", "split": "str", "max_samples": "int | None",
           "judge_concurrency": "int | None", "db": "str | None", "penalty_mode": "str", "theta": "float",
           "penalty": "float", "format_weight": "float", "max_turns": "int", "dynamic_sampling": "bool",
           "system_prompt": "str", "user_prompt": "str", "tool_ok_prompt": "str", "tool_error_prompt": "str",
-          "max_prompt_length": "int | None", "min_answer_tokens": "int", "use_peft": "bool", "lora_r": "int",
+          "max_turn_tokens": "int | None", "max_prompt_length": "int | None", "min_answer_tokens": "int", "use_peft": "bool", "lora_r": "int",
           "lora_alpha": "int", "lora_dropout": "float", "lora_target_modules": "str", "resume": "bool"}
 
 
@@ -249,6 +251,8 @@ def build_trainer(cfg, trainer_class=None):
         gk.setdefault("logit_bias", {i: -100.0 for i in bad})
     else:
         gk["suppress_tokens"] = sorted(set(gk.get("suppress_tokens", [])) | set(bad))
+    if cfg.max_turn_tokens:
+        gk["max_tokens" if cfg.use_vllm else "max_new_tokens"] = cfg.max_turn_tokens
     cfg.generation_kwargs = gk
     cfg.max_tool_calling_iterations = cfg.max_turns - 1
     if cfg.max_turns == 1:
