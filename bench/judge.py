@@ -43,10 +43,10 @@ def baseline(url: str, its, threads: int = 100) -> float:
         return 1.0 if "1" in reply.choices[0].message.content else 0.0
 
     one(its[0])  # warm the connection pool like vt's warm-up below
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, its))
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - cpu
 
 
 def main() -> None:
@@ -66,14 +66,17 @@ def main() -> None:
             judge = make_judge("openai:fake", db=db, base_url=url, concurrency=args.concurrency, shortcut=False)
             judge.judge(items(args.concurrency, "warm-up"))  # client start, connection pool
             ideal = args.concurrency / args.latency
-            vt_runs, base_runs = [], []
+            vt_runs, base_runs, vt_cpu, base_cpu = [], [], [], []
             for rep in range(args.repeat):  # best of N for both: the machine may be shared
                 its = items(args.n, f"bench {rep}")
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.process_time()
                 verdicts = judge.judge(its)
                 vt_runs.append(time.perf_counter() - t)
+                vt_cpu.append(time.process_time() - cpu)
                 assert all(v.status == "ok" and not v.cached for v in verdicts), judge.stats()
-                base_runs.append(baseline(url, items(args.n, f"baseline {rep}")))
+                wall, cpu = baseline(url, items(args.n, f"baseline {rep}"))
+                base_runs.append(wall)
+                base_cpu.append(cpu)
             vt_s, base_s = min(vt_runs), min(base_runs)
             vt_tput, base_tput = args.n / vt_s, args.n / base_s
             print(f"vt judge      n={args.n} concurrency={args.concurrency} latency={args.latency * 1000:.0f}ms: "
@@ -83,6 +86,10 @@ def main() -> None:
                   f"= {base_tput / (100 / args.latency):.2f} of its ideal ({100 / args.latency:.0f} req/s)  "
                   f"[runs: {', '.join(f'{x:.2f}' for x in base_runs)}s]")
             print(f"ratio         vt / baseline throughput: {vt_tput / base_tput:.2f}x")
+            vc, bc = 1000 * min(vt_cpu) / args.n, 1000 * min(base_cpu) / args.n
+            print(f"client CPU    per judgment: vt {vc:.2f} ms, baseline {bc:.2f} ms "
+                  f"(one core bounds vt at {1000 / vc:.0f} req/s = {1000 / vc / ideal:.2f} of ideal); "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             before = judge.stats()["requests"]
             t = time.perf_counter()
             again = judge.judge(its)
