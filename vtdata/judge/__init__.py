@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from vtdata.console import VtError
