@@ -282,12 +282,13 @@ class Scorer:
         return {r[0] for r in rows}
 
     # -- one chunk of samples -----------------------------------------------------------------
-    async def run_chunk(self, samples: list[dict]) -> Counter:
+    async def run_chunk(self, samples: list[dict], st: dict | None = None) -> Counter:
+        """Generate what is missing, judge what has no verdict, label; `st` = state() of these samples."""
         from vtdata.judge import JudgeItem
         from vtdata.resolution import view_of
         from vttrain.policy import GenRequest
         cfg = self.cfg
-        st = self.state([s["id"] for s in samples])
+        st = st if st is not None else self.state([s["id"] for s in samples])
         requests, slots = [], []  # slots[i] = (sample, view, missing indices)
         for s in samples:
             for view in VIEWS:
@@ -389,16 +390,18 @@ def _load_samples(cfg: ScoreConfig) -> list[dict]:
     return rows
 
 
-def _with_images(cfg: ScoreConfig, chunk: list[dict]) -> list[dict]:
+def _stream_with_images(cfg: ScoreConfig, todo: list[dict]):
+    """The todo samples with their image bytes, in dataset order, in one pass over the shards."""
     from vtdata.build import iter_samples
-    want = {r["id"] for r in chunk}
-    images = {}
+    want = {r["id"]: r for r in todo}
+    left = len(want)
     for row in iter_samples(cfg.data, split=None if cfg.split == "all" else cfg.split, columns=["id", "image"]):
-        if row["id"] in want:
-            images[row["id"]] = row["image"]
-            if len(images) == len(want):
-                break
-    return [dict(r, image=images[r["id"]]) for r in chunk]
+        base = want.get(row["id"])
+        if base is not None:
+            yield dict(base, image=row["image"])
+            left -= 1
+            if not left:
+                return
 
 
 async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None = None) -> dict:
@@ -408,6 +411,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
     scorer.relabel()
     done = scorer.done_ids()
     todo = [s for s in samples if s["id"] not in done]
+    stored = scorer.state([s["id"] for s in todo])  # one query; this run is the only writer
     counts = scorer.labels_of([s["id"] for s in samples if s["id"] in done])
     info(f"score-judge: {len(samples)} samples, {len(samples) - len(todo)} already labelled, "
          f"{len(todo)} to do (k={scorer.k}, policy {policy.identity}, judge {judge.identity})")
@@ -415,14 +419,16 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
     step = max(1, int(cfg.concurrency))
     with progress_bar("scoring", total=len(todo)) as bar:
         bar.advance(0, status=_status(counts))
-        # images are read for a window of chunks at a time (one pass over the parquet per window)
-        window = step * 16
-        for w in range(0, len(todo), window):
-            block = _with_images(cfg, todo[w:w + window])
-            for c in range(0, len(block), step):
-                chunk = block[c:c + step]
-                counts += await scorer.run_chunk(chunk)
+        chunk: list[dict] = []
+        for row in _stream_with_images(cfg, todo):
+            chunk.append(row)
+            if len(chunk) == step:
+                counts += await scorer.run_chunk(chunk, {r["id"]: stored[r["id"]] for r in chunk})
                 bar.advance(len(chunk), status=_status(counts))
+                chunk = []
+        if chunk:
+            counts += await scorer.run_chunk(chunk, {r["id"]: stored[r["id"]] for r in chunk})
+            bar.advance(len(chunk), status=_status(counts))
     elapsed = time.perf_counter() - t0
     total = scorer.labels_of([s["id"] for s in samples])
     return {"samples": len(samples), "scored": len(todo), "labels": dict(total), "elapsed_s": elapsed}
