@@ -142,3 +142,15 @@ def test_sync_judge_inside_a_running_event_loop():
     assert asyncio.run(inside()) == (1.0, 0.0)
     assert asyncio.run(j.ajudge([JudgeItem("q", ["a"], "<answer>a</answer>")]))[0].score == 1.0  # another loop
     j.close()
+
+
+def test_math_overrun_is_an_error_and_the_worker_is_replaced():
+    from vtdata.judge.mathcheck import POOL
+    POOL.shutdown()                                   # a fresh worker: spawning it alone overruns 0.01 s
+    j = make_judge("auto", math_timeout=0.01)
+    v = j.judge([JudgeItem("q", ["2"], "<answer>2</answer>", "math")])[0]
+    assert v.status == "error" and v.score is None and "math-verify" in v.reason
+    j.close()
+    j = make_judge("auto")
+    assert j.judge([JudgeItem("q", ["2"], "<answer>2</answer>", "math")])[0].score == 1.0
+    j.close()
