@@ -78,6 +78,12 @@ class EvalConfig:
             raise VtError(f"--data {self.data}: no such directory")
         if bool(self.model) == bool(self.policy):
             raise VtError("give exactly one of --model PATH or --policy SPEC")
+        if self.split not in ("train", "val", "all"):
+            raise VtError(f"--split must be train, val or all, not {self.split!r}")
+        kind, _, target = self.policy_spec.partition(":")
+        if kind == "local" and target.startswith((".", "/", "~")) and not Path(target).expanduser().exists():
+            raise VtError(f"model {target!r}: no such directory (a local checkpoint or a hub id like "
+                          f"Qwen/Qwen2.5-VL-7B-Instruct)")
         if self.limit is not None and self.limit < 1:
             raise VtError("--limit must be at least 1")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.max_turns < 1:
@@ -138,17 +144,22 @@ def ensure_tables(con) -> None:
             con.execute(stmt)
 
 
-def _start_run(con, cfg: EvalConfig, run: str) -> None:
+def _check_run(con, cfg: EvalConfig, run: str) -> bool:
+    """True when the run exists with the same identity (resume); VtError when it differs."""
     row = con.execute("SELECT config FROM eval_runs WHERE run = ?", [run]).fetchone()
+    if row is None:
+        return False
+    old = json.loads(row[0]).get("identity", {})
+    diff = {k: (old.get(k), v) for k, v in cfg.identity().items() if old.get(k) != v}
+    if diff:
+        k, (a, b) = next(iter(diff.items()))
+        raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
+                      f"pass another --name or the same options to resume it")
+    return True
+
+
+def _start_run(con, cfg: EvalConfig, run: str) -> None:
     ident = cfg.identity()
-    if row is not None:
-        old = json.loads(row[0]).get("identity", {})
-        diff = {k: (old.get(k), v) for k, v in ident.items() if old.get(k) != v}
-        if diff:
-            k, (a, b) = next(iter(diff.items()))
-            raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
-                          f"pass another --name or the same options to resume it")
-        return
     config = {"identity": ident, "options": asdict(cfg)}
     con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
@@ -285,10 +296,10 @@ def _as_list(x) -> Optional[list]:
     return [str(a) for a in x]
 
 
-def run_eval(cfg: EvalConfig, policy=None) -> dict:
-    """Evaluate, resuming a run of the same name; returns {'run', 'done', 'new', 'summary', 'jsonl'}.
+def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
+    """Evaluate, resuming a run of the same name; returns {'run', 'done', 'new', 'summary', 'jsonl', 'db'}.
 
-    `policy` overrides `cfg.policy_spec` (tests pass a scripted one)."""
+    `policy` / `judge` replace the ones `cfg` names (tests pass scripted ones; the caller closes them)."""
     from vtdata.db import writer
     from vtdata.judge import make_judge
 
@@ -298,45 +309,51 @@ def run_eval(cfg: EvalConfig, policy=None) -> dict:
     t_start = time.time()
     with writer(cfg.db_path(), "vt eval") as con:
         ensure_tables(con)
-        _start_run(con, cfg, run)
+        exists = _check_run(con, cfg, run)
         done = {r[0]: r[1] for r in con.execute(
             "SELECT sample_id, status FROM eval_predictions WHERE run = ?", [run]).fetchall()}
-        judge = make_judge(cfg.judge, db=con, **({"base_url": cfg.judge_base_url} if cfg.judge_base_url else {}))
+        todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
+        own_judge, own_policy = judge is None, policy is None and bool(todo)
+        if own_judge:
+            judge = make_judge(cfg.judge, db=con, **({"base_url": cfg.judge_base_url} if cfg.judge_base_url else {}))
         try:
-            n_new = _run_samples(con, cfg, run, rows, done, judge, policy)
+            if own_policy:  # loaded before the run is recorded: a model that does not load leaves no trace
+                policy = _make_policy(cfg)
+            if not exists:
+                _start_run(con, cfg, run)
+            _rejudge_errors(con, run, judge, [r for r in rows if done.get(r["id"]) not in (None, STATUS_OK)])
+            info(f"eval {run}: {len(rows)} samples, {len(rows) - len(todo)} done, {len(todo)} to run "
+                 f"(mode {cfg.mode}, policy {cfg.policy_spec}, judge {judge.identity})")
+            if todo:
+                _run_samples(con, cfg, run, todo, judge, policy)
         finally:
-            judge.close()
+            if own_judge:
+                judge.close()
+            if own_policy and policy is not None:
+                policy.close()
         wall = time.time() - t_start
         n = con.execute("SELECT count(*) FROM eval_predictions WHERE run = ?", [run]).fetchone()[0]
         jsonl = export_jsonl(con, run, cfg.out_dir() / f"{run}.jsonl")
         con.execute("UPDATE eval_runs SET finished = now(), samples = ?, wall_s = coalesce(wall_s, 0) + ?, "
                     "predictions_path = ? WHERE run = ?", [n, wall, str(jsonl), run])
         summary = summarize(con, run)
-    return {"run": run, "done": n, "new": n_new, "summary": summary, "jsonl": jsonl,
+    return {"run": run, "done": n, "new": len(todo), "summary": summary, "jsonl": jsonl,
             "db": cfg.db_path()}
 
 
-def _run_samples(con, cfg: EvalConfig, run: str, rows: list[dict], done: dict, judge, policy) -> int:
-    """Re-judge failed verdicts, then generate and judge every sample not yet done; returns how many."""
-    _rejudge_errors(con, run, judge, [r for r in rows if done.get(r["id"]) not in (None, STATUS_OK)])
-    todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
-    info(f"eval {run}: {len(rows)} samples, {len(rows) - len(todo)} done, {len(todo)} to run "
-         f"(mode {cfg.mode}, policy {cfg.policy_spec}, judge {judge.identity})")
-    if todo:
-        if policy is None:
-            policy = _make_policy(cfg)
-        ev = Evaluator(policy, cfg)
-        counts = {"scored": 0, "correct": 0, "resized": 0, "failed": 0}
-        with progress_bar(f"eval {cfg.mode}", total=len(todo)) as bar:
-            for b in range(0, len(todo), cfg.batch_size):
-                batch = todo[b:b + cfg.batch_size]
-                _insert(con, _eval_batch(ev, judge, run, batch, counts))
-                bar.advance(len(batch), status=f"correct {counts['correct']}/{counts['scored']} "
-                                               f"resized {counts['resized']}")
-        if counts["failed"]:
-            info(f"{counts['failed']} samples got no generation from the policy (backend errors); they "
-                 f"are not recorded: rerun the same command to retry them")
-    return len(todo)
+def _run_samples(con, cfg: EvalConfig, run: str, todo: list[tuple[int, dict]], judge, policy) -> None:
+    """Generate and judge the samples not yet done, a batch at a time, writing each batch as it ends."""
+    ev = Evaluator(policy, cfg)
+    counts = {"scored": 0, "correct": 0, "resized": 0, "failed": 0}
+    with progress_bar(f"eval {cfg.mode}", total=len(todo)) as bar:
+        for b in range(0, len(todo), cfg.batch_size):
+            batch = todo[b:b + cfg.batch_size]
+            _insert(con, _eval_batch(ev, judge, run, batch, counts))
+            bar.advance(len(batch), status=f"correct {counts['correct']}/{counts['scored']} "
+                                           f"resized {counts['resized']}")
+    if counts["failed"]:
+        info(f"{counts['failed']} samples got no generation from the policy (backend errors); they "
+             f"are not recorded: rerun the same command to retry them")
 
 
 def _eval_batch(ev: Evaluator, judge, run: str, batch: list[tuple[int, dict]], counts: dict) -> list[dict]:

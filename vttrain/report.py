@@ -67,53 +67,50 @@ def _query(con, sql: str, params=None) -> list[dict]:
 
 
 def scoring_accuracy(con) -> list[dict]:
-    """Per source: mean low-view and high-view accuracy over the scoring rollouts, and label counts."""
+    """Per scoring policy and source: mean low-view and high-view accuracy of the scoring rollouts and
+    the label counts. Uses score-judge's views when present, else the `sufficiency` table."""
     tabs = _tables(con)
+    if {"low_vs_high_accuracy", "label_counts"} <= tabs:
+        return _query(con, """
+            SELECT a.policy, a.source, a.samples, a.low_accuracy AS low_acc, a.high_accuracy AS high_acc,
+                   coalesce(sum(l.samples) FILTER (WHERE l.label = 'low_ok'), 0) AS low_ok,
+                   coalesce(sum(l.samples) FILTER (WHERE l.label = 'needs_high'), 0) AS needs_high,
+                   coalesce(sum(l.samples) FILTER (WHERE l.label = 'ambiguous'), 0) AS ambiguous,
+                   coalesce(sum(l.samples) FILTER (WHERE l.label NOT IN ('low_ok', 'needs_high', 'ambiguous')), 0)
+                       AS other
+            FROM low_vs_high_accuracy a LEFT JOIN label_counts l USING (policy, source)
+            GROUP BY ALL ORDER BY a.policy, a.source""")
     if "sufficiency" in tabs:
         cols = _columns(con, "sufficiency")
-        src = "s.source" if "source" in cols else "m.source"
-        join = "" if "source" in cols else "JOIN samples m ON m.id = s.sample_id"
-        k = "s.rollouts" if "rollouts" in cols else ("s.k" if "k" in cols else None)
-        if {"low_correct", "high_correct"} <= cols and k:
-            label = "s.label" if "label" in cols else "NULL"
+        if {"low_correct", "high_correct", "k", "source", "label"} <= cols:
+            low_n = "low_judged" if "low_judged" in cols else "k"
+            high_n = "high_judged" if "high_judged" in cols else "k"
+            policy = "policy" if "policy" in cols else "'policy'"
             return _query(con, f"""
-                SELECT {src} AS source, count(*) AS samples,
-                       sum(s.low_correct)::DOUBLE / nullif(sum({k}), 0) AS low_acc,
-                       sum(s.high_correct)::DOUBLE / nullif(sum({k}), 0) AS high_acc,
-                       count(*) FILTER (WHERE {label} = 'low_ok') AS low_ok,
-                       count(*) FILTER (WHERE {label} = 'needs_high') AS needs_high,
-                       count(*) FILTER (WHERE {label} = 'ambiguous') AS ambiguous,
-                       count(*) FILTER (WHERE {label} NOT IN ('low_ok', 'needs_high', 'ambiguous')) AS other
-                FROM sufficiency s {join} GROUP BY 1 ORDER BY 1""")
-    if "rollouts" in tabs:
-        cols = _columns(con, "rollouts")
-        score = "r.score" if "score" in cols else ("r.correct::DOUBLE" if "correct" in cols else None)
-        if score and "view" in cols:
-            src = "r.source" if "source" in cols else "m.source"
-            join = "" if "source" in cols else "JOIN samples m ON m.id = r.sample_id"
-            return _query(con, f"""
-                SELECT {src} AS source, count(DISTINCT r.sample_id) AS samples,
-                       avg({score}) FILTER (WHERE r.view = 'low') AS low_acc,
-                       avg({score}) FILTER (WHERE r.view = 'high') AS high_acc
-                FROM rollouts r {join} GROUP BY 1 ORDER BY 1""")
+                SELECT {policy} AS policy, source, count(*) AS samples,
+                       sum(low_correct)::DOUBLE / nullif(sum({low_n}), 0) AS low_acc,
+                       sum(high_correct)::DOUBLE / nullif(sum({high_n}), 0) AS high_acc,
+                       count(*) FILTER (WHERE label = 'low_ok') AS low_ok,
+                       count(*) FILTER (WHERE label = 'needs_high') AS needs_high,
+                       count(*) FILTER (WHERE label = 'ambiguous') AS ambiguous,
+                       count(*) FILTER (WHERE label NOT IN ('low_ok', 'needs_high', 'ambiguous')) AS other
+                FROM sufficiency GROUP BY ALL ORDER BY 1, 2""")
     return []
 
 
 def curated_balance(con) -> list[dict]:
+    """Per curated set and source: samples per class (`use_tool` true = needs_high); classes topped up
+    with ambiguous samples (`vt curate --fill-short`) are shown apart."""
     if "curated" not in _tables(con):
         return []
     cols = _columns(con, "curated")
-    src = "c.source" if "source" in cols else "m.source"
-    join = "" if "source" in cols else "JOIN samples m ON m.id = c.sample_id"
-    name = "c.name" if "name" in cols else "'curated'"
-    if "use_tool" in cols:
-        cls = "CASE WHEN c.use_tool THEN 'needs_high' ELSE 'low_ok' END"
-    elif "label" in cols:
-        cls = "c.label"
-    else:
+    if not {"name", "source", "use_tool"} <= cols:
         return []
-    return _query(con, f"""SELECT {name} AS name, {src} AS source, {cls} AS class, count(*) AS n
-                           FROM curated c {join} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""")
+    filled = "CASE WHEN filled THEN ' (filled)' ELSE '' END" if "filled" in cols else "''"
+    return _query(con, f"""SELECT name, source,
+                                  CASE WHEN use_tool THEN 'needs_high' ELSE 'low_ok' END || {filled} AS class,
+                                  count(*) AS n
+                           FROM curated GROUP BY ALL ORDER BY 1, 2, 3""")
 
 
 def eval_points(con) -> list[dict]:
@@ -178,7 +175,9 @@ def plot_scoring(rows: list[dict], path: Path) -> None:
     high = [100 * (r["high_acc"] or 0) for r in rows]
     ax.bar([x - 0.2 for x in xs], low, 0.4, label="low res (1/4 tokens)", color="#8ab4f8")
     ax.bar([x + 0.2 for x in xs], high, 0.4, label="high res", color="#1a73e8")
-    ax.set_xticks(list(xs), [r["source"] for r in rows], rotation=20, ha="right")
+    several = len({r["policy"] for r in rows}) > 1
+    ax.set_xticks(list(xs), [f"{r['source']}\n{r['policy']}" if several else r["source"] for r in rows],
+                  rotation=20, ha="right")
     ax.set_ylabel("accuracy of scoring rollouts (%)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
@@ -192,7 +191,8 @@ def plot_curated(rows: list[dict], path: Path) -> None:
     plt = _plt()
     sources = sorted({r["source"] for r in rows})
     classes = sorted({r["class"] for r in rows})
-    colors = {"low_ok": "#34a853", "needs_high": "#ea4335"}
+    colors = {"low_ok": "#34a853", "needs_high": "#ea4335", "low_ok (filled)": "#a8dab5",
+              "needs_high (filled)": "#f4b4ae"}
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(sources) + 2), 3.4))
     bottom = [0] * len(sources)
     for c in classes:
@@ -237,12 +237,15 @@ def plot_tradeoff(points: list[dict], path: Path) -> None:
     plt = _plt()
     markers = {"full": "s", "low": "v", "think": "*"}
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    names: dict[tuple, list[str]] = {}
     for p in points:
         x = 100 * (p["visual_tokens_rel"] or 0)
         y = 100 * (p["accuracy"] or 0)
         ax.scatter([x], [y], marker=markers.get(p["mode"], "o"), s=90 if p["mode"] == "think" else 50,
                    label=p["mode"])
-        ax.annotate(p["run"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        names.setdefault((round(x, 1), round(y, 1)), []).append(p["run"])
+    for (x, y), runs in names.items():  # runs on the same spot share one label
+        ax.annotate(", ".join(runs), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), fontsize=8, title="mode")
@@ -335,9 +338,9 @@ def _scoring(con, plots: Path) -> Section:
         return s
     plot_scoring(rows, plots / "scoring.png")
     s.images.append("plots/scoring.png")
-    cols = [("source", "source"), ("samples", "samples"), ("low_acc", "low acc %"), ("high_acc", "high acc %")]
-    if "low_ok" in rows[0]:
-        cols += [("low_ok", "low_ok"), ("needs_high", "needs_high"), ("ambiguous", "ambiguous"), ("other", "other")]
+    cols = [("policy", "scoring policy"), ("source", "source"), ("samples", "samples"), ("low_acc", "low acc %"),
+            ("high_acc", "high acc %"), ("low_ok", "low_ok"), ("needs_high", "needs_high"),
+            ("ambiguous", "ambiguous"), ("other", "incomplete/other")]
     s.body = _table(rows, cols, pct={"low_acc", "high_acc"})
     return s
 
@@ -367,7 +370,12 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
         return s
     keys = plot_training(runs, plots / "training.png")
     s.images.append("plots/training.png")
-    last = [{"run": r, "steps": len(rows), **{k: rows[-1].get(k) for k in keys}} for r, rows in runs.items()]
+    last = []
+    for r, rows in runs.items():
+        logged = [x for x in rows if any(isinstance(x.get(k), (int, float)) for k in keys)]
+        last.append({"run": r, "steps": len(logged),
+                     **{k: next((x[k] for x in reversed(logged) if isinstance(x.get(k), (int, float))), None)
+                        for k in keys}})
     s.body = (f"<p>metrics: {html.escape(', '.join(keys) or 'none of reward / resize ratio / penalty share')}"
               f"</p>" + _table(last, [("run", "run"), ("steps", "logged steps")] + [(k, f"last {k}") for k in keys]))
     return s
