@@ -50,6 +50,7 @@ class Cache:
         self._rows: list[tuple] = []
         self._oldest = 0.0
         self.written = 0
+        self.failed = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vt-judge-cache")
         self._pending = None
 
@@ -107,10 +108,16 @@ class Cache:
             "latency_s": pa.array(cols[8], pa.float64()),
             "created": pa.array([dt.datetime.fromtimestamp(t) for t in cols[9]], pa.timestamp("us")),
         })
-        with self._cursor() as cur:
-            cur.register("_vt_batch", table)
-            cur.execute(f"INSERT OR IGNORE INTO judgments SELECT {', '.join(COLUMNS)} FROM _vt_batch")
-            cur.unregister("_vt_batch")
+        try:
+            with self._cursor() as cur:
+                cur.register("_vt_batch", table)
+                cur.execute(f"INSERT OR IGNORE INTO judgments SELECT {', '.join(COLUMNS)} FROM _vt_batch")
+                cur.unregister("_vt_batch")
+        except Exception as err:  # the verdicts are still returned; only their caching failed
+            from vtdata.console import console
+            self.failed += len(rows)
+            console.print(f"[yellow]warning:[/yellow] could not cache {len(rows)} judgments: {err}", highlight=False)
+            return
         self.written += len(rows)
 
     def close(self) -> None:
