@@ -111,3 +111,18 @@ def test_score_judge_cli_errors_are_one_line(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr, r.stderr
+
+
+def test_local_policy_samples_batches_and_counts_tokens():
+    model, proc = tiny_model()
+    local = LocalPolicy(str(tiny_model_dir()), model=model, processor=proc, batch_size=3)
+    img_a, img_b = _noise((112, 56), 5), _noise((224, 112), 6)
+    gens = local.generate([GenRequest(_msgs(img_a), n=5, temperature=1.0, max_new_tokens=10),
+                           GenRequest(_msgs(img_b), n=3, temperature=0.0, max_new_tokens=10)])
+    assert [(g.request, g.index) for g in gens] == [(0, i) for i in range(5)] + [(1, i) for i in range(3)]
+    sampled, greedy = [g.text for g in gens[:5]], [g.text for g in gens[5:]]
+    assert len(set(sampled)) > 1 and len(set(greedy)) == 1  # sampling vs greedy, across batch boundaries
+    assert all(1 <= g.generated_tokens <= 10 and (g.finish_reason == "stop" or g.generated_tokens == 10)
+               for g in gens)
+    assert {g.visual_tokens for g in gens[:5]} == {models.visual_tokens(proc, img_a)}
+    assert {g.visual_tokens for g in gens[5:]} == {models.visual_tokens(proc, img_b)} != {gens[0].visual_tokens}
