@@ -100,3 +100,18 @@ class ScriptedThink:
 
 def first_number(text: str) -> int:
     return int(re.search(r"\d+", text).group())
+
+
+class ScriptedScoring(ScriptedThink):
+    """A fake scoring policy: right on the high view always, right on the low view only for the sources
+    in `low_ok_sources` (so their samples label low_ok and the others needs_high)."""
+
+    def __init__(self, rows: list[dict], low_ok_sources: set[str]):
+        super().__init__(rows, {})
+        self.low_ok_sources = low_ok_sources
+
+    def __call__(self, request: dict) -> str:
+        sid, view = self.by_image[_images(request)[0]]
+        row = self.rows[sid]
+        right = view == "high" or row["source"] in self.low_ok_sources
+        return answer(row["answers"][0] if right else "no idea")
