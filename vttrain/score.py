@@ -484,6 +484,10 @@ def score_judge_command(
     lab = result["labels"]
     info(f"done: {result['samples']} samples ({result['scored']} scored now in {result['elapsed_s']:.1f}s): "
          + _status(Counter(lab)))
+    js = result.get("judge_stats") or {}
+    if js.get("requests") or js.get("cache_hits"):
+        info(f"judge: {js.get('requests', 0)} requests, {js.get('cache_hits', 0)} cache hits, "
+             f"{js.get('errors', 0)} errors")
     if lab.get("incomplete"):
         info(f"{lab['incomplete']} samples incomplete (judge or policy errors): rerun the same command to finish them")
 
@@ -509,7 +513,9 @@ def run(cfg: ScoreConfig, db_path: Path, writer) -> dict:
                              concurrency=cfg.concurrency * cfg.rollouts * 2, batch_size=cfg.batch_size,
                              device=cfg.device, seed=cfg.seed)
         try:
-            return asyncio.run(score(cfg, con, policy, judge, samples))
+            result = asyncio.run(score(cfg, con, policy, judge, samples))
+            result["judge_stats"] = judge.stats()
+            return result
         finally:
             judge.close()
             policy.close()
