@@ -174,3 +174,32 @@ def test_config_errors(tiny, tmp_path):
     good.write_text(f"model: {model}\ndata_dir: {data}\nnum_generations: 4\ntheta: 0.3\n")
     cfg = parse_config(good, ["--theta", "0.4", "--output_dir", str(tmp_path / "r3")])
     assert cfg.theta == 0.4 and cfg.num_generations == 4
+
+
+def test_lora_run_saves_a_merged_model(tiny):
+    from vttrain import models
+    from vttrain.train import run
+
+    root, model, data = tiny
+    final = run(h.config(model, data, root / "run_lora", max_steps=1, use_peft=True, lora_r=4,
+                         lora_target_modules="q_proj,v_proj"), trainer_class=scripted.ScriptedGRPOTrainer)
+    assert not (final / "adapter_config.json").exists()
+    merged, _ = models.load(final, device="cpu")
+    base, _ = models.load(model, device="cpu")
+    m, b = merged.state_dict(), base.state_dict()
+    changed = {k for k in b if not torch.equal(m[k], b[k])}
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)  # only the adapted layers moved
+
+
+def test_shipped_configs_parse():
+    from vttrain.train import parse_config
+
+    demo = parse_config(h.ROOT / "manifests" / "train-demo.yaml", [])
+    assert demo.use_cpu and demo.num_generations == 4 and demo.penalty_mode == "paper"
+    paper = parse_config(h.ROOT / "manifests" / "train-visionthink-7b.yaml",
+                         ["--bf16", "false", "--use_vllm", "false", "--report_to", "none"])
+    assert (paper.learning_rate, paper.num_generations, paper.temperature, paper.beta) == (1e-6, 16, 1.0, 0.001)
+    assert (paper.format_weight, paper.penalty, paper.theta, paper.loss_type) == (0.5, 0.1, 0.2, "dapo")
+    # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 4 per GPU x 32 GPUs x 4 accumulation
+    assert paper.generation_batch_size == 512 * 16
+    assert paper.per_device_train_batch_size * 32 * paper.gradient_accumulation_steps == 32 * 16

@@ -190,7 +190,7 @@ def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
                              f"{cfg.max_completion_length}"})
         else:
             keep.append(i)
-    if rejected:
+    if rejected and int(os.environ.get("RANK", "0")) == 0:
         with open(run_dir / "rejected.jsonl", "w", encoding="utf-8") as f:
             for r in rejected:
                 f.write(json.dumps(r) + "\n")
@@ -294,20 +294,23 @@ def build_trainer(cfg, trainer_class=None):
 
 
 def save_final(trainer, processor, out: Path) -> Path:
-    """The trained policy + its processor (original chat template) in `out`, loadable by models.load."""
+    """The trained policy + its processor (its own chat template) in `out`, loadable by models.load."""
     from vttrain.rollout import uninstall_response_parser
-    out.mkdir(parents=True, exist_ok=True)
+    uninstall_response_parser(processor)
+    processor.chat_template = trainer.vt_original_chat_template
+    processor.tokenizer.chat_template = trainer.vt_original_chat_template
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):  # LoRA: save merged weights
-        model = model.merge_and_unload()
+    if hasattr(model, "merge_and_unload"):  # LoRA: save the merged weights, not the adapter
+        merged = model.merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(out)
+            processor.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; writes the processor too
     if trainer.accelerator.is_main_process:
-        model.save_pretrained(out)
-        uninstall_response_parser(processor)
-        processor.chat_template = trainer.vt_original_chat_template
-        processor.tokenizer.chat_template = trainer.vt_original_chat_template
-        processor.save_pretrained(out)
         from vtdata import protocol
         (out / "vt_protocol_chat_template.jinja").write_text(protocol.CHAT_TEMPLATE)
+    trainer.accelerator.wait_for_everyone()
     return out
 
 
@@ -332,7 +335,8 @@ def run(cfg, trainer_class=None):
     finally:
         trainer.vt_judge.close()
     final = save_final(trainer, processor, run_dir / "final")
-    info(f"saved the trained model to {final}; metrics in {run_dir / 'metrics.jsonl'}")
+    if trainer.accelerator.is_main_process:
+        info(f"saved the trained model to {final}; metrics in {run_dir / 'metrics.jsonl'}")
     return final
 
 
