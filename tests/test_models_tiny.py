@@ -119,3 +119,21 @@ def test_vt_views_reach_the_model_unresized_at_a_quarter(original):
     pad = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     n_high, n_low = (batch["input_ids"] == pad).sum(dim=1).tolist()
     assert n_high == 4 * n_low == 4 * models.visual_tokens(proc, low)
+
+
+def test_hub_layout_checkpoint_takes_the_same_path(tmp_path, tiny_dir):
+    """A checkpoint laid out like the hub's Qwen2.5-VL (legacy preprocessor_config.json with the stock
+    pixel bounds, a video processor config): loads through the fallback with vt's pixel bounds."""
+    import shutil
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors", "chat_template.jinja"):
+        shutil.copy(tiny_dir / name, tmp_path / name)
+    common = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": 3136,
+              "max_pixels": 448 * 448, "processor_class": "Qwen2_5_VLProcessor"}  # a small stock bound
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**common, "image_processor_type": "Qwen2VLImageProcessor"}))
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({**common, "video_processor_type": "Qwen2VLVideoProcessor"}))
+    model, proc = models.load(tmp_path, device="cpu")
+    assert type(proc).__name__ == "ImageOnlyQwenVLProcessor" and proc.chat_template
+    big = _chat(proc, [Image.new("RGB", (1008, 784))])  # above the checkpoint's own bound: kept as is
+    assert big["image_grid_thw"].tolist() == [[1, 784 // 14, 1008 // 14]]
+    assert models.visual_tokens(proc, (1008, 784)) == (1008 // 28) * (784 // 28)
+    assert model.config.image_token_id == proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
