@@ -203,3 +203,48 @@ def test_shipped_configs_parse():
     # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 4 per GPU x 32 GPUs x 4 accumulation
     assert paper.generation_batch_size == 512 * 16
     assert paper.per_device_train_batch_size * 32 * paper.gradient_accumulation_steps == 32 * 16
+
+
+def test_trl_accepts_vt_template_not_the_stock_one(tiny):
+    from trl.chat_template_utils import is_chat_template_prefix_preserving, supports_tool_calling
+
+    from vttrain.models import load_processor
+    from vttrain.rollout import prepare_processor
+
+    proc = load_processor(tiny[1])
+    assert not supports_tool_calling(proc)  # the Qwen2.5-VL template drops tool calls: TRL refuses it
+    prepare_processor(proc)
+    assert supports_tool_calling(proc) and is_chat_template_prefix_preserving(proc)
+
+
+def test_dropped_tool_image_and_turn_limit(tiny):
+    """A turn 1 so long that the high-res turn no longer fits: TRL drops the image, vt notices; and a
+    second call is never answered (max_turns = 2)."""
+    from vttrain.train import build_trainer
+
+    long_call = "<think>" + "look " * 120 + "</think>" + protocol.CALL_EXAMPLE
+
+    def script(turn, index, prompt):
+        return long_call if index % 4 == 0 else scripted.CALL  # rollouts 1-3 call twice
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_drop", max_steps=1, max_completion_length=320)
+    T = _capturing(scripted.ScriptedGRPOTrainer, script)
+    trainer, _ = build_trainer(cfg, T)
+    trainer.train()
+    rolls = _jsonl(root / "run_drop" / "rollouts.jsonl")
+    assert rolls[0]["dropped"] and not rolls[0]["used_high"] and len(rolls[0]["turns"]) == 1
+    for r in rolls[1:]:  # image delivered, then a second call that gets no answer: format fails, score 0
+        assert r["used_high"] and not r["dropped"] and len(r["turns"]) == 2
+        assert not r["format_ok"] and r["score"] == 0.0
+    m = [x for x in _jsonl(root / "run_drop" / "metrics.jsonl") if "loss" in x][0]
+    assert m["tool_dropped_ratio"] == 0.25
+
+
+def test_overlong_prompts_are_rejected_not_truncated(tiny, tmp_path):
+    from vttrain.train import build_trainer
+
+    root, model, data = tiny
+    with pytest.raises(VtError, match="no row fits: prompt has"):
+        build_trainer(h.config(model, data, tmp_path / "r", max_prompt_length=100))
+    reasons = _jsonl(tmp_path / "r" / "rejected.jsonl")
+    assert len(reasons) == 4 and all("max_prompt_length 100" in r["reason"] for r in reasons)

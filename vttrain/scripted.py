@@ -8,7 +8,8 @@ timings include it) and then substitutes the script's text.
 
 script(turn, index, prompt_text) -> str | None: turn is 1 or 2, index the rollout's position in the
 GLOBAL generation batch (the same on 1 or N processes), prompt_text the decoded context; None keeps
-what the model sampled.
+what the model sampled. Turn-2 indices assume every scripted call got its tool turn (TRL regenerates only
+those); a tool turn TRL drops for length shifts the indices of the later rollouts of that batch.
 """
 from __future__ import annotations
 
