@@ -2,31 +2,34 @@
 
 build-data -> init-model tiny -> score-judge -> curate -> train -> eval (full, low, think) -> report
 
-Every stage is the real `vt` command, invoked in this process through the CLI itself (one code
-path with what a user types; torch is imported once). A stage that finished writes a marker
-`OUT/.demo/<stage>.json` with its arguments and summary; a second `vt demo` reuses a stage whose
-marker matches and whose outputs exist, so it only redoes what is missing (the commands themselves
-are resumable too, so an interrupted stage continues where it stopped).
+Every stage is the real `vt` command, invoked in this process through the CLI itself (one code path
+with what a user types; torch is imported once). A stage that finished writes a marker
+`OUT/.demo/<stage>.json` with its arguments and one-line summary; a second `vt demo` reuses every
+stage whose marker matches and whose outputs exist, and redoes the rest (the commands are resumable
+themselves, so an interrupted stage continues where it stopped). When a stage reruns, the stages after
+it rerun too, and the eval runs of a retrained model start afresh.
 """
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import typer
 
 from vtdata.console import VtError, console, info
 
 REPO = Path(__file__).resolve().parent.parent
+MODES = ("full", "low", "think")
 
 
 @dataclass
 class DemoConfig:
-    """Options of `vt demo`."""
+    """Options of `vt demo` (the defaults run in a few minutes on 2 CPU cores)."""
 
     out: str = "demo-out"
     """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
@@ -36,38 +39,44 @@ class DemoConfig:
     """Training config (tiny model, CPU, a few steps)."""
     rollouts: int = 2
     """Scoring rollouts per view and sample (the paper uses 8)."""
+    score_limit: int = 32
+    """Training samples to score."""
     per_class: int = 8
-    """Curated samples per class (low_ok, needs_high); short classes are allowed in the demo."""
+    """Curated samples per class; with an untrained model every sample is ambiguous, so the classes are
+    topped up with the closest ambiguous samples (`vt curate --fill-short`)."""
+    train_steps: int | None = None
+    """Optimiser steps (default: the training config's max_steps)."""
     eval_limit: int = 16
     """Validation samples per eval mode."""
-    max_new_tokens: int = 48
-    """Generation budget per turn in scoring and eval (the tiny model writes noise; keep it short)."""
+    max_new_tokens: int = 32
+    """Generation budget per turn when scoring and evaluating (a random model writes noise)."""
     force: bool = False
-    """Redo every stage even when its outputs are complete."""
+    """Start from scratch: delete OUT (only if it is a demo directory) and run every stage."""
 
 
 @dataclass
 class Stage:
     name: str
-    args: list[str]
+    args: list[str]                      # the command line, which the marker must match
     outputs: list[Path]
     summary: Callable[[], str]
+    extra: Callable[[], list[str]] = field(default=lambda: [])  # run-time flags not part of the identity
 
 
 def vt(args: list[str]) -> None:
-    """Run one `vt` command in this process, exactly as the CLI would (VtError propagates)."""
+    """Run one `vt` command in this process exactly as the CLI would (its VtError propagates)."""
     import click
     import typer.main
 
     import cli
     cmd = typer.main.get_command(cli.app)
     try:
-        cmd.main(args=list(args), prog_name="vt", standalone_mode=False)
+        cmd.main(args=[str(a) for a in args], prog_name="vt", standalone_mode=False)
     except click.exceptions.Exit as e:
         if e.exit_code:
-            raise VtError(f"`vt {shlex.join(args)}` exited with status {e.exit_code}") from None
+            raise VtError(f"`vt {shlex.join(map(str, args))}` exited with status {e.exit_code}") from None
     except click.ClickException as e:
-        raise VtError(f"`vt {shlex.join(args)}`: {e.format_message()}") from None
+        raise VtError(f"`vt {shlex.join(map(str, args))}`: {e.format_message()}") from None
 
 
 class Demo:
@@ -75,15 +84,15 @@ class Demo:
         self.cfg = cfg
         self.out = Path(cfg.out).resolve()
         self.data = self.out / "data"
-        self.model = self.out / "models" / "tiny"
+        self.model = self.out / "model"
         self.db = self.out / "vt.duckdb"
         self.curated = self.out / "curated"
-        self.run_dir = self.out / "runs" / "train"
+        self.run_dir = self.out / "train"
+        self.final = self.run_dir / "final"
         self.evals = self.out / "evals"
         self.report = self.out / "report"
         self.marks = self.out / ".demo"
 
-    # ---------------------------------------------------------------------------- queries for summaries
     def _sql(self, query: str, params=None) -> list[tuple]:
         from vtdata.db import connect
         con = connect(self.db, read_only=True)
@@ -92,146 +101,169 @@ class Demo:
         finally:
             con.close()
 
-    def trained_model(self) -> Path:
-        final = self.run_dir / "final"
-        return final if final.is_dir() else self.run_dir
-
     def stages(self) -> list[Stage]:
-        c = self.cfg
-        db = ["--db", str(self.db)]
+        c, db = self.cfg, ["--db", str(self.db)]
+        steps = ["--max_steps", str(c.train_steps)] if c.train_steps else []
         stages = [
             Stage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
                   [self.data / "build.json"], self._sum_build),
             Stage("init-model", ["init-model", "tiny", str(self.model)], [self.model / "config.json"],
-                  lambda: f"tiny Qwen2.5-VL at {self.model}"),
+                  lambda: f"tiny random Qwen2.5-VL in {self.model}"),
             Stage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
-                                  "--judge", "auto", "--rollouts", str(c.rollouts),
+                                  "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
                                   "--max-new-tokens", str(c.max_new_tokens)] + db,
                   [self.db], self._sum_score),
             Stage("curate", ["curate", "--name", "demo", "--per-class", str(c.per_class), "--allow-short",
-                             "--out", str(self.curated)] + db,
-                  [self.curated], self._sum_curate),
-            Stage("train", ["train", c.train_config, "--model_name_or_path", str(self.model),
-                            "--data", str(self.curated), "--output_dir", str(self.run_dir),
-                            "--db", str(self.db)],
-                  [self.run_dir / "metrics.jsonl"], self._sum_train),
+                             "--fill-short", "--out", str(self.curated)] + db,
+                  [self.curated / "build.json"], self._sum_curate),
+            Stage("train", ["train", c.train_config, "--model", str(self.model), "--data_dir", str(self.curated),
+                            "--output_dir", str(self.run_dir)] + steps,
+                  [self.final, self.run_dir / "metrics.jsonl"], self._sum_train, extra=self._resume_flag),
         ]
-        for mode in ("full", "low", "think"):
-            stages.append(Stage(f"eval-{mode}", ["eval", "--model", str(self.trained_model()), "--data",
-                                                 str(self.data), "--mode", mode, "--limit", str(c.eval_limit),
-                                                 "--name", f"demo-{mode}", "--max-new-tokens",
-                                                 str(c.max_new_tokens), "--out", str(self.evals)] + db,
+        for mode in MODES:
+            stages.append(Stage(f"eval-{mode}", ["eval", "--model", str(self.final), "--data", str(self.data),
+                                                 "--mode", mode, "--limit", str(c.eval_limit), "--name",
+                                                 f"demo-{mode}", "--max-new-tokens", str(c.max_new_tokens),
+                                                 "--out", str(self.evals)] + db,
                                 [self.evals / f"demo-{mode}.jsonl"], lambda m=mode: self._sum_eval(m)))
         stages.append(Stage("report", ["report", "--out", str(self.report), "--runs", str(self.run_dir)] + db,
-                            [self.report / "index.html"], lambda: f"{self.report / 'index.html'}"))
+                            [self.report / "index.html"], lambda: str(self.report / "index.html")))
         return stages
 
+    # ---------------------------------------------------------------------------------- summaries
     def _sum_build(self) -> str:
-        meta = json.loads((self.data / "build.json").read_text())
-        counts = meta.get("counts", {})
-        split = counts.get("split") or counts.get("splits") or {}
-        return f"{meta.get('rows', sum(split.values()) if split else '?')} samples " + \
-               ", ".join(f"{k} {v}" for k, v in split.items())
+        c = json.loads((self.data / "build.json").read_text())["counts"]
+        return f"{c['kept']} samples (train {c['by_split']['train']}, val {c['by_split']['val']}), " \
+               f"{c['rejected']} rejected"
 
     def _sum_score(self) -> str:
         rows = self._sql("SELECT label, count(*) FROM sufficiency GROUP BY 1 ORDER BY 1")
-        return "labels: " + ", ".join(f"{k}={v}" for k, v in rows)
+        acc = self._sql("SELECT avg(score) FILTER (WHERE view = 'low'), avg(score) FILTER (WHERE view = 'high') "
+                        "FROM rollouts")[0]
+        return (f"{sum(n for _, n in rows)} samples: " + ", ".join(f"{k} {v}" for k, v in rows)
+                + f"; rollout accuracy low {100 * (acc[0] or 0):.0f} %, high {100 * (acc[1] or 0):.0f} %")
 
     def _sum_curate(self) -> str:
-        rows = self._sql("SELECT use_tool, count(*) FROM curated GROUP BY 1 ORDER BY 1")
-        d = {bool(k): v for k, v in rows}
-        return f"curated low_ok={d.get(False, 0)} needs_high={d.get(True, 0)}"
+        rows = dict(self._sql("SELECT CASE WHEN use_tool THEN 'needs_high' ELSE 'low_ok' END, count(*) "
+                              "FROM curated WHERE name = 'demo' GROUP BY 1"))
+        filled = self._sql("SELECT count(*) FILTER (WHERE filled) FROM curated WHERE name = 'demo'")[0][0]
+        return f"low_ok {rows.get('low_ok', 0)}, needs_high {rows.get('needs_high', 0)} ({filled} filled from ambiguous)"
 
     def _sum_train(self) -> str:
         from vttrain.report import read_metrics
-        rows = read_metrics(self.run_dir)
+        rows = [r for r in read_metrics(self.run_dir) if "reward" in r]
         last = rows[-1] if rows else {}
-        rew = next((last[k] for k in ("reward", "rewards/mean") if k in last), None)
-        return f"{len(rows)} logged steps, last reward {rew}, model at {self.trained_model()}"
+        return (f"{len(rows)} steps, last reward {last.get('reward')}, resize ratio {last.get('resize_ratio')}; "
+                f"model in {self.final}")
 
     def _sum_eval(self, mode: str) -> str:
-        r = self._sql("""SELECT count(*), avg(score) FILTER (WHERE status = 'ok'),
-                                sum(visual_tokens)::DOUBLE / sum(full_visual_tokens),
-                                avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END)
-                         FROM eval_predictions WHERE run = ?""", [f"demo-{mode}"])[0]
-        return (f"{r[0]} samples, accuracy {100 * (r[1] or 0):.1f} %, visual tokens {100 * (r[2] or 0):.1f} % "
-                f"of full, resized {100 * (r[3] or 0):.1f} %")
+        n, acc, tok, rs = self._sql("""SELECT count(*), avg(score) FILTER (WHERE status = 'ok'),
+                                              sum(visual_tokens)::DOUBLE / sum(full_visual_tokens),
+                                              avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END)
+                                       FROM eval_predictions WHERE run = ?""", [f"demo-{mode}"])[0]
+        return (f"{n} samples, accuracy {100 * (acc or 0):.1f} %, visual tokens {100 * (tok or 0):.1f} % of full, "
+                f"resized {100 * (rs or 0):.1f} %")
+
+    def _resume_flag(self) -> list[str]:
+        """An interrupted training run continues from its latest checkpoint."""
+        from vttrain.train import latest_checkpoint
+        return ["--resume"] if self.run_dir.is_dir() and latest_checkpoint(self.run_dir) else []
 
     # ---------------------------------------------------------------------------------------- running
-    def _marker(self, stage: Stage) -> Path:
-        return self.marks / f"{stage.name}.json"
-
-    def _complete(self, stage: Stage) -> Optional[dict]:
-        m = self._marker(stage)
-        if self.cfg.force or not m.is_file():
-            return None
+    def _reusable(self, stage: Stage) -> dict | None:
+        m = self.marks / f"{stage.name}.json"
         try:
             rec = json.loads(m.read_text())
-        except ValueError:
+        except (OSError, ValueError):
             return None
         if rec.get("args") != stage.args or not all(p.exists() for p in stage.outputs):
             return None
         return rec
 
+    def _forget_evals(self) -> None:
+        """A retrained model invalidates the demo's eval runs (same names, same model path)."""
+        if not self.db.exists():
+            return
+        from vtdata.db import writer
+        from vttrain.eval import drop_runs
+        with writer(self.db, "vt demo") as con:
+            drop_runs(con, [f"demo-{m}" for m in MODES])
+
     def run(self) -> list[dict]:
+        if self.cfg.force and self.out.exists():
+            if not self.marks.is_dir():
+                raise VtError(f"--force would delete {self.out}, which is not a vt demo directory; "
+                              f"pick another --out")
+            shutil.rmtree(self.out)
         self.marks.mkdir(parents=True, exist_ok=True)
-        done = []
+        stages, done, rerun = self.stages(), [], False
         t_all = time.time()
-        stages = self.stages()
         for k, stage in enumerate(stages, 1):
-            if stage.name.startswith("eval-"):  # the trained model's path is known only after training
-                stage = next(s for s in self.stages() if s.name == stage.name)
-            rec = self._complete(stage)
+            tag = f"[{k}/{len(stages)}] {stage.name:<11}"
+            rec = None if rerun else self._reusable(stage)
             if rec is not None:
-                info(f"[{k}/{len(stages)}] {stage.name:<11} reused   {rec['summary']}")
+                info(f"{tag} reused  {rec['summary']}")
                 done.append({**rec, "reused": True})
                 continue
+            rerun = True
+            if stage.name == "train":
+                self._forget_evals()
+            args = stage.args + stage.extra()
+            info(f"{tag} running vt {shlex.join(args)}")
             t0 = time.time()
-            info(f"[{k}/{len(stages)}] {stage.name:<11} running  vt {shlex.join(stage.args)}")
-            vt(stage.args)
+            vt(args)
             rec = {"stage": stage.name, "args": stage.args, "seconds": round(time.time() - t0, 1),
                    "summary": stage.summary()}
-            self._marker(stage).write_text(json.dumps(rec, indent=1))
-            info(f"[{k}/{len(stages)}] {stage.name:<11} done     {rec['seconds']:.1f} s  {rec['summary']}")
+            (self.marks / f"{stage.name}.json").write_text(json.dumps(rec, indent=1))
+            info(f"{tag} done in {rec['seconds']:.1f} s: {rec['summary']}")
             done.append({**rec, "reused": False})
-        info(f"demo finished in {time.time() - t_all:.1f} s")
+        info(f"demo: {len(stages)} stages in {time.time() - t_all:.1f} s "
+             f"({sum(1 for d in done if d['reused'])} reused)")
         return done
 
     def epilogue(self) -> str:
         db = shlex.quote(str(self.db))
         lines = ["", "Artefacts:",
-                 f"  data (parquet + build.json)   {self.data}",
-                 f"  tiny model                    {self.model}",
-                 f"  database (all tables)         {self.db}",
-                 f"  curated training set          {self.curated}",
-                 f"  training run (metrics.jsonl)  {self.run_dir}",
-                 f"  trained model                 {self.trained_model()}",
-                 f"  eval predictions (JSONL)      {self.evals}",
-                 f"  report                        {self.report / 'index.html'}",
-                 "", "Try:"]
+                 f"  data (parquet shards, build.json)  {self.data}",
+                 f"  tiny base model                    {self.model}",
+                 f"  database (every table)             {self.db}",
+                 f"  curated training set               {self.curated}",
+                 f"  training run (metrics.jsonl)       {self.run_dir}",
+                 f"  trained model                      {self.final}",
+                 f"  eval predictions (JSONL)           {self.evals}",
+                 f"  report                             {self.report / 'index.html'}",
+                 "", "Query the database:"]
         lines += [f"  vt sql {shlex.quote(q)} --db {db}" for q in EXAMPLE_QUERIES]
-        lines += [f"  vt eval --compare demo-full demo-low demo-think --db {db}"]
+        lines += ["", f"Compare the eval runs again: vt eval --compare demo-full demo-low demo-think --db {db}"]
         return "\n".join(lines)
 
 
 EXAMPLE_QUERIES = [
-    "SELECT label, count(*) AS n FROM sufficiency GROUP BY label ORDER BY n DESC",
-    "SELECT view, round(avg(score), 3) AS accuracy, round(avg(visual_tokens)) AS visual_tokens "
-    "FROM rollouts GROUP BY view",
+    "SELECT * FROM label_counts",
+    "SELECT source, round(low_accuracy, 3) AS low, round(high_accuracy, 3) AS high FROM low_vs_high_accuracy",
     "SELECT run, mode, round(avg(score), 3) AS accuracy, "
-    "round(sum(visual_tokens) / sum(full_visual_tokens), 3) AS token_share "
-    "FROM eval_predictions GROUP BY run, mode ORDER BY run",
+    "round(sum(visual_tokens) / sum(full_visual_tokens), 3) AS token_share, "
+    "round(avg(resized::INT), 3) AS resize_ratio FROM eval_predictions GROUP BY ALL ORDER BY run",
 ]
 
 
 def demo_command(
     out: str = typer.Option("demo-out", help="Directory for everything the demo writes."),
-    force: bool = typer.Option(False, help="Redo every stage even when its outputs are complete."),
+    force: bool = typer.Option(False, help="Start from scratch (deletes OUT if it is a demo directory)."),
+    score_limit: int = typer.Option(32, help="Training samples to score."),
     eval_limit: int = typer.Option(16, help="Validation samples per eval mode."),
+    train_steps: int = typer.Option(None, help="Optimiser steps (default: the training config's)."),
+    max_new_tokens: int = typer.Option(32, help="Generation budget per turn when scoring and evaluating."),
 ) -> None:
     """Run the whole pipeline offline on CPU: build -> tiny model -> score -> curate -> train -> eval -> report.
 
     A second run reuses every finished stage. Example: `vt demo --out demo-out`."""
-    demo = Demo(DemoConfig(out=out, force=force, eval_limit=eval_limit))
+    for name, v in (("--score-limit", score_limit), ("--eval-limit", eval_limit), ("--max-new-tokens", max_new_tokens),
+                    ("--train-steps", train_steps if train_steps is not None else 1)):
+        if v < 1:
+            raise VtError(f"{name} must be at least 1")
+    demo = Demo(DemoConfig(out=out, force=force, score_limit=score_limit, eval_limit=eval_limit,
+                           train_steps=train_steps, max_new_tokens=max_new_tokens))
     demo.run()
-    console.print(demo.epilogue(), highlight=False)
+    vt(["eval", "--compare", "demo-full", "demo-low", "demo-think", "--db", str(demo.db)])
+    console.print(demo.epilogue(), highlight=False, soft_wrap=True)

@@ -144,6 +144,13 @@ def ensure_tables(con) -> None:
             con.execute(stmt)
 
 
+def drop_runs(con, runs: list[str]) -> None:
+    """Forget eval runs (their predictions and run rows), e.g. after the model they evaluated changed."""
+    ensure_tables(con)
+    for table in ("eval_predictions", "eval_runs"):
+        con.execute(f"DELETE FROM {table} WHERE run IN (SELECT unnest(?::VARCHAR[]))", [list(runs)])
+
+
 def _check_run(con, cfg: EvalConfig, run: str) -> bool:
     """True when the run exists with the same identity (resume); VtError when it differs."""
     row = con.execute("SELECT config FROM eval_runs WHERE run = ?", [run]).fetchone()

@@ -1,0 +1,82 @@
+"""`vt demo` end to end (a subprocess, as `make demo` runs it), then a second run that reuses every stage."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from vttrain.demo import EXAMPLE_QUERIES, MODES
+
+VT = [sys.executable, "-c", "import cli; cli.main()"]
+STAGES = ["build-data", "init-model", "score-judge", "curate", "train", "eval-full", "eval-low", "eval-think", "report"]
+
+
+def _vt(args, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(VT + list(args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_then_reuses_them(tmp_path):
+    out = tmp_path / "demo-out"
+    # the defaults but smaller, so the suite stays quick; the code path is the one `make demo` takes
+    args = ["demo", "--out", str(out), "--score-limit", "12", "--eval-limit", "6", "--train-steps", "2"]
+    t0 = time.time()
+    first = _vt(args)
+    took = time.time() - t0
+    assert first.returncode == 0, first.stderr[-3000:]
+    err = first.stderr
+    for i, stage in enumerate(STAGES, 1):  # one summary line per stage
+        assert re.search(rf"\[{i}/9\] {re.escape(stage)}\s+done in [\d.]+ s: \S", err), stage
+    assert took < 600
+    # artefacts where the epilogue says they are
+    for rel in ("data/build.json", "model/config.json", "curated/build.json", "train/metrics.jsonl",
+                "train/final/config.json", "report/index.html"):
+        assert (out / rel).exists(), rel
+        assert str(out / rel.split("/")[0]) in err
+    for mode in MODES:
+        lines = (out / "evals" / f"demo-{mode}.jsonl").read_text().splitlines()
+        assert len(lines) == 6 and all(json.loads(x)["mode"] == mode for x in lines)
+    html = (out / "report" / "index.html").read_text()
+    imgs = re.findall(r"<img src='([^']+)'", html)
+    assert len(imgs) == 4 and all((out / "report" / i).is_file() for i in imgs)
+    # the comparison table on stdout, with the token shares of the three modes
+    assert all(f"demo-{m}" in first.stdout for m in MODES)
+    con = duckdb.connect(str(out / "vt.duckdb"), read_only=True)
+    try:
+        per = dict(con.execute("SELECT run, sum(visual_tokens) / sum(full_visual_tokens) FROM eval_predictions "
+                               "GROUP BY run").fetchall())
+        scored = con.execute("SELECT count(*) FROM sufficiency").fetchone()[0]
+    finally:
+        con.close()
+    assert per["demo-full"] == 1.0 and per["demo-low"] == 0.25 and 0.25 <= per["demo-think"] <= 1.25
+    assert scored == 12
+    logged = [json.loads(x) for x in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert max(x["step"] for x in logged) == 2
+    # the three example queries of the epilogue run as printed
+    for q in EXAMPLE_QUERIES:
+        assert f"vt sql '{q}'" in err
+        res = _vt(["sql", q, "--db", str(out / "vt.duckdb"), "--format", "csv"], timeout=120)
+        assert res.returncode == 0 and len(res.stdout.strip().splitlines()) >= 2, (q, res.stderr)
+
+    # second run: every stage reused, nothing rewritten
+    stamp = (out / "report" / "index.html").stat().st_mtime_ns
+    again = _vt(args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count(" reused ") == 9 and "running vt" not in again.stderr
+    assert (out / "report" / "index.html").stat().st_mtime_ns == stamp
+    assert all(f"demo-{m}" in again.stdout for m in MODES)
+
+
+def test_demo_force_refuses_a_directory_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    res = _vt(["demo", "--out", str(tmp_path), "--force"], timeout=120)
+    assert res.returncode == 2 and "not a vt demo directory" in res.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
