@@ -1,5 +1,5 @@
 """score-judge killed with SIGKILL mid-run, then rerun: complete, duplicate-free, nothing paid for twice
-(beyond what was in flight at the kill). Policy and judge are both an OpenAI-compatible loopback server."""
+beyond the requests in flight at the kill. Policy and judge are both an OpenAI-compatible loopback server."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 
 import duckdb
+import pytest
 
 from fake_openai import FakeOpenAI, judge_responder
 from score_helpers import samples, small_data
@@ -21,21 +22,25 @@ def _is_policy(req) -> bool:
     return any(isinstance(m.get("content"), list) for m in req["messages"])
 
 
-def test_kill_and_resume(tmp_path):
+@pytest.mark.parametrize("kill_during", ["generation", "judging"])
+def test_kill_and_resume(tmp_path, kill_during):
     data, db, k, conc = small_data(), tmp_path / "vt.duckdb", 2, 1
-    n = len(samples(data))
-    state = {"policy": 0, "proc": None, "kill_at": 13}
+    rows = samples(data)
+    n, n_open = len(rows), sum(s["answer_type"] == "open" for s in rows)
+    # every 'open' rollout goes to the LLM judge (the policy's answers never equal a gold answer)
+    kill_at = {"generation": 13, "judging": n_open * k}[kill_during]  # the n-th request of that kind kills
+    victim = {"generation": "policy", "judging": "judge"}[kill_during]
+    state = {"policy": 0, "judge": 0, "proc": None}
     lock = threading.Lock()
 
     def responder(req):
-        if _is_policy(req):
-            with lock:
-                state["policy"] += 1
-                count = state["policy"]
-            if count == state["kill_at"] and state["proc"] is not None:
-                os.kill(state["proc"].pid, signal.SIGKILL)
-            return f"<think>look</think><answer>word{count}</answer>"
-        return judge_responder(req)
+        kind = "policy" if _is_policy(req) else "judge"
+        with lock:
+            state[kind] += 1
+            count = state[kind]
+        if kind == victim and count == kill_at and state["proc"] is not None:
+            os.kill(state["proc"].pid, signal.SIGKILL)
+        return f"<think>look</think><answer>word{count}</answer>" if kind == "policy" else judge_responder(req)
 
     with FakeOpenAI(responder) as srv:
         env = dict(os.environ, VT_TEST_KEY="sk-test")
@@ -66,7 +71,12 @@ def test_kill_and_resume(tmp_path):
     policy_calls = [q for q in log if _is_policy(q)]
     judge_calls = Counter(hashlib.sha256(json.dumps(q["messages"]).encode()).hexdigest()
                           for q in log if not _is_policy(q))
-    in_flight = conc * 2 * k  # at most one chunk's requests were lost with the process
+    in_flight = conc * 2 * k  # one chunk's requests at most were lost with the process
     assert 0 < len([q for q in first_log if _is_policy(q)]) < 2 * n * k  # killed mid-run
     assert 2 * n * k <= len(policy_calls) <= 2 * n * k + in_flight
-    assert judge_calls and sum(c - 1 for c in judge_calls.values()) <= in_flight
+    assert len(judge_calls) == n_open * 2 * k
+    repeated = sum(c - 1 for c in judge_calls.values())
+    if kill_during == "generation":
+        assert repeated == 0  # every verdict before the kill was kept
+    else:
+        assert repeated <= in_flight

@@ -496,7 +496,9 @@ def make_judge_for(cfg: ScoreConfig, con):
     from vtdata.judge import make_judge
     opts = {}
     if cfg.judge.startswith("openai:"):
-        opts = {"api_key_env": cfg.judge_api_key_env, "concurrency": max(1, cfg.concurrency * 2 * cfg.rollouts)}
+        # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
+        opts = {"api_key_env": cfg.judge_api_key_env, "concurrency": max(1, cfg.concurrency * 2 * cfg.rollouts),
+                "flush_every": 64, "flush_seconds": 1.0}
         if cfg.judge_base_url:
             opts["base_url"] = cfg.judge_base_url
     elif cfg.judge_base_url:
