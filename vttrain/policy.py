@@ -95,9 +95,17 @@ class Policy:
         except RuntimeError:
             return asyncio.run(self.agenerate(requests))
         box: dict = {}
-        t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(self.agenerate(requests))))
+
+        def work():
+            try:
+                box["r"] = asyncio.run(self.agenerate(requests))
+            except BaseException as err:  # re-raised in the caller's thread
+                box["e"] = err
+        t = threading.Thread(target=work)
         t.start()
         t.join()
+        if "e" in box:
+            raise box["e"]
         return box["r"]
 
     def close(self) -> None:
