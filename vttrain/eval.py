@@ -44,10 +44,22 @@ class EvalConfig:
     """Policy spec: `local:PATH` (transformers generate) or `openai:MODEL` (with --policy-base-url)."""
     policy_base_url: Optional[str] = None
     """Base URL of an OpenAI-compatible server for `openai:` policies (e.g. a `vllm serve` endpoint)."""
+    policy_api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the policy server's API key (never written anywhere)."""
     judge: str = "auto"
     """Judge spec (`auto`, `rule:NAME`, `openai:MODEL`), as for `vt judge`."""
     judge_base_url: Optional[str] = None
     """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the judge's API key."""
+    system_prompt: Optional[str] = None
+    """System prompt (shipped name or file): default `agent_system` in think mode, `score_system` otherwise."""
+    user_prompt: str = "agent_user"
+    """Think mode: the user template with {question} (as in training)."""
+    tool_ok_prompt: str = "tool_ok"
+    """Think mode: the instruction after the high-res image in the tool turn."""
+    tool_error_prompt: str = "tool_error"
+    """Think mode: the instruction after a tool error."""
     db: Optional[str] = None
     """DuckDB file; default `vt.duckdb` beside the data directory."""
     split: str = "val"
@@ -90,6 +102,10 @@ class EvalConfig:
             raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
+        from vtdata import prompts
+        for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
+                                    if self.mode == "think" else []):
+            prompts.load(p)  # a VtError naming the prompt when it is neither shipped nor a file
 
     @property
     def policy_spec(self) -> str:
@@ -112,7 +128,12 @@ class EvalConfig:
         """What must match for a rerun of the same name to resume (not --limit, --batch-size, --out)."""
         return {"mode": self.mode, "policy": self.policy_spec, "data": str(Path(self.data).resolve()),
                 "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
-                "temperature": self.temperature, "max_turns": self.max_turns}
+                "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
+                **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
+                    "tool_error_prompt": self.tool_error_prompt} if self.mode == "think" else {})}
+
+    def system(self) -> str:
+        return self.system_prompt or ("agent_system" if self.mode == "think" else "score_system")
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -237,14 +258,16 @@ class Evaluator:
         from vtdata.resolution import view_of
         mode = self.cfg.mode
         if mode in ("full", "low"):
-            system = prompts.load("score_system")
+            system = prompts.load(self.cfg.system())
             convs = [[{"role": "system", "content": [{"type": "text", "text": system}]},
                       {"role": "user", "content": [{"type": "image", "image": view_of(r, "high" if mode == "full" else "low")},
                                                    {"type": "text", "text": r["question"]}]}] for r in rows]
             turns = await self._generate(convs)
             return [Outcome([t], "none", t.visual_tokens) for t in turns]
         # think: the training protocol, turn by turn, batched across samples
-        convs = [protocol.agent_messages(r["question"], view_of(r, "low")) for r in rows]
+        c = self.cfg
+        convs = [protocol.agent_messages(r["question"], view_of(r, "low"), c.system(), c.user_prompt) for r in rows]
+        names = {"ok_prompt": c.tool_ok_prompt, "error_prompt": c.tool_error_prompt}
         outcomes = [Outcome() for _ in rows]
         active = list(range(len(rows)))
         for turn_no in range(self.cfg.max_turns):
@@ -260,10 +283,10 @@ class Evaluator:
                 said = {"role": "assistant", "content": [{"type": "text", "text": t.text}]}
                 if isinstance(call, str):  # an invalid call gets the error turn, no image
                     o.tool_call = "error" if o.tool_call == "none" else o.tool_call
-                    convs[i] = convs[i] + [said, protocol.tool_turn(error=call)]
+                    convs[i] = convs[i] + [said, protocol.tool_turn(error=call, **names)]
                 else:
                     o.tool_call = "ok"
-                    convs[i] = convs[i] + [said, protocol.tool_turn(image=view_of(rows[i], "high"))]
+                    convs[i] = convs[i] + [said, protocol.tool_turn(image=view_of(rows[i], "high"), **names)]
                 nxt.append(i)
             active = nxt
             if not active:
@@ -322,7 +345,7 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
         todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
         own_judge, own_policy = judge is None, policy is None and bool(todo)
         if own_judge:
-            judge = make_judge(cfg.judge, db=con, **({"base_url": cfg.judge_base_url} if cfg.judge_base_url else {}))
+            judge = make_judge(cfg.judge, db=con, **_judge_opts(cfg))
         try:
             if own_policy:  # loaded before the run is recorded: a model that does not load leaves no trace
                 policy = _make_policy(cfg)
@@ -382,10 +405,19 @@ def _eval_batch(ev: Evaluator, judge, run: str, batch: list[tuple[int, dict]], c
     return recs
 
 
+def _judge_opts(cfg: EvalConfig) -> dict:
+    if not cfg.judge.startswith("openai:"):
+        return {}
+    opts: dict[str, Any] = {"api_key_env": cfg.judge_api_key_env}
+    if cfg.judge_base_url:
+        opts["base_url"] = cfg.judge_base_url
+    return opts
+
+
 def _make_policy(cfg: EvalConfig):
     from vtdata import protocol
     from vttrain.policy import make_policy
-    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size}
+    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env}
     if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
         kw["chat_template"] = protocol.CHAT_TEMPLATE  # the tokens training saw for tool turns
     return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)
@@ -544,6 +576,12 @@ def eval_command(
     policy_base_url: Optional[str] = typer.Option(None, help="Base URL of the OpenAI-compatible server for openai: policies."),
     judge: str = typer.Option("auto", help="Judge spec: auto | rule:NAME | openai:MODEL."),
     judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge server URL(s), comma-separated."),
+    judge_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the judge's API key."),
+    policy_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the policy server's API key."),
+    system_prompt: Optional[str] = typer.Option(None, help="System prompt, shipped name or file (default: agent_system in think mode, score_system otherwise)."),
+    user_prompt: str = typer.Option("agent_user", help="Think mode: user template with {question} (as in training)."),
+    tool_ok_prompt: str = typer.Option("tool_ok", help="Think mode: instruction after the high-res image."),
+    tool_error_prompt: str = typer.Option("tool_error", help="Think mode: instruction after a tool error."),
     db: Optional[str] = typer.Option(None, help="DuckDB file (default: vt.duckdb beside --data)."),
     split: str = typer.Option("val", help="Split to evaluate: val | train | all."),
     limit: Optional[int] = typer.Option(None, help="Only the first N samples."),
@@ -580,7 +618,9 @@ def eval_command(
     if runs:
         raise VtError(f"unexpected argument(s) {' '.join(runs)}; did you mean --compare?")
     cfg = EvalConfig(data=data or "", mode=mode, model=model, policy=policy, policy_base_url=policy_base_url,
-                     judge=judge, judge_base_url=judge_base_url, db=db, split=split, limit=limit, name=name, out=out,
+                     judge=judge, judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
+                     policy_api_key_env=policy_api_key_env, system_prompt=system_prompt, user_prompt=user_prompt,
+                     tool_ok_prompt=tool_ok_prompt, tool_error_prompt=tool_error_prompt, db=db, split=split, limit=limit, name=name, out=out,
                      max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
                      max_turns=max_turns, seed=seed)
     res = run_eval(cfg)

@@ -1,0 +1,55 @@
+"""`vt eval` as a user types it: a scripted policy over HTTP, the printed tables, one-line errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from eval_helpers import ScriptedThink, eval_data, val_rows
+from fake_openai import FakeOpenAI
+
+VT = [sys.executable, "-c", "import cli; cli.main()"]
+
+
+def _vt(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "VT_TEST_KEY": "sk-test"}
+    return subprocess.run(VT + [str(a) for a in args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cli_eval_then_compare(tmp_path):
+    data, db = eval_data(), tmp_path / "vt.duckdb"
+    rows = val_rows(data)
+    plan = {r["id"]: ("call" if i % 2 == 0 else "direct") for i, r in enumerate(rows)}
+    with FakeOpenAI(responder=ScriptedThink(rows, plan)) as srv:
+        res = _vt("eval", "--policy", "openai:scripted", "--policy-base-url", srv.url, "--policy-api-key-env",
+                  "VT_TEST_KEY", "--data", data, "--mode", "think", "--db", db, "--out", tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert srv.requests == len(rows) + sum(1 for v in plan.values() if v == "call")
+        again = _vt("eval", "--policy", "openai:scripted", "--policy-base-url", srv.url, "--data", data,
+                    "--mode", "think", "--db", db, "--out", tmp_path)
+        assert again.returncode == 0 and f"{len(rows)} done, 0 to run" in again.stderr
+        assert srv.requests == len(rows) + sum(1 for v in plan.values() if v == "call")  # nothing regenerated
+    run = "scripted-think-val"  # the default name: <model>-<mode>-<split>
+    assert (tmp_path / f"{run}.jsonl").is_file()
+    table = res.stdout  # the per-source table goes to stdout
+    assert "synth-general" in table and "synth-ocr" in table and "resize%" in table
+    cmp_ = _vt("eval", "--compare", run, "--db", db)
+    assert cmp_.returncode == 0 and run in cmp_.stdout and "vis. tokens %" in cmp_.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    data = eval_data()
+    cases = [
+        (["--data", data, "--model", "x", "--mode", "bogus"], "--mode must be one of"),
+        (["--data", tmp_path / "nope", "--model", "x"], "no such directory"),
+        (["--data", tmp_path, "--model", "x"], "not a built vt dataset"),
+        (["--data", data, "--model", "x", "--policy", "openai:y"], "exactly one of --model"),
+        (["--data", data, "--model", tmp_path / "no-model"], "no such directory"),
+        (["--data", data, "--model", "x", "--system-prompt", "nope"], "neither a shipped prompt"),
+        (["--compare", "a", "--db", tmp_path / "none.duckdb"], "does not exist"),
+    ]
+    for args, msg in cases:
+        res = _vt("eval", *args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert msg in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
