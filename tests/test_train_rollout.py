@@ -59,6 +59,9 @@ def test_two_optimiser_steps_with_the_tool_turn(tiny):
 
     # rewards per rollout: score + 0.5 format - 0.1 penalty on the resized side
     rolls = _jsonl(root / "run" / "rollouts.jsonl")
+    for m in metrics:  # resize ratio split by the curated use_tool label (even rows need high-res)
+        row = int(next(r["id"] for r in rolls if r["step"] == m["step"])[1:])
+        assert (m["resize_ratio_needs_high"], m["resize_ratio_low_ok"]) == ((0.5, None) if row % 2 == 0 else (None, 0.5))
     assert [r["reward"] for r in rolls] == pytest.approx([1.4, 0.4, 1.5, 0.5] * 2)
 
     proc = models.load_processor(model)

@@ -20,9 +20,12 @@ def make_image(seed: int, size=(224, 168)):
 
 
 def write_dataset(out: Path, n: int = 4, low=(56, 56), high=(112, 112), split: str = "train") -> Path:
-    """A built-format dataset dir (contract 1) with n rows; answers are the digits drawn in the image."""
+    """A curated-format dataset dir (contract 1 + `use_tool`) with n rows; answers are the digits drawn in the
+    image; even rows are marked as needing the high-res view."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import datasets
+
     from vtdata.schema import COLUMNS, arrow_schema
 
     rows = []
@@ -34,9 +37,12 @@ def write_dataset(out: Path, n: int = 4, low=(56, 56), high=(112, 112), split: s
                      "answers": [str(i * 7)], "answer_type": "number", "choices": None,
                      "image": {"bytes": b, "path": None}, "image_sha256": hashlib.sha256(b).hexdigest(),
                      "width": 224, "height": 168, "low_width": low[0], "low_height": low[1],
-                     "high_width": high[0], "high_height": high[1], "split": split, "meta": "{}"})
+                     "high_width": high[0], "high_height": high[1], "split": split, "meta": "{}",
+                     "use_tool": i % 2 == 0})
     (out / "data").mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows], schema=arrow_schema())
+    cols = COLUMNS + ["use_tool"]
+    table = pa.Table.from_pylist([{c: r[c] for c in cols} for r in rows],
+                                 schema=arrow_schema({"use_tool": datasets.Value("bool")}))
     pq.write_table(table, out / "data" / f"{split}-00000.parquet")
     (out / "build.json").write_text(json.dumps({"rows": n}))
     return out

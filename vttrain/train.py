@@ -22,45 +22,39 @@ from vtdata.console import VtError, info
 # TRL's GRPOConfig is a heavy import (torch); it is resolved lazily through `config_class()`.
 _CONFIG_CLASS = None
 
+# vt's fields of the config: name -> (type, default, help)
 VT_FIELDS = {
-    "data_dir": (None, "Built or curated dataset directory (DIR/data/{split}-*.parquet; `vt build-data`, `vt curate`)."),
-    "split": ("train", "Split of data_dir to train on."),
-    "max_samples": (None, "Use only the first N rows (after rejections); None = all."),
-    "model": (None, "Policy: a checkpoint dir (`vt init-model tiny OUT`) or a hub id (Qwen/Qwen2.5-VL-7B-Instruct)."),
-    "judge": ("auto", "Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>."),
-    "judge_base_url": (None, "Base URL(s) of an OpenAI-compatible judge server (comma-separated)."),
-    "judge_api_key_env": (None, "Environment variable holding the judge API key (never written anywhere)."),
-    "judge_concurrency": (None, "Concurrent judge requests (openai judges)."),
-    "db": (None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
-    "penalty_mode": ("paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none."),
-    "theta": (0.2, "Threshold θ on r = C_direct / (C_direct + C_high)."),
-    "penalty": (0.1, "Penalty size (subtracted from the reward)."),
-    "format_weight": (0.5, "Weight of the format reward (1 when every turn is well-formed)."),
-    "max_turns": (2, "Assistant turns per rollout (1 tool call + the answer = 2)."),
-    "dynamic_sampling": (False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
-    "system_prompt": ("agent_system", "System prompt: shipped name or file path (vtdata/prompts)."),
-    "user_prompt": ("agent_user", "User prompt template with {question}: shipped name or file path."),
-    "tool_ok_prompt": ("tool_ok", "Instruction after the high-res image in the tool turn."),
-    "tool_error_prompt": ("tool_error", "Instruction after a tool error."),
-    "max_turn_tokens": (None, "Most tokens the policy generates in one turn (None = max_completion_length, TRL's default); "
-                              "the trajectory as a whole is bounded by max_completion_length."),
-    "max_prompt_length": (None, "Reject (never truncate) rows whose turn-1 prompt, image tokens included, is longer; "
-                                "None = the model's context minus max_completion_length."),
-    "min_answer_tokens": (16, "Reject rows whose high-res tool turn leaves fewer than this many completion tokens."),
-    "use_peft": (False, "Train a LoRA adapter (peft) instead of all weights; the final model is merged."),
-    "lora_r": (16, "LoRA rank."),
-    "lora_alpha": (32, "LoRA alpha."),
-    "lora_dropout": (0.05, "LoRA dropout."),
-    "lora_target_modules": ("q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps."),
-    "resume": (False, "Continue from the latest checkpoint in output_dir (same step count and data position)."),
+    "data_dir": ("str | None", None, "Built or curated dataset directory (DIR/data/{split}-*.parquet; `vt build-data`, `vt curate`)."),
+    "split": ("str", "train", "Split of data_dir to train on."),
+    "max_samples": ("int | None", None, "Use only the first N rows (after rejections); None = all."),
+    "model": ("str | None", None, "Policy: a checkpoint dir (`vt init-model tiny OUT`) or a hub id (Qwen/Qwen2.5-VL-7B-Instruct)."),
+    "judge": ("str", "auto", "Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>."),
+    "judge_base_url": ("str | None", None, "Base URL(s) of an OpenAI-compatible judge server (comma-separated)."),
+    "judge_api_key_env": ("str | None", None, "Environment variable holding the judge API key (never written anywhere)."),
+    "judge_concurrency": ("int | None", None, "Concurrent judge requests (openai judges)."),
+    "db": ("str | None", None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
+    "penalty_mode": ("str", "paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none."),
+    "theta": ("float", 0.2, "Threshold θ on r = C_direct / (C_direct + C_high)."),
+    "penalty": ("float", 0.1, "Penalty size (subtracted from the reward)."),
+    "format_weight": ("float", 0.5, "Weight of the format reward (1 when every turn is well-formed)."),
+    "max_turns": ("int", 2, "Assistant turns per rollout (1 tool call + the answer = 2)."),
+    "dynamic_sampling": ("bool", False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
+    "system_prompt": ("str", "agent_system", "System prompt: shipped name or file path (vtdata/prompts)."),
+    "user_prompt": ("str", "agent_user", "User prompt template with {question}: shipped name or file path."),
+    "tool_ok_prompt": ("str", "tool_ok", "Instruction after the high-res image in the tool turn."),
+    "tool_error_prompt": ("str", "tool_error", "Instruction after a tool error."),
+    "max_turn_tokens": ("int | None", None, "Most tokens the policy generates in one turn (None = max_completion_length, TRL's default); "
+                                           "the trajectory as a whole is bounded by max_completion_length."),
+    "max_prompt_length": ("int | None", None, "Reject (never truncate) rows whose turn-1 prompt, image tokens included, is longer; "
+                                            "None = the model's context minus max_completion_length."),
+    "min_answer_tokens": ("int", 16, "Reject rows whose high-res tool turn leaves fewer than this many completion tokens."),
+    "use_peft": ("bool", False, "Train a LoRA adapter (peft) instead of all weights; the final model is merged."),
+    "lora_r": ("int", 16, "LoRA rank."),
+    "lora_alpha": ("int", 32, "LoRA alpha."),
+    "lora_dropout": ("float", 0.05, "LoRA dropout."),
+    "lora_target_modules": ("str", "q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps."),
+    "resume": ("bool", False, "Continue from the latest checkpoint in output_dir (same step count and data position)."),
 }
-_TYPES = {"data_dir": "str | None", "split": "str", "max_samples": "int | None", "model": "str | None",
-          "judge": "str", "judge_base_url": "str | None", "judge_api_key_env": "str | None",
-          "judge_concurrency": "int | None", "db": "str | None", "penalty_mode": "str", "theta": "float",
-          "penalty": "float", "format_weight": "float", "max_turns": "int", "dynamic_sampling": "bool",
-          "system_prompt": "str", "user_prompt": "str", "tool_ok_prompt": "str", "tool_error_prompt": "str",
-          "max_turn_tokens": "int | None", "max_prompt_length": "int | None", "min_answer_tokens": "int", "use_peft": "bool", "lora_r": "int",
-          "lora_alpha": "int", "lora_dropout": "float", "lora_target_modules": "str", "resume": "bool"}
 
 
 def config_class():
@@ -68,8 +62,8 @@ def config_class():
     global _CONFIG_CLASS
     if _CONFIG_CLASS is None:
         from trl import GRPOConfig
-        ns = {"__annotations__": dict(_TYPES)}
-        for name, (default, help_) in VT_FIELDS.items():
+        ns = {"__annotations__": {name: spec[0] for name, spec in VT_FIELDS.items()}}
+        for name, (_, default, help_) in VT_FIELDS.items():
             ns[name] = field(default=default, metadata={"help": help_})
         cls = type("VtTrainConfig", (GRPOConfig,), ns)
         cls.__module__ = __name__
@@ -202,8 +196,14 @@ def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (a save interrupted by a crash lacks trainer_state.json: skipped)."""
     cks = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
+    cks.sort(key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for p in cks:
+        if (p / "trainer_state.json").exists():
+            return p
+        info(f"skipping incomplete checkpoint {p} (no trainer_state.json)")
+    return None
 
 
 def _trim_logs(run_dir: Path, step: int) -> None:
@@ -347,7 +347,7 @@ def options_help() -> str:
     for f in dataclasses.fields(cls):
         if not f.init or f.name.startswith("_"):
             continue
-        help_ = (f.metadata or {}).get("help", "").split(". ")[0]
+        help_ = " ".join((f.metadata or {}).get("help", "").split())
         default = f.default if f.default is not dataclasses.MISSING else "(factory)"
         lines.append(f"--{f.name} (default {default!r}): {help_}")
     return "\n".join(lines)

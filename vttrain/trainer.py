@@ -84,7 +84,8 @@ class VtGRPOTrainer(GRPOTrainer):
 
     # -- rollout facts ----------------------------------------------------------------------------
     def _facts(self, inputs, completions, completion_ids_list) -> torch.Tensor:
-        """Per local rollout: used_high, attempted, dropped, low tokens, high tokens."""
+        """Per local rollout: used_high, attempted, dropped, low tokens, high tokens, use_tool (curated
+        sets: 1 needs high-res, 0 low-res suffices, -1 unknown)."""
         from vttrain.models import visual_tokens
         rows = []
         for i, (c, ids) in enumerate(zip(completions, completion_ids_list)):
@@ -96,7 +97,9 @@ class VtGRPOTrainer(GRPOTrainer):
             x = inputs[i]
             low = visual_tokens(self.processing_class, (x["low_width"], x["low_height"]))
             high = visual_tokens(self.processing_class, (x["high_width"], x["high_height"]))
-            rows.append([float(used_high), float(attempted), float(dropped), float(low), float(high)])
+            use_tool = x.get("use_tool")
+            rows.append([float(used_high), float(attempted), float(dropped), float(low), float(high),
+                         -1.0 if use_tool is None else float(bool(use_tool))])
         return torch.tensor(rows, dtype=torch.float32, device=self.accelerator.device)
 
     @torch.no_grad()
@@ -136,6 +139,9 @@ class VtGRPOTrainer(GRPOTrainer):
         used = facts[:, 3] + facts[:, 0] * facts[:, 4]
         m["visual_tokens_per_sample"].append(float(used.mean()))
         m["visual_token_ratio"].append(float((used / facts[:, 4]).mean()))  # vs full-res direct answer
+        for flag, key in ((1.0, "resize_ratio_needs_high"), (0.0, "resize_ratio_low_ok")):
+            sel = facts[:, 5] == flag  # curated rows only (use_tool column)
+            m[key].append(float(facts[sel, 0].mean()) if bool(sel.any()) else math.nan)
         m["zero_variance_share"].append(float(zero.float().mean()))
         m["filtered_share"].append(float(zero.float().mean()) if vt.dynamic_sampling else 0.0)
         self._write_rollouts(inputs, completions, rewards, rolls, pens, facts)
