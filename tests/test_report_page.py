@@ -79,6 +79,9 @@ def test_report_with_every_stage(tmp_path, monkeypatch):
     # the tables carry the numbers: both runs, both training runs with their last logged values
     for text in ("r-full", "r-low", "run-a", "run-b", "<td>4</td>", "<td>0.40</td>", "<td>2</td>", "<td>0.20</td>"):
         assert text in html
+    # without --runs, the run directories beside the database are found
+    found = build_report(ReportConfig(out=str(tmp_path / "report2"), db=str(db))).read_text()
+    assert "<td>run-a</td>" in found and "<td>run-b</td>" in found and NOT_RUN not in found
 
 
 def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):

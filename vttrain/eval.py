@@ -126,7 +126,9 @@ class EvalConfig:
 
     def identity(self) -> dict:
         """What must match for a rerun of the same name to resume (not --limit, --batch-size, --out)."""
-        return {"mode": self.mode, "policy": self.policy_spec, "data": str(Path(self.data).resolve()),
+        kind, _, target = self.policy_spec.partition(":")
+        policy = f"local:{Path(target).resolve()}" if kind == "local" and Path(target).exists() else self.policy_spec
+        return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
                 "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
                 **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
@@ -191,7 +193,7 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
     config = {"identity": ident, "options": asdict(cfg)}
     con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
-                [run, cfg.mode, cfg.policy_spec, ident["data"], cfg.split, cfg.judge, json.dumps(config)])
+                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judge, json.dumps(config)])
 
 
 def _insert(con, rows: list[dict]) -> None:

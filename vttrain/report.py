@@ -34,7 +34,8 @@ class ReportConfig:
     db: Optional[str] = None
     """DuckDB file written by the pipeline (default ./vt.duckdb when it exists)."""
     runs: list[str] = field(default_factory=list)
-    """Training run directories (each with the metrics.jsonl that `vt train` writes)."""
+    """Training run directories (each with the metrics.jsonl that `vt train` writes); default: every
+    directory up to two levels below the database's folder that holds a metrics.jsonl."""
     title: str = "vt report"
     """Page title."""
 
@@ -322,6 +323,9 @@ def build_report(cfg: ReportConfig) -> Path:
     if cfg.db and con is None:
         raise VtError(f"--db {cfg.db}: no such database")
     cfg.db = str(db) if con is not None else "(none)"
+    if not cfg.runs and con is not None:
+        base = db.resolve().parent
+        cfg.runs = sorted(str(p.parent) for pat in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in base.glob(pat))
     try:
         sections = [_scoring(con, plots), _curation(con, plots), _training(cfg, plots), _evaluation(con, plots)]
     finally:
@@ -367,7 +371,7 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
         if rows:
             runs[Path(d).name or d] = rows
     if not runs:
-        given = ", ".join(cfg.runs) if cfg.runs else "none given (pass --runs RUN_DIR)"
+        given = ", ".join(cfg.runs) if cfg.runs else "none given or found beside the database (pass --runs RUN_DIR)"
         s.missing = f"no metrics.jsonl in the run directories: {given}"
         return s
     keys = plot_training(runs, plots / "training.png")
@@ -409,7 +413,7 @@ def _evaluation(con, plots: Path) -> Section:
 def report_command(
     out: str = typer.Option("report", help="Output directory for index.html and plots/*.png."),
     db: Optional[str] = typer.Option(None, help="DuckDB file of the pipeline (default ./vt.duckdb)."),
-    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run directory with metrics.jsonl (repeatable)."),
+    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run directory with metrics.jsonl (repeatable; default: those found beside the database)."),
     title: str = typer.Option("vt report", help="Page title."),
 ) -> None:
     """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
