@@ -251,3 +251,19 @@ def test_overlong_prompts_are_rejected_not_truncated(tiny, tmp_path):
         build_trainer(h.config(model, data, tmp_path / "r", max_prompt_length=100))
     reasons = _jsonl(tmp_path / "r" / "rejected.jsonl")
     assert len(reasons) == 4 and all("max_prompt_length 100" in r["reason"] for r in reasons)
+
+
+def test_generated_vision_token_stops_the_run(tiny, monkeypatch):
+    from trl import GRPOTrainer
+
+    from vttrain.train import build_trainer
+    from vttrain.trainer import VtGRPOTrainer
+
+    root, model, data = tiny
+    trainer, proc = build_trainer(h.config(model, data, root / "run_guard", max_steps=1))
+    pad = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn",
+                        lambda self, ids, *a, **k: ([[pad, proc.tokenizer.eos_token_id] for _ in ids], None))
+    assert isinstance(trainer, VtGRPOTrainer)
+    with pytest.raises(RuntimeError, match="generated 4 vision token"):
+        trainer.train()

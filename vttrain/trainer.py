@@ -119,8 +119,9 @@ class VtGRPOTrainer(GRPOTrainer):
         rewards[failed] = torch.nan  # a judge failure is unscorable, never wrong (advantage 0 in TRL)
 
         # zero-variance groups (no gradient signal); optionally filtered from the loss
-        total = (rewards * self.reward_weights.to(rewards.device)).sum(dim=1).view(-1, G)
-        zero = torch.nan_to_num(total.max(dim=1).values - total.min(dim=1).values, nan=0.0) < 1e-6
+        total = (rewards * self.reward_weights.to(rewards.device)).sum(dim=1).view(-1, G).tolist()
+        spread = [[v for v in g if not math.isnan(v)] for g in total]  # judge failures left out
+        zero = torch.tensor([len(g) < 2 or max(g) - min(g) < 1e-6 for g in spread], device=rewards.device)
         self._zero_var_rows = zero.repeat_interleave(G)
 
         m = self._metrics[mode]
@@ -134,7 +135,7 @@ class VtGRPOTrainer(GRPOTrainer):
         m["accuracy"].append(sum(r.score for r in scored) / len(scored) if scored else math.nan)
         m["accuracy_direct"].append(sum(r.score for r in direct) / len(direct) if direct else math.nan)
         m["accuracy_resized"].append(sum(r.score for r in resized) / len(resized) if resized else math.nan)
-        m["penalty_share"].append(sum(p > 0 for p in pens) / n)
+        m["penalty_share"].append(sum(p > 0 for p, r in zip(pens, rolls) if r.score is not None) / n)
         m["format_pass_rate"].append(sum(r.format_ok for r in rolls) / n)
         used = facts[:, 3] + facts[:, 0] * facts[:, 4]
         m["visual_tokens_per_sample"].append(float(used.mean()))
@@ -190,13 +191,21 @@ class VtGRPOTrainer(GRPOTrainer):
                 fields[key] = torch.as_tensor(np.asarray(fields[key]))
         return prompt_ids, images, fields
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                      has_tool_images)
+        # Generation suppresses vision tokens (vision_token_ids); a sampled one would not match any image
+        # features and break the next forward, so stop here with a clear message if a backend ever emits one.
+        vision = set(self._vision_ids.tolist())
+        n_bad = sum(1 for seq in ids for t in seq if t in vision)
+        if n_bad:
+            raise RuntimeError(f"the policy generated {n_bad} vision token(s) although generation suppresses them; "
+                               f"check generation_kwargs (suppress_tokens / logit_bias)")
+        return ids, logprobs
+
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        ids, mask = out["completion_ids"], out["completion_mask"]
-        model_tokens = mask.bool() if "tool_mask" not in out else (mask * out["tool_mask"]).bool()
-        bad = torch.isin(ids, self._vision_ids.to(ids.device)) & model_tokens
-        if bad.any():  # generation suppresses them; if a backend ever emits one the forward would break
-            raise RuntimeError(f"the policy generated {int(bad.sum())} vision token(s); check generation_kwargs")
+        mask = out["completion_mask"]
         if self.vt.dynamic_sampling and self._zero_var_rows is not None and self.model.training:
             n = len(inputs)
             rows = self._zero_var_rows[self.accelerator.process_index * n:(self.accelerator.process_index + 1) * n]
