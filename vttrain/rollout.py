@@ -24,6 +24,7 @@ Where vt goes around TRL (TRL has no hook for it):
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from vtdata import protocol
@@ -69,14 +70,31 @@ class ResizeEnv:
         return protocol.tool_content(image=high_view(self.row), **self.prompt_names)
 
 
-def high_view(row: dict):
+_VIEWS: "OrderedDict[tuple, Any]" = OrderedDict()
+_VIEW_CACHE_SIZE = 64  # a prompt's G rollouts ask for the same views in a row
+
+
+def _view(row: dict, which: str):
+    """The row's low/high view (vtdata.resolution.view_of on the original bytes), LRU-cached by row id."""
     from vtdata.resolution import view_of
-    return view_of({**row, "image": row["image_bytes"]}, "high")
+    key = (row.get("id"), row.get("image_sha256"), which, row.get(f"{which}_width"), row.get(f"{which}_height"))
+    if key[0] is not None and key in _VIEWS:
+        _VIEWS.move_to_end(key)
+        return _VIEWS[key]
+    img = view_of({**row, "image": row["image_bytes"]}, which)
+    if key[0] is not None:
+        _VIEWS[key] = img
+        while len(_VIEWS) > _VIEW_CACHE_SIZE:
+            _VIEWS.popitem(last=False)
+    return img
+
+
+def high_view(row: dict):
+    return _view(row, "high")
 
 
 def low_view(row: dict):
-    from vtdata.resolution import view_of
-    return view_of({**row, "image": row["image_bytes"]}, "low")
+    return _view(row, "low")
 
 
 def install_response_parser(processor) -> None:

@@ -53,6 +53,7 @@ VT_FIELDS = {
     "lora_alpha": ("int", 32, "LoRA alpha."),
     "lora_dropout": ("float", 0.05, "LoRA dropout."),
     "lora_target_modules": ("str", "q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps."),
+    "log_rollouts": ("bool", True, "Write every rollout (turns, score, penalty, reward) to output_dir/rollouts.jsonl."),
     "resume": ("bool", False, "Continue from the latest checkpoint in output_dir (same step count and data position)."),
 }
 
@@ -174,7 +175,8 @@ def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
     max_prompt = cfg.max_prompt_length or (model_max_len - cfg.max_completion_length)
     keep, rejected = [], []
     cols = ["id", "question", "low_width", "low_height", "high_width", "high_height"]
-    for i, row in enumerate(ds.select_columns(cols)):
+    from vtdata.console import track
+    for i, row in enumerate(track(ds.select_columns(cols), "checking token budgets", total=len(ds))):
         p, t = budget(processor, row, cfg.system_prompt, cfg.user_prompt, names)
         if p > max_prompt:
             rejected.append({"id": row["id"], "reason": f"prompt has {p} tokens > max_prompt_length {max_prompt}"})

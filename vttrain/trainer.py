@@ -145,7 +145,8 @@ class VtGRPOTrainer(GRPOTrainer):
             m[key].append(float(facts[sel, 0].mean()) if bool(sel.any()) else math.nan)
         m["zero_variance_share"].append(float(zero.float().mean()))
         m["filtered_share"].append(float(zero.float().mean()) if vt.dynamic_sampling else 0.0)
-        self._write_rollouts(inputs, completions, rewards, rolls, pens, facts)
+        if getattr(vt, "log_rollouts", True):
+            self._write_rollouts(inputs, completions, rewards, rolls, pens, facts)
         return rewards
 
     def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts) -> None:
