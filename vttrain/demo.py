@@ -7,7 +7,8 @@ with what a user types; torch is imported once). A stage that finished writes a 
 `OUT/.demo/<stage>.json` with its arguments and one-line summary; a second `vt demo` reuses every
 stage whose marker matches and whose outputs exist, and redoes the rest (the commands are resumable
 themselves, so an interrupted stage continues where it stopped). When a stage reruns, the stages after
-it rerun too, and the eval runs of a retrained model start afresh.
+it rerun too: training starts afresh when its inputs changed (and resumes when it was only interrupted),
+and the eval runs of a retrained model start afresh.
 """
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ class Stage:
     outputs: list[Path]
     summary: Callable[[], str]
     extra: Callable[[], list[str]] = field(default=lambda: [])  # run-time flags not part of the identity
+    inputs: list[Path] = field(default_factory=list)  # files whose content is part of the identity
+
+    def identity(self) -> dict:
+        import hashlib
+        return {"args": self.args, "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+                                              for p in self.inputs if p.is_file()}}
 
 
 def vt(args: list[str]) -> None:
@@ -106,7 +113,7 @@ class Demo:
         steps = ["--max_steps", str(c.train_steps)] if c.train_steps else []
         stages = [
             Stage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
-                  [self.data / "build.json"], self._sum_build),
+                  [self.data / "build.json"], self._sum_build, inputs=[Path(c.manifest)]),
             Stage("init-model", ["init-model", "tiny", str(self.model)], [self.model / "config.json"],
                   lambda: f"tiny random Qwen2.5-VL in {self.model}"),
             Stage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
@@ -118,7 +125,8 @@ class Demo:
                   [self.curated / "build.json"], self._sum_curate),
             Stage("train", ["train", c.train_config, "--model", str(self.model), "--data_dir", str(self.curated),
                             "--output_dir", str(self.run_dir)] + steps,
-                  [self.final, self.run_dir / "metrics.jsonl"], self._sum_train, extra=self._resume_flag),
+                  [self.final, self.run_dir / "metrics.jsonl"], self._sum_train, extra=self._resume_flag,
+                  inputs=[Path(c.train_config)]),
         ]
         for mode in MODES:
             stages.append(Stage(f"eval-{mode}", ["eval", "--model", str(self.final), "--data", str(self.data),
@@ -176,7 +184,7 @@ class Demo:
             rec = json.loads(m.read_text())
         except (OSError, ValueError):
             return None
-        if rec.get("args") != stage.args or not all(p.exists() for p in stage.outputs):
+        if rec.get("identity") != stage.identity() or not all(p.exists() for p in stage.outputs):
             return None
         return rec
 
@@ -205,14 +213,16 @@ class Demo:
                 info(f"{tag} reused  {rec['summary']}")
                 done.append({**rec, "reused": True})
                 continue
-            rerun = True
+            upstream_changed, rerun = rerun, True
             if stage.name == "train":
                 self._forget_evals()
+                if upstream_changed and self.run_dir.exists():
+                    shutil.rmtree(self.run_dir)  # new data or model: train afresh instead of resuming
             args = stage.args + stage.extra()
             info(f"{tag} running vt {shlex.join(args)}")
             t0 = time.time()
             vt(args)
-            rec = {"stage": stage.name, "args": stage.args, "seconds": round(time.time() - t0, 1),
+            rec = {"stage": stage.name, "identity": stage.identity(), "seconds": round(time.time() - t0, 1),
                    "summary": stage.summary()}
             (self.marks / f"{stage.name}.json").write_text(json.dumps(rec, indent=1))
             info(f"{tag} done in {rec['seconds']:.1f} s: {rec['summary']}")
