@@ -37,7 +37,7 @@ VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision
 class ResizeEnv:
     """One rollout's environment: holds its dataset row, answers `resize_image` with the high-res view.
 
-    Counters (read by the reward functions): `calls` (every `<tool_call>`, valid or not), `ok` (calls that
+    Counters (read by VtGRPOTrainer for the metrics): `calls` (every `<tool_call>`, valid or not), `ok` (calls that
     returned the image; whether it reached the model is checked on the token ids, since TRL can still drop
     a tool turn that overflows `max_completion_length`), `errors` (texts sent back in error turns)."""
 
@@ -168,8 +168,7 @@ def budget(processor, row: dict, system_prompt: str, user_prompt: str, prompt_na
     from vttrain.models import visual_tokens
     low = (row["low_width"], row["low_height"])
     high = (row["high_width"], row["high_height"])
-    msgs = protocol.agent_messages(row["question"], "IMG", system_prompt, user_prompt)
-    msgs[1]["content"][1] = {"type": "image", "image": "IMG"}
+    msgs = protocol.agent_messages(row["question"], "IMG", system_prompt, user_prompt)  # size-only stand-in
     text = processor.apply_chat_template(msgs, chat_template=protocol.CHAT_TEMPLATE, tokenize=False,
                                          add_generation_prompt=True)
     prompt = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) - 1 + visual_tokens(processor, low)
