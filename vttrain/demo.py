@@ -259,7 +259,7 @@ EXAMPLE_QUERIES = [
 
 def demo_command(
     out: str = typer.Option("demo-out", help="Directory for everything the demo writes."),
-    force: bool = typer.Option(False, help="Start from scratch (deletes OUT if it is a demo directory)."),
+    force: bool = typer.Option(False, "--force", help="Start from scratch (deletes OUT if it is a demo directory)."),
     score_limit: int = typer.Option(32, help="Training samples to score."),
     eval_limit: int = typer.Option(16, help="Validation samples per eval mode."),
     train_steps: int = typer.Option(None, help="Optimiser steps (default: the training config's)."),

@@ -597,8 +597,8 @@ def eval_command(
 ) -> None:
     """Evaluate a model in full / low / think mode: accuracy, resize ratio and visual tokens per source.
 
-    Examples: `vt eval --model runs/demo/final --data data/demo --mode think`;
-    `vt eval --compare tiny-full-val tiny-low-val final-think-val`."""
+    Examples: `vt eval --model demo-out/train/final --data demo-out/data --mode think`;
+    `vt eval --compare demo-full demo-low demo-think --db demo-out/vt.duckdb`."""
     import sys
 
     from rich.console import Console

@@ -418,6 +418,6 @@ def report_command(
 ) -> None:
     """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
 
-    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/runs/train --out demo-out/report`."""
+    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/train --out demo-out/report`."""
     page = build_report(ReportConfig(out=out, db=db, runs=list(runs or []), title=title))
     info(f"report: {page} (open it in a browser)")
