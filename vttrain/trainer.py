@@ -170,7 +170,8 @@ class VtGRPOTrainer(GRPOTrainer):
         # transformers 5.x Trainer resumes with `model.load_state_dict(raw_checkpoint, strict=False)`, but
         # Qwen2.5-VL checkpoints are saved under legacy key names ("model.embed_tokens...") that only
         # `from_pretrained` maps onto the module names ("model.language_model.embed_tokens..."): most weights
-        # would silently stay at their initial values. Load through from_pretrained instead, strictly.
+        # would silently stay at their initial values (huggingface/transformers#43701; the fix PR #44366 was
+        # closed unmerged). Load through from_pretrained instead, strictly.
         model = model if model is not None else self.model
         unwrapped = self.accelerator.unwrap_model(model)
         ckpt = Path(resume_from_checkpoint)
