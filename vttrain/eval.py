@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import typer
 
-from vtdata.console import VtError, console, info, progress_bar
+from vtdata.console import VtError, info, progress_bar
 
 MODES = ("full", "low", "think")
 STATUS_OK = "ok"
@@ -201,18 +201,15 @@ def _insert(con, rows: list[dict]) -> None:
     if not rows:
         return
     import pyarrow as pa
-    tbl = pa.Table.from_pylist([{c: r.get(c) for c in PRED_COLUMNS} for r in rows])  # noqa: F841
-    cols = ", ".join(PRED_COLUMNS)
-    con.execute(f"INSERT OR REPLACE INTO eval_predictions ({cols}) SELECT {cols} FROM tbl")
+    con.register("eval_batch", pa.Table.from_pylist([{c: r.get(c) for c in PRED_COLUMNS} for r in rows]))
+    try:
+        cols = ", ".join(PRED_COLUMNS)
+        con.execute(f"INSERT OR REPLACE INTO eval_predictions ({cols}) SELECT {cols} FROM eval_batch")
+    finally:
+        con.unregister("eval_batch")
 
 
 # ---------------------------------------------------------------------------------------- generation
-
-def visual_tokens_of_size(width: int, height: int, patch: int = 14, merge: int = 2) -> int:
-    """Qwen2-VL/2.5-VL visual tokens of an image already sized to multiples of patch*merge."""
-    unit = patch * merge
-    return (int(height) // unit) * (int(width) // unit)
-
 
 @dataclass
 class Turn:
@@ -261,7 +258,7 @@ class Evaluator:
         mode = self.cfg.mode
         if mode in ("full", "low"):
             system = prompts.load(self.cfg.system())
-            convs = [[{"role": "system", "content": [{"type": "text", "text": system}]},
+            convs = [[{"role": "system", "content": system},  # as `vt score-judge` asks, so full = scoring
                       {"role": "user", "content": [{"type": "image", "image": view_of(r, "high" if mode == "full" else "low")},
                                                    {"type": "text", "text": r["question"]}]}] for r in rows]
             turns = await self._generate(convs)
@@ -315,11 +312,14 @@ def _rows(cfg: EvalConfig) -> list[dict]:
 
 
 def _full_tokens(row: dict) -> int:
-    return visual_tokens_of_size(row["high_width"], row["high_height"])
+    """Visual tokens of the high view (what `full` mode spends): the count the policy backends use."""
+    from vttrain.policy import qwen_visual_tokens
+    return qwen_visual_tokens(row["high_width"], row["high_height"])
 
 
 def _low_tokens(row: dict) -> int:
-    return visual_tokens_of_size(row["low_width"], row["low_height"])
+    from vttrain.policy import qwen_visual_tokens
+    return qwen_visual_tokens(row["low_width"], row["low_height"])
 
 
 def _as_list(x) -> Optional[list]:
