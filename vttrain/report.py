@@ -347,7 +347,10 @@ def _scoring(con, plots: Path) -> Section:
     cols = [("policy", "scoring policy"), ("source", "source"), ("samples", "samples"), ("low_acc", "low acc %"),
             ("high_acc", "high acc %"), ("low_ok", "low_ok"), ("needs_high", "needs_high"),
             ("ambiguous", "ambiguous"), ("other", "incomplete/other")]
-    s.body = _table(rows, cols, pct={"low_acc", "high_acc"})
+    s.body = ("<p>Each sample was answered k times on its low-res view (1/4 of the visual tokens) and k times "
+              "on its high-res view (<code>vt score-judge</code>). Where the bars match, the low view suffices; where the "
+              "high bar towers, the source needs resolution (the paper's OCR-heavy sets).</p>"
+              + _table(rows, cols, pct={"low_acc", "high_acc"}))
     return s
 
 
@@ -359,7 +362,10 @@ def _curation(con, plots: Path) -> Section:
         return s
     plot_curated(rows, plots / "curated.png")
     s.images.append("plots/curated.png")
-    s.body = _table(rows, [("name", "set"), ("source", "source"), ("class", "class"), ("n", "samples")])
+    s.body = ("<p>The training set of <code>vt curate</code>: <code>low_ok</code> samples (answered at low res) teach the "
+              "model to answer directly, <code>needs_high</code> samples to call the resize tool. "
+              "\"(filled)\" marks ambiguous samples that topped up a short class.</p>"
+              + _table(rows, [("name", "set"), ("source", "source"), ("class", "class"), ("n", "samples")]))
     return s
 
 
@@ -395,10 +401,13 @@ def _evaluation(con, plots: Path) -> Section:
         return s
     plot_tradeoff(points, plots / "tradeoff.png")
     s.images.append("plots/tradeoff.png")
-    s.body = _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("accuracy", "acc %"),
-                             ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
-                             ("generated_tokens", "gen. tokens")],
-                    pct={"accuracy", "visual_tokens_rel", "resize_ratio"})
+    intro = ("<p>Up and to the left is better: VisionThink aims at full-res accuracy (top) with far fewer "
+             "visual tokens than full (left of 100 %); low is exactly 25 %, think is low plus high for the "
+             "samples where the model asked for the resize.</p>")
+    s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("accuracy", "acc %"),
+                                     ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
+                                     ("generated_tokens", "gen. tokens")],
+                            pct={"accuracy", "visual_tokens_rel", "resize_ratio"})
     from vttrain.eval import compare
     _, rows = compare(con, [p["run"] for p in points])
     if rows and rows[0]["accuracy"]:
