@@ -1,6 +1,7 @@
 """`vt eval` as a user types it: a scripted policy over HTTP, the printed tables, one-line errors."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,22 +20,31 @@ def _vt(*args):
 def test_cli_eval_then_compare(tmp_path):
     data, db = eval_data(), tmp_path / "vt.duckdb"
     rows = val_rows(data)
-    plan = {r["id"]: ("call" if i % 2 == 0 else "direct") for i, r in enumerate(rows)}
+    plan = {r["id"]: ("call", "direct", "bad")[i % 3] for i, r in enumerate(rows)}
+    n_requests = len(rows) + sum(1 for v in plan.values() if v != "direct")  # a call or a bad call: 2 turns
     with FakeOpenAI(responder=ScriptedThink(rows, plan)) as srv:
         res = _vt("eval", "--policy", "openai:scripted", "--policy-base-url", srv.url, "--policy-api-key-env",
                   "VT_TEST_KEY", "--data", data, "--mode", "think", "--db", db, "--out", tmp_path)
         assert res.returncode == 0, res.stderr
-        assert srv.requests == len(rows) + sum(1 for v in plan.values() if v == "call")
+        assert srv.requests == n_requests
         again = _vt("eval", "--policy", "openai:scripted", "--policy-base-url", srv.url, "--data", data,
                     "--mode", "think", "--db", db, "--out", tmp_path)
         assert again.returncode == 0 and f"{len(rows)} done, 0 to run" in again.stderr
-        assert srv.requests == len(rows) + sum(1 for v in plan.values() if v == "call")  # nothing regenerated
+        assert srv.requests == n_requests  # nothing regenerated
     run = "scripted-think-val"  # the default name: <model>-<mode>-<split>
     assert (tmp_path / f"{run}.jsonl").is_file()
     table = res.stdout  # the per-source table goes to stdout
     assert "synth-general" in table and "synth-ocr" in table and "resize%" in table
     cmp_ = _vt("eval", "--compare", run, "--db", db)
     assert cmp_.returncode == 0 and run in cmp_.stdout and "vis. tokens %" in cmp_.stdout
+    # `vt judge` reads the predictions JSONL back and reaches the same verdicts
+    judged = _vt("judge", tmp_path / f"{run}.jsonl", "--out", tmp_path / "rejudged.jsonl", "--judge", "rule",
+                 "--extract", "tags", "--no-cache")
+    assert judged.returncode == 0, judged.stderr
+    mine = [json.loads(x) for x in (tmp_path / f"{run}.jsonl").read_text().splitlines()]
+    theirs = [json.loads(x) for x in (tmp_path / "rejudged.jsonl").read_text().splitlines()]
+    assert [(x["id"], x["score"]) for x in theirs] == [(x["id"], x["score"]) for x in mine]
+    assert {x["score"] for x in mine} == {0.0, 1.0}
 
 
 def test_cli_errors_are_one_line(tmp_path):
