@@ -234,6 +234,15 @@ def _candidates(n: int, target: int | None, seed: int, name: str) -> list[int]:
     return order
 
 
+def publish(tmp: Path, out: Path) -> None:
+    """Put a finished directory in place of `out` by renames, so no half-written output is ever seen."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build(cfg: BuildDataConfig) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -257,11 +266,7 @@ def build(cfg: BuildDataConfig) -> dict:
             (tmp / "data").mkdir(parents=True)
             result = _build(m, targets(m), cfg, tmp, pool, t0, pa, pq, Context, module)
             _register(con, result, tmp, out)
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            if out.exists():
-                out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
+            publish(tmp, out)
     finally:
         pool.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -153,7 +153,7 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vtdata.build import iter_samples
+    from vtdata.build import iter_samples, publish
 
     files = sorted((src / "data").glob("*.parquet"))
     if not (src / "build.json").exists() or not files:
@@ -187,13 +187,7 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
                 shards=[{"file": f"data/{n}"} for n in names])
     (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    publish(tmp, out)
     return names
 
 

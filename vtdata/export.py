@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from vtdata.build import iter_samples, shard_files
+from vtdata.build import iter_samples, publish, shard_files
 from vtdata.console import VtError, info, progress_bar
 
 FORMATS = ("verl", "jsonl")
@@ -157,11 +157,7 @@ def export(cfg: ExportConfig) -> dict:
                     (tmp / f"{split}.jsonl").unlink()
         (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data_dir).resolve()),
                                                      "rows": counts}, indent=2) + "\n")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts
