@@ -26,7 +26,7 @@ def _vt(args, timeout=600):
 def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     out = tmp_path / "demo-out"
     # the defaults but smaller, so the suite stays quick; the code path is the one `make demo` takes
-    args = ["demo", "--out", str(out), "--score-limit", "12", "--eval-limit", "6", "--train-steps", "2"]
+    args = ["demo", "--out", str(out), "--score-limit", "8", "--eval-limit", "4", "--train-steps", "1"]
     t0 = time.time()
     first = _vt(args)
     took = time.time() - t0
@@ -42,7 +42,7 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
         assert str(out / rel.split("/")[0]) in err
     for mode in MODES:
         lines = (out / "evals" / f"demo-{mode}.jsonl").read_text().splitlines()
-        assert len(lines) == 6 and all(json.loads(x)["mode"] == mode for x in lines)
+        assert len(lines) == 4 and all(json.loads(x)["mode"] == mode for x in lines)
     html = (out / "report" / "index.html").read_text()
     imgs = re.findall(r"<img src='([^']+)'", html)
     assert len(imgs) == 4 and all((out / "report" / i).is_file() for i in imgs)
@@ -56,9 +56,9 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     finally:
         con.close()
     assert per["demo-full"] == 1.0 and per["demo-low"] == 0.25 and 0.25 <= per["demo-think"] <= 1.25
-    assert scored == 12
+    assert scored == 8
     logged = [json.loads(x) for x in (out / "train" / "metrics.jsonl").read_text().splitlines()]
-    assert max(x["step"] for x in logged) == 2
+    assert max(x["step"] for x in logged) == 1
     # the three example queries of the epilogue run as printed
     for q in EXAMPLE_QUERIES:
         assert f"vt sql '{q}'" in err
