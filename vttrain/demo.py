@@ -3,15 +3,17 @@
 build-data -> init-model tiny -> score-judge -> curate -> train -> eval (full, low, think) -> report
 
 Every stage is the real `vt` command, invoked in this process through the CLI itself (one code path
-with what a user types; torch is imported once). A stage that finished writes a marker
-`OUT/.demo/<stage>.json` with its arguments and one-line summary; a second `vt demo` reuses every
-stage whose marker matches and whose outputs exist, and redoes the rest (the commands are resumable
-themselves, so an interrupted stage continues where it stopped). When a stage reruns, the stages after
-it rerun too: training starts afresh when its inputs changed (and resumes when it was only interrupted),
-and the eval runs of a retrained model start afresh.
+with what a user types; torch is imported once). What a stage prints to stdout (its result tables,
+the trainer's logs) goes to `OUT/.demo/<stage>.log`; the demo prints one summary line per stage.
+A stage that finished writes a marker `OUT/.demo/<stage>.json` with its arguments and summary; a
+second `vt demo` reuses every stage whose marker matches and whose outputs exist, and redoes the rest
+(the commands are resumable themselves, so an interrupted stage continues where it stopped). When a
+stage reruns, the stages after it rerun too: training starts afresh when its inputs changed (and
+resumes when it was only interrupted), and the eval runs of a retrained model start afresh.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import shutil
@@ -219,9 +221,11 @@ class Demo:
                 if upstream_changed and self.run_dir.exists():
                     shutil.rmtree(self.run_dir)  # new data or model: train afresh instead of resuming
             args = stage.args + stage.extra()
-            info(f"{tag} running vt {shlex.join(args)}")
+            log = self.marks / f"{stage.name}.log"
+            info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
             t0 = time.time()
-            vt(args)
+            with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+                vt(args)  # results (tables, trainer logs) to the stage's log; progress bars stay on stderr
             rec = {"stage": stage.name, "identity": stage.identity(), "seconds": round(time.time() - t0, 1),
                    "summary": stage.summary()}
             (self.marks / f"{stage.name}.json").write_text(json.dumps(rec, indent=1))
