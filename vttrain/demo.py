@@ -272,6 +272,8 @@ def demo_command(
     """Run the whole pipeline offline on CPU: build -> tiny model -> score -> curate -> train -> eval -> report.
 
     A second run reuses every finished stage. Example: `vt demo --out demo-out`."""
+    import os
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs is made locally
     for name, v in (("--score-limit", score_limit), ("--eval-limit", eval_limit), ("--max-new-tokens", max_new_tokens),
                     ("--train-steps", train_steps if train_steps is not None else 1)):
         if v < 1:
