@@ -222,3 +222,35 @@ def test_think_local_backend_delivers_high_view_in_second_turn(tmp_path):
         assert p["visual_tokens"] == visual_tokens(proc, view_of(r, "low")) + visual_tokens(proc, view_of(r, "high"))
         assert p["visual_tokens"] == p["full_visual_tokens"] + p["low_visual_tokens"]
     assert next(s for s in res["summary"] if s["source"] == "all")["resize_ratio"] == 1.0
+
+
+def test_crash_mid_run_keeps_finished_batches(tmp_path):
+    """A crash after some batches keeps them; the rerun generates only the rest, without duplicates."""
+    from vttrain.policy import OpenAIPolicy
+
+    data, db = eval_data(), tmp_path / "vt.duckdb"
+    rows = val_rows(data)
+
+    class CrashesOnThirdCall(OpenAIPolicy):
+        calls = 0
+
+        async def agenerate(self, requests):
+            type(self).calls += 1
+            if type(self).calls == 3:
+                raise RuntimeError("the machine went away")
+            return await super().agenerate(requests)
+
+    with FakeOpenAI(responder=ScriptedThink(rows, {r["id"]: "full" for r in rows})) as srv:
+        cfg = dict(data=str(data), policy="openai:s", policy_base_url=srv.url, mode="low", db=str(db),
+                   name="crash", batch_size=2, out=str(tmp_path))
+        with pytest.raises(RuntimeError, match="went away"):
+            run_eval(EvalConfig(**cfg), policy=CrashesOnThirdCall("s", base_url=srv.url))
+        assert len(_preds(db, "crash")) == 4 and srv.requests == 4  # two batches of two were kept
+        res = run_eval(EvalConfig(**cfg))
+        assert res["new"] == len(rows) - 4 and srv.requests == len(rows)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        n, distinct = con.execute("SELECT count(*), count(DISTINCT sample_id) FROM eval_predictions").fetchone()
+    finally:
+        con.close()
+    assert n == distinct == len(rows)
