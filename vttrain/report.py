@@ -313,15 +313,15 @@ def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
 def build_report(cfg: ReportConfig) -> Path:
     """Write OUT/index.html and OUT/plots/*.png; returns the HTML path."""
     from vtdata.db import connect
+    db = Path(cfg.db) if cfg.db else Path("vt.duckdb")
+    if cfg.db and not db.exists():
+        raise VtError(f"--db {cfg.db}: no such database")
+    con = connect(db, read_only=True) if db.exists() else None
     out = Path(cfg.out)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     for old in plots.glob("*.png"):
         old.unlink()  # a stage that disappeared must not leave a stale plot referenced by nobody
-    db = Path(cfg.db) if cfg.db else Path("vt.duckdb")
-    con = connect(db, read_only=True) if db.exists() else None
-    if cfg.db and con is None:
-        raise VtError(f"--db {cfg.db}: no such database")
     cfg.db = str(db) if con is not None else "(none)"
     if not cfg.runs and con is not None:
         base = db.resolve().parent
@@ -340,7 +340,7 @@ def _scoring(con, plots: Path) -> Section:
     s = Section("1. Scoring: does the low-res view suffice?")
     rows = scoring_accuracy(con) if con is not None else []
     if not rows:
-        s.missing = "no `sufficiency` or `rollouts` table (run `vt score-judge`)"
+        s.missing = "no scoring results in the database (run `vt score-judge`)"
         return s
     plot_scoring(rows, plots / "scoring.png")
     s.images.append("plots/scoring.png")
