@@ -264,9 +264,13 @@ EXAMPLE_QUERIES = [
 def demo_command(
     out: str = typer.Option("demo-out", help="Directory for everything the demo writes."),
     force: bool = typer.Option(False, "--force", help="Start from scratch (deletes OUT if it is a demo directory)."),
+    manifest: str = typer.Option(DemoConfig.manifest, help="Data manifest (default: the embedded synthetic demo)."),
+    train_config: str = typer.Option(DemoConfig.train_config, help="Training config YAML."),
+    rollouts: int = typer.Option(2, help="Scoring rollouts per view and sample (the paper: 8)."),
     score_limit: int = typer.Option(32, help="Training samples to score."),
-    eval_limit: int = typer.Option(16, help="Validation samples per eval mode."),
+    per_class: int = typer.Option(8, help="Curated samples per class (short classes topped up from ambiguous)."),
     train_steps: int = typer.Option(None, help="Optimiser steps (default: the training config's)."),
+    eval_limit: int = typer.Option(16, help="Validation samples per eval mode."),
     max_new_tokens: int = typer.Option(32, help="Generation budget per turn when scoring and evaluating."),
 ) -> None:
     """Run the whole pipeline offline on CPU: build -> tiny model -> score -> curate -> train -> eval -> report.
@@ -274,12 +278,19 @@ def demo_command(
     A second run reuses every finished stage. Example: `vt demo --out demo-out`."""
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs is made locally
-    for name, v in (("--score-limit", score_limit), ("--eval-limit", eval_limit), ("--max-new-tokens", max_new_tokens),
+    for name, v in (("--rollouts", rollouts), ("--score-limit", score_limit), ("--per-class", per_class),
+                    ("--eval-limit", eval_limit), ("--max-new-tokens", max_new_tokens),
                     ("--train-steps", train_steps if train_steps is not None else 1)):
         if v < 1:
             raise VtError(f"{name} must be at least 1")
-    demo = Demo(DemoConfig(out=out, force=force, score_limit=score_limit, eval_limit=eval_limit,
-                           train_steps=train_steps, max_new_tokens=max_new_tokens))
+    for name, path in (("--manifest", manifest), ("--train-config", train_config)):
+        if not Path(path).is_file():
+            raise VtError(f"{name} {path}: no such file")
+    cfg = DemoConfig(out=out, force=force, manifest=str(Path(manifest).resolve()),
+                     train_config=str(Path(train_config).resolve()), rollouts=rollouts, score_limit=score_limit,
+                     per_class=per_class, train_steps=train_steps, eval_limit=eval_limit,
+                     max_new_tokens=max_new_tokens)
+    demo = Demo(cfg)
     demo.run()
     vt(["eval", "--compare", "demo-full", "demo-low", "demo-think", "--db", str(demo.db)])
     console.print(demo.epilogue(), highlight=False, soft_wrap=True)
