@@ -64,3 +64,14 @@ def test_resume_continues_at_the_right_step_and_data_position(tmp_path):
     a = models.load(full, device="cpu")[0].state_dict()
     b = models.load(resumed, device="cpu")[0].state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # resuming a finished run trains no extra step; a lost final/ is rebuilt from the last checkpoint
+    import shutil
+    shutil.rmtree(crashed / "final")
+    again = run(h.config(model, data, crashed, save_strategy="steps", save_steps=1, resume=True, **common),
+                trainer_class=scripted.ScriptedGRPOTrainer)
+    assert not (crashed / "checkpoint-4").exists()
+    assert len({s for s, _ in _steps(crashed)}) == 3
+    c = models.load(again, device="cpu")[0].state_dict()
+    assert all(torch.equal(b[k], c[k]) for k in b)
+    assert run(h.config(model, data, crashed, resume=True, **common)) == again  # nothing to do: returns at once

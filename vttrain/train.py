@@ -324,8 +324,14 @@ def run(cfg, trainer_class=None):
         raise VtError(f"{run_dir} already has {ckpt.name}; pass --resume to continue it or pick another output_dir")
     if cfg.resume and ckpt is None:
         raise VtError(f"--resume: no checkpoint in {run_dir}")
+    done = False  # the checkpoint already reached max_steps
     if ckpt:
         step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+        done = 0 < cfg.max_steps <= step
+        if done and (run_dir / "final" / "config.json").exists():
+            info(f"{run_dir} is already trained to step {step} (max_steps {cfg.max_steps}); "
+                 f"final model in {run_dir / 'final'}")
+            return run_dir / "final"
         _trim_logs(run_dir, step)
         info(f"resuming {run_dir} from {ckpt.name} (step {step})")
     from vttrain.models import load_processor
@@ -333,7 +339,12 @@ def run(cfg, trainer_class=None):
     trainer, processor = build_trainer(cfg, trainer_class)
     trainer.vt_original_chat_template = original_template
     try:
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        if done:
+            # transformers' loop runs one optimiser step before it checks max_steps, so resuming a
+            # finished checkpoint would train an extra step: load its weights and only save the model.
+            trainer._load_from_checkpoint(str(ckpt))
+        else:
+            trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:
         trainer.vt_judge.close()
     final = save_final(trainer, processor, run_dir / "final")
