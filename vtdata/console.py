@@ -5,6 +5,7 @@ All human-facing output goes to stderr so that stdout stays machine-readable (`v
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
@@ -25,6 +26,8 @@ class VtError(Exception):
 
 def set_verbosity(verbose: bool = False, quiet: bool = False) -> None:
     _level["value"] = 0 if quiet else (2 if verbose else 1)
+    if not verbose:  # library deprecation notices (transformers, TRL) are not actionable for users
+        warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
     log.setLevel(logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO))
