@@ -196,3 +196,15 @@ def test_shipped_manifests_parse_and_missing_data_is_one_clear_error(tmp_path):
     with pytest.raises(VtError, match="not found"):
         build(copy, tmp_path / "smart")
     assert not (tmp_path / "smart").exists()
+
+
+def test_out_that_publish_would_destroy_is_refused(tmp_path):
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 2}])
+    (tmp_path / "afile").write_text("keep me")
+    r = vt("build-data", m, "--out", tmp_path / "afile")
+    assert r.returncode == 2 and "is a file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "afile").read_text() == "keep me"
+    build(m, tmp_path / "set", db=tmp_path / "set.duckdb")
+    with pytest.raises(VtError, match="would replace"):  # the database inside the directory being replaced
+        build(m, tmp_path / "set", db=tmp_path / "set" / "vt.duckdb")
+    assert (tmp_path / "set" / "build.json").exists() and not (tmp_path / "set" / "vt.duckdb").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -126,3 +127,27 @@ def test_cli_prints_balance_and_errors_in_one_line(tmp_path):
     for extra in (["--per-class", "99"], ["--per-class", "2", "--stratify", "task"], ["--per-class", "2", "--policy", "q"]):
         bad = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_out_must_not_destroy_a_foreign_dir_the_scored_set_or_a_file(tmp_path):
+    data, db, _ = _labelled_db(tmp_path, ["low_ok", "needs_high"])
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    (tmp_path / "afile").write_text("keep me too")
+    cfg = dict(db=db, name="c", per_class=2)
+    before = sorted(p.name for p in (data / "data").iterdir())
+    for out, msg in [(tmp_path / "precious", "not a vt dataset"), (tmp_path / "afile", "is a file"),
+                     (data, "written by `vt build-data`"), (tmp_path, "not a vt dataset")]:
+        with pytest.raises(VtError, match=msg):
+            curate(CurateConfig(out=out, **cfg))
+    with pytest.raises(VtError, match="shard-rows"):
+        curate(CurateConfig(out=tmp_path / "o", shard_rows=0, **cfg))
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "afile").read_text() == "keep me too"
+    assert sorted(p.name for p in (data / "data").iterdir()) == before
+    curate(CurateConfig(out=tmp_path / "o", **cfg))
+    curate(CurateConfig(out=tmp_path / "o", **cfg))  # an earlier curation is replaced
+    other = tmp_path / "built"
+    shutil.copytree(data, other)
+    with pytest.raises(VtError, match="written by `vt build-data`"):
+        curate(CurateConfig(out=other, data=data, **cfg))

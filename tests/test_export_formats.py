@@ -60,6 +60,12 @@ def test_export_errors(built, tmp_path):
         export(ExportConfig(str(tmp_path), str(tmp_path / "o"), "verl"))
     with pytest.raises(VtError, match="--format"):
         export(ExportConfig(str(built / "set"), str(tmp_path / "o"), "tfrecord"))
+    (tmp_path / "afile").write_text("keep me")
+    with pytest.raises(VtError, match="is a file"):
+        export(ExportConfig(str(built / "set"), str(tmp_path / "afile"), "jsonl"))
+    assert (tmp_path / "afile").read_text() == "keep me"
+    with pytest.raises(VtError, match="not a vt export"):  # the built set itself
+        export(ExportConfig(str(built / "set"), str(built / "set"), "jsonl"))
     r = vt("export", built / "set", "--format", "jsonl", "--out", tmp_path / "cli")
     assert r.returncode == 0 and (tmp_path / "cli" / "val.jsonl").exists()
     assert json.loads((tmp_path / "cli" / "export.json").read_text())["rows"] == {"train": 8, "val": 4}

@@ -234,6 +234,20 @@ def _candidates(n: int, target: int | None, seed: int, name: str) -> list[int]:
     return order
 
 
+def check_out(out: Path, marker: str, what: str, keep: tuple = ()) -> None:
+    """Refuse an output directory that publish() would destroy: a file, a non-empty directory without
+    `marker` (not written by vt), or one holding a path in `keep` (the input data, the database)."""
+    if out.exists() and not out.is_dir():
+        raise VtError(f"{out} is a file; --out must be a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise VtError(f"{out} exists and is not {what} (no {marker}); choose another --out")
+    o = out.resolve()
+    for p in keep:
+        p = Path(p).resolve()
+        if p == o or o in p.parents:
+            raise VtError(f"--out {out} would replace {p}, which this command needs; choose another --out")
+
+
 def publish(tmp: Path, out: Path) -> None:
     """Put a finished directory in place of `out` by renames, so no half-written output is ever seen."""
     old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -253,11 +267,10 @@ def build(cfg: BuildDataConfig) -> dict:
     t0 = time.time()
     m = load(cfg.manifest)
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not (out / "build.json").exists():
-        raise VtError(f"{out} exists and is not a vt dataset (no build.json); choose another --out")
     if cfg.num_proc < 1:
         raise VtError("--num-proc must be >= 1")
     db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
+    check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path))
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     pool = _Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
     try:

@@ -148,6 +148,20 @@ def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:
     return Path(dirs[0])
 
 
+def _check_out(out: Path, keep: tuple) -> None:
+    """--out may be new, empty, or an earlier curated set; never a built set, a foreign dir or an input."""
+    from vtdata.build import check_out
+
+    check_out(out, "build.json", "a vt dataset", keep=keep)
+    if (out / "build.json").exists():
+        try:
+            curated = "curated" in json.loads((out / "build.json").read_text())
+        except (OSError, ValueError):
+            curated = False
+        if not curated:
+            raise VtError(f"{out} is a dataset written by `vt build-data`, not by `vt curate`; choose another --out")
+
+
 def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: CurateConfig, summary: dict) -> list[str]:
     """Copy the chosen rows (all sample columns + use_tool) into out/, in rank order; returns file names."""
     import pyarrow as pa
@@ -197,8 +211,11 @@ def curate(cfg: CurateConfig) -> dict:
         raise VtError(f"--per-class must be >= 1, got {cfg.per_class}")
     if cfg.stratify not in (None, "source"):
         raise VtError(f"--stratify must be `source` (or left out), got {cfg.stratify!r}")
+    if cfg.shard_rows < 1:
+        raise VtError(f"--shard-rows must be >= 1, got {cfg.shard_rows}")
     if not Path(cfg.db).exists():
         raise VtError(f"database {cfg.db} does not exist (run `vt score-judge` first, or pass --db)")
+    _check_out(Path(cfg.out), keep=(cfg.db,))
     with writer(cfg.db, "vt curate") as con:
         policy, cands = _candidates(con, cfg)
         chosen = select(cands, cfg.per_class, cfg.stratify, cfg.seed, cfg.fill_short)
@@ -213,6 +230,7 @@ def curate(cfg: CurateConfig) -> dict:
             raise VtError(f"no low_ok or needs_high samples among the {len(cands)} scored by {policy}: nothing to curate")
         picked.sort(key=lambda c: _rank(cfg.seed + 1, c["sample_id"]))  # classes interleaved in the files
         src = _dataset_dir(cfg, picked)
+        _check_out(Path(cfg.out), keep=(cfg.db, src))
         by_id = {c["sample_id"]: {"use_tool": c["label"] == "needs_high"} for c in picked}
         balance = Counter((c["source"], c["label"]) for c in picked)
         summary = {"policy": policy, "per_class": cfg.per_class, "stratify": cfg.stratify, "seed": cfg.seed,
@@ -272,7 +290,7 @@ def curate_command(
     """Pick a balanced, deterministic training set of low_ok (use_tool=false) and needs_high (use_tool=true) samples."""
     cfg = CurateConfig(db=db, name=name, per_class=per_class, out=out, stratify=stratify, allow_short=allow_short,
                        fill_short=fill_short,
-                       policy=policy, data=data, seed=seed, shard_rows=max(1, shard_rows))
+                       policy=policy, data=data, seed=seed, shard_rows=shard_rows)
     result = curate(cfg)
     _print_balance(result)
     for s in result["short"]:

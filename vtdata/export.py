@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from vtdata.build import iter_samples, publish, shard_files
+from vtdata.build import check_out, iter_samples, publish, shard_files
 from vtdata.console import VtError, info, progress_bar
 
 FORMATS = ("verl", "jsonl")
@@ -97,8 +97,7 @@ def export(cfg: ExportConfig) -> dict:
         raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     shard_files(cfg.data_dir)  # a clear error when DIR is not a built set
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not (out / "export.json").exists():
-        raise VtError(f"{out} exists and is not a vt export (no export.json); choose another --out")
+    check_out(out, "export.json", "a vt export", keep=(cfg.data_dir,))
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
