@@ -208,3 +208,34 @@ def test_out_that_publish_would_destroy_is_refused(tmp_path):
     with pytest.raises(VtError, match="would replace"):  # the database inside the directory being replaced
         build(m, tmp_path / "set", db=tmp_path / "set" / "vt.duckdb")
     assert (tmp_path / "set" / "build.json").exists() and not (tmp_path / "set" / "vt.duckdb").exists()
+
+
+def test_manifest_value_types_are_checked(tmp_path):
+    src = {"name": "g", "kind": "synthetic", "task": "general", "take": 2}
+    for filters, key in [({"min_side": "x"}, "min_side"), ({"max_question_chars": "x"}, "max_question_chars"),
+                         ({"max_answer_chars": [1]}, "max_answer_chars"), ({"answer_types": "open"}, "answer_types"),
+                         ({"answer_types": ["bogus"]}, "answer_types"), ({"meta": [1]}, "meta")]:
+        assert f"sources[0].filters.{key} must be" in _err(tmp_path, [dict(src, filters=filters)])
+    assert "take must be" in _err(tmp_path, [dict(src, take=True)])  # a bool is not a count
+    assert "shard_rows must be" in _err(tmp_path, [src], shard_rows=True)
+    assert "total must be" in _err(tmp_path, [{"name": "g", "kind": "synthetic", "count": 3, "weight": 1}], total=True)
+    for w in (float("nan"), float("inf")):
+        assert "weight must be" in _err(tmp_path, [{"name": "g", "kind": "synthetic", "count": 3, "weight": w}], total=5)
+    assert "unknown key sources[0].columns" in _err(tmp_path, [dict(src, columns={"question": "q"})])  # unused by synthetic
+    assert "path must be a non-empty string" in _err(tmp_path, [{"name": "p", "kind": "parquet", "path": None}])
+    assert "is a directory" in _err(tmp_path, [{"name": "j", "kind": "jsonl", "path": "."}])
+    assert "is a directory" in _err(tmp_path, [{"name": "l", "kind": "llava", "path": "."}])
+
+
+def test_hf_source_name_is_not_its_config(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "hub").mkdir()  # a dataset that load_dataset reads by its builder (one `default` config)
+    pq.write_table(pa.table({"question": ["q"], "answers": [["a"]], "image": [image_bytes()]}),
+                   tmp_path / "hub" / "train.parquet")
+    m = write_manifest(tmp_path, [{"name": "mine", "kind": "hf", "path": "hub", "split": "train"}])
+    assert build(m, tmp_path / "out")["counts"]["kept"] == 1
+    m = write_manifest(tmp_path, [{"name": "mine", "kind": "hf", "path": "hub", "split": "train", "config": "nope"}])
+    with pytest.raises(VtError, match="BuilderConfig 'nope'"):
+        build(m, tmp_path / "out2")

@@ -12,7 +12,7 @@
         take: 5000               # rows to keep (or weight: 0.3 of `total`; neither = all)
         answer_type: anls        # default answer type when the source has none (else inferred)
         filters: {min_side: 28, max_question_chars: 1000}
-        columns: {question: query, answers: label}   # vt field -> source column
+        columns: {question: query, answers: label}   # hf/parquet/jsonl: vt field -> source column
         path: HuggingFaceM4/ChartQA                  # kind-specific keys (see vtdata/sources/<kind>.py)
         split: train
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from vtdata.schema import ANSWER_TYPES, TASKS
 from vtdata.sources import KINDS, module
 
 TOP_KEYS = {"name", "description", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
-SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "columns", "answer_type"}
+SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "answer_type"}  # + the kind's own KEYS
 FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels)",
                "max_question_chars": "drop longer questions", "max_answer_chars": "drop longer canonical answers",
                "answer_types": "keep only these answer types",
@@ -68,6 +69,22 @@ def _unknown(path, where, keys, known) -> None:
         raise _fail(path, f"unknown key {where}{bad[0]} (known: {', '.join(sorted(known))})")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_filters(path, where, f: dict) -> None:
+    for key in ("min_side", "max_question_chars", "max_answer_chars"):
+        if key in f and (not _is_int(f[key]) or f[key] < 0):
+            raise _fail(path, f"{where}{key} must be a non-negative integer, got {f[key]!r}")
+    if "answer_types" in f:
+        at = f["answer_types"]
+        if not isinstance(at, list) or not at or any(a not in ANSWER_TYPES for a in at):
+            raise _fail(path, f"{where}answer_types must be a list of {', '.join(ANSWER_TYPES)}, got {at!r}")
+    if "meta" in f and not isinstance(f["meta"], dict):
+        raise _fail(path, f"{where}meta must be a mapping of meta key -> allowed values")
+
+
 def load(path: str | Path) -> Manifest:
     path = Path(path)
     if not path.is_file():
@@ -82,16 +99,16 @@ def load(path: str | Path) -> Manifest:
         raise _fail(path, "must be a mapping with a `sources:` list")
     _unknown(path, "", data, TOP_KEYS)
     seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not _is_int(seed):
         raise _fail(path, f"seed must be an integer, got {seed!r}")
     vf = data.get("val_fraction", 0.1)
-    if not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
         raise _fail(path, f"val_fraction must be in [0, 1), got {vf!r}")
     total = data.get("total")
-    if total is not None and (not isinstance(total, int) or total <= 0):
+    if total is not None and (not _is_int(total) or total <= 0):
         raise _fail(path, f"total must be a positive integer, got {total!r}")
     shard_rows = data.get("shard_rows", 2000)
-    if not isinstance(shard_rows, int) or shard_rows <= 0:
+    if not _is_int(shard_rows) or shard_rows <= 0:
         raise _fail(path, f"shard_rows must be a positive integer, got {shard_rows!r}")
     res = data.get("resolution") or {}
     if not isinstance(res, dict):
@@ -125,6 +142,8 @@ def _source(path, k, src, total) -> dict:
     for key in mod.REQUIRED:
         if key not in src:
             raise _fail(path, f"{where}{key} is required for kind {kind}")
+        if not isinstance(src[key], str) or not src[key]:
+            raise _fail(path, f"{where}{key} must be a non-empty string, got {src[key]!r}")
     src = dict(src)
     src.setdefault("name", f"{kind}{k}")
     if not isinstance(src["name"], str) or not src["name"]:
@@ -134,10 +153,11 @@ def _source(path, k, src, total) -> dict:
         raise _fail(path, f"{where}task must be one of {', '.join(TASKS)}, got {src['task']!r}")
     if "take" in src and "weight" in src:
         raise _fail(path, f"{where}take and weight are exclusive")
-    if "take" in src and (not isinstance(src["take"], int) or src["take"] < 0):
+    if "take" in src and (not _is_int(src["take"]) or src["take"] < 0):
         raise _fail(path, f"{where}take must be a non-negative integer, got {src['take']!r}")
     if "weight" in src:
-        if not isinstance(src["weight"], (int, float)) or src["weight"] <= 0:
+        w = src["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
             raise _fail(path, f"{where}weight must be a positive number, got {src['weight']!r}")
         if total is None:
             raise _fail(path, f"{where}weight needs a top-level `total:` (rows to draw in all)")
@@ -147,8 +167,7 @@ def _source(path, k, src, total) -> dict:
     if not isinstance(filters, dict):
         raise _fail(path, f"{where}filters must be a mapping")
     _unknown(path, f"{where}filters.", filters, FILTER_KEYS)
-    if "meta" in filters and not isinstance(filters["meta"], dict):
-        raise _fail(path, f"{where}filters.meta must be a mapping of meta key -> allowed values")
+    _check_filters(path, f"{where}filters.", filters)
     src["filters"] = filters
     if src.get("columns") is not None and not isinstance(src["columns"], dict):
         raise _fail(path, f"{where}columns must be a mapping of vt field -> source column")

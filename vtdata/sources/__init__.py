@@ -59,6 +59,8 @@ def require_file(p: str | os.PathLike, base: Path, what: str) -> Path:
     path = resolve_path(p, base)
     if not path.exists():
         raise VtError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise VtError(f"{what} {path} is a directory, not a file")
     return path
 
 

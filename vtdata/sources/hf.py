@@ -5,15 +5,16 @@ from __future__ import annotations
 from vtdata.sources import column_map, mapped_row, resolve_path
 from vtdata.sources._table import Mapped, hf_rows
 
-KEYS = {"path": "hub id, local loading script/dir, or a save_to_disk directory",
-        "name": "dataset config name", "split": "split to read (required when there are several)",
+KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
+        "path": "hub id, local loading script/dir, or a save_to_disk directory",
+        "config": "dataset config name (`name` is the vt source's own name)", "split": "split to read (required when there are several)",
         "data_files": "data_files passed to load_dataset", "from_disk": "force load_from_disk (default: auto)",
         "image_root": "directory that relative image paths start from"}
 REQUIRED = ("path",)
 
 
 def open(spec: dict, ctx):  # noqa: A001
-    rows = hf_rows(spec["path"], ctx.base_dir, spec.get("name"), spec.get("split"), spec.get("data_files"),
+    rows = hf_rows(spec["path"], ctx.base_dir, spec.get("config"), spec.get("split"), spec.get("data_files"),
                    spec.get("from_disk"))
     cmap = column_map(spec.get("columns"), rows.columns)
     root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else ctx.base_dir

@@ -9,7 +9,8 @@ import json
 from vtdata.console import VtError
 from vtdata.sources import column_map, mapped_row, require_file, resolve_path
 
-KEYS = {"path": "the .jsonl file", "image_root": "directory relative image paths start from"}
+KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
+        "path": "the .jsonl file", "image_root": "directory relative image paths start from"}
 REQUIRED = ("path",)
 
 

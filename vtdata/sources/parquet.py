@@ -5,7 +5,8 @@ from __future__ import annotations
 from vtdata.sources import column_map, mapped_row, resolve_path
 from vtdata.sources._table import Mapped, parquet_rows
 
-KEYS = {"path": "parquet file, directory or glob", "image_root": "directory relative image paths start from "
+KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
+        "path": "parquet file, directory or glob", "image_root": "directory relative image paths start from "
         "(default: the manifest's directory)"}
 REQUIRED = ("path",)
 
