@@ -58,6 +58,10 @@ def test_jsonl_round_trips_through_build_data(built):
 def test_export_errors(built, tmp_path):
     with pytest.raises(VtError, match="not a built vt dataset"):
         export(ExportConfig(str(tmp_path), str(tmp_path / "o"), "verl"))
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 0}])
+    build(m, tmp_path / "empty")
+    with pytest.raises(VtError, match="no rows to export"):
+        export(ExportConfig(str(tmp_path / "empty"), str(tmp_path / "o"), "jsonl"))
     with pytest.raises(VtError, match="--format"):
         export(ExportConfig(str(built / "set"), str(tmp_path / "o"), "tfrecord"))
     (tmp_path / "afile").write_text("keep me")

@@ -95,7 +95,8 @@ def export(cfg: ExportConfig) -> dict:
 
     if cfg.format not in FORMATS:
         raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    shard_files(cfg.data_dir)  # a clear error when DIR is not a built set
+    if not sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(cfg.data_dir)):  # not built: VtError
+        raise VtError(f"{cfg.data_dir} has no rows to export (every row was rejected? see the `rejects` table)")
     out = Path(cfg.out)
     check_out(out, "export.json", "a vt export", keep=(cfg.data_dir,))
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
