@@ -92,6 +92,11 @@ def test_counts_reconcile_and_only_good_rows_kept(bad_build):
     assert c["in"] == c["kept"] + c["duplicates"] + c["rejected"] == len(rejects) + c["kept"]
     assert {r["question"] for r in iter_samples(d / "out")} == {"What colour?", "What colour is it?"}
     assert rejects["dup"][1] == "dedupe"
+    # the summary in build.json groups reasons by kind, without row-specific details (ids, line numbers)
+    assert c["reject_reasons"] == dict.fromkeys(sorted([
+        "not a readable image", "corrupt or truncated image", "empty image file", "zero-size image",
+        "decompression bomb", "image file not found", "missing question", "empty question", "missing answer",
+        "empty answer", "non-UTF-8 text in question", "not valid UTF-8", "not a JSON object", "duplicate id"]), 1)
 
 
 def _err(tmp_path, sources, **top):

@@ -76,7 +76,7 @@ def _load_bytes(image) -> bytes:
         except FileNotFoundError:
             raise ValueError(f"image file not found: {image}") from None
         except OSError as err:
-            raise ValueError(f"cannot read image file {image}: {err.strerror}") from None
+            raise ValueError(f"cannot read image file ({err.strerror}: {image})") from None
     if hasattr(image, "save"):  # a decoded PIL image (e.g. from a dataset without an Image feature)
         import io
 
@@ -86,7 +86,7 @@ def _load_bytes(image) -> bytes:
     if image is None:
         raise ValueError("missing image")
     if isinstance(image, list):
-        raise ValueError(f"{len(image)} images in one row (vt rows have exactly one image)")
+        raise ValueError(f"several images in one row ({len(image)}; vt rows have exactly one)")
     raise ValueError(f"unsupported image value ({type(image).__name__})")
 
 
@@ -161,7 +161,7 @@ def normalise(raw: dict, default_type: str | None) -> dict:
         raise ValueError(raw["error"])
     if raw.get("question") is None:
         raise ValueError("missing question")
-    q = _text(raw["question"], "question")
+    q = _text(raw["question"], "question").replace("<image>", "").strip()  # vt adds the image itself
     if not q:
         raise ValueError("empty question")
     a = raw.get("answers")
@@ -180,7 +180,7 @@ def normalise(raw: dict, default_type: str | None) -> dict:
         at = "mc" if choices else ("number" if all(_NUM.match(x) and any(c.isdigit() for c in x) for x in answers)
                                    else "open")
     if at not in ANSWER_TYPES:
-        raise ValueError(f"unknown answer_type {at!r}")
+        raise ValueError(f"unknown answer_type: {at!r}")
     meta = raw.get("meta") or {}
     return {"question": q, "answers": answers, "choices": choices, "answer_type": at,
             "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)}
@@ -356,7 +356,7 @@ def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
                             reason = _filter(f, t, meta)
                     sid = sample_id(name, srow)
                     if reason is None and sid in seen_ids:
-                        reason = f"duplicate id {sid}: source row {srow} appears twice"
+                        reason = f"duplicate id: source row {srow} appears twice (id {sid})"
                     if reason is not None:
                         rejects.append((name, srow, reason, "validate"))
                         c["rejected"] += 1

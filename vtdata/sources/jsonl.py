@@ -27,9 +27,9 @@ def open(spec: dict, ctx):  # noqa: A001
                 if not isinstance(rec, dict):
                     raise ValueError("not a JSON object")
             except UnicodeDecodeError as err:
-                rec = {"__error__": f"line {n} is not valid UTF-8 ({err.reason} at byte {err.start})"}
+                rec = {"__error__": f"not valid UTF-8 (line {n}: {err.reason} at byte {err.start})"}
             except ValueError as err:
-                rec = {"__error__": f"line {n} is not a JSON object ({err})"}
+                rec = {"__error__": f"not a JSON object (line {n}: {err})"}
             rec["__line__"] = n
             recs.append(rec)
             keys.extend(k for k in rec if k not in keys)

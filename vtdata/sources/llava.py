@@ -51,15 +51,12 @@ class _Llava:
         conv = rec["conversations"]
         q, a = conv[2 * k], conv[2 * k + 1]
         if not (isinstance(q, dict) and isinstance(a, dict) and q.get("from") == "human" and a.get("from") == "gpt"):
-            return {"source_row": f"{rid}#{k}", "error": f"conversation pair {k} is not human then gpt"}
-        question = q.get("value")
-        if isinstance(question, str):
-            question = question.replace("<image>", "").strip()
+            return {"source_row": f"{rid}#{k}", "error": f"conversation pair is not human then gpt (pair {k})"}
         img = rec.get("image")
         if isinstance(img, list):
             img = img[0] if len(img) == 1 else img
         if isinstance(img, str):
             img = str(resolve_path(img, self.root))
         meta = {key: v for key, v in rec.items() if key not in ("conversations", "image")}
-        return {"source_row": f"{rid}#{k}", "question": question, "answers": a.get("value"), "image": img,
+        return {"source_row": f"{rid}#{k}", "question": q.get("value"), "answers": a.get("value"), "image": img,
                 "meta": meta}

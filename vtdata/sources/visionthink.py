@@ -30,13 +30,10 @@ def open(spec: dict, ctx):  # noqa: A001
         img = imgs[0] if isinstance(imgs, list) and len(imgs) == 1 else imgs
         if isinstance(img, dict) and not img.get("bytes") and img.get("path"):
             img = str(resolve_path(img["path"], root))
-        q = rec.get("problem")
-        if isinstance(q, str):
-            q = q.replace("<image>", "").strip()
         ans = rec.get("original_answer")
         meta = {k: v for k, v in rec.items() if k not in ("images", "problem", "original_answer", "prompt")
                 and _jsonable(v)}
-        return {"source_row": i, "question": q, "answers": ans, "image": img, "meta": meta,
+        return {"source_row": i, "question": rec.get("problem"), "answers": ans, "image": img, "meta": meta,
                 "answer_type": rec.get("answer_type")}
 
     return Mapped(rows, raw)
