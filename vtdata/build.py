@@ -20,7 +20,7 @@ import shutil
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -99,17 +99,6 @@ def _kind(image) -> str:
     if isinstance(image, (str, os.PathLike)) or (isinstance(image, dict) and image.get("path")):
         return "file"
     return "made"
-
-
-def _main_bytes(image) -> bytes:
-    if isinstance(image, (list, tuple)):
-        image = image[0]
-    if isinstance(image, dict):
-        image = image["bytes"] or image["path"]
-    if isinstance(image, (str, os.PathLike)):
-        with open(image, "rb") as f:
-            return f.read()
-    return bytes(image)
 
 
 def probe(job: tuple) -> tuple:
@@ -258,11 +247,7 @@ def publish(tmp: Path, out: Path) -> None:
 
 
 def build(cfg: BuildDataConfig) -> dict:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from vtdata.manifest import load, targets
-    from vtdata.sources import Context, module
+    from vtdata.manifest import load
 
     t0 = time.time()
     m = load(cfg.manifest)
@@ -277,7 +262,7 @@ def build(cfg: BuildDataConfig) -> dict:
         with vtdb.writer(db_path, "vt build-data") as con:
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / "data").mkdir(parents=True)
-            result = _build(m, targets(m), cfg, tmp, pool, t0, pa, pq, Context, module)
+            result = _build(m, cfg, tmp, pool, t0)
             _register(con, result, tmp, out)
             publish(tmp, out)
     finally:
@@ -286,119 +271,158 @@ def build(cfg: BuildDataConfig) -> dict:
     return result
 
 
-def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
-    policy: ResolutionPolicy = m.policy
-    timings: dict[str, float] = {}
-    stage_schema = arrow_schema()
-    stage_schema = pa.schema([stage_schema.field(c) for c in STAGE_COLUMNS], metadata=stage_schema.metadata)
-    stage_path = tmp / "stage.parquet"
-    stage = pq.ParquetWriter(stage_path, stage_schema, compression="none", use_dictionary=False,
-                             write_statistics=False)
-    kept_meta: list[tuple[str, str]] = []  # (id, task) per staged row
-    rejects: list[tuple[str, str, str, str]] = []  # (source, source_row, reason, stage)
-    seen_ids: dict[str, str] = {}
-    seen_keys: dict[tuple[str, str], str] = {}
-    counts = {}
+class _Staging:
+    """What the load/validate pass keeps: staged rows (one parquet file), rejects, ids and dedupe keys seen."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        full = arrow_schema()
+        self.path = path
+        self.schema = pa.schema([full.field(c) for c in STAGE_COLUMNS], metadata=full.metadata)
+        self.writer = pq.ParquetWriter(path, self.schema, compression="none", use_dictionary=False,
+                                       write_statistics=False)
+        self.kept: list[tuple[str, str]] = []  # (id, task) per staged row, in staging order
+        self.rejects: list[tuple[str, str, str, str]] = []  # (source, source_row, reason, stage)
+        self.ids: set[str] = set()
+        self.keys: dict[tuple[str, str], str] = {}  # (image sha256, question key) -> id
+
+    def write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+
+        if rows:
+            self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+
+def _build(m, cfg: BuildDataConfig, tmp: Path, pool: _Pool, t0: float) -> dict:
+    from vtdata.manifest import targets
+
+    want = targets(m)
+    st = _Staging(tmp / "stage.parquet")
     t_load = time.time()
-    for src in m.sources:
-        name, f = src["name"], src["filters"]
-        ctx = Context(base_dir=m.path.parent.resolve(), seed=m.seed, policy=policy, task=src["task"])
-        rows = module(src["kind"]).open(src, ctx)
-        target = want[name]
-        order = _candidates(len(rows), target, m.seed, name)
-        c = counts[name] = Counter(in_=0, kept=0, duplicates=0, rejected=0)
-        pos = 0
-        with progress_bar(f"build {name}", total=target if target is not None else len(order)) as bar:
-            while pos < len(order) and (target is None or c["kept"] < target):
-                need = len(order) - pos if target is None else target - c["kept"]
-                chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, cfg.num_proc))]
-                pos += len(chunk)
-                raws = [rows[i] for i in chunk]
-                texts, jobs = [], []
-                for raw in raws:
-                    try:
-                        texts.append(normalise(raw, src.get("answer_type")))
-                        # workers send back only bytes that exist nowhere else (rendered images);
-                        # files are re-read here from the page cache, cheaper than a pipe
-                        jobs.append((raw.get("image"), policy.pixel_cap, _kind(raw.get("image")) == "made"))
-                    except ValueError as err:
-                        texts.append(str(err))
-                img_results = iter(pool.map(jobs))
-                batch = []
-                for raw, t in zip(raws, texts):
-                    if target is not None and c["kept"] >= target:
-                        break  # the rest of this chunk was looked at but is not needed: not counted
-                    c["in_"] += 1
-                    srow = str(raw.get("source_row"))
-                    if isinstance(t, str):
-                        rejects.append((name, srow, t, "validate"))
-                        c["rejected"] += 1
-                        bar.advance(1 if target is None else 0)
-                        continue
-                    res = next(img_results)
-                    reason = None
-                    if res[0] == "error":
-                        reason = res[1]
-                    else:
-                        _, sha, w, h, data = res
-                        if data is None:
-                            try:
-                                data = _main_bytes(raw["image"])
-                                if hashlib.sha256(data).hexdigest() != sha:
-                                    reason = "image file changed during the build"
-                            except OSError as err:
-                                reason = f"image file changed during the build ({err.strerror})"
-                    if reason is None:
-                        meta = json.loads(t["meta"])
-                        if "min_side" in f and min(w, h) < f["min_side"]:
-                            reason = f"filter: shorter side {min(w, h)} < min_side {f['min_side']}"
-                        else:
-                            reason = _filter(f, t, meta)
-                    sid = sample_id(name, srow)
-                    if reason is None and sid in seen_ids:
-                        reason = f"duplicate id: source row {srow} appears twice (id {sid})"
-                    if reason is not None:
-                        rejects.append((name, srow, reason, "validate"))
-                        c["rejected"] += 1
-                        bar.advance(1 if target is None else 0)
-                        continue
-                    seen_ids[sid] = srow
-                    key = (sha, question_key(t["question"]))
-                    if key in seen_keys:
-                        rejects.append((name, srow, f"duplicate of {seen_keys[key]} (same image and question)", "dedupe"))
+    counts = {src["name"]: _stage_source(m, src, want[src["name"]], pool, st) for src in m.sources}
+    st.writer.close()
+    timings = {"load_validate_s": round(time.time() - t_load, 3)}
+    t_write = time.time()
+    split = _split(m, st.kept)
+    shards = _write_shards(m, st, split, tmp)
+    timings["mix_split_write_s"] = round(time.time() - t_write, 3)
+    timings["total_s"] = round(time.time() - t0, 3)
+    result = _summary(m, cfg, counts, st, split, shards, timings)
+    (tmp / "build.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["_rejects"] = st.rejects
+    return result
+
+
+def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -> Counter:
+    """Read one source until `target` rows are kept (all rows when None); returns its counts."""
+    from vtdata.sources import Context, module
+
+    name = src["name"]
+    ctx = Context(base_dir=m.path.parent.resolve(), seed=m.seed, policy=m.policy, task=src["task"])
+    rows = module(src["kind"]).open(src, ctx)
+    order = _candidates(len(rows), target, m.seed, name)
+    c = Counter(in_=0, kept=0, duplicates=0, rejected=0)
+    pos = 0
+    with progress_bar(f"build {name}", total=target if target is not None else len(order)) as bar:
+        while pos < len(order) and (target is None or c["kept"] < target):
+            need = len(order) - pos if target is None else target - c["kept"]
+            chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, pool.n))]
+            pos += len(chunk)
+            raws = [rows[i] for i in chunk]
+            texts, jobs = [], []
+            for raw in raws:
+                try:
+                    texts.append(normalise(raw, src.get("answer_type")))
+                    # workers send back only bytes that exist nowhere else (rendered images);
+                    # files are re-read here from the page cache, cheaper than a pipe
+                    jobs.append((raw.get("image"), m.policy.pixel_cap, _kind(raw.get("image")) == "made"))
+                except ValueError as err:
+                    texts.append(str(err))
+            img_results = iter(pool.map(jobs))
+            batch = []
+            for raw, t in zip(raws, texts):
+                if target is not None and c["kept"] >= target:
+                    break  # the rest of this chunk was looked at but is not needed: not counted
+                c["in_"] += 1
+                srow = str(raw.get("source_row"))
+                row, reason = None, t if isinstance(t, str) else None
+                if reason is None:
+                    row, reason = _check_row(src, srow, raw, t, next(img_results), st.ids, m.policy)
+                if reason is None:
+                    key = (row["image_sha256"], question_key(row["question"]))
+                    if key in st.keys:
+                        st.rejects.append((name, srow, f"duplicate of {st.keys[key]} (same image and question)",
+                                           "dedupe"))
                         c["duplicates"] += 1
                         bar.advance(1 if target is None else 0)
                         continue
-                    seen_keys[key] = sid
-                    (lw, lh), (hw, hh) = view_sizes(w, h, policy)
-                    batch.append({"id": sid, "source": name, "task": src["task"], **t,
-                                  "image": {"bytes": data, "path": None}, "image_sha256": sha, "width": w,
-                                  "height": h, "low_width": lw, "low_height": lh, "high_width": hw,
-                                  "high_height": hh})
-                    kept_meta.append((sid, src["task"]))
+                    st.ids.add(row["id"])
+                    st.keys[key] = row["id"]
+                    batch.append(row)
+                    st.kept.append((row["id"], src["task"]))
                     c["kept"] += 1
                     bar.advance(1, status=f"kept={c['kept']} dup={c['duplicates']} rej={c['rejected']}")
-                if batch:
-                    stage.write_table(pa.Table.from_pylist(batch, schema=stage_schema))
-        if target is not None and c["kept"] < target:
-            info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
-    stage.close()
-    timings["load_validate_s"] = round(time.time() - t_load, 3)
+                else:
+                    st.rejects.append((name, srow, reason, "validate"))
+                    c["rejected"] += 1
+                    bar.advance(1 if target is None else 0)
+            st.write(batch)
+    if target is not None and c["kept"] < target:
+        info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
+    return c
 
-    # mix + split
-    t_write = time.time()
-    n = len(kept_meta)
-    mix = list(range(n))
-    random.Random(f"vt-mix:{m.seed}").shuffle(mix)
-    split = ["train"] * n
+
+def _check_row(src: dict, srow: str, raw: dict, text: dict, probed: tuple, ids: set,
+               policy: ResolutionPolicy) -> tuple[dict | None, str | None]:
+    """(the staged row, None), or (None, the reason to reject it): image, filters, duplicate id."""
+    if probed[0] == "error":
+        return None, probed[1]
+    _, sha, w, h, data = probed
+    if data is None:  # the worker read a file or in-memory bytes: take them here again, unchanged
+        try:
+            data = _load_bytes(raw["image"])
+        except ValueError as err:
+            return None, f"image file changed during the build ({err})"
+        if hashlib.sha256(data).hexdigest() != sha:
+            return None, "image file changed during the build"
+    f = src["filters"]
+    if "min_side" in f and min(w, h) < f["min_side"]:
+        return None, f"filter: shorter side {min(w, h)} < min_side {f['min_side']}"
+    reason = _filter(f, text, json.loads(text["meta"]))
+    if reason is not None:
+        return None, reason
+    sid = sample_id(src["name"], srow)
+    if sid in ids:
+        return None, f"duplicate id: source row {srow} appears twice (id {sid})"
+    (lw, lh), (hw, hh) = view_sizes(w, h, policy)
+    return {"id": sid, "source": src["name"], "task": src["task"], **text, "image": {"bytes": data, "path": None},
+            "image_sha256": sha, "width": w, "height": h, "low_width": lw, "low_height": lh, "high_width": hw,
+            "high_height": hh}, None
+
+
+def _split(m, kept: list[tuple[str, str]]) -> list[str]:
+    """train/val per staged row: per task, the val_fraction of rows with the smallest seeded hash of the id."""
+    split = ["train"] * len(kept)
     by_task = defaultdict(list)
-    for i, (sid, task) in enumerate(kept_meta):
+    for i, (_, task) in enumerate(kept):
         by_task[task].append(i)
-    for task, idx in sorted(by_task.items()):
-        idx.sort(key=lambda i: hashlib.sha256(f"vt-split:{m.seed}:{kept_meta[i][0]}".encode()).hexdigest())
+    for _, idx in sorted(by_task.items()):
+        idx.sort(key=lambda i: hashlib.sha256(f"vt-split:{m.seed}:{kept[i][0]}".encode()).hexdigest())
         for i in idx[:round(len(idx) * m.val_fraction)]:
             split[i] = "val"
-    staged = pq.read_table(stage_path, memory_map=True, schema=stage_schema)
+    return split
+
+
+def _write_shards(m, st: _Staging, split: list[str], tmp: Path) -> list[dict]:
+    """Mix the staged rows (seeded shuffle) into data/{split}-NNNNN.parquet; returns the shard list."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mix = list(range(len(st.kept)))
+    random.Random(f"vt-mix:{m.seed}").shuffle(mix)
+    staged = pq.read_table(st.path, memory_map=True, schema=st.schema)
     schema = arrow_schema()
     shards = []
     for sp in ("train", "val"):
@@ -413,33 +437,35 @@ def _build(m, want, cfg, tmp, pool, t0, pa, pq, Context, module) -> dict:
             shards.append({"file": f"data/{fname}", "rows": part.num_rows,
                            "sha256": hashlib.sha256((tmp / "data" / fname).read_bytes()).hexdigest()})
     del staged
-    stage_path.unlink()
-    timings["mix_split_write_s"] = round(time.time() - t_write, 3)
+    st.path.unlink()
+    return shards
 
+
+def _counts(c: Counter) -> dict:
+    return {"in": c["in_"], "kept": c["kept"], "duplicates": c["duplicates"], "rejected": c["rejected"]}
+
+
+def _summary(m, cfg: BuildDataConfig, counts: dict, st: _Staging, split: list[str], shards: list[dict],
+             timings: dict) -> dict:
+    """The build.json content: manifest identity, counts per source/task/split, reject reasons, shards."""
     tot = Counter()
     for c in counts.values():
         tot.update(c)
-    split_counts = Counter(split)
     task_counts = defaultdict(Counter)
-    for (sid, task), sp in zip(kept_meta, split):
+    for (_, task), sp in zip(st.kept, split):
         task_counts[task][sp] += 1
-    reasons = Counter(r[2].split(" (")[0].split(":")[0] for r in rejects if r[3] == "validate")
-    timings["total_s"] = round(time.time() - t0, 3)
+    reasons = Counter(r[2].split(" (")[0].split(":")[0] for r in st.rejects if r[3] == "validate")
     result = {
         "format": "vt-dataset/1", "name": m.name, "manifest": str(m.path), "manifest_sha256": m.hash,
-        "seed": m.seed, "val_fraction": m.val_fraction, "resolution": policy.to_dict(),
-        "counts": {"in": tot["in_"], "kept": tot["kept"], "duplicates": tot["duplicates"],
-                   "rejected": tot["rejected"],
-                   "by_source": {k: {"in": v["in_"], "kept": v["kept"], "duplicates": v["duplicates"],
-                                     "rejected": v["rejected"]} for k, v in counts.items()},
+        "seed": m.seed, "val_fraction": m.val_fraction, "resolution": m.policy.to_dict(),
+        "counts": {**_counts(tot), "by_source": {k: _counts(v) for k, v in counts.items()},
                    "by_task": {k: dict(sorted(v.items())) for k, v in sorted(task_counts.items())},
-                   "by_split": {sp: split_counts.get(sp, 0) for sp in ("train", "val")},
+                   "by_split": {sp: split.count(sp) for sp in ("train", "val")},
                    "reject_reasons": dict(sorted(reasons.items()))},
         "shards": shards, "num_proc": cfg.num_proc, "timings": timings,
     }
-    assert result["counts"]["in"] == tot["kept"] + tot["duplicates"] + tot["rejected"]
-    (tmp / "build.json").write_text(json.dumps(result, indent=2) + "\n")
-    result["_rejects"] = rejects
+    if tot["in_"] != tot["kept"] + tot["duplicates"] + tot["rejected"]:
+        raise RuntimeError(f"build-data lost rows: {_counts(tot)}")  # a bug, never a user mistake
     return result
 
 
@@ -524,10 +550,4 @@ def load_hf(data_dir: str | os.PathLike, split: str = "train"):
     return datasets.load_dataset("parquet", data_files={split: files}, split=split)
 
 
-def dataset_info(data_dir: str | os.PathLike) -> dict:
-    """The build.json of a built set."""
-    shard_files(data_dir)
-    return json.loads((Path(data_dir) / "build.json").read_text())
-
-
-__all__ = ["BuildDataConfig", "build", "build_data_command", "iter_samples", "load_hf", "dataset_info", "asdict"]
+__all__ = ["BuildDataConfig", "build", "build_data_command", "iter_samples", "load_hf"]

@@ -72,9 +72,6 @@ class ProgressHandle:
         kw = {"status": status} if status is not None else {}
         self._prog.update(self._task, advance=n, **kw)
 
-    def set_total(self, total: int) -> None:
-        self._prog.update(self._task, total=total)
-
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar."""
