@@ -209,6 +209,10 @@ def test_out_that_publish_would_destroy_is_refused(tmp_path):
     r = vt("build-data", m, "--out", tmp_path / "afile")
     assert r.returncode == 2 and "is a file" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert (tmp_path / "afile").read_text() == "keep me"
+    with pytest.raises(VtError, match="cannot write"):  # under a file: no directory can be made there
+        build(m, tmp_path / "afile" / "set", db=tmp_path / "x.duckdb")
+    with pytest.raises(VtError, match="cannot create database"):
+        build(m, tmp_path / "set", db=tmp_path / "afile" / "x.duckdb")
     build(m, tmp_path / "set", db=tmp_path / "set.duckdb")
     with pytest.raises(VtError, match="would replace"):  # the database inside the directory being replaced
         build(m, tmp_path / "set", db=tmp_path / "set" / "vt.duckdb")

@@ -20,6 +20,7 @@ import shutil
 import time
 import unicodedata
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -237,6 +238,21 @@ def check_out(out: Path, marker: str, what: str, keep: tuple = ()) -> None:
             raise VtError(f"--out {out} would replace {p}, which this command needs; choose another --out")
 
 
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out."""
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def publish(tmp: Path, out: Path) -> None:
     """Put a finished directory in place of `out` by renames, so no half-written output is ever seen."""
     old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -256,18 +272,15 @@ def build(cfg: BuildDataConfig) -> dict:
         raise VtError("--num-proc must be >= 1")
     db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
     check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path))
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     pool = _Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
     try:
-        with vtdb.writer(db_path, "vt build-data") as con:
-            shutil.rmtree(tmp, ignore_errors=True)
-            (tmp / "data").mkdir(parents=True)
+        with vtdb.writer(db_path, "vt build-data") as con, staging(out) as tmp:
+            (tmp / "data").mkdir()
             result = _build(m, cfg, tmp, pool, t0)
             _register(con, result, tmp, out)
             publish(tmp, out)
     finally:
         pool.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 

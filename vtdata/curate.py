@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +165,7 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vtdata.build import iter_samples, publish
+    from vtdata.build import iter_samples, publish, staging
 
     files = sorted((src / "data").glob("*.parquet"))
     if not (src / "build.json").exists() or not files:
@@ -183,25 +181,24 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     if missing:
         raise VtError(f"{len(missing)} chosen samples (e.g. {missing[0]}) are not in {src}: "
                       f"was the dataset rebuilt after scoring? pass --data or rescore")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
     names = []
     ordered = list(rows_by_id)
-    for n, start in enumerate(range(0, max(len(ordered), 1), cfg.shard_rows)):
-        part = []
-        for sid in ordered[start:start + cfg.shard_rows]:
-            row = dict(found[sid], use_tool=rows_by_id[sid]["use_tool"])
-            row["image"] = {"bytes": row["image"], "path": None}
-            part.append(row)
-        name = f"train-{n:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(part, schema=schema), tmp / "data" / name)
-        names.append(name)
-    meta = json.loads((src / "build.json").read_text())
-    meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
-                shards=[{"file": f"data/{n}"} for n in names])
-    (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    publish(tmp, out)
+    with staging(out) as tmp:
+        (tmp / "data").mkdir()
+        for n, start in enumerate(range(0, max(len(ordered), 1), cfg.shard_rows)):
+            part = []
+            for sid in ordered[start:start + cfg.shard_rows]:
+                row = dict(found[sid], use_tool=rows_by_id[sid]["use_tool"])
+                row["image"] = {"bytes": row["image"], "path": None}
+                part.append(row)
+            name = f"train-{n:05d}.parquet"
+            pq.write_table(pa.Table.from_pylist(part, schema=schema), tmp / "data" / name)
+            names.append(name)
+        meta = json.loads((src / "build.json").read_text())
+        meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
+                    shards=[{"file": f"data/{n}"} for n in names])
+        (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        publish(tmp, out)
     return names
 
 

@@ -54,7 +54,10 @@ def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyCo
     if read_only and not path.exists():
         raise VtError(f"database {path} does not exist (run `vt build-data` first, or pass --db)")
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise VtError(f"cannot create database {path}: {err.strerror} ({err.filename})") from None
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as err:

@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import typer
 
-from vtdata.build import check_out, iter_samples, publish, shard_files
+from vtdata.build import check_out, iter_samples, publish, shard_files, staging
 from vtdata.console import VtError, info, progress_bar
 
 FORMATS = ("verl", "jsonl")
@@ -90,7 +90,7 @@ def _verl_features():
 
 
 def export(cfg: ExportConfig) -> dict:
-    import pyarrow as pa
+    """Write cfg.data_dir in cfg.format to cfg.out; returns rows per split."""
     import pyarrow.parquet as pq
 
     if cfg.format not in FORMATS:
@@ -99,67 +99,68 @@ def export(cfg: ExportConfig) -> dict:
         raise VtError(f"{cfg.data_dir} has no rows to export (every row was rejected? see the `rejects` table)")
     out = Path(cfg.out)
     check_out(out, "export.json", "a vt export", keep=(cfg.data_dir,))
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    counts = {}
-    try:
-        if cfg.format == "verl":
-            import datasets
-
-            from vtdata.prompts import load
-
-            system, user = load("agent_system"), load("agent_user")
-            feats = _verl_features()
-            for split in ("train", "val"):
-                n = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(cfg.data_dir, split))
-                if not n:
-                    continue
-                path = tmp / f"{split}.parquet"
-                with pq.ParquetWriter(path, feats.arrow_schema) as w, progress_bar(f"export {split}", n) as bar:
-                    batch = []
-                    for i, row in enumerate(iter_samples(cfg.data_dir, split)):
-                        batch.append(verl_row(row, system, user, i))
-                        if len(batch) == 256:
-                            w.write_table(pa.Table.from_pylist(batch, schema=feats.arrow_schema))
-                            bar.advance(len(batch))
-                            batch = []
-                    if batch:
-                        w.write_table(pa.Table.from_pylist(batch, schema=feats.arrow_schema))
-                        bar.advance(len(batch))
-                was_on = datasets.is_progress_bar_enabled()
-                datasets.disable_progress_bars()
-                try:
-                    ds = datasets.Dataset.from_parquet(str(path), features=feats, cache_dir=str(tmp / ".cache"))
-                    ds.save_to_disk(str(tmp / split))
-                    del ds
-                finally:
-                    if was_on:
-                        datasets.enable_progress_bars()
-                counts[split] = n
-            shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        else:
-            (tmp / "images").mkdir()
-            for split in ("train", "val"):
-                n = 0
-                with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
-                    for row in iter_samples(cfg.data_dir, split):
-                        data = row.pop("image")
-                        rel = f"images/{row['id']}.{_ext(data)}"
-                        (tmp / rel).write_bytes(data)
-                        row["image"] = rel
-                        row["meta"] = json.loads(row.get("meta") or "{}")
-                        f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-                        n += 1
-                if n:
-                    counts[split] = n
-                else:
-                    (tmp / f"{split}.jsonl").unlink()
+    with staging(out) as tmp:
+        counts = (_export_verl if cfg.format == "verl" else _export_jsonl)(cfg.data_dir, tmp)
         (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data_dir).resolve()),
                                                      "rows": counts}, indent=2) + "\n")
         publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def _export_verl(data_dir: str, tmp: Path) -> dict:
+    """tmp/{split}.parquet and the same as a save_to_disk dir tmp/{split}/; returns rows per split."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vtdata.prompts import load
+
+    system, user = load("agent_system"), load("agent_user")
+    feats = _verl_features()
+    counts = {}
+    for split in ("train", "val"):
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(data_dir, split))
+        if not n:
+            continue
+        path = tmp / f"{split}.parquet"
+        with pq.ParquetWriter(path, feats.arrow_schema) as w, progress_bar(f"export {split}", n) as bar:
+            rows = (verl_row(row, system, user, i) for i, row in enumerate(iter_samples(data_dir, split)))
+            while batch := list(islice(rows, 256)):
+                w.write_table(pa.Table.from_pylist(batch, schema=feats.arrow_schema))
+                bar.advance(len(batch))
+        was_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            ds = datasets.Dataset.from_parquet(str(path), features=feats, cache_dir=str(tmp / ".cache"))
+            ds.save_to_disk(str(tmp / split))
+            del ds
+        finally:
+            if was_on:
+                datasets.enable_progress_bars()
+        counts[split] = n
+    shutil.rmtree(tmp / ".cache", ignore_errors=True)
+    return counts
+
+
+def _export_jsonl(data_dir: str, tmp: Path) -> dict:
+    """tmp/{split}.jsonl + tmp/images/<id>.<ext> (the original bytes); returns rows per split."""
+    (tmp / "images").mkdir()
+    counts = {}
+    for split in ("train", "val"):
+        n = 0
+        with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for row in iter_samples(data_dir, split):
+                data = row.pop("image")
+                rel = f"images/{row['id']}.{_ext(data)}"
+                (tmp / rel).write_bytes(data)
+                row["image"] = rel
+                row["meta"] = json.loads(row.get("meta") or "{}")
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                n += 1
+        if n:
+            counts[split] = n
+        else:
+            (tmp / f"{split}.jsonl").unlink()
     return counts
 
 
