@@ -38,8 +38,9 @@ def test_cli_prints_to_stdout(db):
     r = vt("sql", "SELECT split, count(*) AS n FROM samples GROUP BY split ORDER BY split", "--db", db, "--format", "csv")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["split,n", "train,5", "val,5"]
-    r = vt("sql", "SELECT count(*) AS n FROM rejects", "--db", db)
-    assert r.returncode == 0 and "0" in r.stdout and "(1 row)" in r.stdout
+    r = vt("sql", "SELECT count(*) AS n_rejects FROM rejects", "--db", db)
+    lines = [x.strip() for x in r.stdout.splitlines()]
+    assert r.returncode == 0 and lines[0] == "n_rejects" and lines[2:] == ["0", "(1 row)"], r.stdout
 
 
 @pytest.mark.parametrize("q", ["DELETE FROM samples", "DROP TABLE samples", "INSERT INTO rejects VALUES (1,2,3,4,5)",
@@ -54,6 +55,8 @@ def test_writes_are_refused(db, q):
 def test_bad_sql_missing_db_and_format(db, tmp_path):
     with pytest.raises(VtError, match="SQL error"):
         run_sql(SqlConfig("SELEC 1", db=str(db)))
+    with pytest.raises(VtError, match=r"sufficiency does not exist.*\(tables in .*: rejects, samples\)"):
+        run_sql(SqlConfig("SELECT * FROM sufficiency", db=str(db)))
     with pytest.raises(VtError, match="does not exist"):
         run_sql(SqlConfig("SELECT 1", db=str(tmp_path / "none.duckdb")))
     with pytest.raises(VtError, match="--format"):

@@ -16,7 +16,7 @@ import typer
 from vtdata import db as vtdb
 from vtdata.console import VtError
 
-READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}  # DuckDB statement types (SHOW, DESCRIBE... are SELECT)
 FORMATS = ("table", "csv", "json")
 
 
@@ -25,7 +25,7 @@ class SqlConfig:
     """Options of `vt sql`."""
 
     query: str
-    """One or more read-only statements (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA)."""
+    """One or more read-only statements (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA, CALL)."""
     db: str | None = None
     """DuckDB file (default: $VT_DB, else ./vt.duckdb)."""
     format: str = "table"
@@ -50,8 +50,8 @@ def run_sql(cfg: SqlConfig):
         for s in stmts:
             kind = s.type.name
             if kind not in READ_TYPES:
-                raise VtError(f"vt sql is read-only: refusing a {kind} statement "
-                              f"(the tables are written by the vt commands that own them)")
+                raise VtError(f"vt sql is read-only: refusing a {kind} statement (queries only: SELECT, WITH, "
+                              f"SHOW, DESCRIBE, SUMMARIZE, EXPLAIN...; the vt commands write the tables)")
         cols, rows = [], []
         for s in stmts:
             try:
@@ -62,10 +62,17 @@ def run_sql(cfg: SqlConfig):
                 msg = str(err).splitlines()[0]
                 if "read-only" in msg.lower():
                     raise VtError(f"vt sql is read-only: {msg}") from None
+                if msg.startswith("Catalog Error") and "does not exist" in msg:
+                    msg += f" (tables in {path}: {_tables(con)})"
                 raise VtError(f"SQL error: {msg}") from None
         return cols, rows
     finally:
         con.close()
+
+
+def _tables(con) -> str:
+    names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+    return ", ".join(names) or "none"
 
 
 def _cell(v):
