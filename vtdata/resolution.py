@@ -188,7 +188,10 @@ def _image_bytes(image) -> bytes:
 
 
 def view_of(row: dict, which: str = "low") -> Image.Image:
-    """The `low` or `high` view of a built-set row (uses the row's low_/high_ sizes)."""
+    """The `low` or `high` view of a built-set row (uses the row's low_/high_ sizes).
+
+    Pass the encoded bytes (iter_samples) where pixels must match across commands: an already decoded
+    image (load_hf) skips the JPEG draft decode, so views of JPEGs over 2x the view size differ slightly."""
     if which not in ("low", "high"):
         raise VtError(f"view must be 'low' or 'high', got {which!r}")
     size = (int(row[f"{which}_width"]), int(row[f"{which}_height"]))
