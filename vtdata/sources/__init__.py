@@ -55,6 +55,14 @@ def resolve_path(p: str | os.PathLike, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
+def image_root(spec: dict, ctx: Context, default: Path | None = None) -> Path:
+    """Where the source's relative image paths start: `image_root:` (relative to the manifest), else
+    `default`, else the manifest's directory."""
+    if spec.get("image_root"):
+        return resolve_path(spec["image_root"], ctx.base_dir)
+    return default if default is not None else ctx.base_dir
+
+
 def require_file(p: str | os.PathLike, base: Path, what: str) -> Path:
     path = resolve_path(p, base)
     if not path.exists():

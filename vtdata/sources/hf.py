@@ -2,7 +2,7 @@
 written by `save_to_disk`, `datasets.load_from_disk(path)`; columns mapped with `columns:`."""
 from __future__ import annotations
 
-from vtdata.sources import column_map, mapped_row, resolve_path
+from vtdata.sources import column_map, image_root, mapped_row
 from vtdata.sources._table import Mapped, hf_rows
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
@@ -17,5 +17,5 @@ def open(spec: dict, ctx):  # noqa: A001
     rows = hf_rows(spec["path"], ctx.base_dir, spec.get("config"), spec.get("split"), spec.get("data_files"),
                    spec.get("from_disk"))
     cmap = column_map(spec.get("columns"), rows.columns)
-    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else ctx.base_dir
+    root = image_root(spec, ctx)
     return Mapped(rows, lambda rec, i: mapped_row(rec, cmap, i, root))

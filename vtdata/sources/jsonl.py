@@ -7,7 +7,7 @@ import base64
 import json
 
 from vtdata.console import VtError
-from vtdata.sources import column_map, mapped_row, require_file, resolve_path
+from vtdata.sources import column_map, image_root, mapped_row, require_file
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
         "path": "the .jsonl file", "image_root": "directory relative image paths start from"}
@@ -16,7 +16,7 @@ REQUIRED = ("path",)
 
 def open(spec: dict, ctx):  # noqa: A001
     path = require_file(spec["path"], ctx.base_dir, "jsonl file")
-    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else path.parent
+    root = image_root(spec, ctx, default=path.parent)
     recs, keys = [], []
     with path.open("rb") as f:
         for n, line in enumerate(f, 1):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from vtdata.console import VtError
-from vtdata.sources import require_file, resolve_path
+from vtdata.sources import image_root, require_file, resolve_path
 
 KEYS = {"path": "the LLaVA .json (list) or .jsonl file", "image_root": "directory the image paths start from"}
 REQUIRED = ("path",)
@@ -14,7 +14,7 @@ REQUIRED = ("path",)
 
 def open(spec: dict, ctx):  # noqa: A001
     path = require_file(spec["path"], ctx.base_dir, "llava file")
-    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else path.parent
+    root = image_root(spec, ctx, default=path.parent)
     try:
         text = path.read_bytes().decode("utf-8")
         recs = ([json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl"

@@ -2,7 +2,7 @@
 bytes, an HF image struct {bytes, path}, or a path relative to `image_root`."""
 from __future__ import annotations
 
-from vtdata.sources import column_map, mapped_row, resolve_path
+from vtdata.sources import column_map, image_root, mapped_row
 from vtdata.sources._table import Mapped, parquet_rows
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
@@ -14,5 +14,5 @@ REQUIRED = ("path",)
 def open(spec: dict, ctx):  # noqa: A001
     rows = parquet_rows(spec["path"], ctx.base_dir)
     cmap = column_map(spec.get("columns"), rows.columns)
-    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else ctx.base_dir
+    root = image_root(spec, ctx)
     return Mapped(rows, lambda rec, i: mapped_row(rec, cmap, i, root))

@@ -13,6 +13,7 @@ import random
 
 from PIL import Image, ImageDraw, ImageFont
 
+from vtdata.console import VtError
 from vtdata.resolution import ResolutionPolicy, view_sizes
 from vtdata.sources import Lazy
 
@@ -32,13 +33,11 @@ HIGH_TEXT_PX = 9  # font size of OCR text in the high view (4.5 px in the low vi
 
 def open(spec: dict, ctx):  # noqa: A001 - the source interface
     count = spec.get("count", spec.get("take"))
-    if not isinstance(count, int) or count < 0:
-        from vtdata.console import VtError
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise VtError(f"source {spec['name']}: synthetic needs an integer `count` (or `take`)")
     size = spec.get("size", [560, 880])
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) for x in size)
             and 28 <= size[0] <= size[1] <= 8192):
-        from vtdata.console import VtError
         raise VtError(f"source {spec['name']}: size must be [min_side, max_side] in pixels (28..8192), got {size!r}")
     size = tuple(size)
     return Synthetic(ctx.task, ctx.seed, count, size, ctx.policy or ResolutionPolicy())

@@ -5,7 +5,7 @@ doc_id, info, solution) are kept in `meta`; the question is `problem` without `<
 from __future__ import annotations
 
 from vtdata.console import VtError
-from vtdata.sources import _jsonable, resolve_path
+from vtdata.sources import _jsonable, image_root, resolve_path
 from vtdata.sources._table import Mapped, hf_rows, parquet_rows
 
 KEYS = {"path": "release parquet file/dir/glob, or a save_to_disk dir", "split": "split of a DatasetDict dir",
@@ -23,7 +23,7 @@ def open(spec: dict, ctx):  # noqa: A001
     missing = [c for c in NEEDED if c not in rows.columns]
     if missing:
         raise VtError(f"{p} is not in the VisionThink release schema: missing column(s) {', '.join(missing)}")
-    root = resolve_path(spec["image_root"], ctx.base_dir) if spec.get("image_root") else ctx.base_dir
+    root = image_root(spec, ctx)
 
     def raw(rec: dict, i: int) -> dict:
         imgs = rec.get("images")
