@@ -142,6 +142,8 @@ def test_out_must_not_destroy_a_foreign_dir_the_scored_set_or_a_file(tmp_path):
             curate(CurateConfig(out=out, **cfg))
     with pytest.raises(VtError, match="shard-rows"):
         curate(CurateConfig(out=tmp_path / "o", shard_rows=0, **cfg))
+    with pytest.raises(VtError, match="--name"):
+        curate(CurateConfig(out=tmp_path / "o", **{**cfg, "name": " "}))
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "afile").read_text() == "keep me too"
     assert sorted(p.name for p in (data / "data").iterdir()) == before

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS curated (
 @dataclass
 class CurateConfig:
     """Options of `vt curate`."""
+
     db: Path
     """DuckDB file holding `sufficiency` (from `vt score-judge`)."""
     name: str
@@ -204,6 +205,8 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
 
 def curate(cfg: CurateConfig) -> dict:
     from vtdata.db import writer
+    if not cfg.name.strip():
+        raise VtError("--name must not be empty (it keys this set's rows in the `curated` table)")
     if cfg.per_class < 1:
         raise VtError(f"--per-class must be >= 1, got {cfg.per_class}")
     if cfg.stratify not in (None, "source"):
@@ -235,26 +238,31 @@ def curate(cfg: CurateConfig) -> dict:
                    "from": str(src), "db": str(cfg.db), "selected": dict(Counter(c["label"] for c in picked)),
                    "available": dict(avail), "short": short}
         write_dataset(src, Path(cfg.out), by_id, cfg, summary)
-        import datetime as dt
-
-        import pyarrow as pa
-        now = dt.datetime.now()
-        con.execute(CURATED_SCHEMA)
-        tbl = pa.table({"name": [cfg.name] * len(picked), "sample_id": [c["sample_id"] for c in picked],
-                        "source": [c["source"] for c in picked], "label": [c["label"] for c in picked],
-                        "use_tool": [c["label"] == "needs_high" for c in picked],
-                        "filled": [c["filled"] for c in picked],
-                        "policy": [policy] * len(picked), "dataset": [str(src)] * len(picked),
-                        "rank": pa.array(range(len(picked)), pa.int32()), "created": [now] * len(picked)})
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM curated WHERE name = ?", [cfg.name])
-        con.register("_vt_cur", tbl)
-        con.execute("INSERT INTO curated SELECT * FROM _vt_cur")
-        con.unregister("_vt_cur")
-        con.execute("COMMIT")
+        _record(con, cfg.name, policy, src, picked)
     return {"policy": policy, "chosen": {k: len(v) for k, v in chosen.items()}, "balance": balance,
             "filled": summary["filled"],
             "available": avail, "short": short, "out": str(cfg.out)}
+
+
+def _record(con, name: str, policy: str, src: Path, picked: list[dict]) -> None:
+    """The `curated` rows of this set (rank = position in the files), replacing an earlier set of that name."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    n = len(picked)
+    tbl = pa.table({"name": [name] * n, "sample_id": [c["sample_id"] for c in picked],
+                    "source": [c["source"] for c in picked], "label": [c["label"] for c in picked],
+                    "use_tool": [c["label"] == "needs_high" for c in picked], "filled": [c["filled"] for c in picked],
+                    "policy": [policy] * n, "dataset": [str(src)] * n, "rank": pa.array(range(n), pa.int32()),
+                    "created": [dt.datetime.now()] * n})
+    con.execute(CURATED_SCHEMA)
+    con.execute("BEGIN TRANSACTION")
+    con.execute("DELETE FROM curated WHERE name = ?", [name])
+    con.register("_vt_cur", tbl)
+    con.execute("INSERT INTO curated SELECT * FROM _vt_cur")
+    con.unregister("_vt_cur")
+    con.execute("COMMIT")
 
 
 def _print_balance(result: dict) -> None:
