@@ -97,6 +97,14 @@ def test_take_and_weight_sampling(tmp_path):
     r = build(m, tmp_path / "w")
     assert r["counts"]["by_source"]["g"]["kept"] == 15 and r["counts"]["by_source"]["o"]["kept"] == 5
     assert r["counts"]["by_split"] == {"train": 20, "val": 0}
+    from vtdata.manifest import load, targets
+
+    m3 = write_manifest(tmp_path, [{"name": n, "kind": "synthetic", "count": 9, "weight": 1} for n in "abc"], total=10)
+    assert targets(load(m3)) == {"a": 4, "b": 3, "c": 3}  # shares add up to `total` (rounding gave 3+3+3)
+    m4 = write_manifest(tmp_path, [{"name": "a", "kind": "synthetic", "count": 9, "weight": 1},
+                                   {"name": "b", "kind": "synthetic", "count": 9, "weight": 2},
+                                   {"name": "t", "kind": "synthetic", "take": 5}], total=7)
+    assert targets(load(m4)) == {"a": 2, "b": 5, "t": 5}
     ids = {x["id"] for x in iter_samples(tmp_path / "w") if x["source"] == "g"}
     assert ids <= {sample_id("g", i) for i in range(40)}  # stable ids: hash(source, source row)
     assert ids != {sample_id("g", i) for i in range(15)}  # a seeded sample, not the first rows

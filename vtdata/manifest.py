@@ -175,14 +175,17 @@ def _source(path, k, src, total) -> dict:
 
 
 def targets(m: Manifest) -> dict[str, int | None]:
-    """Rows to keep per source: `take`, or its share of `total` by weight, or None (= all)."""
-    wsum = sum(s.get("weight", 0) for s in m.sources)
-    out = {}
-    for s in m.sources:
-        if "take" in s:
-            out[s["name"]] = s["take"]
-        elif "weight" in s:
-            out[s["name"]] = round(m.total * s["weight"] / wsum)
-        else:
-            out[s["name"]] = None
+    """Rows to keep per source: `take`, or its share of `total` by weight, or None (= all).
+
+    Weighted shares are rounded by largest remainder (ties: manifest order), so they add up to `total`."""
+    out = {s["name"]: s.get("take") for s in m.sources}
+    weighted = [s for s in m.sources if "weight" in s]
+    if weighted:
+        wsum = sum(s["weight"] for s in weighted)
+        exact = [m.total * s["weight"] / wsum for s in weighted]
+        share = [math.floor(x) for x in exact]
+        by_remainder = sorted(range(len(weighted)), key=lambda k: -(exact[k] - share[k]))
+        for k in by_remainder[:m.total - sum(share)]:
+            share[k] += 1
+        out.update({s["name"]: n for s, n in zip(weighted, share)})
     return out
