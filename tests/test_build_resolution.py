@@ -125,6 +125,9 @@ def test_view_of_row_uses_row_sizes_and_accepts_decoded_images():
         assert view_of(row_dec, which).tobytes() == view_of(row, which).tobytes()
     with pytest.raises(VtError):
         view_of(row, "medium")
+    for bad in ({"bytes": None, "path": None}, "/nonexistent/x.png", None):
+        with pytest.raises(VtError, match="no usable image"):
+            view_of(dict(row, image=bad), "low")
 
 
 def test_bomb_and_garbage_are_value_errors():

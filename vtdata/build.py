@@ -29,7 +29,7 @@ import typer
 
 from vtdata import db as vtdb
 from vtdata.console import VtError, info, progress_bar
-from vtdata.resolution import MAX_ASPECT, ResolutionPolicy, open_image, oriented_size, view_sizes
+from vtdata.resolution import MAX_ASPECT, ResolutionPolicy, load_bytes, open_image, oriented_size, view_sizes
 from vtdata.schema import ANSWER_TYPES, COLUMNS, arrow_schema, sample_id
 
 STAGE_COLUMNS = [c for c in COLUMNS if c != "split"]
@@ -54,43 +54,6 @@ class BuildDataConfig:
 
 
 # ---- per image work (runs in worker processes) ----------------------------------------------------
-def _load_bytes(image) -> bytes:
-    from vtdata.sources import Lazy
-
-    if isinstance(image, Lazy):
-        return image()
-    if isinstance(image, (list, tuple)) and len(image) == 1:  # e.g. an `images` column of one image
-        return _load_bytes(image[0])
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    if isinstance(image, dict):
-        if image.get("bytes"):
-            return bytes(image["bytes"])
-        if image.get("path"):
-            image = image["path"]
-        else:
-            raise ValueError("image struct has neither bytes nor path")
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with open(image, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ValueError(f"image file not found: {image}") from None
-        except OSError as err:
-            raise ValueError(f"cannot read image file ({err.strerror}: {image})") from None
-    if hasattr(image, "save"):  # a decoded PIL image (e.g. from a dataset without an Image feature)
-        import io
-
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return buf.getvalue()
-    if image is None:
-        raise ValueError("missing image")
-    if isinstance(image, list):
-        raise ValueError(f"several images in one row ({len(image)}; vt rows have exactly one)")
-    raise ValueError(f"unsupported image value ({type(image).__name__})")
-
-
 def _kind(image) -> str:
     """'bytes' (already in memory), 'file' (a path), or 'made' (rendered or decoded in the worker)."""
     if isinstance(image, (list, tuple)) and len(image) == 1:
@@ -106,7 +69,7 @@ def probe(job: tuple) -> tuple:
     """(image, pixel_cap, return_bytes) -> ("ok", sha256, width, height, bytes|None) or ("error", reason)."""
     image, pixel_cap, return_bytes = job
     try:
-        data = _load_bytes(image)
+        data = load_bytes(image)
         sha = hashlib.sha256(data).hexdigest()
         img = open_image(data, pixel_cap)
         w, h = oriented_size(img)
@@ -395,7 +358,7 @@ def _check_row(src: dict, srow: str, raw: dict, text: dict, probed: tuple, ids: 
     _, sha, w, h, data = probed
     if data is None:  # the worker read a file or in-memory bytes: take them here again, unchanged
         try:
-            data = _load_bytes(raw["image"])
+            data = load_bytes(raw["image"])
         except ValueError as err:
             return None, f"image file changed during the build ({err})"
         if hashlib.sha256(data).hexdigest() != sha:

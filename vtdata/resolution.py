@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -175,16 +176,41 @@ def view(image_bytes: bytes, size: tuple[int, int], pixel_cap: int = PIXEL_CAP) 
     return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.LANCZOS)
 
 
-def _image_bytes(image) -> bytes:
+def load_bytes(image) -> bytes:
+    """The encoded bytes of any image value a source or a row holds (bytes, {bytes, path}, a path, a
+    one-element list, a Lazy renderer, a PIL image). Raises ValueError(reason)."""
+    from vtdata.sources import Lazy
+
+    if isinstance(image, Lazy):
+        return image()
+    if isinstance(image, (list, tuple)) and len(image) == 1:  # e.g. an `images` column of one image
+        return load_bytes(image[0])
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     if isinstance(image, dict):
         if image.get("bytes"):
-            return image["bytes"]
+            return bytes(image["bytes"])
         if image.get("path"):
-            with open(image["path"], "rb") as f:
+            image = image["path"]
+        else:
+            raise ValueError("image struct has neither bytes nor path")
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with open(image, "rb") as f:
                 return f.read()
-    raise VtError(f"row has no usable image (got {type(image).__name__})")
+        except FileNotFoundError:
+            raise ValueError(f"image file not found: {image}") from None
+        except OSError as err:
+            raise ValueError(f"cannot read image file ({err.strerror}: {image})") from None
+    if hasattr(image, "save"):  # a decoded PIL image (e.g. from a dataset without an Image feature)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    if image is None:
+        raise ValueError("missing image")
+    if isinstance(image, list):
+        raise ValueError(f"several images in one row ({len(image)}; vt rows have exactly one)")
+    raise ValueError(f"unsupported image value ({type(image).__name__})")
 
 
 def view_of(row: dict, which: str = "low") -> Image.Image:
@@ -199,4 +225,8 @@ def view_of(row: dict, which: str = "low") -> Image.Image:
     if isinstance(image, Image.Image):  # a row decoded by `datasets`
         img = to_rgb(ImageOps.exif_transpose(image))
         return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
-    return view(_image_bytes(image), size)
+    try:
+        data = load_bytes(image)
+    except ValueError as err:
+        raise VtError(f"row {row.get('id', '?')} has no usable image: {err}") from None
+    return view(data, size)
