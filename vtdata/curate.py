@@ -282,7 +282,7 @@ def curate_command(
     db: Path = typer.Option(..., "--db", help="DuckDB file with the `sufficiency` labels of vt score-judge."),
     name: str = typer.Option(..., "--name", help="Name of the curated set (its key in the `curated` table)."),
     per_class: int = typer.Option(..., "--per-class", help="Samples of each class, low_ok and needs_high (paper: 10000)."),
-    out: Path = typer.Option(..., "--out", help="Output dataset directory (parquet + build.json)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (parquet + build.json)."),
     stratify: str = typer.Option(None, "--stratify", help="`source`: spread each class evenly over the sources."),
     allow_short: bool = typer.Option(False, "--allow-short", help="Accept fewer than --per-class in a class."),
     fill_short: bool = typer.Option(False, "--fill-short", help="Top short classes up with the closest ambiguous "
