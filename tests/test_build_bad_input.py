@@ -118,6 +118,7 @@ def test_manifest_errors_name_the_bad_key(tmp_path):
     assert "jsonl file not found" in _err(tmp_path, [{"name": "j", "kind": "jsonl", "path": "missing.jsonl"}])
     assert "needs a top-level `total:`" in _err(tmp_path, [dict({k: v for k, v in src.items() if k != "take"}, weight=1)])
     assert "used twice" in _err(tmp_path, [src, src])
+    assert "total is only used with `weight:`" in _err(tmp_path, [src], total=10)  # would be silently ignored
     assert "val_fraction" in _err(tmp_path, [src], val_fraction=1.5)
     (tmp_path / "c.jsonl").write_text('{"q": "x", "answers": "a", "image": "i.png"}\n')
     assert "columns.question" in _err(tmp_path, [{"name": "j", "kind": "jsonl", "path": "c.jsonl",

@@ -126,6 +126,8 @@ def load(path: str | Path) -> Manifest:
         if out[-1]["name"] in names:
             raise _fail(path, f"sources[{k}].name {out[-1]['name']!r} is used twice")
         names.add(out[-1]["name"])
+    if total is not None and not any("weight" in s for s in out):
+        raise _fail(path, "total is only used with `weight:` sources (with `take:` each source says its own count)")
     return Manifest(path=path, seed=seed, val_fraction=float(vf), policy=policy, sources=out, total=total,
                     shard_rows=shard_rows, name=str(data.get("name") or path.stem), data=data)
 
