@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from score_helpers import samples, small_data
+from vtdata.build import iter_samples, load_hf
 from vtdata.console import VtError
 from vtdata.curate import CurateConfig, curate, select
 from vtdata.db import writer
@@ -93,9 +94,8 @@ def test_curate_writes_a_trainable_dataset_and_the_curated_table(tmp_path):
     rows = t.to_pylist()
     assert all(r["use_tool"] == (labels[r["id"]] == "needs_high") for r in rows)
     assert Counter(r["use_tool"] for r in rows) == {True: 3, False: 3}
-    orig = {s["id"]: s for s in __import__("vtdata.build", fromlist=["x"]).iter_samples(data)}
+    orig = {s["id"]: s for s in iter_samples(data)}
     assert all(r["image"]["bytes"] == orig[r["id"]]["image"] and r["question"] == orig[r["id"]]["question"] for r in rows)
-    from vtdata.build import load_hf
     assert load_hf(tmp_path / "cur", "train").num_rows == 6
     con = duckdb.connect(str(db), read_only=True)
     cur = con.execute("SELECT sample_id, label, use_tool, filled, rank FROM curated WHERE name = 'c1' ORDER BY rank").fetchall()
