@@ -249,3 +249,25 @@ def test_hf_source_name_is_not_its_config(tmp_path):
     m = write_manifest(tmp_path, [{"name": "mine", "kind": "hf", "path": "hub", "split": "train", "config": "nope"}])
     with pytest.raises(VtError, match="BuilderConfig 'nope'"):
         build(m, tmp_path / "out2")
+
+
+def test_publish_puts_the_old_output_back_when_the_rename_fails(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from vtdata.build import publish
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "build.json").write_text("old")
+    (tmp_path / "tmp").mkdir()
+    real = Path.rename
+
+    def rename(self, target):
+        if self.name == "tmp":
+            raise OSError("simulated")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="simulated"):
+        publish(tmp_path / "tmp", tmp_path / "out")
+    assert (tmp_path / "out" / "build.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tmp"]

@@ -221,7 +221,12 @@ def publish(tmp: Path, out: Path) -> None:
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(old)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)  # put the previous one back
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
