@@ -6,7 +6,7 @@ import pytest
 from build_helpers import build, vt, write_manifest
 from vtdata.build import iter_samples
 from vtdata.console import VtError
-from vtdata.export import ExportConfig, export
+from vtdata.export import ExportConfig, export, verl_row
 from vtdata.prompts import load
 
 
@@ -73,3 +73,14 @@ def test_export_errors(built, tmp_path):
     r = vt("export", built / "set", "--format", "jsonl", "--out", tmp_path / "cli")
     assert r.returncode == 0 and (tmp_path / "cli" / "val.jsonl").exists()
     assert json.loads((tmp_path / "cli" / "export.json").read_text())["rows"] == {"train": 8, "val": 4}
+
+
+def test_verl_data_source_follows_a_curated_label_over_the_release():
+    row = {"id": "x", "question": "q", "answers": ["a"], "answer_type": "open", "task": "general", "source": "s",
+           "split": "train", "image": b"", "low_width": 56, "low_height": 56, "choices": None,
+           "meta": '{"data_source": "open_source_no_require_high", "info": {"use_tool": false}}'}
+    assert verl_row(row, "", "{question}", 0)["data_source"] == "open_source_no_require_high"  # as released
+    r = verl_row(dict(row, use_tool=True), "", "{question}", 0)  # vt curate labelled it needs_high
+    assert r["use_tool"] is True and r["info"]["use_tool"] is True and r["data_source"] == "open_source_require_high"
+    other = dict(row, use_tool=True, meta='{"data_source": "chartqa"}')
+    assert verl_row(other, "", "{question}", 0)["data_source"] == "chartqa"  # not a require-high label: kept

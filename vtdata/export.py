@@ -4,8 +4,9 @@
                 `datasets.save_to_disk` directory `OUT/{split}/` (what the VisionThink fork's
                 MultiModalDataset loads). Columns: images (HF Image), problem ("<image>\\n" + question),
                 original_answer, answer, solution, data_source (open_source_require_high |
-                open_source_no_require_high, or the release's own), doc_id, info {tgt_width, tgt_height,
-                use_tool} (= the low view; the fork doubles it for the high view), use_tool, prompt (chat:
+                open_source_no_require_high from use_tool, or the release's own when not curated), doc_id, info {tgt_width, tgt_height,
+                use_tool} (= the low view; the fork doubles it for the high view), use_tool (a curated
+                set's own; else the release's info.use_tool; else task == ocr), prompt (chat:
                 system = agent prompt, user = agent instruction + problem), reward_model, extra_info.
 --format jsonl  `OUT/{split}.jsonl` + `OUT/images/<id>.<ext>` (original bytes); every vt column except
                 the image bytes, with `image` the relative path. `kind: jsonl` reads it back.
@@ -24,6 +25,7 @@ from vtdata.build import check_out, iter_samples, publish, shard_files, staging
 from vtdata.console import VtError, info, progress_bar
 
 FORMATS = ("verl", "jsonl")
+REQUIRE_HIGH_LABELS = ("open_source_require_high", "open_source_no_require_high")  # the release's data_source
 _MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"), (b"GIF8", "gif"), (b"BM", "bmp"), (b"II*\x00", "tif"),
           (b"MM\x00*", "tif")]
 
@@ -47,6 +49,7 @@ def _ext(data: bytes) -> str:
 
 
 def _use_tool(row: dict, meta: dict) -> bool:
+    """The row's `use_tool` (curated), else the release's `info.use_tool`, else whether the task is OCR."""
     if row.get("use_tool") is not None:
         return bool(row["use_tool"])
     info_ = meta.get("info") if isinstance(meta.get("info"), dict) else {}
@@ -62,7 +65,9 @@ def verl_row(row: dict, system: str, user: str, index: int) -> dict:
     if row.get("choices"):
         problem += "\nOptions: " + ", ".join(row["choices"])
     use_tool = _use_tool(row, meta)
-    source = meta.get("data_source") or ("open_source_require_high" if use_tool else "open_source_no_require_high")
+    source = meta.get("data_source")
+    if not source or (row.get("use_tool") is not None and source in REQUIRE_HIGH_LABELS):
+        source = REQUIRE_HIGH_LABELS[0 if use_tool else 1]  # a curated label wins over the release's
     answer = row["answers"][0]
     return {"images": {"bytes": row["image"], "path": None}, "problem": problem, "original_answer": answer,
             "answer": answer, "solution": f"<answer> {answer} </answer>", "data_source": source,
