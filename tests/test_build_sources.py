@@ -64,6 +64,18 @@ def test_llava_pairs_become_rows(tmp_path):
     assert [x["question"] for x in _rows(tmp_path / "out")] == ["Is it square?", "What colour?"]
 
 
+def test_llava_unanswered_last_turn_is_a_reject_not_dropped(tmp_path):
+    (tmp_path / "i.jpg").write_bytes(image_bytes((100, 80), "JPEG"))
+    recs = [{"id": "x", "image": "i.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"},
+        {"from": "human", "value": "And the shape?"}]}]
+    (tmp_path / "l.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    m = write_manifest(tmp_path, [{"name": "l", "kind": "llava", "path": "l.jsonl"}], val_fraction=0)
+    r = build(m, tmp_path / "out")
+    assert (r["counts"]["in"], r["counts"]["kept"], r["counts"]["rejected"]) == (2, 1, 1)
+    assert r["counts"]["reject_reasons"] == {"conversation ends without an answer": 1}
+
+
 def test_visionthink_release_schema_keeps_labels_in_meta(tmp_path):
     img = {"bytes": image_bytes((700, 500), "JPEG"), "path": None}
     t = pa.table({

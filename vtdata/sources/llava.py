@@ -32,6 +32,8 @@ def open(spec: dict, ctx):  # noqa: A001
             index.append((r, -1))
             continue
         index.extend((r, k) for k in range(len(conv) // 2))
+        if len(conv) % 2:  # a last turn without its answer: a row too, rejected, so the counts add up
+            index.append((r, len(conv) // 2))
     return _Llava(recs, index, root)
 
 
@@ -49,6 +51,8 @@ class _Llava:
         if k < 0:
             return {"source_row": f"{rid}", "error": "record has no human/gpt conversation pair"}
         conv = rec["conversations"]
+        if 2 * k + 1 >= len(conv):
+            return {"source_row": f"{rid}#{k}", "error": "conversation ends without an answer (last turn unpaired)"}
         q, a = conv[2 * k], conv[2 * k + 1]
         if not (isinstance(q, dict) and isinstance(a, dict) and q.get("from") == "human" and a.get("from") == "gpt"):
             return {"source_row": f"{rid}#{k}", "error": f"conversation pair is not human then gpt (pair {k})"}
