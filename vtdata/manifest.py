@@ -43,15 +43,26 @@ FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels
 
 @dataclass
 class Manifest:
+    """A validated manifest (see the module docstring for the YAML)."""
+
     path: Path
+    """The YAML file; relative source paths start from its directory."""
     seed: int
+    """Seeds sampling (`take`/`weight`), the mix order, the val split and the synthetic generator."""
     val_fraction: float
+    """Share of each task held out as `val`, in [0, 1)."""
     policy: ResolutionPolicy
+    """How the low and high views are sized (`resolution:`)."""
     sources: list[dict]
+    """The validated `sources:` entries, with defaults filled in (name, task, filters)."""
     total: int | None = None
+    """Rows to draw over the `weight:` sources."""
     shard_rows: int = 2000
+    """Rows per parquet shard."""
     name: str = ""
+    """The dataset's name (default: the file's stem)."""
     data: dict = field(default_factory=dict)
+    """The parsed YAML as written; its hash identifies the build."""
 
     @property
     def hash(self) -> str:
