@@ -312,15 +312,7 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
             chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, pool.n))]
             pos += len(chunk)
             raws = [rows[i] for i in chunk]
-            texts, jobs = [], []
-            for raw in raws:
-                try:
-                    texts.append(normalise(raw, src.get("answer_type")))
-                    # workers send back only bytes that exist nowhere else (rendered images);
-                    # files are re-read here from the page cache, cheaper than a pipe
-                    jobs.append((raw.get("image"), m.policy.pixel_cap, _kind(raw.get("image")) == "made"))
-                except ValueError as err:
-                    texts.append(str(err))
+            texts, jobs = _prepare(raws, src.get("answer_type"), m.policy.pixel_cap)
             img_results = iter(pool.map(jobs))
             batch = []
             for raw, t in zip(raws, texts):
@@ -353,6 +345,22 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
     if target is not None and c["kept"] < target:
         info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
     return c
+
+
+def _prepare(raws: list[dict], default_type: str | None, pixel_cap: int) -> tuple[list, list]:
+    """Normalised text (a dict, or the reason it is unusable) per raw row, and the image probe jobs of
+    the usable ones, in order."""
+    texts, jobs = [], []
+    for raw in raws:
+        try:
+            texts.append(normalise(raw, default_type))
+        except ValueError as err:
+            texts.append(str(err))
+            continue
+        # workers send back only bytes that exist nowhere else (rendered images);
+        # files are re-read here from the page cache, cheaper than a pipe
+        jobs.append((raw.get("image"), pixel_cap, _kind(raw.get("image")) == "made"))
+    return texts, jobs
 
 
 def _check_row(src: dict, srow: str, raw: dict, text: dict, probed: tuple, ids: set,
