@@ -254,3 +254,30 @@ def test_crash_mid_run_keeps_finished_batches(tmp_path):
     finally:
         con.close()
     assert n == distinct == len(rows)
+
+
+def test_judge_crash_keeps_the_generations(tmp_path):
+    """A crash while judging keeps the batch's generations; the rerun judges them without regenerating."""
+    data, db = eval_data(), tmp_path / "vt.duckdb"
+    rows = val_rows(data)[:4]
+
+    class CrashingJudge:
+        identity = "test:crash"
+
+        def judge(self, items):
+            raise RuntimeError("judge process killed")
+
+    with FakeOpenAI(responder=ScriptedThink(rows, {r["id"]: "full" for r in rows})) as srv:
+        cfg = dict(data=str(data), policy="openai:s", policy_base_url=srv.url, mode="low", db=str(db),
+                   name="jcrash", batch_size=4, limit=4, out=str(tmp_path))
+        with pytest.raises(RuntimeError, match="judge process killed"):
+            run_eval(EvalConfig(**cfg), judge=CrashingJudge())
+        kept = _preds(db, "jcrash")
+        assert len(kept) == 4 and srv.requests == 4
+        assert all(p["status"] is None and p["response"] for p in kept.values())
+        res = run_eval(EvalConfig(**cfg))  # the real judge: nothing regenerated, everything judged
+        assert res["new"] == 0 and srv.requests == 4
+    preds = _preds(db, "jcrash")
+    assert all(p["status"] == "ok" and p["score"] == 1.0 for p in preds.values())
+    allrow = next(s for s in res["summary"] if s["source"] == "all")
+    assert allrow["judge_errors"] == 0 and allrow["accuracy"] == 1.0

@@ -6,10 +6,11 @@ Three modes on the same samples:
   think  the two-turn resize protocol of training (`vtdata.protocol`): the low view first, the high
          view only when the model calls `resize_image`; visual tokens = low + high for resized samples.
 
-Every prediction is written as it is made to DuckDB (`eval_predictions`, one row per run and sample;
-`eval_runs`, one row per run), so a rerun of the same `--name` skips what is done and re-judges only
-verdicts that failed. At the end the run is exported to JSONL with lmms-eval-style fields (`doc_id`,
-`input`, `target`, `resps`, `filtered_resps`) plus vt's own, which `vt judge` reads back.
+Every prediction is written to DuckDB as soon as it is generated, before it is judged
+(`eval_predictions`, one row per run and sample; `eval_runs`, one row per run), so a rerun of the same
+`--name` skips what is done and judges again only predictions without a good verdict. At the end the
+run is exported to JSONL with lmms-eval-style fields (`doc_id`, `input`, `target`, `resps`,
+`filtered_resps`) plus vt's own, which `vt judge` reads back.
 `vt eval --compare RUN RUN ...` prints a Table-2-like comparison of finished runs.
 """
 from __future__ import annotations
@@ -311,15 +312,11 @@ def _rows(cfg: EvalConfig) -> list[dict]:
     return rows
 
 
-def _full_tokens(row: dict) -> int:
-    """Visual tokens of the high view (what `full` mode spends): the count the policy backends use."""
+def _view_tokens(row: dict, view: str) -> int:
+    """Visual tokens of the row's low or high view (`full` mode spends the high's): the count the policy
+    backends use."""
     from vttrain.policy import qwen_visual_tokens
-    return qwen_visual_tokens(row["high_width"], row["high_height"])
-
-
-def _low_tokens(row: dict) -> int:
-    from vttrain.policy import qwen_visual_tokens
-    return qwen_visual_tokens(row["low_width"], row["low_height"])
+    return qwen_visual_tokens(row[f"{view}_width"], row[f"{view}_height"])
 
 
 def _as_list(x) -> Optional[list]:
@@ -342,8 +339,7 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
     with writer(cfg.db_path(), "vt eval") as con:
         ensure_tables(con)
         exists = _check_run(con, cfg, run)
-        done = {r[0]: r[1] for r in con.execute(
-            "SELECT sample_id, status FROM eval_predictions WHERE run = ?", [run]).fetchall()}
+        done = {r[0] for r in con.execute("SELECT sample_id FROM eval_predictions WHERE run = ?", [run]).fetchall()}
         todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
         own_judge, own_policy = judge is None, policy is None and bool(todo)
         if own_judge:
@@ -353,7 +349,7 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
                 policy = _make_policy(cfg)
             if not exists:
                 _start_run(con, cfg, run)
-            _rejudge_errors(con, run, judge, [r for r in rows if done.get(r["id"]) not in (None, STATUS_OK)])
+            _rejudge(con, run, judge)
             info(f"eval {run}: {len(rows)} samples, {len(rows) - len(todo)} done, {len(todo)} to run "
                  f"(mode {cfg.mode}, policy {cfg.policy_spec}, judge {judge.identity})")
             if todo:
@@ -374,13 +370,18 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
 
 
 def _run_samples(con, cfg: EvalConfig, run: str, todo: list[tuple[int, dict]], judge, policy) -> None:
-    """Generate and judge the samples not yet done, a batch at a time, writing each batch as it ends."""
+    """Generate and judge the samples not yet done, a batch at a time. A batch's generations are written
+    before they are judged (a crash while judging loses no generation: the rerun judges them)."""
     ev = Evaluator(policy, cfg)
     counts = {"scored": 0, "correct": 0, "resized": 0, "failed": 0}
     with progress_bar(f"eval {cfg.mode}", total=len(todo)) as bar:
         for b in range(0, len(todo), cfg.batch_size):
             batch = todo[b:b + cfg.batch_size]
-            _insert(con, _eval_batch(ev, judge, run, batch, counts))
+            recs = _generate_batch(ev, run, batch, counts)
+            _insert(con, recs)
+            _judge_records(con, run, judge, recs)
+            counts["correct"] += sum(1 for x in recs if x["score"])
+            counts["resized"] += sum(1 for x in recs if x["resized"])
             bar.advance(len(batch), status=f"correct {counts['correct']}/{counts['scored']} "
                                            f"resized {counts['resized']}")
     if counts["failed"]:
@@ -388,23 +389,37 @@ def _run_samples(con, cfg: EvalConfig, run: str, todo: list[tuple[int, dict]], j
              f"are not recorded: rerun the same command to retry them")
 
 
-def _eval_batch(ev: Evaluator, judge, run: str, batch: list[tuple[int, dict]], counts: dict) -> list[dict]:
-    """Generate, judge and turn one batch into prediction rows (failed generations are left out)."""
-    from vtdata.judge import JudgeItem
+def _generate_batch(ev: Evaluator, run: str, batch: list[tuple[int, dict]], counts: dict) -> list[dict]:
+    """Generate one batch and turn it into prediction rows, not judged yet (failed generations left out)."""
     t0 = time.perf_counter()
     outcomes = asyncio.run(ev.run_batch([r for _, r in batch]))
     share = (time.perf_counter() - t0) / len(batch)  # the batch's wall time, split evenly over its samples
     counts["failed"] += sum(1 for o in outcomes if o.error)
-    kept = [(b, o) for b, o in zip(batch, outcomes) if not o.error]
-    items = [JudgeItem(question=r["question"], answers=list(r["answers"]), response=o.response,
-                       answer_type=r.get("answer_type") or "open", choices=_as_list(r.get("choices")))
-             for (_, r), o in kept]
-    verdicts = judge.judge(items) if items else []
-    recs = [_record(run, ev.cfg.mode, i, r, o, v, share) for ((i, r), o), v in zip(kept, verdicts)]
+    recs = [_record(run, ev.cfg.mode, i, r, o, share) for (i, r), o in zip(batch, outcomes) if not o.error]
     counts["scored"] += len(recs)
-    counts["correct"] += sum(1 for x in recs if x["score"])
-    counts["resized"] += sum(1 for x in recs if x["resized"])
     return recs
+
+
+def _judge_records(con, run: str, judge, recs: list[dict]) -> None:
+    """Judge prediction rows (each with its sample's question, answers, answer_type, choices and response),
+    fill in their verdict fields and write the verdicts to `eval_predictions` in one statement."""
+    if not recs:
+        return
+    import pyarrow as pa
+    from vtdata.judge import JudgeItem
+    items = [JudgeItem(question=x["question"], answers=list(x["answers"] or []), response=x["response"] or "",
+                       answer_type=x.get("answer_type") or "open", choices=x.get("choices")) for x in recs]
+    for x, v in zip(recs, judge.judge(items)):
+        x.update(score=v.score, status=v.status, reason=v.reason, judge=v.judge, prediction=v.prediction)
+    cols = ["sample_id", "score", "status", "reason", "judge", "prediction"]
+    con.register("eval_verdicts", pa.table({c: pa.array([x[c] for x in recs], pa.float64() if c == "score"
+                                                         else pa.string()) for c in cols}))
+    try:
+        con.execute("UPDATE eval_predictions p SET score = v.score, status = v.status, reason = v.reason, "
+                    "judge = v.judge, prediction = v.prediction FROM eval_verdicts v "
+                    "WHERE p.run = ? AND p.sample_id = v.sample_id", [run])
+    finally:
+        con.unregister("eval_verdicts")
 
 
 def _judge_opts(cfg: EvalConfig) -> dict:
@@ -425,37 +440,29 @@ def _make_policy(cfg: EvalConfig):
     return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)
 
 
-def _record(run: str, mode: str, doc_id: int, row: dict, o: Outcome, v, wall_s: float) -> dict:
-    full = _full_tokens(row)
+def _record(run: str, mode: str, doc_id: int, row: dict, o: Outcome, wall_s: float) -> dict:
+    """One `eval_predictions` row; its verdict fields stay NULL until `_judge_records` fills them."""
     return {"run": run, "sample_id": row["id"], "doc_id": doc_id, "source": row["source"],
             "task": row["task"], "mode": mode, "question": row["question"],
             "answers": _as_list(row["answers"]), "answer_type": row.get("answer_type"),
             "choices": _as_list(row.get("choices")), "turns": [t.text for t in o.turns],
-            "response": o.response, "prediction": v.prediction, "tool_call": o.tool_call,
-            "resized": o.tool_call == "ok", "score": v.score, "status": v.status, "reason": v.reason,
-            "judge": v.judge, "visual_tokens": o.visual_tokens, "low_visual_tokens": _low_tokens(row),
-            "full_visual_tokens": full, "generated_tokens": sum(t.generated_tokens for t in o.turns),
-            "latency_s": sum(t.latency_s for t in o.turns), "wall_s": wall_s,
-            "created": datetime.now()}
+            "response": o.response, "prediction": None, "tool_call": o.tool_call,
+            "resized": o.tool_call == "ok", "score": None, "status": None, "reason": None, "judge": None,
+            "visual_tokens": o.visual_tokens, "low_visual_tokens": _view_tokens(row, "low"),
+            "full_visual_tokens": _view_tokens(row, "high"),
+            "generated_tokens": sum(t.generated_tokens for t in o.turns),
+            "latency_s": sum(t.latency_s for t in o.turns), "wall_s": wall_s, "created": datetime.now()}
 
 
-def _rejudge_errors(con, run: str, judge, rows: list[dict]) -> None:
-    """Predictions whose verdict failed (judge down) are judged again; nothing is regenerated."""
-    if not rows:
-        return
-    from vtdata.judge import JudgeItem
-    by_id = {r["id"]: r for r in rows}
-    preds = con.execute("SELECT sample_id, response FROM eval_predictions WHERE run = ? AND status <> ?",
-                        [run, STATUS_OK]).fetchall()
-    preds = [(sid, resp) for sid, resp in preds if sid in by_id]
-    items = [JudgeItem(question=by_id[s]["question"], answers=list(by_id[s]["answers"]), response=resp,
-                       answer_type=by_id[s].get("answer_type") or "open",
-                       choices=_as_list(by_id[s].get("choices"))) for s, resp in preds]
-    verdicts = judge.judge(items)
-    for (sid, _), v in zip(preds, verdicts):
-        con.execute("UPDATE eval_predictions SET score = ?, status = ?, reason = ?, judge = ?, prediction = ? "
-                    "WHERE run = ? AND sample_id = ?", [v.score, v.status, v.reason, v.judge, v.prediction, run, sid])
-    info(f"re-judged {len(preds)} predictions whose verdict had failed")
+def _rejudge(con, run: str, judge) -> None:
+    """Predictions without a good verdict (the judge failed, or a crash came before judging) are judged
+    again from the stored response; nothing is regenerated."""
+    cur = con.execute("SELECT * FROM eval_predictions WHERE run = ? AND status IS DISTINCT FROM ?", [run, STATUS_OK])
+    names = [d[0] for d in cur.description]
+    recs = [dict(zip(names, v)) for v in cur.fetchall()]
+    if recs:
+        _judge_records(con, run, judge, recs)
+        info(f"re-judged {len(recs)} stored predictions without a good verdict")
 
 
 # ------------------------------------------------------------------------------------- export, stats
@@ -489,7 +496,7 @@ SUMMARY_SQL = """
 SELECT {keys},
        count(*) AS samples,
        avg(score) FILTER (WHERE status = 'ok') AS accuracy,
-       count(*) FILTER (WHERE status <> 'ok') AS judge_errors,
+       count(*) FILTER (WHERE status IS DISTINCT FROM 'ok') AS judge_errors,
        avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
        sum(visual_tokens)::DOUBLE / nullif(sum(full_visual_tokens), 0) AS visual_tokens_rel,
        avg(visual_tokens) AS visual_tokens,
