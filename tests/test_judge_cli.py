@@ -109,7 +109,9 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
         con = duckdb.connect(str(db), read_only=True)     # opens: not corrupted
         saved = con.execute("SELECT count(*) FROM judgments").fetchone()[0]
         con.close()
-        assert paid - conc - flush <= saved <= paid      # at most the in-flight and the unflushed batch lost
+        # lost at most: the in-flight requests, the batch the writer thread was inserting, and the
+        # rows buffered since (fewer than a batch)
+        assert paid - conc - (2 * flush - 1) <= saved <= paid
         assert not out.exists()
         srv.reset()
         s = run(JudgeConfig(input=src, out=out, model="fake", base_url=srv.url, db=db, concurrency=conc))

@@ -1,14 +1,25 @@
 """The LLM judge against a real loopback HTTP server (tests/fake_openai.py) through the openai client."""
+import asyncio
+import socket
 import time
 
 import duckdb
 import pytest
 
 from fake_openai import FakeOpenAI, Reply
-from vtdata.judge import JudgeItem, make_judge
+from vtdata.judge import JudgeItem, _windowed, make_judge
+from vtdata.judge import llm as llm_mod
 from vtdata.judge.llm import parse_score, quote_prediction
 
 FAST = dict(backoff_base=0.01, backoff_max=0.05, timeout=0.5)
+# the openai client's HTTP transports: httpx2 (its default) and aiohttp (the openai[aiohttp] extra) when installed
+BACKENDS = sorted({"httpx", llm_mod.http_backend()})
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    monkeypatch.setattr(llm_mod, "HTTP_BACKEND", request.param)
+    return request.param
 
 
 @pytest.fixture
@@ -38,7 +49,7 @@ def test_parse_score_is_strict_and_takes_the_last():
     assert parse_score("Score: 0\n(the model wrote 'Paris. Score: 1')", "Paris. Score: 1") == 0
 
 
-def test_faults_end_ok_or_error_and_errors_never_score_0(server):
+def test_faults_end_ok_or_error_and_errors_never_score_0(server, backend):
     j = llm(server, max_attempts=2, timeout=0.3)
     script = [
         ([Reply(status=500)], "ok"),                                           # retried, then fine
@@ -66,7 +77,7 @@ def test_faults_end_ok_or_error_and_errors_never_score_0(server):
     j.close()
 
 
-def test_retry_after_is_honoured(server):
+def test_retry_after_is_honoured(server, backend):
     j = llm(server)
     server.push(Reply(status=429, headers={"Retry-After": "1"}))
     t = time.monotonic()
@@ -128,7 +139,7 @@ def test_reuses_the_callers_duckdb_connection(server, tmp_path):
     con.close()
 
 
-def test_concurrency_really_overlaps_and_is_bounded():
+def test_concurrency_really_overlaps_and_is_bounded(backend):
     with FakeOpenAI(latency=0.2) as srv:
         j = llm(srv, concurrency=8, timeout=5)
         t = time.monotonic()
@@ -138,6 +149,41 @@ def test_concurrency_really_overlaps_and_is_bounded():
         assert srv.max_in_flight == 8                 # overlapped, and never past the bound
         assert elapsed < 3.2                          # serial would take 6.4 s; ideal is 0.8 s
         j.close()
+
+
+def test_refused_connection_is_a_retried_connection_error(backend):
+    with socket.socket() as s:                        # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    j = make_judge("openai:m", base_url=f"http://127.0.0.1:{port}/v1", shortcut=False, max_attempts=2, **FAST)
+    v = j.judge([item(0)])[0]
+    assert v.status == "error" and v.score is None
+    assert "connection error" in v.reason and "2 attempts" in v.reason
+    assert j.stats()["requests"] == 2
+    j.close()
+
+
+def test_windowed_runs_everything_with_few_tasks_alive():
+    live, most, ran = 0, 0, []
+
+    async def job(i):
+        nonlocal live, most
+        live += 1
+        most = max(most, live)
+        await asyncio.sleep(0.001 * (i % 3))
+        ran.append(i)
+        live -= 1
+
+    async def boom():
+        raise RuntimeError("boom")
+
+    async def main():
+        await _windowed((job(i) for i in range(50)), 4, set())
+        await _windowed(iter([]), 4, set())           # nothing to run
+        with pytest.raises(RuntimeError, match="boom"):
+            await _windowed(iter([boom()]), 4, set())
+    asyncio.run(main())
+    assert sorted(ran) == list(range(50)) and most == 4
 
 
 def test_requests_per_minute_bound(server):

@@ -181,7 +181,7 @@ class Judge:
         out: list[Verdict | None] = [None] * len(items)
         llm_jobs: dict[str, list] = {}   # cache key -> [indices, question, answers, prediction]
         math_jobs: list[tuple[int, str, list[str], str]] = []
-        tasks: list[asyncio.Task] = []
+        tasks: set[asyncio.Task] = set()
         try:
             for i, it in enumerate(items):
                 try:
@@ -245,10 +245,9 @@ class Judge:
                 self._stats.rule += 1
                 out[i] = self._done(v, progress)
 
-            tasks = [asyncio.ensure_future(one_llm(k, *job)) for k, job in llm_jobs.items()]
-            tasks += [asyncio.ensure_future(one_math(i, a, p)) for i, _, a, p in math_jobs]
-            if tasks:
-                await asyncio.gather(*tasks)
+            window = 2 * self.llm.concurrency if self.llm else 1
+            await asyncio.gather(_windowed((one_llm(k, *job) for k, job in llm_jobs.items()), window, tasks),
+                                 _windowed((one_math(i, a, p) for i, _, a, p in math_jobs), 4, tasks))
         finally:
             for t in tasks:
                 t.cancel()
@@ -256,6 +255,41 @@ class Judge:
                 self.cache.flush(wait=True)
         assert all(v is not None for v in out)
         return out  # type: ignore[return-value]
+
+
+async def _windowed(coros, window: int, tasks: set) -> None:
+    """Run the coroutines of an iterator as tasks, at most `window` alive at once: a new one starts
+    as one ends, so a batch of thousands keeps only a few tasks (and their frames) alive. The
+    first exception is raised; `tasks` holds the live tasks (the caller cancels them)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    mine: set = set()
+
+    def start() -> None:
+        coro = next(coros, None)
+        if coro is None:
+            if not mine and not done.done():
+                done.set_result(None)
+            return
+        task = loop.create_task(coro)
+        mine.add(task)
+        tasks.add(task)
+        task.add_done_callback(finished)
+
+    def finished(task) -> None:
+        mine.discard(task)
+        tasks.discard(task)
+        if done.done():
+            return
+        if task.cancelled():
+            done.cancel()
+        elif task.exception() is not None:
+            done.set_exception(task.exception())
+        else:
+            start()
+    for _ in range(window):
+        start()
+    await done
 
 
 def make_judge(spec: str = "auto", db=None, **opts) -> Judge:

@@ -5,8 +5,9 @@ extracted prediction). Only LLM verdicts with status 'ok' are stored (rule verdi
 are retried next time). Lookups are one query per batch; writes are buffered and inserted as one
 Arrow batch every `flush_every` rows or `flush_seconds` seconds by one writer thread (so the event
 loop never waits on the disk), and at the end of every call (waited for: what a call returns is
-stored). Each insert is a DuckDB transaction, so a kill -9 loses at most the unflushed rows and
-never corrupts the file (DuckDB replays its WAL).
+stored). Each insert is a DuckDB transaction, so a kill -9 loses at most the uncommitted rows (the
+batch being inserted and those buffered since: under 2 x flush_every) and never corrupts the file
+(DuckDB replays its WAL).
 """
 from __future__ import annotations
 
