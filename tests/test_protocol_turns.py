@@ -59,6 +59,15 @@ def test_agent_messages_put_the_image_between_instruction_and_question():
     assert question["text"] == "How many cats?"
 
 
+def test_direct_messages_are_system_then_image_then_question():
+    img = Image.new("RGB", (56, 56))
+    system = prompts.load("score_system")
+    sys_msg, user = protocol.direct_messages(system, "How many cats?", img)
+    assert sys_msg == {"role": "system", "content": system}
+    assert user == {"role": "user", "content": [{"type": "image", "image": img},
+                                                {"type": "text", "text": "How many cats?"}]}
+
+
 def test_tool_turns_use_the_shipped_prompts():
     img = Image.new("RGB", (112, 112))
     ok = protocol.tool_turn(image=img)

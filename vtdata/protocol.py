@@ -9,6 +9,7 @@ A rollout is at most `max_turns` assistant turns:
    (`tool_turn(image=high)`); an invalid call gets the error turn (`tool_turn(error=...)`), and the
    model answers again.
 
+`direct_messages` is the one-turn prompt without the tool (score-judge, eval full/low).
 `parse_tool_call` validates a reply's call (JSON, function name, action) and returns either the call or
 the error text for the error turn; `check_turn`/`check_format` are the per-turn format rule of the reward.
 `CHAT_TEMPLATE` renders these messages in the Qwen2.5-VL chat format with the tool turn as a user turn
@@ -105,6 +106,15 @@ def agent_messages(question: str, image: Any, system_prompt: str = "agent_system
         blocks[1] = {"type": "image"}
     return [{"role": "system", "content": [{"type": "text", "text": prompts.load(system_prompt)}]},
             {"role": "user", "content": blocks}]
+
+
+def direct_messages(system: str, question: str, image: Any) -> list[dict]:
+    """A one-turn prompt without the tool: [system = `system` (the prompt's text), user = image + question].
+
+    What `vt score-judge` asks on each view and `vt eval --mode full|low` asks, so full-mode eval and scoring
+    see the same tokens."""
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
 
 
 def tool_content(image: Any = None, error: str | None = None, ok_prompt: str = "tool_ok",

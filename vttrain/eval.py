@@ -259,9 +259,8 @@ class Evaluator:
         mode = self.cfg.mode
         if mode in ("full", "low"):
             system = prompts.load(self.cfg.system())
-            convs = [[{"role": "system", "content": system},  # as `vt score-judge` asks, so full = scoring
-                      {"role": "user", "content": [{"type": "image", "image": view_of(r, "high" if mode == "full" else "low")},
-                                                   {"type": "text", "text": r["question"]}]}] for r in rows]
+            view = "high" if mode == "full" else "low"
+            convs = [protocol.direct_messages(system, r["question"], view_of(r, view)) for r in rows]
             turns = await self._generate(convs)
             return [Outcome([t], "none", t.visual_tokens) for t in turns]
         # think: the training protocol, turn by turn, batched across samples

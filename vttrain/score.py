@@ -183,11 +183,6 @@ class ScoreConfig:
     """Sampling seed."""
 
 
-def _messages(system: str, question: str, image) -> list[dict]:
-    return [{"role": "system", "content": system},
-            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
-
-
 class Scorer:
     """One run of score-judge on an open writer connection."""
 
@@ -284,6 +279,7 @@ class Scorer:
     # -- one chunk of samples -----------------------------------------------------------------
     async def run_chunk(self, samples: list[dict], st: dict | None = None) -> Counter:
         """Generate what is missing, judge what has no verdict, label; `st` = state() of these samples."""
+        from vtdata import protocol
         from vtdata.judge import JudgeItem
         from vtdata.resolution import view_of
         from vttrain.policy import GenRequest
@@ -298,8 +294,9 @@ class Scorer:
                         image = view_of(s, view)
                     except (ValueError, OSError) as err:
                         raise VtError(f"sample {s['id']}: cannot make its {view} view: {err}") from None
-                    requests.append(GenRequest(_messages(self.system, s["question"], image), n=len(missing),
-                                               temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
+                    requests.append(GenRequest(protocol.direct_messages(self.system, s["question"], image),
+                                               n=len(missing), temperature=cfg.temperature,
+                                               max_new_tokens=cfg.max_new_tokens))
                     slots.append((s, view, missing))
         new_rows = []
         if requests:
