@@ -167,6 +167,19 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
     with pytest.raises(RuntimeError):
         build(m2, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
+    monkeypatch.setattr(pq, "write_table", real)
+    import vtdata.build
+
+    def no_rename(tmp, out):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(vtdata.build, "publish", no_rename)  # the last step fails: the DB keeps the old rows too
+    with pytest.raises(OSError):
+        build(m2, tmp_path / "out")
+    con = duckdb.connect(str(tmp_path / "vt.duckdb"), read_only=True)
+    rows = set(con.execute("SELECT id, image_sha256 FROM samples").fetchall())
+    con.close()
+    assert rows == {(r["id"], r["image_sha256"]) for r in iter_samples(tmp_path / "out")} and len(rows) == 6
 
 
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path):

@@ -245,8 +245,9 @@ def build(cfg: BuildDataConfig) -> dict:
         with vtdb.writer(db_path, "vt build-data") as con, staging(out) as tmp:
             (tmp / "data").mkdir()
             result = _build(m, cfg, tmp, pool, t0)
-            _register(con, result, tmp, out)
+            _register(con, result, tmp, out)  # in a transaction, committed once the files are in place
             publish(tmp, out)
+            con.execute("COMMIT")
     finally:
         pool.close()
     return result
@@ -459,7 +460,8 @@ def _summary(m, cfg: BuildDataConfig, counts: dict, st: _Staging, split: list[st
 
 
 def _register(con, result: dict, tmp: Path, out: Path) -> None:
-    """`samples` (no image bytes) and `rejects` rows of this dataset, replacing an earlier build of it."""
+    """`samples` (no image bytes) and `rejects` rows of this dataset, replacing an earlier build of it;
+    the transaction is left open for the caller to commit after publishing the files."""
     import pyarrow as pa
 
     dataset = str(out.resolve())
@@ -484,7 +486,6 @@ def _register(con, result: dict, tmp: Path, out: Path) -> None:
         con.register("_vt_rejects", t)
         con.execute("INSERT INTO rejects SELECT * FROM _vt_rejects")
         con.unregister("_vt_rejects")
-    con.execute("COMMIT")
 
 
 def build_data_command(
