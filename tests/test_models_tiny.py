@@ -137,3 +137,12 @@ def test_hub_layout_checkpoint_takes_the_same_path(tmp_path, tiny_dir):
     assert big["image_grid_thw"].tolist() == [[1, 784 // 14, 1008 // 14]]
     assert models.visual_tokens(proc, (1008, 784)) == (1008 // 28) * (784 // 28)
     assert model.config.image_token_id == proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+
+def test_a_missing_or_empty_model_dir_is_a_clear_error(tmp_path):
+    from vtdata.console import VtError
+    with pytest.raises(VtError, match="no such directory"):
+        models.load_processor(tmp_path / "nope")
+    with pytest.raises(VtError, match="not a checkpoint directory"):
+        models.load(tmp_path)
+    assert models.check_source("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"  # hub ids pass

@@ -94,9 +94,9 @@ class EvalConfig:
         if self.split not in ("train", "val", "all"):
             raise VtError(f"--split must be train, val or all, not {self.split!r}")
         kind, _, target = self.policy_spec.partition(":")
-        if kind == "local" and target.startswith((".", "/", "~")) and not Path(target).expanduser().exists():
-            raise VtError(f"model {target!r}: no such directory (a local checkpoint or a hub id like "
-                          f"Qwen/Qwen2.5-VL-7B-Instruct)")
+        if kind == "local":
+            from vttrain.models import check_source
+            check_source(target)  # before any data is read
         if self.limit is not None and self.limit < 1:
             raise VtError("--limit must be at least 1")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.max_turns < 1:

@@ -104,11 +104,24 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # vt draws its own bars; keep stderr to one line per step
 
 
+def check_source(path_or_id: str | os.PathLike) -> str:
+    """A VtError for a local path that is no checkpoint dir (a hub id passes through unchecked)."""
+    src = str(path_or_id)
+    local = Path(src).expanduser()
+    if local.exists() or src.startswith(("/", ".", "~")):
+        if not local.is_dir():
+            raise VtError(f"model {src!r}: no such directory (a local checkpoint, e.g. from "
+                          f"`vt init-model tiny OUT`, or a hub id like Qwen/Qwen2.5-VL-7B-Instruct)")
+        if not (local / "config.json").is_file():
+            raise VtError(f"model {src!r} is not a checkpoint directory (no config.json)")
+    return src
+
+
 def load_processor(path_or_id: str | os.PathLike):
     """The processor of a checkpoint: stock AutoProcessor, else the image-only one; views never resized."""
     from transformers import AutoProcessor
+    src = check_source(path_or_id)
     _quiet_transformers()
-    src = str(path_or_id)
     proc = None
     try:
         proc = AutoProcessor.from_pretrained(src)
