@@ -153,3 +153,23 @@ def test_out_must_not_destroy_a_foreign_dir_the_scored_set_or_a_file(tmp_path):
     shutil.copytree(data, other)
     with pytest.raises(VtError, match="written by `vt build-data`"):
         curate(CurateConfig(out=other, data=data, **cfg))
+
+
+def test_a_failed_write_leaves_the_curated_table_as_it_was(tmp_path, monkeypatch):
+    import vtdata.curate
+
+    data, db, _ = _labelled_db(tmp_path, ["low_ok", "needs_high"])
+    curate(CurateConfig(db=db, name="c", per_class=2, out=tmp_path / "o"))
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    for step in ("write_dataset", "_record"):  # files and table change together or not at all
+        with monkeypatch.context() as mp:
+            mp.setattr(vtdata.curate, step, fail)
+            with pytest.raises(OSError):
+                curate(CurateConfig(db=db, name="c", per_class=3, out=tmp_path / "o"))
+        con = duckdb.connect(str(db), read_only=True)
+        n = con.execute("SELECT count(*) FROM curated WHERE name = 'c'").fetchone()[0]
+        con.close()
+        assert n == 4 == pq.read_metadata(tmp_path / "o" / "data" / "train-00000.parquet").num_rows, step

@@ -237,15 +237,17 @@ def curate(cfg: CurateConfig) -> dict:
                    "filled": sum(c["filled"] for c in picked),
                    "from": str(src), "db": str(cfg.db), "selected": dict(Counter(c["label"] for c in picked)),
                    "available": dict(avail), "short": short}
+        _record(con, cfg.name, policy, src, picked)  # committed once the files are in place
         write_dataset(src, Path(cfg.out), by_id, cfg, summary)
-        _record(con, cfg.name, policy, src, picked)
+        con.execute("COMMIT")
     return {"policy": policy, "chosen": {k: len(v) for k, v in chosen.items()}, "balance": balance,
             "filled": summary["filled"],
             "available": avail, "short": short, "out": str(cfg.out)}
 
 
 def _record(con, name: str, policy: str, src: Path, picked: list[dict]) -> None:
-    """The `curated` rows of this set (rank = position in the files), replacing an earlier set of that name."""
+    """The `curated` rows of this set (rank = position in the files), replacing an earlier set of that name;
+    the transaction is left open for the caller to commit."""
     import datetime as dt
 
     import pyarrow as pa
@@ -262,7 +264,6 @@ def _record(con, name: str, policy: str, src: Path, picked: list[dict]) -> None:
     con.register("_vt_cur", tbl)
     con.execute("INSERT INTO curated SELECT * FROM _vt_cur")
     con.unregister("_vt_cur")
-    con.execute("COMMIT")
 
 
 def _print_balance(result: dict) -> None:
