@@ -166,6 +166,8 @@ def test_config_errors(tiny, tmp_path):
         parse_config(bad, [])
     with pytest.raises(VtError, match="unknown train option"):
         parse_config(None, ["--no_such_flag", "1"])
+    with pytest.raises(VtError, match="bad train option: argument --learning_rate.*invalid float value: 'abc'"):
+        parse_config(None, ["--learning_rate", "abc"])
     with pytest.raises(VtError, match="penalty_mode"):
         run(h.config(model, data, tmp_path / "r1", penalty_mode="paperish"))
     # a completion budget that cannot hold the high-res tool turn: every row rejected, with the reason

@@ -1,8 +1,8 @@
 """The VisionThink reward: accuracy (shared judge) + format_weight x format - penalty (paper Eq. 4-5).
 
 The balanced penalty is a GROUP statistic, so it is computed on the rewards of the whole group after TRL
-gathers them across processes (`VtGRPOTrainer._calculate_rewards` in vttrain/train.py calls
-`group_penalties` there); the per-process reward functions only return accuracy and format.
+gathers them across processes (`VtGRPOTrainer._calculate_rewards` in vttrain/trainer.py calls
+`batch_penalties` there); the per-process reward functions only return accuracy and format.
 
 penalty_mode (r = C_direct / (C_direct + C_high) over the group's CORRECT answers):
 - paper    Eq. 5: P = penalty x [1_direct I(r < theta) + 1_high I(r >= theta)]. "high" = the high-res image

@@ -109,10 +109,11 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     if "bf16" not in values and not torch.cuda.is_available():
         values["bf16"] = False  # GRPOConfig defaults to bf16, which a CPU-only machine refuses
     parser.set_defaults(**values)
-    try:
-        namespace, rest = parser.parse_known_args(args=list(overrides))
-    except SystemExit:
-        raise VtError(f"bad train option in {' '.join(overrides)} (see `vt train --options`)") from None
+
+    def refuse(message: str):  # argparse would print its usage and exit; one line instead
+        raise VtError(f"bad train option: {message} (see `vt train --options`)")
+    parser.error = refuse
+    namespace, rest = parser.parse_known_args(args=list(overrides))
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
     try:
@@ -148,14 +149,8 @@ def load_rows(data_dir: str, split: str):
     d = Path(data_dir)
     if not d.is_dir():
         raise VtError(f"data_dir {d} is not a directory (build one with `vt build-data`)")
-    try:
-        from vtdata.build import load_hf
-        ds = load_hf(str(d), split)
-    except ImportError:
-        files = sorted(str(p) for p in (d / "data").glob(f"{split}-*.parquet"))
-        if not files:
-            raise VtError(f"{d} has no {split} split (expected {d}/data/{split}-*.parquet)") from None
-        ds = datasets.Dataset.from_parquet(files)
+    from vtdata.build import load_hf
+    ds = load_hf(str(d), split)  # a VtError when the split has no rows
     if len(ds) == 0:
         raise VtError(f"{d} split {split!r} is empty")
     need = {"id", "question", "answers", "image", "low_width", "low_height", "high_width", "high_height"}
@@ -257,8 +252,6 @@ def build_trainer(cfg, trainer_class=None):
         gk["max_tokens" if cfg.use_vllm else "max_new_tokens"] = cfg.max_turn_tokens
     cfg.generation_kwargs = gk
     cfg.max_tool_calling_iterations = cfg.max_turns - 1
-    if cfg.max_turns == 1:
-        cfg.max_tool_calling_iterations = 0
 
     ds = load_rows(cfg.data_dir, cfg.split)
     ds = fit_rows(ds, processor, cfg, model_max_len, run_dir)
