@@ -167,12 +167,15 @@ class Demo:
                 f"model in {self.final}")
 
     def _sum_eval(self, mode: str) -> str:
-        n, acc, tok, rs = self._sql("""SELECT count(*), avg(score) FILTER (WHERE status = 'ok'),
-                                              sum(visual_tokens)::DOUBLE / sum(full_visual_tokens),
-                                              avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END)
-                                       FROM eval_predictions WHERE run = ?""", [f"demo-{mode}"])[0]
-        return (f"{n} samples, accuracy {100 * (acc or 0):.1f} %, visual tokens {100 * (tok or 0):.1f} % of full, "
-                f"resized {100 * (rs or 0):.1f} %")
+        from vtdata.db import connect
+        from vttrain.eval import pct, summarize
+        con = connect(self.db, read_only=True)
+        try:
+            total = summarize(con, f"demo-{mode}")[-1]
+        finally:
+            con.close()
+        return (f"{total['samples']} samples, accuracy {pct(total['accuracy'])} %, visual tokens "
+                f"{pct(total['visual_tokens_rel'])} % of full, resized {pct(total['resize_ratio'])} %")
 
     def _resume_flag(self) -> list[str]:
         """An interrupted training run continues from its latest checkpoint."""

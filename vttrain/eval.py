@@ -517,7 +517,7 @@ def summarize(con, run: str) -> list[dict]:
     return out
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
@@ -529,8 +529,8 @@ def summary_table(run: str, summary: list[dict]):
     for c in ("n", "acc%", "resize%", "tokens%", "gen tok", "time s", "judge err"):
         t.add_column(c, justify="right")
     for r in summary:
-        t.add_row(r["source"], r["task"], str(r["samples"]), _pct(r["accuracy"]), _pct(r["resize_ratio"]),
-                  _pct(r["visual_tokens_rel"]), f"{r['generated_tokens'] or 0:.1f}", f"{r['wall_s'] or 0:.1f}",
+        t.add_row(r["source"], r["task"], str(r["samples"]), pct(r["accuracy"]), pct(r["resize_ratio"]),
+                  pct(r["visual_tokens_rel"]), f"{r['generated_tokens'] or 0:.1f}", f"{r['wall_s'] or 0:.1f}",
                   str(r["judge_errors"]))
     return t
 
@@ -567,8 +567,8 @@ def compare(con, runs: list[str]):
                "rel": sum(rel) / len(rel) if rel else None, "resize_ratio": allr["resize_ratio"],
                "visual_tokens_rel": allr["visual_tokens_rel"]}
         rows.append(row)
-        t.add_row(r, known[r], *[_pct(a) for a in accs], _pct(row["avg"]), _pct(row["rel"]),
-                  _pct(row["resize_ratio"]), _pct(row["visual_tokens_rel"]))
+        t.add_row(r, known[r], *[pct(a) for a in accs], pct(row["avg"]), pct(row["rel"]),
+                  pct(row["resize_ratio"]), pct(row["visual_tokens_rel"]))
     return t, rows
 
 

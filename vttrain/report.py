@@ -21,6 +21,7 @@ from typing import Optional
 import typer
 
 from vtdata.console import VtError, info
+from vttrain.eval import compare, pct, summarize  # light: eval imports torch only inside functions
 
 NOT_RUN = "not run yet"
 
@@ -68,35 +69,19 @@ def _query(con, sql: str, params=None) -> list[dict]:
 
 
 def scoring_accuracy(con) -> list[dict]:
-    """Per scoring policy and source: mean low-view and high-view accuracy of the scoring rollouts and
-    the label counts. Uses score-judge's views when present, else the `sufficiency` table."""
-    tabs = _tables(con)
-    if {"low_vs_high_accuracy", "label_counts"} <= tabs:
-        return _query(con, """
-            SELECT a.policy, a.source, a.samples, a.low_accuracy AS low_acc, a.high_accuracy AS high_acc,
-                   coalesce(sum(l.samples) FILTER (WHERE l.label = 'low_ok'), 0) AS low_ok,
-                   coalesce(sum(l.samples) FILTER (WHERE l.label = 'needs_high'), 0) AS needs_high,
-                   coalesce(sum(l.samples) FILTER (WHERE l.label = 'ambiguous'), 0) AS ambiguous,
-                   coalesce(sum(l.samples) FILTER (WHERE l.label NOT IN ('low_ok', 'needs_high', 'ambiguous')), 0)
-                       AS other
-            FROM low_vs_high_accuracy a LEFT JOIN label_counts l USING (policy, source)
-            GROUP BY ALL ORDER BY a.policy, a.source""")
-    if "sufficiency" in tabs:
-        cols = _columns(con, "sufficiency")
-        if {"low_correct", "high_correct", "k", "source", "label"} <= cols:
-            low_n = "low_judged" if "low_judged" in cols else "k"
-            high_n = "high_judged" if "high_judged" in cols else "k"
-            policy = "policy" if "policy" in cols else "'policy'"
-            return _query(con, f"""
-                SELECT {policy} AS policy, source, count(*) AS samples,
-                       sum(low_correct)::DOUBLE / nullif(sum({low_n}), 0) AS low_acc,
-                       sum(high_correct)::DOUBLE / nullif(sum({high_n}), 0) AS high_acc,
-                       count(*) FILTER (WHERE label = 'low_ok') AS low_ok,
-                       count(*) FILTER (WHERE label = 'needs_high') AS needs_high,
-                       count(*) FILTER (WHERE label = 'ambiguous') AS ambiguous,
-                       count(*) FILTER (WHERE label NOT IN ('low_ok', 'needs_high', 'ambiguous')) AS other
-                FROM sufficiency GROUP BY ALL ORDER BY 1, 2""")
-    return []
+    """Per scoring policy and source: low- and high-view accuracy of the scoring rollouts and the label
+    counts, from the views `vt score-judge` creates (`low_vs_high_accuracy`, `label_counts`)."""
+    if not {"low_vs_high_accuracy", "label_counts"} <= _tables(con):
+        return []
+    return _query(con, """
+        SELECT a.policy, a.source, a.samples, a.low_accuracy AS low_acc, a.high_accuracy AS high_acc,
+               coalesce(sum(l.samples) FILTER (WHERE l.label = 'low_ok'), 0) AS low_ok,
+               coalesce(sum(l.samples) FILTER (WHERE l.label = 'needs_high'), 0) AS needs_high,
+               coalesce(sum(l.samples) FILTER (WHERE l.label = 'ambiguous'), 0) AS ambiguous,
+               coalesce(sum(l.samples) FILTER (WHERE l.label NOT IN ('low_ok', 'needs_high', 'ambiguous')), 0)
+                   AS other
+        FROM low_vs_high_accuracy a LEFT JOIN label_counts l USING (policy, source)
+        GROUP BY ALL ORDER BY a.policy, a.source""")
 
 
 def curated_balance(con) -> list[dict]:
@@ -115,24 +100,19 @@ def curated_balance(con) -> list[dict]:
 
 
 def eval_points(con) -> list[dict]:
+    """One point per eval run with predictions: its mode and `vt eval`'s all-sources summary row."""
     if not {"eval_runs", "eval_predictions"} <= _tables(con):
         return []
-    return _query(con, """
-        SELECT r.run, r.mode, r.policy, count(*) AS samples,
-               avg(p.score) FILTER (WHERE p.status = 'ok') AS accuracy,
-               sum(p.visual_tokens)::DOUBLE / nullif(sum(p.full_visual_tokens), 0) AS visual_tokens_rel,
-               avg(CASE WHEN p.resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
-               avg(p.generated_tokens) AS generated_tokens
-        FROM eval_runs r JOIN eval_predictions p USING (run)
-        GROUP BY r.run, r.mode, r.policy, r.started ORDER BY r.started, r.run""")
+    out = []
+    for run, mode, policy in con.execute("SELECT run, mode, policy FROM eval_runs ORDER BY started, run").fetchall():
+        total = summarize(con, run)[-1]
+        if total["samples"]:
+            out.append({**total, "run": run, "mode": mode, "policy": policy})
+    return out
 
 
-# keys that `vt train` may log, in order of preference, for each curve
-CURVES = {
-    "reward": ("reward", "rewards/mean", "train/reward"),
-    "resize ratio": ("resize_ratio", "vt/resize_ratio", "resize_call_ratio", "tool/resize_ratio"),
-    "penalty share": ("penalty_share", "vt/penalty_share", "penalty/share"),
-}
+# panel title -> the key `vt train` logs in metrics.jsonl (VtGRPOTrainer's metrics, TRL's reward)
+CURVES = {"reward": "reward", "resize ratio": "resize_ratio", "penalty share": "penalty_share"}
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -148,15 +128,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-def _curve(rows: list[dict], names: tuple[str, ...]) -> tuple[list[float], list[float], Optional[str]]:
-    for name in names:
-        cand = [name] + sorted({k for r in rows for k in r if k.endswith("/" + name) or k.endswith("_" + name)})
-        for key in cand:
-            pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows)
-                   if isinstance(r.get(key), (int, float))]
-            if pts:
-                return [p[0] for p in pts], [p[1] for p in pts], key
-    return [], [], None
+def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -216,11 +190,11 @@ def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
     plt = _plt()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
     found = []
-    for ax, (title, names) in zip(axes, CURVES.items()):
+    for ax, (title, key) in zip(axes, CURVES.items()):
         any_pts = False
         for run, rows in runs.items():
-            xs, ys, key = _curve(rows, names)
-            if key:
+            xs, ys = _curve(rows, key)
+            if xs:
                 any_pts = True
                 found.append(key)
                 ax.plot(xs, ys, marker="o", ms=3, label=run)
@@ -265,19 +239,15 @@ def plot_tradeoff(points: list[dict], path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- html
 
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
-def _table(rows: list[dict], cols: list[tuple[str, str]], pct: set[str] = frozenset()) -> str:
+def _table(rows: list[dict], cols: list[tuple[str, str]], percent: set[str] = frozenset()) -> str:
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
     body = []
     for r in rows:
         cells = []
         for key, _ in cols:
             v = r.get(key)
-            if key in pct:
-                v = _pct(v)
+            if key in percent:
+                v = pct(v)
             elif isinstance(v, float):
                 v = f"{v:.2f}"
             cells.append(f"<td>{html.escape(str(v))}</td>")
@@ -350,7 +320,7 @@ def _scoring(con, plots: Path) -> Section:
     s.body = ("<p>Each sample was answered k times on its low-res view (1/4 of the visual tokens) and k times "
               "on its high-res view (<code>vt score-judge</code>). Where the bars match, the low view suffices; where the "
               "high bar towers, the source needs resolution (the paper's OCR-heavy sets).</p>"
-              + _table(rows, cols, pct={"low_acc", "high_acc"}))
+              + _table(rows, cols, percent={"low_acc", "high_acc"}))
     return s
 
 
@@ -407,15 +377,14 @@ def _evaluation(con, plots: Path) -> Section:
     s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("accuracy", "acc %"),
                                      ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
                                      ("generated_tokens", "gen. tokens")],
-                            pct={"accuracy", "visual_tokens_rel", "resize_ratio"})
-    from vttrain.eval import compare
+                            percent={"accuracy", "visual_tokens_rel", "resize_ratio"})
     _, rows = compare(con, [p["run"] for p in points])
     if rows and rows[0]["accuracy"]:
         srcs = list(rows[0]["accuracy"])
         flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"]} for r in rows]
         s.body += ("<h3>Per source (accuracy %; rel. = mean per-source ratio to the first full run)</h3>"
                    + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, x) for x in srcs]
-                            + [("avg", "avg"), ("rel", "rel.")], pct=set(srcs) | {"avg", "rel"}))
+                            + [("avg", "avg"), ("rel", "rel.")], percent=set(srcs) | {"avg", "rel"}))
     return s
 
 
