@@ -10,6 +10,7 @@ The server runs in its own process so it does not share the client's interpreter
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,16 @@ def baseline(url: str, its, threads: int = 100) -> float:
     t, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, its))
-    return time.perf_counter() - t, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    client.close()
+    return wall, cpu
+
+
+def server_stats(server) -> dict:
+    """The loopback server's counters (requests, CPU seconds, replies and their summed delay)."""
+    server.stdin.write("\n")
+    server.stdin.flush()
+    return json.loads(server.stdout.readline())
 
 
 def main() -> None:
@@ -60,32 +70,43 @@ def main() -> None:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     url = server.stdout.readline().strip()
     from vtdata.judge import make_judge
+    from vtdata.judge.llm import http_backend
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = os.path.join(tmp, "bench.duckdb")
             judge = make_judge("openai:fake", db=db, base_url=url, concurrency=args.concurrency, shortcut=False)
             judge.judge(items(args.concurrency, "warm-up"))  # client start, connection pool
             ideal = args.concurrency / args.latency
-            vt_runs, base_runs, vt_cpu, base_cpu = [], [], [], []
+            vt_runs, base_runs, vt_cpu, base_cpu, server_runs = [], [], [], [], []
             for rep in range(args.repeat):  # best of N for both: the machine may be shared
                 its = items(args.n, f"bench {rep}")
+                s0, l0 = server_stats(server), judge.llm.request_latency
                 t, cpu = time.perf_counter(), time.process_time()
                 verdicts = judge.judge(its)
                 vt_runs.append(time.perf_counter() - t)
                 vt_cpu.append(time.process_time() - cpu)
+                s1 = server_stats(server)
+                server_runs.append(((s1["cpu_s"] - s0["cpu_s"]) / args.n,
+                                    (s1["reply_delay_s"] - s0["reply_delay_s"]) / (s1["replied"] - s0["replied"]),
+                                    (judge.llm.request_latency - l0) / args.n))
                 assert all(v.status == "ok" and not v.cached for v in verdicts), judge.stats()
                 wall, cpu = baseline(url, items(args.n, f"baseline {rep}"))
                 base_runs.append(wall)
                 base_cpu.append(cpu)
             vt_s, base_s = min(vt_runs), min(base_runs)
             vt_tput, base_tput = args.n / vt_s, args.n / base_s
-            print(f"vt judge      n={args.n} concurrency={args.concurrency} latency={args.latency * 1000:.0f}ms: "
+            print(f"vt judge      n={args.n} concurrency={args.concurrency} latency={args.latency * 1000:.0f}ms "
+                  f"(openai client over {http_backend()}): "
                   f"{vt_s:.2f}s, {vt_tput:.0f} req/s = {vt_tput / ideal:.2f} of ideal ({ideal:.0f} req/s)  "
                   f"[runs: {', '.join(f'{x:.2f}' for x in vt_runs)}s]")
             print(f"baseline      100-thread pool, sync openai client: {base_s:.2f}s, {base_tput:.0f} req/s "
                   f"= {base_tput / (100 / args.latency):.2f} of its ideal ({100 / args.latency:.0f} req/s)  "
                   f"[runs: {', '.join(f'{x:.2f}' for x in base_runs)}s]")
             print(f"ratio         vt / baseline throughput: {vt_tput / base_tput:.2f}x")
+            scpu, sdelay, seen = server_runs[vt_runs.index(vt_s)]
+            print(f"server        own process, in vt's best run: {1000 * scpu:.2f} ms CPU per request "
+                  f"({100 * scpu * vt_tput:.0f}% of a core at vt's rate), request-to-reply {1000 * sdelay:.1f} ms "
+                  f"(latency {args.latency * 1000:.0f} ms); vt saw {1000 * seen:.1f} ms per request")
             vc, bc = 1000 * min(vt_cpu) / args.n, 1000 * min(base_cpu) / args.n
             print(f"client CPU    per judgment: vt {vc:.2f} ms, baseline {bc:.2f} ms "
                   f"(one core bounds vt at {1000 / vc:.0f} req/s = {1000 / vc / ideal:.2f} of ideal); "

@@ -4,7 +4,7 @@
         client = openai.OpenAI(base_url=srv.url, api_key="x")
         srv.push(Reply(status=429, headers={"Retry-After": "1"}), Reply(status=500))  # next requests
         ...
-        srv.requests, srv.max_in_flight            # counters
+        srv.requests, srv.max_in_flight, srv.replied, srv.reply_delay   # counters
 
 Serves POST /v1/chat/completions. What a request gets:
   1. the next scripted `Reply` pushed with `push()` (faults: status codes with headers, `delay`
@@ -60,6 +60,8 @@ class FakeOpenAI:
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.replied = 0              # 200 replies written, and the sum of their delays from request to reply
+        self.reply_delay = 0.0
         self.log: list[dict] = []
         self.keep_log = True
         self._lock = threading.Lock()
@@ -77,7 +79,8 @@ class FakeOpenAI:
 
     def reset(self) -> None:
         with self._lock:
-            self.requests = self.max_in_flight = 0
+            self.requests = self.max_in_flight = self.replied = 0
+            self.reply_delay = 0.0
             self.log.clear()
             self.script.clear()
 
@@ -102,6 +105,7 @@ class FakeOpenAI:
     async def _respond(self, method: str, path: str, body: bytes, writer) -> None:
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             return self._send(writer, 404, json.dumps({"error": {"message": f"no route {path}"}}).encode())
+        t0 = time.monotonic()
         with self._lock:
             self.requests += 1
             self.in_flight += 1
@@ -135,6 +139,8 @@ class FakeOpenAI:
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                               "total_tokens": prompt_tokens + completion}}
             self._send(writer, 200, json.dumps(data).encode(), reply.headers)
+            self.replied += 1
+            self.reply_delay += time.monotonic() - t0
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -201,7 +207,9 @@ if __name__ == "__main__":  # a standalone server process (benchmarks, trying `v
     try:
         if args.stdin:
             for line in sys.stdin:
-                print(json.dumps({"requests": srv.requests, "max_in_flight": srv.max_in_flight}), flush=True)
+                print(json.dumps({"requests": srv.requests, "max_in_flight": srv.max_in_flight,
+                                  "cpu_s": time.process_time(), "replied": srv.replied,
+                                  "reply_delay_s": srv.reply_delay}), flush=True)
         else:
             threading.Event().wait()
     except KeyboardInterrupt:

@@ -1,5 +1,6 @@
 """The LLM judge against a real loopback HTTP server (tests/fake_openai.py) through the openai client."""
 import asyncio
+import gc
 import socket
 import time
 
@@ -7,7 +8,7 @@ import duckdb
 import pytest
 
 from fake_openai import FakeOpenAI, Reply
-from vtdata.judge import JudgeItem, _windowed, make_judge
+from vtdata.judge import JudgeItem, _old_objects_frozen, _windowed, make_judge
 from vtdata.judge import llm as llm_mod
 from vtdata.judge.llm import parse_score, quote_prediction
 
@@ -184,6 +185,26 @@ def test_windowed_runs_everything_with_few_tasks_alive():
             await _windowed(iter([boom()]), 4, set())
     asyncio.run(main())
     assert sorted(ran) == list(range(50)) and most == 4
+
+
+def test_old_objects_are_frozen_only_during_big_batches_and_never_someone_elses():
+    assert gc.get_freeze_count() == 0
+    with _old_objects_frozen(True):
+        assert gc.get_freeze_count() > 0
+        with _old_objects_frozen(True):               # an overlapping batch
+            pass
+        assert gc.get_freeze_count() > 0              # still the outer one's
+    assert gc.get_freeze_count() == 0                 # undone when the last one ends
+    with _old_objects_frozen(False):                  # a small batch: left alone
+        assert gc.get_freeze_count() == 0
+    gc.freeze()                                       # someone else's freeze is not undone
+    try:
+        n = gc.get_freeze_count()
+        with _old_objects_frozen(True):
+            pass
+        assert gc.get_freeze_count() == n
+    finally:
+        gc.unfreeze()
 
 
 def test_requests_per_minute_bound(server):
