@@ -56,6 +56,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["--data", data, "--model", "x", "--policy", "openai:y"], "exactly one of --model"),
         (["--data", data, "--model", tmp_path / "no-model"], "no such directory"),
         (["--data", data, "--model", "x", "--system-prompt", "nope"], "neither a shipped prompt"),
+        (["--data", data, "--model", "x", "--judge-base-url", "http://h"], "applies to openai: judges only"),
         (["--compare", "a", "--db", tmp_path / "none.duckdb"], "does not exist"),
     ]
     for args, msg in cases:

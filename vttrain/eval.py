@@ -103,6 +103,8 @@ class EvalConfig:
             raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
+        from vttrain.score import judge_options
+        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env)  # openai-only flags
         from vtdata import prompts
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
                                     if self.mode == "think" else []):
@@ -330,6 +332,7 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
     `policy` / `judge` replace the ones `cfg` names (tests pass scripted ones; the caller closes them)."""
     from vtdata.db import writer
     from vtdata.judge import make_judge
+    from vttrain.score import judge_options
 
     cfg.validate()
     run = cfg.run_name()
@@ -342,7 +345,7 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
         todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
         own_judge, own_policy = judge is None, policy is None and bool(todo)
         if own_judge:
-            judge = make_judge(cfg.judge, db=con, **_judge_opts(cfg))
+            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env))
         try:
             if own_policy:  # loaded before the run is recorded: a model that does not load leaves no trace
                 policy = _make_policy(cfg)
@@ -419,15 +422,6 @@ def _judge_records(con, run: str, judge, recs: list[dict]) -> None:
                     "WHERE p.run = ? AND p.sample_id = v.sample_id", [run])
     finally:
         con.unregister("eval_verdicts")
-
-
-def _judge_opts(cfg: EvalConfig) -> dict:
-    if not cfg.judge.startswith("openai:"):
-        return {}
-    opts: dict[str, Any] = {"api_key_env": cfg.judge_api_key_env}
-    if cfg.judge_base_url:
-        opts["base_url"] = cfg.judge_base_url
-    return opts
 
 
 def _make_policy(cfg: EvalConfig):

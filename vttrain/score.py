@@ -489,17 +489,22 @@ def score_judge_command(
         info(f"{lab['incomplete']} samples incomplete (judge or policy errors): rerun the same command to finish them")
 
 
+def judge_options(spec: str, base_url: str | None = None, api_key_env: str | None = None, **extra) -> dict:
+    """`make_judge` options from a command's --judge-* flags (score-judge, eval, train share this):
+    the openai-only ones are refused for a rule judge instead of being silently ignored."""
+    if not (spec or "").startswith("openai:"):
+        if base_url:
+            raise VtError("--judge-base-url applies to openai: judges only")
+        return {}
+    opts = dict(base_url=base_url, api_key_env=api_key_env, **extra)
+    return {k: v for k, v in opts.items() if v is not None}
+
+
 def make_judge_for(cfg: ScoreConfig, con):
     from vtdata.judge import make_judge
-    opts = {}
-    if cfg.judge.startswith("openai:"):
-        # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
-        opts = {"api_key_env": cfg.judge_api_key_env, "concurrency": max(1, cfg.concurrency * 2 * cfg.rollouts),
-                "flush_every": 64, "flush_seconds": 1.0}
-        if cfg.judge_base_url:
-            opts["base_url"] = cfg.judge_base_url
-    elif cfg.judge_base_url:
-        raise VtError("--judge-base-url applies to openai: judges only")
+    # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
+    opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+                         concurrency=max(1, cfg.concurrency * 2 * cfg.rollouts), flush_every=64, flush_seconds=1.0)
     return make_judge(cfg.judge, db=con, **opts)
 
 

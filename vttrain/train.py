@@ -259,13 +259,10 @@ def build_trainer(cfg, trainer_class=None):
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt))
 
-    judge_opts = {}
-    if cfg.judge.startswith("openai:"):
-        for k in ("base_url", "api_key_env", "concurrency"):
-            v = getattr(cfg, f"judge_{k}")
-            if v is not None:
-                judge_opts[k] = v
     from vtdata.judge import make_judge
+    from vttrain.score import judge_options
+    judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+                               concurrency=cfg.judge_concurrency)
     db = None
     if cfg.judge.startswith("openai:") and int(os.environ.get("RANK", "0")) == 0:
         from vtdata.db import default_db
