@@ -201,15 +201,8 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
 
 def _insert(con, rows: list[dict]) -> None:
     """Append a batch of predictions through Arrow (one statement per batch, not per row)."""
-    if not rows:
-        return
-    import pyarrow as pa
-    con.register("eval_batch", pa.Table.from_pylist([{c: r.get(c) for c in PRED_COLUMNS} for r in rows]))
-    try:
-        cols = ", ".join(PRED_COLUMNS)
-        con.execute(f"INSERT OR REPLACE INTO eval_predictions ({cols}) SELECT {cols} FROM eval_batch")
-    finally:
-        con.unregister("eval_batch")
+    from vttrain.score import insert_rows
+    insert_rows(con, "eval_predictions", rows, PRED_COLUMNS, replace=True)
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -409,19 +402,17 @@ def _judge_records(con, run: str, judge, recs: list[dict]) -> None:
         return
     import pyarrow as pa
     from vtdata.judge import JudgeItem
+    from vttrain.score import arrow_table
     items = [JudgeItem(question=x["question"], answers=list(x["answers"] or []), response=x["response"] or "",
                        answer_type=x.get("answer_type") or "open", choices=x.get("choices")) for x in recs]
     for x, v in zip(recs, judge.judge(items)):
         x.update(score=v.score, status=v.status, reason=v.reason, judge=v.judge, prediction=v.prediction)
     cols = ["sample_id", "score", "status", "reason", "judge", "prediction"]
-    con.register("eval_verdicts", pa.table({c: pa.array([x[c] for x in recs], pa.float64() if c == "score"
-                                                         else pa.string()) for c in cols}))
-    try:
+    tbl = pa.table({c: pa.array([x[c] for x in recs], pa.float64() if c == "score" else pa.string()) for c in cols})
+    with arrow_table(con, "eval_verdicts", tbl):
         con.execute("UPDATE eval_predictions p SET score = v.score, status = v.status, reason = v.reason, "
                     "judge = v.judge, prediction = v.prediction FROM eval_verdicts v "
                     "WHERE p.run = ? AND p.sample_id = v.sample_id", [run])
-    finally:
-        con.unregister("eval_verdicts")
 
 
 def _make_policy(cfg: EvalConfig):

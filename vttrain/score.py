@@ -24,6 +24,7 @@ import asyncio
 import math
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,32 @@ ROLLOUT_COLUMNS = ("policy", "sample_id", "view", "idx", "text", "generated_toke
                    "latency_s", "finish_reason", "temperature", "created")
 SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answer_type", "choices", "image",
                   "low_width", "low_height", "high_width", "high_height"]
+
+
+@contextmanager
+def arrow_table(con, name: str, table):
+    """A pyarrow table visible to SQL as `name` for the duration of the block."""
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = False) -> None:
+    """Append dict rows (missing keys = NULL) to a table through Arrow: one statement, one transaction.
+    score-judge's rollouts and eval's predictions are written this way (see bench/score.py for the gain)."""
+    if not rows:
+        return
+    import pyarrow as pa
+    cols = ", ".join(columns)
+    with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
+        con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")
+
+
+def _ids(ids: list[str]):
+    import pyarrow as pa
+    return pa.table({"id": pa.array(ids, pa.string())})
 
 
 @dataclass
@@ -193,23 +220,18 @@ class Scorer:
         self.t = cfg.thresholds.resolve(self.k)
         self.system = prompts.load(cfg.prompt)
         self.pid = policy.identity
-        self.counts: Counter = Counter()
         con.execute(SCHEMA)
 
     # -- bookkeeping in DuckDB ----------------------------------------------------------------
     def state(self, ids: list[str]) -> dict:
         """sample_id -> {'have': {(view, idx)}, 'unjudged': [(view, idx), ...]} for this policy."""
-        import pyarrow as pa
         out: dict = {i: {"have": set(), "unjudged": []} for i in ids}
         if not ids:
             return out
-        self.con.register("_vt_ids", pa.table({"id": pa.array(ids, pa.string())}))
-        try:
+        with arrow_table(self.con, "_vt_ids", _ids(ids)):
             rows = self.con.execute(
                 "SELECT sample_id, view, idx, judge_status, judge FROM rollouts r JOIN _vt_ids i ON r.sample_id = i.id "
                 "WHERE policy = ? AND idx < ?", [self.pid, self.k]).fetchall()
-        finally:
-            self.con.unregister("_vt_ids")
         for sid, view, idx, status, judge in rows:
             out[sid]["have"].add((view, idx))
             if status != "ok" or judge != self.judge.identity:
@@ -217,53 +239,47 @@ class Scorer:
         return out
 
     def insert_rollouts(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        import pyarrow as pa
-        tbl = pa.table({c: [r[c] for r in rows] for c in ROLLOUT_COLUMNS})
-        self.con.register("_vt_new", tbl)
-        try:  # one statement = one transaction: all of the chunk's rollouts or none
-            self.con.execute(f"INSERT INTO rollouts ({', '.join(ROLLOUT_COLUMNS)}) "
-                             f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM _vt_new")
-        finally:
-            self.con.unregister("_vt_new")
+        insert_rows(self.con, "rollouts", rows, ROLLOUT_COLUMNS)  # all of the chunk's rollouts or none
 
     def write_verdicts(self, verdicts: list[dict], samples: list[dict]) -> None:
         import pyarrow as pa
         self.con.execute("BEGIN TRANSACTION")
         try:
             if verdicts:
-                self.con.register("_vt_v", pa.Table.from_pylist(verdicts))
-                self.con.execute(
-                    "UPDATE rollouts r SET score = v.score, judge_status = v.status, judge_reason = v.reason, "
-                    "prediction = v.prediction, judge = v.judge, verdict_by = v.verdict_by, judged = now() FROM _vt_v v "
-                    "WHERE r.policy = v.policy AND r.sample_id = v.sample_id AND r.view = v.view AND r.idx = v.idx")
-                self.con.unregister("_vt_v")
+                with arrow_table(self.con, "_vt_v", pa.Table.from_pylist(verdicts)):
+                    self.con.execute(
+                        "UPDATE rollouts r SET score = v.score, judge_status = v.status, judge_reason = v.reason, "
+                        "prediction = v.prediction, judge = v.judge, verdict_by = v.verdict_by, judged = now() "
+                        "FROM _vt_v v WHERE r.policy = v.policy AND r.sample_id = v.sample_id AND r.view = v.view "
+                        "AND r.idx = v.idx")
             if samples:
-                self.con.register("_vt_s", pa.table({
-                    "id": [s["id"] for s in samples], "source": [s["source"] for s in samples],
-                    "task": [s.get("task") for s in samples], "split": [s.get("split") for s in samples]}))
-                self.con.execute("""
-                    INSERT OR REPLACE INTO sufficiency
-                    SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
-                           count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
-                           count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
-                           count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
-                           count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok'),
-                           max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
-                           max(r.visual_tokens) FILTER (WHERE r.view = 'high'),
-                           NULL, ?, now()
-                    FROM _vt_s s LEFT JOIN rollouts r
-                      ON r.sample_id = s.id AND r.policy = ? AND r.idx < ?
-                    GROUP BY s.id, s.source, s.task, s.split""",
-                    [self.pid, str(Path(self.cfg.data).resolve()), self.k, self.judge.identity, self.pid, self.k])
-                self.con.unregister("_vt_s")
-                self.con.execute(f"UPDATE sufficiency SET label = {label_sql(self.t)} WHERE policy = ? AND label IS NULL",
-                                 [self.pid])
+                self._write_sufficiency(samples)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+
+    def _write_sufficiency(self, samples: list[dict]) -> None:
+        """Recount the samples' sufficiency rows from their stored rollouts and label them."""
+        import pyarrow as pa
+        tbl = pa.table({c: [s.get(c) for s in samples] for c in ("id", "source", "task", "split")})
+        with arrow_table(self.con, "_vt_s", tbl):
+            self.con.execute("""
+                INSERT OR REPLACE INTO sufficiency
+                SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
+                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
+                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
+                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
+                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok'),
+                       max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
+                       max(r.visual_tokens) FILTER (WHERE r.view = 'high'),
+                       NULL, ?, now()
+                FROM _vt_s s LEFT JOIN rollouts r
+                  ON r.sample_id = s.id AND r.policy = ? AND r.idx < ?
+                GROUP BY s.id, s.source, s.task, s.split""",
+                [self.pid, str(Path(self.cfg.data).resolve()), self.k, self.judge.identity, self.pid, self.k])
+        self.con.execute(f"UPDATE sufficiency SET label = {label_sql(self.t)} WHERE policy = ? AND label IS NULL",
+                         [self.pid])
 
     def relabel(self) -> None:
         """Apply the current thresholds to every stored sample of this policy scored with this k."""
@@ -335,23 +351,17 @@ class Scorer:
 
     def stored_texts(self, keys: list[tuple]) -> list[tuple]:
         import pyarrow as pa
-        self.con.register("_vt_k", pa.table({"sample_id": [k[0] for k in keys], "view": [k[1] for k in keys],
-                                             "idx": pa.array([k[2] for k in keys], pa.int32())}))
-        try:
+        tbl = pa.table({"sample_id": [k[0] for k in keys], "view": [k[1] for k in keys],
+                        "idx": pa.array([k[2] for k in keys], pa.int32())})
+        with arrow_table(self.con, "_vt_k", tbl):
             return self.con.execute(
                 "SELECT r.sample_id, r.view, r.idx, r.text FROM rollouts r JOIN _vt_k k USING (sample_id, view, idx) "
                 "WHERE r.policy = ?", [self.pid]).fetchall()
-        finally:
-            self.con.unregister("_vt_k")
 
     def labels_of(self, ids: list[str]) -> Counter:
-        import pyarrow as pa
-        self.con.register("_vt_ids", pa.table({"id": pa.array(ids, pa.string())}))
-        try:
+        with arrow_table(self.con, "_vt_ids", _ids(ids)):
             rows = self.con.execute("SELECT label, count(*) FROM sufficiency s JOIN _vt_ids i ON s.sample_id = i.id "
                                     "WHERE policy = ? GROUP BY label", [self.pid]).fetchall()
-        finally:
-            self.con.unregister("_vt_ids")
         return Counter(dict(rows))
 
 
