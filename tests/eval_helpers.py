@@ -9,25 +9,11 @@ from pathlib import Path
 
 from vtdata import protocol
 
-MANIFEST = """name: eval-test
-seed: 0
-val_fraction: 0.5
-shard_rows: 8
-resolution: {min_pixels: 12544, max_pixels: 50176, multiple: 56, low_factor: 2}
-sources:
-  - {name: synth-general, kind: synthetic, task: general, take: %d}
-  - {name: synth-ocr, kind: synthetic, task: ocr, take: %d}
-"""
 
-
-@lru_cache(maxsize=None)
 def eval_data(n_general: int = 6, n_ocr: int = 6) -> Path:
     """A built dataset with a val split (vt build-data on the synthetic source), once per process."""
-    from vtdata.build import BuildDataConfig, build
-    root = Path(tempfile.mkdtemp(prefix="vt-eval-data-"))
-    (root / "m.yaml").write_text(MANIFEST % (n_general, n_ocr))
-    build(BuildDataConfig(manifest=str(root / "m.yaml"), out=str(root / "data"), db=str(root / "build.duckdb")))
-    return root / "data"
+    from score_helpers import built_data
+    return built_data(n_general, n_ocr, val_fraction=0.5, name="eval-test")
 
 
 @lru_cache(maxsize=None)

@@ -9,25 +9,31 @@ from pathlib import Path
 
 from vttrain.policy import Generation, Policy, as_request
 
-MANIFEST = """name: score-test
+MANIFEST = """name: {name}
 seed: 0
-val_fraction: 0.0
+val_fraction: {val_fraction}
 shard_rows: 8
-resolution: {min_pixels: 12544, max_pixels: 50176, multiple: 56, low_factor: 2}
+resolution: {{min_pixels: 12544, max_pixels: 50176, multiple: 56, low_factor: 2}}
 sources:
-  - {name: synth-general, kind: synthetic, task: general, take: %d}
-  - {name: synth-ocr, kind: synthetic, task: ocr, take: %d}
+  - {{name: synth-general, kind: synthetic, task: general, take: {n_general}}}
+  - {{name: synth-ocr, kind: synthetic, task: ocr, take: {n_ocr}}}
 """
 
 
 @lru_cache(maxsize=None)
-def small_data(n_general: int = 6, n_ocr: int = 6) -> Path:
-    """A built dataset (vt build-data on vt's synthetic source), once per process and size."""
+def built_data(n_general: int, n_ocr: int, val_fraction: float = 0.0, name: str = "score-test") -> Path:
+    """A built dataset (vt build-data on vt's synthetic source), once per process and arguments."""
     from vtdata.build import BuildDataConfig, build
-    root = Path(tempfile.mkdtemp(prefix="vt-score-data-"))
-    (root / "m.yaml").write_text(MANIFEST % (n_general, n_ocr))
+    root = Path(tempfile.mkdtemp(prefix=f"vt-{name}-"))
+    (root / "m.yaml").write_text(MANIFEST.format(name=name, val_fraction=val_fraction, n_general=n_general,
+                                                 n_ocr=n_ocr))
     build(BuildDataConfig(manifest=str(root / "m.yaml"), out=str(root / "data"), db=str(root / "build.duckdb")))
     return root / "data"
+
+
+def small_data(n_general: int = 6, n_ocr: int = 6) -> Path:
+    """The score-judge / curate tests' set: train split only."""
+    return built_data(n_general, n_ocr)
 
 
 def samples(data: Path) -> list[dict]:
