@@ -77,7 +77,7 @@ class ScriptedPolicy(Policy):
             question = next(p["text"] for p in user if p.get("type") == "text")
             for j in range(r.n):
                 text = self.answer_for(question, image.size, j)
-                out.append(Generation(text, len(text.split()), (image.size[0] // 28) * (image.size[1] // 28),
+                out.append(Generation(text or "", len((text or "").split()), (image.size[0] // 28) * (image.size[1] // 28),
                                       0.0, "stop", i, j, error=None if text is not None else "scripted failure"))
         return out
 

@@ -105,7 +105,9 @@ def test_score_judge_cli_errors_are_one_line(tmp_path):
     cases = [["--data", str(tmp_path / "nope"), "--policy", f"local:{tiny_model_dir()}"],
              ["--data", str(data), "--policy", "bogus"],
              ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--rollouts", "4", "--needs-high-gap", "5"],
-             ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--split", "test"]]
+             ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--split", "test"],
+             ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--concurrency", "0"],
+             ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--judge-base-url", "http://h"]]
     for args in cases:
         r = subprocess.run([sys.executable, "-m", "cli", "score-judge", "--db", str(tmp_path / "x.duckdb"), *args],
                            capture_output=True, text=True, timeout=60)

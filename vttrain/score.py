@@ -209,6 +209,22 @@ class ScoreConfig:
     seed: int = 0
     """Sampling seed."""
 
+    def validate(self) -> None:
+        """One-line errors for bad options, before any data or model is loaded."""
+        for name in ("rollouts", "concurrency", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise VtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise VtError(f"--limit must be >= 1, got {self.limit}")
+        if self.temperature < 0:
+            raise VtError(f"--temperature must be >= 0, got {self.temperature}")
+        self.thresholds.resolve(self.rollouts)
+        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env)
+
+    def db_path(self) -> Path:
+        from vtdata.db import default_db
+        return Path(self.db) if self.db else default_db(self.data)
+
 
 class Scorer:
     """One run of score-judge on an open writer connection."""
@@ -423,7 +439,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
     info(f"score-judge: {len(samples)} samples, {len(samples) - len(todo)} already labelled, "
          f"{len(todo)} to do (k={scorer.k}, policy {policy.identity}, judge {judge.identity})")
     t0 = time.perf_counter()
-    step = max(1, int(cfg.concurrency))
+    step = int(cfg.concurrency)
     with progress_bar("scoring", total=len(todo)) as bar:
         bar.advance(0, status=_status(counts))
         chunk: list[dict] = []
@@ -473,21 +489,13 @@ def score_judge_command(
 ):
     """Pre-score low-res sufficiency: k rollouts on the low and the high view of every sample, judged and
     labelled low_ok / needs_high / ambiguous (incomplete on judge errors). Resumable; rerun to finish."""
-    from vtdata.db import default_db, writer
     cfg = ScoreConfig(data=data, db=db, policy=policy, policy_base_url=policy_base_url,
                       policy_api_key_env=policy_api_key_env, judge=judge, judge_base_url=judge_base_url,
                       judge_api_key_env=judge_api_key_env, rollouts=rollouts, split=split, limit=limit,
                       concurrency=concurrency, batch_size=batch_size, temperature=temperature,
                       max_new_tokens=max_new_tokens, prompt=prompt,
                       thresholds=Thresholds(low_ok_low, low_ok_high, needs_high_gap), device=device, seed=seed)
-    if rollouts < 1:
-        raise VtError(f"--rollouts must be >= 1, got {rollouts}")
-    if limit is not None and limit < 1:
-        raise VtError(f"--limit must be >= 1, got {limit}")
-    if max_new_tokens < 1:
-        raise VtError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    cfg.thresholds.resolve(rollouts)  # fail before loading anything
-    result = run(cfg, db_path=Path(db) if db else default_db(data), writer=writer)
+    result = run(cfg)
     lab = result["labels"]
     info(f"done: {result['samples']} samples ({result['scored']} scored now in {result['elapsed_s']:.1f}s): "
          + _status(Counter(lab)))
@@ -514,14 +522,17 @@ def make_judge_for(cfg: ScoreConfig, con):
     from vtdata.judge import make_judge
     # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
     opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
-                         concurrency=max(1, cfg.concurrency * 2 * cfg.rollouts), flush_every=64, flush_seconds=1.0)
+                         concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
     return make_judge(cfg.judge, db=con, **opts)
 
 
-def run(cfg: ScoreConfig, db_path: Path, writer) -> dict:
+def run(cfg: ScoreConfig) -> dict:
+    """Score per the config in its database (the command's one writer connection)."""
+    from vtdata.db import writer
     from vttrain.policy import make_policy
+    cfg.validate()
     samples = _load_samples(cfg)  # bad --data / --split fail before a model is loaded
-    with writer(db_path, "vt score-judge") as con:
+    with writer(cfg.db_path(), "vt score-judge") as con:
         judge = make_judge_for(cfg, con)
         policy = make_policy(cfg.policy, base_url=cfg.policy_base_url, api_key_env=cfg.policy_api_key_env,
                              concurrency=cfg.concurrency * cfg.rollouts * 2, batch_size=cfg.batch_size,
