@@ -245,8 +245,8 @@ class Evaluator:
         gens = await self.policy.agenerate([GenRequest(messages=m, n=1, temperature=self.cfg.temperature,
                                                        max_new_tokens=self.cfg.max_new_tokens)
                                             for m in conversations])
-        return [Turn(g.text, int(g.generated_tokens), int(g.visual_tokens), float(g.latency_s),
-                     getattr(g, "error", None)) for g in gens]
+        return [Turn(g.text, int(g.generated_tokens), int(g.visual_tokens), float(g.latency_s), g.error)
+                for g in gens]
 
     async def run_batch(self, rows: list[dict]) -> list[Outcome]:
         from vtdata import prompts, protocol
@@ -575,7 +575,7 @@ def eval_command(
     user_prompt: str = typer.Option("agent_user", help="Think mode: user template with {question} (as in training)."),
     tool_ok_prompt: str = typer.Option("tool_ok", help="Think mode: instruction after the high-res image."),
     tool_error_prompt: str = typer.Option("tool_error", help="Think mode: instruction after a tool error."),
-    db: Optional[str] = typer.Option(None, help="DuckDB file (default: vt.duckdb beside --data)."),
+    db: Optional[str] = typer.Option(None, help="DuckDB file (default: vt.duckdb beside --data; ./vt.duckdb for --compare without --data)."),
     split: str = typer.Option("val", help="Split to evaluate: val | train | all."),
     limit: Optional[int] = typer.Option(None, help="Only the first N samples."),
     name: Optional[str] = typer.Option(None, help="Run name (default <model>-<mode>-<split>); rerun to resume."),
@@ -595,13 +595,11 @@ def eval_command(
     from rich.console import Console
     out_console = Console(width=None if sys.stdout.isatty() else 160)  # results to stdout; no squeezing in pipes
     if compare_runs:
-        if not runs or len(runs) < 1:
+        if not runs:
             raise VtError("--compare needs at least one run name: vt eval --compare RUN RUN ...")
-        from vtdata.db import connect
-        dbp = Path(db) if db else (Path(data).resolve().parent / "vt.duckdb" if data else None)
-        if dbp is None:
-            raise VtError("--compare needs --db PATH (or --data DIR to find vt.duckdb beside it)")
-        con = connect(dbp, read_only=True)
+        from vtdata.db import connect, default_db
+        # the database: --db, else vt.duckdb beside --data, else ./vt.duckdb (as `vt report`)
+        con = connect(Path(db) if db else default_db(data) if data else Path("vt.duckdb"), read_only=True)
         try:
             table, _ = compare(con, list(runs))
         finally:

@@ -38,22 +38,36 @@ from vtdata.console import VtError, debug
 class GenRequest:
     """One prompt to sample `n` answers for."""
     messages: list[dict]
+    """The conversation: role + content (a string or text/image parts with PIL images)."""
     n: int = 1
+    """Answers to sample for this prompt."""
     temperature: float = 1.0
+    """Sampling temperature; 0 = greedy."""
     max_new_tokens: int = 512
+    """Longest answer in tokens."""
     top_p: float = 1.0
+    """Nucleus sampling threshold."""
 
 
 @dataclass
 class Generation:
+    """One sampled answer."""
     text: str
+    """The decoded answer (special tokens removed); empty when `error` is set."""
     generated_tokens: int
+    """Tokens generated, the end-of-turn token included."""
     visual_tokens: int
+    """Image tokens in the prompt the answer was generated from."""
     latency_s: float
-    finish_reason: str = "stop"  # 'stop' | 'length' | 'error'
+    """Wall time of the generate call (local: the whole batch) or of the request (openai)."""
+    finish_reason: str = "stop"
+    """'stop' | 'length' | 'error'."""
     request: int = 0
+    """Position of its request in the `agenerate` call."""
     index: int = 0
+    """Which of the request's n samples (0..n-1)."""
     error: str | None = None
+    """Why the backend gave no answer (callers must not judge such a generation)."""
 
 
 def as_request(r: Any) -> GenRequest:
@@ -127,7 +141,6 @@ class LocalPolicy(Policy):
         local = Path(path)
         self.identity = f"local:{local.resolve() if local.is_dir() else path}"
         self.device = next(model.parameters()).device
-        self.generator_seed = seed
         torch.manual_seed(seed)
         tok = processor.tokenizer
         self.image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
