@@ -132,6 +132,8 @@ class Judge:
         finally:
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                loop.close()
             self._loop = None
 
     def __enter__(self):
