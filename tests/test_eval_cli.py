@@ -49,6 +49,7 @@ def test_cli_eval_then_compare(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path):
     data = eval_data()
+    (tmp_path / "a-file").write_text("")
     cases = [
         (["--data", data, "--model", "x", "--mode", "bogus"], "--mode must be one of"),
         (["--data", tmp_path / "nope", "--model", "x"], "no such directory"),
@@ -58,6 +59,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["--data", data, "--model", "x", "--system-prompt", "nope"], "neither a shipped prompt"),
         (["--data", data, "--model", "x", "--judge-base-url", "http://h"], "applies to openai: judges only"),
         (["--compare", "a", "--db", tmp_path / "none.duckdb"], "does not exist"),
+        (["--data", data, "--model", "x", "--out", tmp_path / "a-file"], "cannot create the directory"),
     ]
     for args, msg in cases:
         res = _vt("eval", *args)

@@ -101,7 +101,8 @@ def test_random_weights_drawn_at_load_are_seeded(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    for args in (["random", str(tmp_path / "x")], ["huge", str(tmp_path / "x")],
+    (tmp_path / "a-file").write_text("")
+    for args in (["random", str(tmp_path / "x")], ["huge", str(tmp_path / "x")], ["tiny", str(tmp_path / "a-file")],
                  ["random", "--config", str(tmp_path / "missing.yaml"), str(tmp_path / "x")]):
         r = subprocess.run([sys.executable, "-m", "cli", "init-model", *args], capture_output=True, text=True)
         assert r.returncode == 2, r.stderr

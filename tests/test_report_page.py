@@ -97,5 +97,8 @@ def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
     # no database at all: the page still renders (the cwd has no vt.duckdb)
     page2 = build_report(ReportConfig(out=str(tmp_path / "r2"), db=None))
     assert page2.read_text().count(NOT_RUN) == 4
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(VtError, match="cannot create the directory"):
+        build_report(ReportConfig(out=str(tmp_path / "a-file"), db=str(db)))
     with pytest.raises(VtError, match="no such database"):
         build_report(ReportConfig(out=str(tmp_path / "r3"), db=str(tmp_path / "missing.duckdb")))

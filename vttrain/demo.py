@@ -208,7 +208,8 @@ class Demo:
                 raise VtError(f"--force would delete {self.out}, which is not a vt demo directory; "
                               f"pick another --out")
             shutil.rmtree(self.out)
-        self.marks.mkdir(parents=True, exist_ok=True)
+        from vttrain.models import make_out_dir
+        make_out_dir(make_out_dir(self.out) / ".demo")
         stages, done, rerun = self.stages(), [], False
         t_all = time.time()
         for k, stage in enumerate(stages, 1):

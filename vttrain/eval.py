@@ -327,8 +327,11 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
     from vtdata.judge import make_judge
     from vttrain.score import judge_options
 
+    from vttrain.models import make_out_dir
+
     cfg.validate()
     run = cfg.run_name()
+    make_out_dir(cfg.out_dir())  # before any work: the JSONL is written at the end
     rows = _rows(cfg)
     t_start = time.time()
     with writer(cfg.db_path(), "vt eval") as con:

@@ -69,6 +69,17 @@ TINY_VOCAB = 1024
 INIT_FILE = "vt_init.json"  # provenance of a model vt built (kind, seed, config)
 
 
+def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create an output directory; a path that cannot be one (a file, no permission) is a VtError.
+    Shared by init-model, eval, report and demo."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VtError(f"{flag} {out}: cannot create the directory ({err.strerror})") from None
+    return out
+
+
 def _image_only_processor_class():
     from transformers import Qwen2_5_VLProcessor
 
@@ -266,8 +277,7 @@ def init_tiny(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     _quiet_transformers()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir, "OUT")
     processor = build_processor(seed)
     config = make_config(TINY_TEXT, TINY_VISION, processor.tokenizer)
     torch.manual_seed(seed)
@@ -303,8 +313,7 @@ def init_random(config_file: str | os.PathLike, out_dir: str | os.PathLike, seed
     `save_weights` only config + processor are written and `load()` draws the weights on the device."""
     _quiet_transformers()
     spec = read_model_yaml(config_file)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir, "OUT")
     processor = build_processor(seed)
     extra = {k: v for k, v in spec.items() if k not in ("text_config", "vision_config", "name", "source")}
     try:

@@ -21,7 +21,8 @@ from typing import Optional
 import typer
 
 from vtdata.console import VtError, info
-from vttrain.eval import compare, pct, summarize  # light: eval imports torch only inside functions
+from vttrain.eval import compare, pct, summarize  # light: these import torch only inside functions
+from vttrain.models import make_out_dir
 
 NOT_RUN = "not run yet"
 
@@ -288,8 +289,7 @@ def build_report(cfg: ReportConfig) -> Path:
         raise VtError(f"--db {cfg.db}: no such database")
     con = connect(db, read_only=True) if db.exists() else None
     out = Path(cfg.out)
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+    plots = make_out_dir(make_out_dir(out) / "plots")
     for old in plots.glob("*.png"):
         old.unlink()  # a stage that disappeared must not leave a stale plot referenced by nobody
     cfg.db = str(db) if con is not None else "(none)"
