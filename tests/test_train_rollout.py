@@ -170,6 +170,11 @@ def test_config_errors(tiny, tmp_path):
         parse_config(None, ["--learning_rate", "abc"])
     with pytest.raises(VtError, match="penalty_mode"):
         run(h.config(model, data, tmp_path / "r1", penalty_mode="paperish"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(VtError, match="output_dir .*a-file: cannot create the directory"):
+        run(h.config(model, data, tmp_path / "a-file"))
+    with pytest.raises(VtError, match="max_samples must be >= 1"):
+        run(h.config(model, data, tmp_path / "r0", max_samples=0))
     # a completion budget that cannot hold the high-res tool turn: every row rejected, with the reason
     with pytest.raises(VtError, match="no row fits: high-res tool turn"):
         run(h.config(model, data, tmp_path / "r2", max_completion_length=64))

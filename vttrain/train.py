@@ -136,6 +136,8 @@ def validate(cfg) -> None:
         raise VtError("theta must be in [0, 1]")
     if cfg.num_generations is None or cfg.num_generations < 2:
         raise VtError("num_generations must be >= 2 (GRPO needs a group)")
+    if cfg.max_samples is not None and cfg.max_samples < 1:
+        raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {cfg.max_samples}")
     if cfg.use_vllm:
         try:
             import vllm  # noqa: F401
@@ -222,8 +224,7 @@ def build_trainer(cfg, trainer_class=None):
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     prepare_processor(processor)
     ResizeEnv.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
@@ -309,7 +310,7 @@ def save_final(trainer, processor, out: Path) -> Path:
 def run(cfg, trainer_class=None):
     """Train per the config; returns the final model dir."""
     run_dir = Path(cfg.output_dir)
-    ckpt = latest_checkpoint(run_dir) if run_dir.exists() else None
+    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
     if ckpt and not cfg.resume:
         raise VtError(f"{run_dir} already has {ckpt.name}; pass --resume to continue it or pick another output_dir")
     if cfg.resume and ckpt is None:
