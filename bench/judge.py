@@ -5,7 +5,10 @@
 Prints vt's throughput as a fraction of the ideal (concurrency / latency), the same for a baseline
 measured in the same run (the released VisionThink way: a 100-thread pool over the synchronous
 openai client, parsing with `'1' in reply`), their ratio, and the time of a fully cached rerun.
-The server runs in its own process so it does not share the client's interpreter lock.
+The server runs in its own process so it does not share the client's interpreter lock; its line
+shows it is not the bottleneck (its CPU per request, and its request-to-reply delay: the latency).
+vt's client is CPU-bound on one core (the interpreter lock): `client CPU` shows that bound, and
+on a shared 2-core machine the load of other processes moves the result by several points.
 """
 from __future__ import annotations
 
