@@ -14,3 +14,9 @@ cfg = h.config(Path(model), Path(data), Path(out), per_device_train_batch_size=i
                penalty_mode=mode)
 trainer, _ = build_trainer(cfg, ScriptedGRPOTrainer)
 trainer.train()
+# Tear the process group down before exit: left to interpreter shutdown, gloo's threads were seen to abort
+# a rank ("terminate called without an active exception", exit -6) under load.
+trainer.accelerator.wait_for_everyone()
+import torch.distributed as dist  # noqa: E402
+if dist.is_initialized():
+    dist.destroy_process_group()

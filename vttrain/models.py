@@ -246,8 +246,7 @@ def make_config(text: dict, vision: dict, tokenizer, vocab_size: int | None = No
     from transformers import Qwen2_5_VLConfig
     ids = _token_ids(tokenizer)
     text = dict(text, vocab_size=vocab_size or len(tokenizer), bos_token_id=ids.pop("bos"),
-                eos_token_id=ids["eos"], pad_token_id=ids.pop("pad"))
-    ids.pop("eos")
+                eos_token_id=ids.pop("eos"), pad_token_id=ids.pop("pad"))
     vision = dict(vision, out_hidden_size=text["hidden_size"])
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids, **extra)
 
