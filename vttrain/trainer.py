@@ -123,7 +123,13 @@ class VtGRPOTrainer(GRPOTrainer):
         spread = [[v for v in g if not math.isnan(v)] for g in total]  # judge failures left out
         zero = torch.tensor([len(g) < 2 or max(g) - min(g) < 1e-6 for g in spread], device=rewards.device)
         self._zero_var_rows = zero.repeat_interleave(G)
+        self._log_metrics(mode, rolls, pens, facts, zero)
+        if getattr(vt, "log_rollouts", True):
+            self._write_rollouts(inputs, completions, rewards, rolls, pens, facts, G)
+        return rewards
 
+    def _log_metrics(self, mode: str, rolls: list, pens: list[float], facts: torch.Tensor, zero: torch.Tensor) -> None:
+        """The VisionThink metrics of one gathered batch into TRL's metric buffers (logged every step)."""
         m = self._metrics[mode]
         scored = [r for r in rolls if r.score is not None]
         direct = [r for r in scored if not r.used_high]
@@ -144,12 +150,9 @@ class VtGRPOTrainer(GRPOTrainer):
             sel = facts[:, 5] == flag  # curated rows only (use_tool column)
             m[key].append(float(facts[sel, 0].mean()) if bool(sel.any()) else math.nan)
         m["zero_variance_share"].append(float(zero.float().mean()))
-        m["filtered_share"].append(float(zero.float().mean()) if vt.dynamic_sampling else 0.0)
-        if getattr(vt, "log_rollouts", True):
-            self._write_rollouts(inputs, completions, rewards, rolls, pens, facts)
-        return rewards
+        m["filtered_share"].append(float(zero.float().mean()) if self.vt.dynamic_sampling else 0.0)
 
-    def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts) -> None:
+    def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts, group_size: int) -> None:
         """One JSON line per rollout in RUN/rollouts.jsonl (what was generated and how it was scored)."""
         rank = self.accelerator.process_index
         local = [{"id": x.get("id"), "rank": rank, "turns": assistant_turns(c)} for x, c in zip(inputs, completions)]
@@ -160,7 +163,7 @@ class VtGRPOTrainer(GRPOTrainer):
         with open(self.run_dir / "rollouts.jsonl", "a", encoding="utf-8") as f:
             for i, (x, r, p) in enumerate(zip(everything, rolls, pens)):
                 total = float(rewards[i] @ self.reward_weights.to(rewards.device))
-                f.write(json.dumps({"step": step, "group": i // self.num_generations, "id": x["id"], "rank": x["rank"],
+                f.write(json.dumps({"step": step, "group": i // group_size, "id": x["id"], "rank": x["rank"],
                                     "score": r.score, "format_ok": r.format_ok, "used_high": r.used_high,
                                     "attempted": r.attempted, "dropped": bool(facts[i, 2]), "penalty": p,
                                     "reward": None if math.isnan(total) else total,
