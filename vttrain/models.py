@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +336,32 @@ def init_random(config_file: str | os.PathLike, out_dir: str | os.PathLike, seed
     return out
 
 
+@dataclass
+class InitModelConfig:
+    """Options of `vt init-model` (every field is a CLI argument or flag)."""
+    kind: str
+    """`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests) or `random` (a real architecture size, random weights)."""
+    out: Path
+    """Output checkpoint directory."""
+    config: Path | None = None
+    """For `random`: a model YAML, e.g. manifests/models/qwen2.5-vl-3b.yaml (not allowed for `tiny`)."""
+    seed: int = 0
+    """Seed for the tokenizer corpus and the weights."""
+    save_weights: bool = False
+    """For `random`: write bf16 safetensors (e.g. for `vllm serve`) instead of drawing the weights at load."""
+
+    def build(self) -> Path:
+        if self.kind == "tiny":
+            if self.config is not None:
+                raise VtError("`vt init-model tiny` takes no --config (its sizes are fixed); use `random --config`")
+            return init_tiny(self.out, seed=self.seed)
+        if self.kind == "random":
+            if self.config is None:
+                raise VtError("`vt init-model random` needs --config (e.g. manifests/models/qwen2.5-vl-3b.yaml)")
+            return init_random(self.config, self.out, seed=self.seed, save_weights=self.save_weights)
+        raise VtError(f"unknown model kind {self.kind!r}: use `tiny` or `random`")
+
+
 def init_model_command(
     kind: str = typer.Argument(..., help="`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests) or `random` "
                                          "(a real architecture size from --config, random weights)."),
@@ -346,15 +373,6 @@ def init_model_command(
                                       "(bf16 safetensors, e.g. for `vllm serve`) instead of drawing them at load."),
 ):
     """Build a model checkpoint offline: `vt init-model tiny OUT` or `vt init-model random --config FILE OUT`."""
-    if kind == "tiny":
-        if config is not None:
-            raise VtError("`vt init-model tiny` takes no --config (its sizes are fixed); use `random --config`")
-        path = init_tiny(out, seed=seed)
-    elif kind == "random":
-        if config is None:
-            raise VtError("`vt init-model random` needs --config (e.g. manifests/models/qwen2.5-vl-3b.yaml)")
-        path = init_random(config, out, seed=seed, save_weights=save_weights)
-    else:
-        raise VtError(f"unknown model kind {kind!r}: use `tiny` or `random`")
+    path = InitModelConfig(kind=kind, out=out, config=config, seed=seed, save_weights=save_weights).build()
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     info(f"wrote {kind} model to {path} ({size / 1e6:.1f} MB)")
