@@ -82,3 +82,24 @@ def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb
             hp.unlink()
         except OSError:
             pass
+
+
+@contextmanager
+def arrow_table(con, name: str, table):
+    """A pyarrow table visible to SQL as `name` for the duration of the block."""
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = False) -> None:
+    """Append dict rows (missing keys = NULL) to a table through Arrow: one statement, one transaction.
+    score-judge's rollouts and eval's predictions are written this way (see bench/score.py for the gain)."""
+    if not rows:
+        return
+    import pyarrow as pa
+    cols = ", ".join(columns)
+    with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
+        con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")

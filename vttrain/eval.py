@@ -103,7 +103,7 @@ class EvalConfig:
             raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
-        from vttrain.score import judge_options
+        from vtdata.judge import judge_options
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env)  # openai-only flags
         from vtdata import prompts
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
@@ -201,7 +201,7 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
 
 def _insert(con, rows: list[dict]) -> None:
     """Append a batch of predictions through Arrow (one statement per batch, not per row)."""
-    from vttrain.score import insert_rows
+    from vtdata.db import insert_rows
     insert_rows(con, "eval_predictions", rows, PRED_COLUMNS, replace=True)
 
 
@@ -325,7 +325,7 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
     `policy` / `judge` replace the ones `cfg` names (tests pass scripted ones; the caller closes them)."""
     from vtdata.db import writer
     from vtdata.judge import make_judge
-    from vttrain.score import judge_options
+    from vtdata.judge import judge_options
 
     from vttrain.models import make_out_dir
 
@@ -405,7 +405,7 @@ def _judge_records(con, run: str, judge, recs: list[dict]) -> None:
         return
     import pyarrow as pa
     from vtdata.judge import JudgeItem
-    from vttrain.score import arrow_table
+    from vtdata.db import arrow_table
     items = [JudgeItem(question=x["question"], answers=list(x["answers"] or []), response=x["response"] or "",
                        answer_type=x.get("answer_type") or "open", choices=x.get("choices")) for x in recs]
     for x, v in zip(recs, judge.judge(items)):

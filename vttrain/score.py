@@ -24,13 +24,14 @@ import asyncio
 import math
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import typer
 
 from vtdata.console import VtError, debug, info, progress_bar
+from vtdata.db import arrow_table, insert_rows
+from vtdata.judge import judge_options
 
 VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")
@@ -100,27 +101,6 @@ ROLLOUT_COLUMNS = ("policy", "sample_id", "view", "idx", "text", "generated_toke
                    "latency_s", "finish_reason", "temperature", "created")
 SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answer_type", "choices", "image",
                   "low_width", "low_height", "high_width", "high_height"]
-
-
-@contextmanager
-def arrow_table(con, name: str, table):
-    """A pyarrow table visible to SQL as `name` for the duration of the block."""
-    con.register(name, table)
-    try:
-        yield name
-    finally:
-        con.unregister(name)
-
-
-def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = False) -> None:
-    """Append dict rows (missing keys = NULL) to a table through Arrow: one statement, one transaction.
-    score-judge's rollouts and eval's predictions are written this way (see bench/score.py for the gain)."""
-    if not rows:
-        return
-    import pyarrow as pa
-    cols = ", ".join(columns)
-    with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
-        con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")
 
 
 def _ids(ids: list[str]):
@@ -505,17 +485,6 @@ def score_judge_command(
              f"{js.get('errors', 0)} errors")
     if lab.get("incomplete"):
         info(f"{lab['incomplete']} samples incomplete (judge or policy errors): rerun the same command to finish them")
-
-
-def judge_options(spec: str, base_url: str | None = None, api_key_env: str | None = None, **extra) -> dict:
-    """`make_judge` options from a command's --judge-* flags (score-judge, eval, train share this):
-    the openai-only ones are refused for a rule judge instead of being silently ignored."""
-    if not (spec or "").startswith("openai:"):
-        if base_url:
-            raise VtError("--judge-base-url applies to openai: judges only")
-        return {}
-    opts = dict(base_url=base_url, api_key_env=api_key_env, **extra)
-    return {k: v for k, v in opts.items() if v is not None}
 
 
 def make_judge_for(cfg: ScoreConfig, con):

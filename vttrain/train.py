@@ -261,7 +261,7 @@ def build_trainer(cfg, trainer_class=None):
     ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt))
 
     from vtdata.judge import make_judge
-    from vttrain.score import judge_options
+    from vtdata.judge import judge_options
     judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
                                concurrency=cfg.judge_concurrency)
     db = None

@@ -27,7 +27,7 @@ from vtdata.console import VtError
 from vtdata.judge.extract import answer_of, extract_answer
 from vtdata.judge.rules import BY_TYPE, RULE_VERSION, RULES, SYNC_RULES, vqa_normalize
 
-__all__ = ["JudgeItem", "Verdict", "Judge", "make_judge", "extract_answer", "ANSWER_TYPES"]
+__all__ = ["JudgeItem", "Verdict", "Judge", "make_judge", "extract_answer", "judge_options", "ANSWER_TYPES"]
 ANSWER_TYPES = tuple(BY_TYPE)
 FORMAT_REASON = "format: no <answer> tag"
 
@@ -359,3 +359,14 @@ def make_judge(spec: str = "auto", db=None, **opts) -> Judge:
         from vtdata.judge.cache import Cache
         cache = Cache(db, **cache_opts)
     return Judge(llm=llm, cache=cache, **judge_opts)
+
+
+def judge_options(spec: str, base_url: str | None = None, api_key_env: str | None = None, **extra) -> dict:
+    """`make_judge` options from a command's --judge-* flags (score-judge, eval, train share this):
+    the openai-only ones are refused for a rule judge instead of being silently ignored."""
+    if not (spec or "").startswith("openai:"):
+        if base_url:
+            raise VtError("--judge-base-url applies to openai: judges only")
+        return {}
+    opts = dict(base_url=base_url, api_key_env=api_key_env, **extra)
+    return {k: v for k, v in opts.items() if v is not None}
