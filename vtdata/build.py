@@ -530,6 +530,17 @@ def iter_samples(data_dir: str | os.PathLike, split: str | None = None,
                 yield row
 
 
+def read_split(data_dir: str | os.PathLike, split: str = "train", limit: int | None = None,
+               columns: list[str] | None = None) -> list[dict]:
+    """The first `limit` rows of a split (`all` = train then val) as `iter_samples` dicts; none is a VtError."""
+    from itertools import islice
+
+    rows = list(islice(iter_samples(data_dir, None if split == "all" else split, columns), limit))
+    if not rows:
+        raise VtError(f"{data_dir} has no {split} samples")
+    return rows
+
+
 def load_hf(data_dir: str | os.PathLike, split: str = "train"):
     """A built split as a `datasets.Dataset` (`image` decodes to PIL images)."""
     import datasets
@@ -540,4 +551,4 @@ def load_hf(data_dir: str | os.PathLike, split: str = "train"):
     return datasets.load_dataset("parquet", data_files={split: files}, split=split)
 
 
-__all__ = ["BuildDataConfig", "build", "build_data_command", "iter_samples", "load_hf"]
+__all__ = ["BuildDataConfig", "build", "build_data_command", "iter_samples", "read_split", "load_hf"]

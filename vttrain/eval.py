@@ -291,19 +291,8 @@ class Evaluator:
 # ------------------------------------------------------------------------------------------- the run
 
 def _rows(cfg: EvalConfig) -> list[dict]:
-    from vtdata.build import iter_samples
-    split = None if cfg.split == "all" else cfg.split
-    rows = []
-    try:
-        for r in iter_samples(cfg.data, split=split):
-            rows.append(r)
-            if cfg.limit and len(rows) >= cfg.limit:
-                break
-    except FileNotFoundError as err:
-        raise VtError(f"--data {cfg.data}: not a built dataset ({err})") from None
-    if not rows:
-        raise VtError(f"--data {cfg.data} has no samples in split {cfg.split!r}")
-    return rows
+    from vtdata.build import read_split
+    return read_split(cfg.data, cfg.split, cfg.limit)
 
 
 def _view_tokens(row: dict, view: str) -> int:

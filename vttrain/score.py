@@ -196,6 +196,8 @@ class ScoreConfig:
                 raise VtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise VtError(f"--limit must be >= 1, got {self.limit}")
+        if self.split not in ("train", "val", "all"):
+            raise VtError(f"--split must be train, val or all, got {self.split!r}")
         if self.temperature < 0:
             raise VtError(f"--temperature must be >= 0, got {self.temperature}")
         self.thresholds.resolve(self.rollouts)
@@ -372,20 +374,9 @@ def _status(c: Counter) -> str:
 
 def _load_samples(cfg: ScoreConfig) -> list[dict]:
     """The samples to score, without image bytes (those are read chunk by chunk)."""
-    from vtdata.build import iter_samples
+    from vtdata.build import read_split
     data = Path(cfg.data)
-    if not (data / "data").is_dir():
-        raise VtError(f"{data} is not a built dataset (no {data}/data/; run `vt build-data` first)")
-    if cfg.split not in ("train", "val", "all"):
-        raise VtError(f"--split must be train, val or all, got {cfg.split!r}")
-    cols = [c for c in SAMPLE_COLUMNS if c != "image"]
-    rows = []
-    for row in iter_samples(data, split=None if cfg.split == "all" else cfg.split, columns=cols):
-        rows.append(row)
-        if cfg.limit is not None and len(rows) >= cfg.limit:
-            break
-    if not rows:
-        raise VtError(f"no {cfg.split} samples in {data}")
+    rows = read_split(data, cfg.split, cfg.limit, columns=[c for c in SAMPLE_COLUMNS if c != "image"])
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
