@@ -340,7 +340,9 @@ def init_random(config_file: str | os.PathLike, out_dir: str | os.PathLike, seed
 class InitModelConfig:
     """Options of `vt init-model` (every field is a CLI argument or flag)."""
     kind: str
-    """`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests) or `random` (a real architecture size, random weights)."""
+    """`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests), `mini` (a ~1 M-parameter Qwen2.5-VL warm-started
+    by SFT on the miniature task, cached; vttrain/warmstart.py) or `random` (a real architecture size,
+    random weights)."""
     out: Path
     """Output checkpoint directory."""
     config: Path | None = None
@@ -349,8 +351,20 @@ class InitModelConfig:
     """Seed for the tokenizer corpus and the weights."""
     save_weights: bool = False
     """For `random`: write bf16 safetensors (e.g. for `vllm serve`) instead of drawing the weights at load."""
+    steps: int | None = None
+    """For `mini`: SFT steps (default: vttrain.warmstart.MiniConfig.steps)."""
 
     def build(self) -> Path:
+        if self.kind != "mini" and self.steps is not None:
+            raise VtError("--steps applies to `vt init-model mini` only")
+        if self.kind == "mini":
+            if self.config is not None or self.save_weights:
+                raise VtError("`vt init-model mini` takes no --config/--save-weights (its sizes are fixed)")
+            from vttrain.warmstart import MiniConfig, init_mini
+            cfg = MiniConfig(seed=self.seed) if self.steps is None else MiniConfig(seed=self.seed, steps=self.steps)
+            if cfg.steps < 1:
+                raise VtError(f"--steps must be at least 1, got {cfg.steps}")
+            return init_mini(self.out, cfg)
         if self.kind == "tiny":
             if self.config is not None:
                 raise VtError("`vt init-model tiny` takes no --config (its sizes are fixed); use `random --config`")
@@ -359,20 +373,23 @@ class InitModelConfig:
             if self.config is None:
                 raise VtError("`vt init-model random` needs --config (e.g. manifests/models/qwen2.5-vl-3b.yaml)")
             return init_random(self.config, self.out, seed=self.seed, save_weights=self.save_weights)
-        raise VtError(f"unknown model kind {self.kind!r}: use `tiny` or `random`")
+        raise VtError(f"unknown model kind {self.kind!r}: use `tiny`, `mini` or `random`")
 
 
 def init_model_command(
-    kind: str = typer.Argument(..., help="`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests) or `random` "
-                                         "(a real architecture size from --config, random weights)."),
+    kind: str = typer.Argument(..., help="`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests), `mini` (a small "
+                                         "Qwen2.5-VL warm-started offline on the miniature task, cached) or "
+                                         "`random` (a real architecture size from --config, random weights)."),
     out: Path = typer.Argument(..., help="Output checkpoint directory."),
     config: Path = typer.Option(None, "--config", help="For `random`: a model YAML, e.g. "
                                                       "manifests/models/qwen2.5-vl-3b.yaml."),
     seed: int = typer.Option(0, "--seed", help="Seed for the tokenizer corpus and the weights."),
     save_weights: bool = typer.Option(False, "--save-weights", help="For `random`: write the weights "
                                       "(bf16 safetensors, e.g. for `vllm serve`) instead of drawing them at load."),
+    steps: int = typer.Option(None, "--steps", help="For `mini`: SFT steps of the warm start."),
 ):
-    """Build a model checkpoint offline: `vt init-model tiny OUT` or `vt init-model random --config FILE OUT`."""
-    path = InitModelConfig(kind=kind, out=out, config=config, seed=seed, save_weights=save_weights).build()
+    """Build a model checkpoint offline: `vt init-model tiny|mini OUT` or `vt init-model random --config FILE OUT`."""
+    path = InitModelConfig(kind=kind, out=out, config=config, seed=seed, save_weights=save_weights,
+                           steps=steps).build()
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     info(f"wrote {kind} model to {path} ({size / 1e6:.1f} MB)")

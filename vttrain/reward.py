@@ -12,6 +12,8 @@ penalty_mode (r = C_direct / (C_direct + C_high) over the group's CORRECT answer
            answers pay; a correct tool answer always pays; correct direct answers also pay when
            0 < r < theta (r = 0 exempt).
 - none     no penalty (the paper's ablation: the policy drifts to always resizing).
+- always   every rollout that received the high-res image pays, whatever r (the paper's other Fig. 3a
+           ablation: the policy drifts to always answering directly).
 A rollout whose judge failed (score None) is not counted as wrong: it is left out of C_direct/C_high and
 its reward is NaN, which TRL treats as unscorable (advantage 0, excluded from the group baseline).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MODES = ("paper", "released", "none")
+MODES = ("paper", "released", "none", "always")
 
 
 @dataclass
@@ -57,6 +59,8 @@ def group_penalties(group: list[Rollout], mode: str = "paper", theta: float = 0.
     check_mode(mode)
     if mode == "none":
         return [0.0] * len(group)
+    if mode == "always":
+        return [penalty if x.used_high else 0.0 for x in group]
     if mode == "paper":
         r = group_ratio(group)
         if r is None:

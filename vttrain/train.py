@@ -33,7 +33,8 @@ VT_FIELDS = {
     "judge_api_key_env": ("str | None", None, "Environment variable holding the judge API key (never written anywhere)."),
     "judge_concurrency": ("int | None", None, "Concurrent judge requests (openai judges)."),
     "db": ("str | None", None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
-    "penalty_mode": ("str", "paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none."),
+    "penalty_mode": ("str", "paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none | "
+                                     "always (every resize pays: the Fig. 3a ablation)."),
     "theta": ("float", 0.2, "Threshold θ on r = C_direct / (C_direct + C_high)."),
     "penalty": ("float", 0.1, "Penalty size (subtracted from the reward)."),
     "format_weight": ("float", 0.5, "Weight of the format reward (1 when every turn is well-formed)."),
@@ -54,6 +55,8 @@ VT_FIELDS = {
     "lora_dropout": ("float", 0.05, "LoRA dropout."),
     "lora_target_modules": ("str", "q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps."),
     "log_rollouts": ("bool", True, "Write every rollout (turns, score, penalty, reward) to output_dir/rollouts.jsonl."),
+    "torch_threads": ("int | None", None, "torch CPU threads (None = torch's default, one per core); on a small shared "
+                                        "CPU one thread can be several times faster than two."),
     "resume": ("bool", False, "Continue from the latest checkpoint in output_dir (same step count and data position)."),
 }
 
@@ -136,6 +139,8 @@ def validate(cfg) -> None:
         raise VtError("theta must be in [0, 1]")
     if cfg.num_generations is None or cfg.num_generations < 2:
         raise VtError("num_generations must be >= 2 (GRPO needs a group)")
+    if cfg.torch_threads is not None and cfg.torch_threads < 1:
+        raise VtError(f"torch_threads must be >= 1 (or unset for torch's default), got {cfg.torch_threads}")
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {cfg.max_samples}")
     if cfg.use_vllm:
@@ -224,6 +229,8 @@ def build_trainer(cfg, trainer_class=None):
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     prepare_processor(processor)

@@ -15,10 +15,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from vtdata.console import VtError
 from vtdata.resolution import ResolutionPolicy, view_sizes
-from vtdata.sources import Lazy
+from vtdata.sources import Lazy, miniature
 
 KEYS = {"count": "how many rows to generate (default: the source's take)",
-        "size": "[min_side, max_side] of the generated images (default [560, 880])"}
+        "size": "[min_side, max_side] of the generated images (default [560, 880]; miniature: [112, 112])",
+        "family": "`shapes` (default: shapes, charts, documents, words) or `miniature` (colour vs "
+                  "box-pattern questions on 112 px images; vtdata/sources/miniature.py)"}
+FAMILIES = ("shapes", "miniature")
 REQUIRED: tuple[str, ...] = ()
 
 COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
@@ -35,6 +38,15 @@ def open(spec: dict, ctx):  # noqa: A001 - the source interface
     count = spec.get("count", spec.get("take"))
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise VtError(f"source {spec['name']}: synthetic needs an integer `count` (or `take`)")
+    family = spec.get("family", "shapes")
+    if family not in FAMILIES:
+        raise VtError(f"source {spec['name']}: unknown synthetic family {family!r} (known: {', '.join(FAMILIES)})")
+    if family == "miniature":
+        size = spec.get("size", [112, 112])
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]
+                and isinstance(size[0], int) and 84 <= size[0] <= 1024 and size[0] % 2 == 0):
+            raise VtError(f"source {spec['name']}: miniature size must be [n, n] with n even in 84..1024, got {size!r}")
+        return Miniature(ctx.task, ctx.seed, count, size[0])
     size = spec.get("size", [560, 880])
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) for x in size)
             and 28 <= size[0] <= size[1] <= 8192):
@@ -64,6 +76,23 @@ class Synthetic:
                 "answer_type": spec.pop("answer_type"), "choices": spec.pop("choices", None),
                 "meta": {"template": spec["template"], "generator": "vt-synthetic-1"},
                 "image": Lazy(render, (spec,))}
+
+
+class Miniature:
+    """`family: miniature` rows (vtdata/sources/miniature.py)."""
+
+    def __init__(self, task, seed, count, size):
+        self.task, self.seed, self.count, self.size = task, seed, count, size
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict:
+        s = miniature.sample(self.task, self.seed, i, self.size)
+        return {"source_row": i, "question": s["question"], "answers": [s["answer"]], "answer_type": "open",
+                "choices": None, "meta": {"template": "colour" if self.task == "general" else "pattern",
+                                          "generator": "vt-miniature-1"},
+                "image": Lazy(miniature.render, (s["spec"],))}
 
 
 # ---- general: layouts of big shapes on a grid ---------------------------------------------------

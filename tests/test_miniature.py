@@ -1,0 +1,91 @@
+"""The miniature: its task family (the detail class is erased at the low view) and the warm start's SFT
+data (the tool-call rate does not depend on the question type)."""
+import itertools
+
+import numpy as np
+import pytest
+
+from vtdata.resolution import view
+from vtdata.sources import miniature
+
+
+def _low(spec):
+    return np.asarray(view(miniature.render(spec), (56, 56)), dtype=int)
+
+
+def _high(spec):
+    return np.asarray(view(miniature.render(spec), (112, 112)), dtype=int)
+
+
+def test_detail_classes_are_erased_at_the_low_view_and_plain_at_the_high_view():
+    for i in range(40):
+        spec = miniature.sample("ocr", 0, i)["spec"]
+        lows = [_low(dict(spec, pattern=p)) for p in miniature.PATTERNS]
+        highs = [_high(dict(spec, pattern=p)) for p in miniature.PATTERNS]
+        for a, b in itertools.combinations(range(len(miniature.PATTERNS)), 2):
+            # low views: every pixel within a few grey levels (the resampling filter's rounding)
+            assert np.abs(lows[a] - lows[b]).max() <= 8, (i, miniature.PATTERNS[a], miniature.PATTERNS[b])
+            # high views: the box differs by half the grey contrast (>= 100 levels) somewhere
+            assert np.abs(highs[a] - highs[b]).max() >= 45
+
+
+def test_general_class_survives_the_low_view():
+    """The colour question: the shape's colour is still there at 56 x 56 (its pixels are in the low view)."""
+    for i in range(20):
+        s = miniature.sample("general", 0, i)
+        low = _low(s["spec"]).reshape(-1, 3)
+        col = np.array(miniature.COLORS[s["answer"]])
+        assert (np.abs(low - col).sum(1) < 30).sum() >= 40  # the shape covers many low-view pixels
+
+
+def test_samples_are_deterministic_and_answers_in_the_answer_space():
+    a = [miniature.sample("ocr", 3, i) for i in range(30)]
+    b = [miniature.sample("ocr", 3, i) for i in range(30)]
+    assert a == b
+    assert miniature.render(a[0]["spec"]) == miniature.render(b[0]["spec"])
+    assert {s["answer"] for s in a} <= set(miniature.PATTERNS)
+    assert len({s["answer"] for s in a}) == len(miniature.PATTERNS)
+    assert a != [miniature.sample("ocr", 4, i) for i in range(30)]
+
+
+def test_sft_tool_rate_does_not_depend_on_the_question_type():
+    """The warm start must not teach WHEN to resize: among agent trajectories the share that calls the tool
+    is the same (tool_rate) for both classes, so GRPO has something to learn."""
+    from vttrain.warmstart import MiniConfig, trajectory
+    cfg = MiniConfig()
+    rows = [trajectory(i, cfg) for i in range(1200)]
+    agent = [r for r in rows if r["kind"] == "agent"]
+    rate = {t: np.mean([r["tool"] for r in agent if r["task"] == t]) for t in ("general", "ocr")}
+    assert abs(rate["general"] - cfg.tool_rate) < 0.06 and abs(rate["ocr"] - cfg.tool_rate) < 0.06
+    assert abs(rate["general"] - rate["ocr"]) < 0.08
+    # every tool trajectory: the call is well-formed and followed by the high view, then an answer
+    from vtdata import protocol
+    for r in agent:
+        texts = [m["content"][0]["text"] for m in r["messages"] if m["role"] == "assistant"]
+        assert protocol.check_format(texts) is None
+        assert len(texts) == (2 if r["tool"] else 1) and len(r["images"]) == (2 if r["tool"] else 1)
+        if r["tool"]:
+            assert isinstance(protocol.parse_tool_call(texts[0]), protocol.ToolCall)
+            assert r["images"][1].size == (112, 112) and r["images"][0].size == (56, 56)
+
+
+def test_training_template_renders_the_protocol_text_and_masks_only_assistant_turns():
+    pytest.importorskip("torch")
+    from vttrain.models import _image_only_processor_class, _pil_image_processor
+    from vttrain.warmstart import MiniConfig, build_tokenizer, training_chat_template, trajectory
+    from vtdata import protocol
+    from trl.data_utils import prepare_multimodal_messages
+    proc = _image_only_processor_class()(_pil_image_processor(), build_tokenizer(MiniConfig()),
+                                        chat_template=protocol.CHAT_TEMPLATE)
+    row = next(r for r in (trajectory(i, MiniConfig()) for i in range(50)) if r["tool"])
+    msgs = prepare_multimodal_messages(row["messages"], images=row["images"])
+    plain = proc.apply_chat_template(msgs, tokenize=False)
+    marked = proc.apply_chat_template(msgs, tokenize=False, chat_template=training_chat_template())
+    assert plain == marked
+    out = proc.apply_chat_template(msgs, tokenize=True, return_dict=True, chat_template=training_chat_template(),
+                                   return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"][0], out["assistant_masks"][0]
+    learned = proc.tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    # exactly the two assistant turns (with their end tokens), nothing of the prompt or the tool turn
+    assert learned.count("<|im_end|>") == 2 and "<tool_call>" in learned and "<answer>" in learned
+    assert "resized image" not in learned and "<|image_pad|>" not in learned and "You are" not in learned

@@ -1,0 +1,82 @@
+"""The miniature task family of `kind: synthetic` (`family: miniature`): small images, small answer
+spaces, and a detail class that the low view provably loses.
+
+Every image (112 x 112 by default) holds one big coloured shape and one small grey box (28 x 28, on the
+28-pixel grid: exactly one visual token of the high view) filled with a period-2 pattern of two greys:
+- task general: "What colour is the shape?" (6 colours). The low view (56 x 56) still shows it.
+- task ocr ("detail"): "What pattern fills the small box?" -> horizontal | vertical | checkered | plain.
+  horizontal/vertical stripes and the checkerboard alternate a dark and a light grey every pixel; plain is
+  their exact mean. Halving each side averages every 2 x 2 block, so all four become the same flat grey:
+  the four classes' low views agree within a few grey levels (tests/test_miniature.py bounds it), while
+  the high view shows them plainly.
+
+Deterministic by (seed, task, index). The same generator makes `vt init-model mini`'s warm-start data
+(`sample()`, under its own seed namespace, so it never overlaps a built dataset's rows).
+"""
+from __future__ import annotations
+
+import io
+import random
+
+from PIL import Image, ImageDraw
+
+COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
+          "purple": (140, 60, 180), "orange": (245, 130, 30)}
+PATTERNS = ("horizontal", "vertical", "checkered", "plain")
+SHAPES = ("circle", "square", "triangle")
+QUESTIONS = {"general": "What colour is the shape?", "ocr": "What pattern fills the small box?"}
+ANSWERS = {"general": tuple(COLORS), "ocr": PATTERNS}
+BOX = 28  # side of the pattern box in the original image (one 28 x 28 visual token at the high view)
+# The pattern's contrast ramps up over the box's outer 3 pixels: a hard edge would let the LANCZOS
+# filter's ringing differ by class at the border (up to ~25 grey levels); the ramp keeps the four classes'
+# low views within a few levels of each other everywhere, at full contrast inside.
+TAPER = (0.2, 0.5, 0.8)
+
+
+def sample(task: str, seed, i: int, size: int = 112) -> dict:
+    """The spec of row `i`: question, answer and everything `render` draws."""
+    rng = random.Random(f"vt-miniature:{seed}:{task}:{i}")
+    cells = size // BOX
+    box_x, box_y = BOX * rng.randrange(cells), BOX * rng.randrange(cells)
+    r = rng.randint(size // 8, size // 6)
+    for _ in range(200):  # a shape centre whose disc stays in the image and off the box
+        cx, cy = rng.randint(r + 2, size - r - 3), rng.randint(r + 2, size - r - 3)
+        if cx + r < box_x - 2 or cx - r > box_x + BOX + 1 or cy + r < box_y - 2 or cy - r > box_y + BOX + 1:
+            break
+    dark = rng.randrange(20, 80, 2)
+    light = rng.randrange(180, 240, 2)
+    spec = {"size": size, "bg": tuple(rng.randint(235, 250) for _ in range(3)),
+            "shape": rng.choice(SHAPES), "color": rng.choice(sorted(COLORS)), "cx": cx, "cy": cy, "r": r,
+            "box": (box_x, box_y), "pattern": rng.choice(PATTERNS), "grey": (dark, light)}
+    answer = spec["color"] if task == "general" else spec["pattern"]
+    return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
+
+
+def image(spec: dict) -> Image.Image:
+    s = spec["size"]
+    img = Image.new("RGB", (s, s), spec["bg"])
+    d = ImageDraw.Draw(img)
+    cx, cy, r, col = spec["cx"], spec["cy"], spec["r"], COLORS[spec["color"]]
+    if spec["shape"] == "circle":
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
+    elif spec["shape"] == "square":
+        d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=col)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=col)
+    x0, y0 = spec["box"]
+    dark, light = spec["grey"]
+    px = img.load()
+    mid, amp = (dark + light) / 2, (light - dark) / 2
+    for y in range(BOX):
+        for x in range(BOX):
+            sign = {"horizontal": y % 2, "vertical": x % 2, "checkered": (x + y) % 2, "plain": 0.5}[spec["pattern"]]
+            taper = TAPER[min(x, y, BOX - 1 - x, BOX - 1 - y)] if min(x, y, BOX - 1 - x, BOX - 1 - y) < len(TAPER) else 1.0
+            g = round(mid + amp * taper * (2 * sign - 1))
+            px[x0 + x, y0 + y] = (g, g, g)
+    return img
+
+
+def render(spec: dict) -> bytes:
+    buf = io.BytesIO()
+    image(spec).save(buf, format="PNG")  # lossless: JPEG would blur the period-2 pattern
+    return buf.getvalue()
