@@ -17,11 +17,19 @@ install: $(BIN)/vt
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/vt demo --out demo-out
 
+# The miniature experiment: warm start -> score -> curate -> GRPO x 3 penalty modes -> eval -> report.
+science: install
+	HF_HUB_OFFLINE=1 $(BIN)/vt demo --science --out science-out
+
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not science"
+
+# GRPO from the real warm start moves the per-class resize ratios (builds the warm start once, ~10 min).
+test-science: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m science
 
 bench: install
 	$(BIN)/python bench/build_data.py
@@ -29,7 +37,10 @@ bench: install
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/train_step.py
 
-clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+bench-science: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/science.py
 
-.PHONY: install demo test test-fast bench clean
+clean:
+	rm -rf $(VENV) demo-out science-out .pytest_cache
+
+.PHONY: install demo science test test-fast test-science bench bench-science clean

@@ -30,31 +30,50 @@ REPO = Path(__file__).resolve().parent.parent
 MODES = ("full", "low", "think")
 
 
+PENALTY_MODES = ("paper", "none", "always")  # the science run's GRPO runs (paper Fig. 3a)
+
+
 @dataclass
 class DemoConfig:
     """Options of `vt demo` (the defaults run in a few minutes on 2 CPU cores)."""
 
     out: str = "demo-out"
     """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
-    manifest: str = str(REPO / "manifests" / "demo.yaml")
-    """Data manifest (the embedded synthetic default)."""
-    train_config: str = str(REPO / "manifests" / "train-demo.yaml")
-    """Training config (tiny model, CPU, a few steps)."""
-    rollouts: int = 2
+    manifest: str = str(REPO / "manifests" / "miniature.yaml")
+    """Data manifest (the embedded miniature task: colour questions vs box-pattern detail questions)."""
+    train_config: str = str(REPO / "manifests" / "train-mini.yaml")
+    """Training config (the warm-started mini model, CPU GRPO)."""
+    science: bool = False
+    """The miniature experiment (`make science`): more scoring, a longer GRPO run per penalty mode
+    (paper, none, always: Fig. 3a), every eval on the whole val split."""
+    warm_steps: int | None = None
+    """SFT steps of the warm start (`vt init-model mini --steps`; default its own)."""
+    rollouts: int = 4
     """Scoring rollouts per view and sample (the paper uses 8)."""
-    score_limit: int = 32
+    score_limit: int = 64
     """Training samples to score."""
-    per_class: int = 8
-    """Curated samples per class; with an untrained model every sample is ambiguous, so the classes are
-    topped up with the closest ambiguous samples (`vt curate --fill-short`)."""
+    per_class: int = 24
+    """Curated samples per class (a class the scoring labels short is topped up with the closest
+    ambiguous samples, `vt curate --fill-short`)."""
     train_steps: int | None = None
-    """Optimiser steps (default: the training config's max_steps)."""
-    eval_limit: int = 16
-    """Validation samples per eval mode."""
-    max_new_tokens: int = 32
-    """Generation budget per turn when scoring and evaluating (a random model writes noise)."""
+    """Optimiser steps per GRPO run (default: the training config's max_steps)."""
+    eval_limit: int = 64
+    """Validation samples per eval run."""
+    max_new_tokens: int = 16
+    """Generation budget per turn when scoring and evaluating (the mini model's turns are ~7 tokens)."""
+    seed: int = 0
+    """Seed of scoring, curation and GRPO (the warm start keeps its own seed, so it stays cached)."""
     force: bool = False
     """Start from scratch: delete OUT (only if it is a demo directory) and run every stage."""
+
+    @classmethod
+    def for_science(cls, **kw) -> "DemoConfig":
+        """The `make science` preset; keyword arguments override it."""
+        return cls(**{"out": "science-out", "science": True, "rollouts": 8, "score_limit": 480, "per_class": 96,
+                      "eval_limit": 160, **kw})
+
+    def train_runs(self) -> tuple[str, ...]:
+        return PENALTY_MODES if self.science else ("paper",)
 
 
 @dataclass
@@ -65,6 +84,7 @@ class Stage:
     summary: Callable[[], str]
     extra: Callable[[], list[str]] = field(default=lambda: [])  # run-time flags not part of the identity
     inputs: list[Path] = field(default_factory=list)  # files whose content is part of the identity
+    run_dir: Path | None = None  # a training stage's run directory (trained afresh when upstream changed)
 
     def identity(self) -> dict:
         import hashlib
@@ -96,11 +116,23 @@ class Demo:
         self.model = self.out / "model"
         self.db = self.out / "vt.duckdb"
         self.curated = self.out / "curated"
-        self.run_dir = self.out / "train"
-        self.final = self.run_dir / "final"
         self.evals = self.out / "evals"
         self.report = self.out / "report"
         self.marks = self.out / ".demo"
+        self.prefix = "science" if cfg.science else "demo"  # eval run names and the curated set's name
+
+    def run_dir(self, mode: str) -> Path:
+        """The GRPO run of one penalty mode (the demo has one run, `train/`)."""
+        return self.out / (f"train-{mode}" if self.cfg.science else "train")
+
+    def eval_runs(self) -> list[tuple[str, str, Path]]:
+        """(run name, eval mode, model): full and low of the warm start (the base model of Table 2),
+        think of each GRPO run."""
+        runs = [(f"{self.prefix}-{m}", m, self.model) for m in ("full", "low")]
+        for mode in self.cfg.train_runs():
+            name = f"{self.prefix}-think-{mode}" if self.cfg.science else f"{self.prefix}-think"
+            runs.append((name, "think", self.run_dir(mode) / "final"))
+        return runs
 
     def _sql(self, query: str, params=None) -> list[tuple]:
         from vtdata.db import connect
@@ -113,30 +145,35 @@ class Demo:
     def stages(self) -> list[Stage]:
         c, db = self.cfg, ["--db", str(self.db)]
         steps = ["--max_steps", str(c.train_steps)] if c.train_steps else []
+        warm = ["--steps", str(c.warm_steps)] if c.warm_steps else []
         stages = [
             Stage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
                   [self.data / "build.json"], self._sum_build, inputs=[Path(c.manifest)]),
-            Stage("init-model", ["init-model", "tiny", str(self.model)], [self.model / "config.json"],
-                  lambda: f"tiny random Qwen2.5-VL in {self.model}"),
+            Stage("init-model", ["init-model", "mini", str(self.model)] + warm, [self.model / "config.json"],
+                  self._sum_model),
             Stage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
                                   "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
-                                  "--max-new-tokens", str(c.max_new_tokens)] + db,
+                                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
                   [self.db], self._sum_score),
-            Stage("curate", ["curate", "--name", "demo", "--per-class", str(c.per_class), "--allow-short",
-                             "--fill-short", "--out", str(self.curated)] + db,
+            Stage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
+                             "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
                   [self.curated / "build.json"], self._sum_curate),
-            Stage("train", ["train", c.train_config, "--model", str(self.model), "--data_dir", str(self.curated),
-                            "--output_dir", str(self.run_dir)] + steps,
-                  [self.final, self.run_dir / "metrics.jsonl"], self._sum_train, extra=self._resume_flag,
-                  inputs=[Path(c.train_config)]),
         ]
-        for mode in MODES:
-            stages.append(Stage(f"eval-{mode}", ["eval", "--model", str(self.final), "--data", str(self.data),
-                                                 "--mode", mode, "--limit", str(c.eval_limit), "--name",
-                                                 f"demo-{mode}", "--max-new-tokens", str(c.max_new_tokens),
-                                                 "--out", str(self.evals)] + db,
-                                [self.evals / f"demo-{mode}.jsonl"], lambda m=mode: self._sum_eval(m)))
-        stages.append(Stage("report", ["report", "--out", str(self.report), "--runs", str(self.run_dir)] + db,
+        for mode in c.train_runs():
+            run = self.run_dir(mode)
+            stages.append(Stage(run.name, ["train", c.train_config, "--model", str(self.model), "--data_dir",
+                                           str(self.curated), "--output_dir", str(run), "--penalty_mode", mode,
+                                           "--seed", str(c.seed)] + steps,
+                                [run / "final", run / "metrics.jsonl"], lambda r=run: self._sum_train(r),
+                                extra=lambda r=run: self._resume_flag(r), inputs=[Path(c.train_config)], run_dir=run))
+        for name, mode, model in self.eval_runs():
+            stages.append(Stage(f"eval-{name.removeprefix(self.prefix + '-')}",
+                                ["eval", "--model", str(model), "--data", str(self.data), "--mode", mode, "--limit",
+                                 str(c.eval_limit), "--name", name, "--max-new-tokens", str(c.max_new_tokens),
+                                 "--out", str(self.evals)] + db,
+                                [self.evals / f"{name}.jsonl"], lambda n=name: self._sum_eval(n)))
+        runs = [str(self.run_dir(m)) for m in c.train_runs()]
+        stages.append(Stage("report", ["report", "--out", str(self.report), "--runs", *runs] + db,
                             [self.report / "index.html"], lambda: str(self.report / "index.html")))
         return stages
 
@@ -155,32 +192,43 @@ class Demo:
 
     def _sum_curate(self) -> str:
         rows = dict(self._sql("SELECT CASE WHEN use_tool THEN 'needs_high' ELSE 'low_ok' END, count(*) "
-                              "FROM curated WHERE name = 'demo' GROUP BY 1"))
-        filled = self._sql("SELECT count(*) FILTER (WHERE filled) FROM curated WHERE name = 'demo'")[0][0]
+                              "FROM curated WHERE name = ? GROUP BY 1", [self.prefix]))
+        filled = self._sql("SELECT count(*) FILTER (WHERE filled) FROM curated WHERE name = ?", [self.prefix])[0][0]
         return f"low_ok {rows.get('low_ok', 0)}, needs_high {rows.get('needs_high', 0)} ({filled} filled from ambiguous)"
 
-    def _sum_train(self) -> str:
-        from vttrain.report import read_metrics
-        rows = [r for r in read_metrics(self.run_dir) if "reward" in r]
-        last = rows[-1] if rows else {}
-        return (f"{len(rows)} steps, last reward {last.get('reward')}, resize ratio {last.get('resize_ratio')}; "
-                f"model in {self.final}")
+    def _sum_model(self) -> str:
+        meta = json.loads((self.model / "vt_init.json").read_text())
+        return f"warm-started mini Qwen2.5-VL in {self.model} ({meta['config']['steps']} SFT steps, final loss " \
+               f"{meta.get('final_loss')})"
 
-    def _sum_eval(self, mode: str) -> str:
+    def _sum_train(self, run: Path) -> str:
+        from vttrain.report import read_metrics
+        rows = [r for r in read_metrics(run) if "reward" in r]
+        tail = rows[-max(1, len(rows) // 5):]  # the last fifth of the steps
+
+        def mean(key):
+            v = [r[key] for r in tail if isinstance(r.get(key), (int, float))]
+            return f"{sum(v) / len(v):.2f}" if v else "n/a"
+        return (f"{len(rows)} steps; last fifth: reward {mean('reward')}, resize ratio needs_high "
+                f"{mean('resize_ratio_needs_high')}, low_ok {mean('resize_ratio_low_ok')}; model in {run / 'final'}")
+
+    def _sum_eval(self, run: str) -> str:
         from vtdata.db import connect
         from vttrain.eval import pct, summarize
         con = connect(self.db, read_only=True)
         try:
-            total = summarize(con, f"demo-{mode}")[-1]
+            rows = summarize(con, run)
         finally:
             con.close()
+        total = rows[-1]
+        per = ", ".join(f"{r['source']} {pct(r['accuracy'])} % (resized {pct(r['resize_ratio'])} %)" for r in rows[:-1])
         return (f"{total['samples']} samples, accuracy {pct(total['accuracy'])} %, visual tokens "
-                f"{pct(total['visual_tokens_rel'])} % of full, resized {pct(total['resize_ratio'])} %")
+                f"{pct(total['visual_tokens_rel'])} % of full, resized {pct(total['resize_ratio'])} %; {per}")
 
-    def _resume_flag(self) -> list[str]:
+    def _resume_flag(self, run: Path) -> list[str]:
         """An interrupted training run continues from its latest checkpoint."""
         from vttrain.train import latest_checkpoint
-        return ["--resume"] if self.run_dir.is_dir() and latest_checkpoint(self.run_dir) else []
+        return ["--resume"] if run.is_dir() and latest_checkpoint(run) else []
 
     # ---------------------------------------------------------------------------------------- running
     def _reusable(self, stage: Stage) -> dict | None:
@@ -200,7 +248,7 @@ class Demo:
         from vtdata.db import writer
         from vttrain.eval import drop_runs
         with writer(self.db, "vt demo") as con:
-            drop_runs(con, [f"demo-{m}" for m in MODES])
+            drop_runs(con, [name for name, _, _ in self.eval_runs()])
 
     def run(self) -> list[dict]:
         if self.cfg.force and self.out.exists():
@@ -213,17 +261,17 @@ class Demo:
         stages, done, rerun = self.stages(), [], False
         t_all = time.time()
         for k, stage in enumerate(stages, 1):
-            tag = f"[{k}/{len(stages)}] {stage.name:<11}"
+            tag = f"[{k}/{len(stages)}] {stage.name:<{max(len(x.name) for x in stages)}}"
             rec = None if rerun else self._reusable(stage)
             if rec is not None:
                 info(f"{tag} reused  {rec['summary']}")
                 done.append({**rec, "reused": True})
                 continue
             upstream_changed, rerun = rerun, True
-            if stage.name == "train":
+            if stage.run_dir is not None:
                 self._forget_evals()
-                if upstream_changed and self.run_dir.exists():
-                    shutil.rmtree(self.run_dir)  # new data or model: train afresh instead of resuming
+                if upstream_changed and stage.run_dir.exists():
+                    shutil.rmtree(stage.run_dir)  # new data or model: train afresh instead of resuming
             args = stage.args + stage.extra()
             log = self.marks / f"{stage.name}.log"
             info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
@@ -243,16 +291,18 @@ class Demo:
         db = shlex.quote(str(self.db))
         lines = ["", "Artefacts:",
                  f"  data (parquet shards, build.json)  {self.data}",
-                 f"  tiny base model                    {self.model}",
+                 f"  warm-started base model            {self.model}",
                  f"  database (every table)             {self.db}",
-                 f"  curated training set               {self.curated}",
-                 f"  training run (metrics.jsonl)       {self.run_dir}",
-                 f"  trained model                      {self.final}",
-                 f"  eval predictions (JSONL)           {self.evals}",
+                 f"  curated training set               {self.curated}"]
+        for mode in self.cfg.train_runs():
+            lines += [f"  training run (metrics.jsonl)       {self.run_dir(mode)}",
+                      f"  trained model                      {self.run_dir(mode) / 'final'}"]
+        lines += [f"  eval predictions (JSONL)           {self.evals}",
                  f"  report                             {self.report / 'index.html'}",
                  "", "Query the database:"]
         lines += [f"  vt sql {shlex.quote(q)} --db {db}" for q in EXAMPLE_QUERIES]
-        lines += ["", f"Compare the eval runs again: vt eval --compare demo-full demo-low demo-think --db {db}"]
+        names = " ".join(name for name, _, _ in self.eval_runs())
+        lines += ["", f"Compare the eval runs again: vt eval --compare {names} --db {db}"]
         return "\n".join(lines)
 
 
@@ -266,35 +316,42 @@ EXAMPLE_QUERIES = [
 
 
 def demo_command(
-    out: str = typer.Option("demo-out", help="Directory for everything the demo writes."),
+    out: str = typer.Option(None, help="Directory for everything the demo writes (default demo-out, "
+                                       "science-out with --science)."),
+    science: bool = typer.Option(False, "--science", help="The miniature experiment (`make science`): GRPO "
+                                 "with penalty modes paper, none and always, larger scoring and evals."),
     force: bool = typer.Option(False, "--force", help="Start from scratch (deletes OUT if it is a demo directory)."),
-    manifest: str = typer.Option(DemoConfig.manifest, help="Data manifest (default: the embedded synthetic demo)."),
+    manifest: str = typer.Option(DemoConfig.manifest, help="Data manifest (default: the embedded miniature task)."),
     train_config: str = typer.Option(DemoConfig.train_config, help="Training config YAML."),
-    rollouts: int = typer.Option(2, help="Scoring rollouts per view and sample (the paper: 8)."),
-    score_limit: int = typer.Option(32, help="Training samples to score."),
-    per_class: int = typer.Option(8, help="Curated samples per class (short classes topped up from ambiguous)."),
-    train_steps: int = typer.Option(None, help="Optimiser steps (default: the training config's)."),
-    eval_limit: int = typer.Option(16, help="Validation samples per eval mode."),
-    max_new_tokens: int = typer.Option(32, help="Generation budget per turn when scoring and evaluating."),
+    warm_steps: int = typer.Option(None, help="SFT steps of the warm start (default: vt init-model mini's)."),
+    rollouts: int = typer.Option(None, help="Scoring rollouts per view and sample (default 4; science 8, the paper's)."),
+    score_limit: int = typer.Option(None, help="Training samples to score (default 64; science 480)."),
+    per_class: int = typer.Option(None, help="Curated samples per class (default 24; science 96)."),
+    train_steps: int = typer.Option(None, help="Optimiser steps per GRPO run (default: the training config's)."),
+    eval_limit: int = typer.Option(None, help="Validation samples per eval run (default 64; science 160)."),
+    max_new_tokens: int = typer.Option(None, help="Generation budget per turn when scoring and evaluating (16)."),
+    seed: int = typer.Option(0, help="Seed of scoring, curation and GRPO (the warm start stays cached)."),
 ) -> None:
-    """Run the whole pipeline offline on CPU: build -> tiny model -> score -> curate -> train -> eval -> report.
+    """Run the whole pipeline offline on CPU: build -> warm-started mini model -> score -> curate -> GRPO ->
+    eval -> report.
 
-    A second run reuses every finished stage. Example: `vt demo --out demo-out`."""
+    A second run reuses every finished stage. Examples: `vt demo --out demo-out`; `vt demo --science`."""
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs is made locally
-    for name, v in (("--rollouts", rollouts), ("--score-limit", score_limit), ("--per-class", per_class),
-                    ("--eval-limit", eval_limit), ("--max-new-tokens", max_new_tokens),
-                    ("--train-steps", train_steps if train_steps is not None else 1)):
-        if v < 1:
-            raise VtError(f"{name} must be at least 1")
+    given = {"out": out, "rollouts": rollouts, "score_limit": score_limit, "per_class": per_class,
+             "eval_limit": eval_limit, "max_new_tokens": max_new_tokens, "train_steps": train_steps,
+             "warm_steps": warm_steps}
+    for name, v in given.items():
+        if name != "out" and v is not None and v < 1:
+            raise VtError(f"--{name.replace('_', '-')} must be at least 1")
     for name, path in (("--manifest", manifest), ("--train-config", train_config)):
         if not Path(path).is_file():
             raise VtError(f"{name} {path}: no such file")
-    cfg = DemoConfig(out=out, force=force, manifest=str(Path(manifest).resolve()),
-                     train_config=str(Path(train_config).resolve()), rollouts=rollouts, score_limit=score_limit,
-                     per_class=per_class, train_steps=train_steps, eval_limit=eval_limit,
-                     max_new_tokens=max_new_tokens)
+    kw = {k: v for k, v in given.items() if v is not None}
+    kw.update(force=force, seed=seed, manifest=str(Path(manifest).resolve()),
+              train_config=str(Path(train_config).resolve()))
+    cfg = DemoConfig.for_science(**kw) if science else DemoConfig(**kw)
     demo = Demo(cfg)
     demo.run()
-    vt(["eval", "--compare", "demo-full", "demo-low", "demo-think", "--db", str(demo.db)])
+    vt(["eval", "--compare", *[name for name, _, _ in demo.eval_runs()], "--db", str(demo.db)])
     console.print(demo.epilogue(), highlight=False, soft_wrap=True)

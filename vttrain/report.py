@@ -211,6 +211,41 @@ def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
     return sorted(set(found))
 
 
+CLASS_CURVES = {"needs_high": "resize_ratio_needs_high", "low_ok": "resize_ratio_low_ok"}
+
+
+def smooth(xs: list[float], ys: list[float], window: int) -> tuple[list[float], list[float]]:
+    """Trailing moving average over `window` logged points (a step's batch holds only a few groups)."""
+    out = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1]) for i in range(len(ys))]
+    return xs, out
+
+
+def plot_resize_by_class(runs: dict[str, list[dict]], path: Path) -> bool:
+    """The miniature's Fig. 3a: resize ratio on needs_high (solid) and low_ok (dashed) samples against
+    step, one colour per run. False when no run logged the per-class ratios (uncurated data)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    drawn = False
+    for k, (run, rows) in enumerate(runs.items()):
+        for cls, key in CLASS_CURVES.items():
+            xs, ys = _curve(rows, key)
+            if not xs:
+                continue
+            drawn = True
+            ax.plot(*smooth(xs, ys, max(1, len(xs) // 10)), color=f"C{k}", ls="-" if cls == "needs_high" else "--",
+                    label=f"{run}: {cls}")
+    if drawn:
+        ax.set_xlabel("step")
+        ax.set_ylabel("resize ratio (moving average)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("Resize ratio per class (solid: needs_high, dashed: low_ok)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
 def plot_tradeoff(points: list[dict], path: Path) -> None:
     plt = _plt()
     markers = {"full": "s", "low": "v", "think": "*"}
@@ -352,6 +387,8 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
         return s
     keys = plot_training(runs, plots / "training.png")
     s.images.append("plots/training.png")
+    if plot_resize_by_class(runs, plots / "resize_by_class.png"):
+        s.images.append("plots/resize_by_class.png")
     last = []
     for r, rows in runs.items():
         logged = [x for x in rows if any(isinstance(x.get(k), (int, float)) for k in keys)]
