@@ -36,7 +36,7 @@ def assistant_turns(messages: list[dict]) -> list[str]:
     return out
 
 
-def make_reward_funcs(judge, stats: dict):
+def make_reward_funcs(judge, stats: dict, format_rule: str = "strict"):
     """The per-process reward functions: accuracy (the judge on the final turn), format, penalty placeholder."""
     from vtdata.judge import JudgeItem
 
@@ -62,7 +62,7 @@ def make_reward_funcs(judge, stats: dict):
         return [v.score if v.status == "ok" else None for v in verdicts]
 
     def format(completions, **_):  # noqa: A001 - the reward's name in TRL's logs
-        return [0.0 if protocol.check_format(assistant_turns(c)) else 1.0 for c in completions]
+        return [0.0 if protocol.check_format(assistant_turns(c), format_rule) else 1.0 for c in completions]
 
     def penalty(completions, **_):
         """Placeholder column: VtGRPOTrainer._calculate_rewards fills it after the cross-process gather."""

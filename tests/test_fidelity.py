@@ -1,0 +1,127 @@
+"""Paper/release fidelity (issue 9): what a real 7B run does by default matches the VisionThink release.
+
+Release facts (dvlab-research/VisionThink): verl/trainer/constants.py (TOOL_AGENT_SYSTEM_PROMPT, a
+non-raw Python string), verl/utils/dataset/multimodal_dataset.py (the tool_agent user template, `problem` =
+"<image>\\n" + question), verl/utils/reward_score/general_qa_tool.py (format_reward), the training script
+scripts/run_efficient_gpt4o_judge.sh and verl's defaults (AdamW weight decay 0.01,
+max_total_response_length 32768, ppo_micro_batch_size_per_gpu 1)."""
+import jinja2
+import pytest
+import torch
+import yaml
+
+import train_helpers as h
+from vtdata import protocol
+
+RECIPE = h.ROOT / "manifests" / "train-visionthink-7b.yaml"
+
+RELEASE_SYSTEM = (
+    "You are a helpful assistant.\n\n# Tools\n\nYou may call the function tool shown below to assist with the user "
+    "query.\n\nYou are provided with the function signature within <tools></tools> XML tags:\n<tools>\n"
+    '{"type": "function", "function": {"name_for_human": "resize_image", "name": "resize_image", "description": '
+    '"Resize the image resolution.", "parameters": {"properties": {"action": {"description": "The action to '
+    "perform. The available actions are:\n* `resize`: Double the resolution of the current image. You should only "
+    "use this tool if you are unable to obtain the critical information needed to answer the question from the "
+    'current resolution.", "enum": ["resize"], "type": "string"}}, "required": ["action"], "type": "object"}, '
+    '"args_format": "Format the arguments as a JSON object."}}\n</tools>\nFor each function call, return a json '
+    "object with the function name and the corresponding argument within <tool_call></tool_call> XML tags:\n"
+    '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
+RELEASE_USER = (
+    "Answer the question based on the image provided. You must conduct reasoning within <think> and </think> first "
+    "in each of your reasoning steps. You may call ONE function tool per step to help you better solve the problem. "
+    "Place the function tool within <tool_call> and </tool_call> at the end of each step to perform a function "
+    "call. You should continue your reasoning process based on the content returned by the function tool. Once you "
+    "confirm your final answer, place the final answer inside <answer> and </answer>. For mathematical or "
+    "multiple-choice problem, wrap the answer value or choice with \\boxed{{}}. Here is the image and question:\n"
+    "{Question}")
+
+
+def _recipe() -> dict:
+    return yaml.safe_load(RECIPE.read_text())
+
+
+# -- item 8: the agent prompt byte for byte ---------------------------------------------------------------
+
+def test_turn_one_renders_byte_for_byte_as_the_release():
+    msgs = protocol.agent_messages("What is the total?", "IMG")
+    got = jinja2.Template(protocol.CHAT_TEMPLATE).render(messages=msgs, add_generation_prompt=True)
+    user = RELEASE_USER.format(Question="<image>\nWhat is the total?")
+    want = (f"<|im_start|>system\n{RELEASE_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+            + user.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+            + "<|im_end|>\n<|im_start|>assistant\n")
+    assert got == want
+
+
+def test_recipe_weight_decay_and_trajectory_cap_are_the_release():
+    r = _recipe()
+    assert r["weight_decay"] == 0.01
+    assert r["max_completion_length"] == 32768
+    assert r["vllm_max_model_length"] >= r["max_prompt_length"] + r["max_completion_length"]
+
+
+# -- item 4: loss averaging -------------------------------------------------------------------------------
+
+def test_recipe_averages_tokens_per_sequence_then_sequences():
+    # verl with micro-batch 1: masked token mean of one sequence, then / gradient_accumulation = TRL's `grpo`
+    assert _recipe()["loss_type"] == "grpo"
+    line = next(x for x in RECIPE.read_text().splitlines() if x.startswith("loss_type:"))
+    assert "verl's default" not in line
+
+
+# -- item 6: the format rule ------------------------------------------------------------------------------
+
+CALL = protocol.CALL_EXAMPLE
+BAD_JSON_CALL = "<tool_call>{name: resize_image}</tool_call>"
+
+
+@pytest.mark.parametrize("turns, strict_ok, release_ok", [
+    (["<think>a</think><answer>4</answer>"], True, True),
+    (["<think>a</think> so the answer is <answer>4</answer>"], False, True),   # text between the tags
+    (["<think>a</think><answer></answer>"], False, True),                        # empty answer
+    ([f"<think>a</think>{BAD_JSON_CALL}", "<think>b</think><answer>4</answer>"], False, True),  # tagged, bad JSON
+    ([f"<think>a</think>{CALL}", "<think>b</think><answer>4</answer>"], True, True),
+    (["<think>a</think><answer>4</answer> trailing"], False, False),
+    (["<answer>4</answer>"], False, False),
+    ([f"<think>a</think>{CALL}"], False, False),                                 # no answer at the end
+    ([f"<think>a</think><answer>1</answer>{CALL}", "<think>b</think><answer>4</answer>"], False, False),
+    (["<think>a</think><think>b</think><answer>4</answer>"], False, False),
+])
+def test_format_rules(turns, strict_ok, release_ok):
+    assert (protocol.check_format(turns, "strict") is None) == strict_ok
+    assert (protocol.check_format(turns, "release") is None) == release_ok
+
+
+def test_recipe_uses_the_release_format_rule_and_training_applies_it(tmp_path):
+    from vttrain.trainer import make_reward_funcs
+    assert _recipe()["format_rule"] == "release"
+    loose = [{"role": "assistant", "content": "<think>a</think> so: <answer>4</answer>"}]
+    _, fmt_release, _ = make_reward_funcs(None, {}, "release")
+    _, fmt_strict, _ = make_reward_funcs(None, {}, "strict")
+    assert fmt_release([loose]) == [1.0] and fmt_strict([loose]) == [0.0]
+
+
+# -- item 7: precision ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fidelity")
+    return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
+
+
+def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
+    """The shipped configs train with bf16: true (accelerate mixed_precision bf16). One optimiser step at the
+    paper's lr 1e-6 must change the weights (fp32 master weights), not round away in bf16."""
+    from vttrain import scripted
+    from vttrain.train import build_trainer
+    assert _recipe()["bf16"] is True and _recipe()["learning_rate"] == 1e-6
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_bf16", max_steps=1, bf16=True, learning_rate=1e-6)
+    trainer, _ = build_trainer(cfg, scripted.ScriptedGRPOTrainer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    assert all(p.dtype == torch.float32 for p in before.values())
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    moved = sum(int((after[n].detach() != p).sum()) for n, p in before.items())
+    total = sum(p.numel() for p in before.values())
+    assert moved / total > 0.3, f"only {moved} of {total} weights moved"
+    trainer.vt_judge.close()
