@@ -125,3 +125,66 @@ def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
     total = sum(p.numel() for p in before.values())
     assert moved / total > 0.3, f"only {moved} of {total} weights moved"
     trainer.vt_judge.close()
+
+
+# -- item 3: dynamic sampling with refill -----------------------------------------------------------------
+
+def _only_question_2_is_informative(turn, index, prompt):
+    """Question (2)'s group gets mixed rewards; every other group answers right directly (zero variance)."""
+    import re
+    from vttrain import scripted
+    if re.findall(r"\((\d+)\)", prompt)[-1] == "2":
+        return scripted.mixed_script(turn, index, prompt)
+    return scripted.answer(scripted.expected_answer(prompt))
+
+
+def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
+    import json
+    from vttrain import scripted
+    from vttrain.train import build_trainer
+
+    class T(scripted.ScriptedGRPOTrainer):
+        script = staticmethod(_only_question_2_is_informative)
+        trained = []
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            T.trained.append(out)
+            return out
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_refill", max_steps=2, dynamic_sampling=True, max_refill_rounds=30)
+    trainer, proc = build_trainer(cfg, T)
+    trainer.train()
+    trainer.vt_judge.close()
+    tok = proc.tokenizer
+    for out in T.trained:  # every trained group is question (2)'s, whatever the sampler drew first
+        assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum(dim=1).min()) > 0
+        for ids, m in zip(out["prompt_ids"], out["prompt_mask"]):
+            assert "(2)" in tok.decode(ids[m.bool()])
+    logs = [json.loads(x) for x in (root / "run_refill" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if "loss" in x]
+    assert len(steps) == 2 and all(x["informative_share"] == 1.0 for x in steps)
+    assert sum(x["refill_rounds"] for x in steps) >= 1    # seed 0: the sampler draws another question first
+
+
+def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
+    from vttrain import scripted
+    from vttrain.train import build_trainer
+
+    class T(scripted.ScriptedGRPOTrainer):
+        script = staticmethod(lambda turn, index, prompt: scripted.answer("wrong"))  # never informative
+        trained = []
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            T.trained.append(out)
+            return out
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_cap", max_steps=1, dynamic_sampling=True, max_refill_rounds=2)
+    trainer, _ = build_trainer(cfg, T)
+    trainer.train()
+    trainer.vt_judge.close()
+    (out,) = T.trained
+    assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum()) == 0
+    m = trainer.state.log_history[0]
+    assert m["refill_rounds"] == 2 and m["informative_share"] == 0.0 and m["filtered_share"] == 1.0

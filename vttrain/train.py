@@ -41,6 +41,9 @@ VT_FIELDS = {
                                      "tool call) | release (the released reward's looser rule; vtdata.protocol)."),
     "max_turns": ("int", 2, "Assistant turns per rollout (1 tool call + the answer = 2)."),
     "dynamic_sampling": ("bool", False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
+    "max_refill_rounds": ("int", 0, "With dynamic_sampling: extra generation rounds per step that replace dropped groups "
+                                    "with informative ones (the release's rejection sampling); 0 = drop without refill. "
+                                    "Logged: refill_rounds, informative_share."),
     "system_prompt": ("str", "agent_system", "System prompt: shipped name or file path (vtdata/prompts)."),
     "user_prompt": ("str", "agent_user", "User prompt template with {question}: shipped name or file path."),
     "tool_ok_prompt": ("str", "tool_ok", "Instruction after the high-res image in the tool turn."),
@@ -137,6 +140,8 @@ def validate(cfg) -> None:
         raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory)")
     if cfg.max_turns < 1:
         raise VtError("max_turns must be >= 1")
+    if cfg.max_refill_rounds < 0:
+        raise VtError("max_refill_rounds must be >= 0")
     if not 0 <= cfg.theta <= 1:
         raise VtError("theta must be in [0, 1]")
     if cfg.num_generations is None or cfg.num_generations < 2:
