@@ -188,3 +188,52 @@ def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
     assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum()) == 0
     m = trainer.state.log_history[0]
     assert m["refill_rounds"] == 2 and m["informative_share"] == 0.0 and m["filtered_share"] == 1.0
+
+
+# -- item 1: judge routing and one judge grammar ----------------------------------------------------------
+
+NUMBER_ITEM = {"id": 1, "question": "Value of the 2019 bar?", "answer": "47", "prediction": "<answer>48</answer>",
+               "answer_type": "number"}   # the 5 % relaxed rule says right; the (fake) LLM judge says wrong
+
+
+def test_judge_scope_all_sends_every_item_to_the_llm():
+    from fake_openai import FakeOpenAI
+    from vtdata.judge import JudgeItem, judge_options, make_judge
+    item = JudgeItem(NUMBER_ITEM["question"], ["47"], NUMBER_ITEM["prediction"], "number")
+    with FakeOpenAI() as srv:
+        for scope, score, requests in (("open", 1.0, 0), ("all", 0.0, 1)):
+            srv.reset()
+            judge = make_judge("openai:fake", **judge_options("openai:fake", srv.url, None, scope))
+            (v,) = judge.judge([item])
+            judge.close()
+            assert (v.score, srv.requests) == (score, requests), scope
+            assert judge.identity.endswith("|scope=all") == (scope == "all")  # stored verdicts re-judged
+
+
+def test_one_judge_grammar_in_every_command(tmp_path):
+    import json
+    from typer.testing import CliRunner
+    from cli import app
+    from fake_openai import FakeOpenAI
+    from vttrain.train import parse_config, validate
+    from vtdata.console import VtError
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(NUMBER_ITEM) + "\n")
+    with FakeOpenAI() as srv:
+        res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai:fake",
+                                       "--base-url", srv.url, "--judge-scope", "all", "--no-cache"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.read_text())["score"] == 0.0 and srv.requests == 1
+    res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai", "--model", "fake"])
+    assert res.exit_code == 2   # the old two-flag grammar is gone
+    data = h.write_dataset(tmp_path / "data", n=2)
+    for argv in (["score-judge", "--data", str(data), "--policy", "local:x"],
+                 ["eval", "--data", str(data), "--model", "x"]):
+        res = CliRunner().invoke(app, argv + ["--judge", "auto", "--judge-scope", "all"])
+        assert isinstance(res.exception, VtError) and "--judge-scope all needs an LLM judge" in str(res.exception)
+    cfg = parse_config(None, ["--model", "m", "--data_dir", str(data), "--output_dir", str(tmp_path / "r"),
+                              "--judge", "rule:relaxed", "--judge_scope", "all", "--use_cpu", "true"])
+    with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):
+        validate(cfg)
+    assert _recipe()["judge_scope"] == "all" and _recipe()["judge"].startswith("openai:")

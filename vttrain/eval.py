@@ -53,6 +53,8 @@ class EvalConfig:
     """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
     judge_api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the judge's API key."""
+    judge_scope: str = "open"
+    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
     system_prompt: Optional[str] = None
     """System prompt (shipped name or file): default `agent_system` in think mode, `score_system` otherwise."""
     user_prompt: str = "agent_user"
@@ -104,7 +106,7 @@ class EvalConfig:
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
         from vtdata.judge import judge_options
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env)  # openai-only flags
+        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)  # openai-only flags
         from vtdata import prompts
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
                                     if self.mode == "think" else []):
@@ -134,6 +136,7 @@ class EvalConfig:
         return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
                 "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
+                **({"judge_scope": self.judge_scope} if self.judge_scope != "open" else {}),
                 **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
                     "tool_error_prompt": self.tool_error_prompt} if self.mode == "think" else {})}
 
@@ -330,7 +333,8 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
         todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
         own_judge, own_policy = judge is None, policy is None and bool(todo)
         if own_judge:
-            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env))
+            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+                                                                   cfg.judge_scope))
         try:
             if own_policy:  # loaded before the run is recorded: a model that does not load leaves no trace
                 policy = _make_policy(cfg)
@@ -562,6 +566,7 @@ def eval_command(
     judge: str = typer.Option("auto", help="Judge spec: auto | rule:NAME | openai:MODEL."),
     judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge server URL(s), comma-separated."),
     judge_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the judge's API key."),
+    judge_scope: str = typer.Option("open", help="open: an LLM judge judges 'open' items, rules the rest | all: the LLM judges every item (the paper)."),
     policy_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the policy server's API key."),
     system_prompt: Optional[str] = typer.Option(None, help="System prompt, shipped name or file (default: agent_system in think mode, score_system otherwise)."),
     user_prompt: str = typer.Option("agent_user", help="Think mode: user template with {question} (as in training)."),
@@ -602,7 +607,7 @@ def eval_command(
         raise VtError(f"unexpected argument(s) {' '.join(runs)}; did you mean --compare?")
     cfg = EvalConfig(data=data or "", mode=mode, model=model, policy=policy, policy_base_url=policy_base_url,
                      judge=judge, judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
-                     policy_api_key_env=policy_api_key_env, system_prompt=system_prompt, user_prompt=user_prompt,
+                     judge_scope=judge_scope, policy_api_key_env=policy_api_key_env, system_prompt=system_prompt, user_prompt=user_prompt,
                      tool_ok_prompt=tool_ok_prompt, tool_error_prompt=tool_error_prompt, db=db, split=split, limit=limit, name=name, out=out,
                      max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
                      max_turns=max_turns, seed=seed)

@@ -31,6 +31,7 @@ VT_FIELDS = {
     "judge": ("str", "auto", "Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>."),
     "judge_base_url": ("str | None", None, "Base URL(s) of an OpenAI-compatible judge server (comma-separated)."),
     "judge_api_key_env": ("str | None", None, "Environment variable holding the judge API key (never written anywhere)."),
+    "judge_scope": ("str", "open", "open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."),
     "judge_concurrency": ("int | None", None, "Concurrent judge requests (openai judges)."),
     "db": ("str | None", None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
     "penalty_mode": ("str", "paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none."),
@@ -140,6 +141,8 @@ def validate(cfg) -> None:
         raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory)")
     if cfg.max_turns < 1:
         raise VtError("max_turns must be >= 1")
+    from vtdata.judge import judge_options
+    judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope)
     if cfg.max_refill_rounds < 0:
         raise VtError("max_refill_rounds must be >= 0")
     if not 0 <= cfg.theta <= 1:
@@ -281,7 +284,7 @@ def build_trainer(cfg, trainer_class=None):
 
     from vtdata.judge import make_judge
     from vtdata.judge import judge_options
-    judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+    judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
                                concurrency=cfg.judge_concurrency)
     db = None
     if cfg.judge.startswith("openai:") and int(os.environ.get("RANK", "0")) == 0:
