@@ -237,3 +237,40 @@ def test_one_judge_grammar_in_every_command(tmp_path):
     with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):
         validate(cfg)
     assert _recipe()["judge_scope"] == "all" and _recipe()["judge"].startswith("openai:")
+
+
+# -- item 2: the release's views --------------------------------------------------------------------------
+
+def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens(tmp_path):
+    import io
+    import json
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from build_helpers import build, write_manifest
+    from vtdata.build import iter_samples
+    from vttrain.policy import qwen_visual_tokens
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1400, 1000), (200, 30, 30)).save(buf, format="PNG")
+    img = {"bytes": buf.getvalue(), "path": None}
+    (tmp_path / "vt").mkdir()
+    pq.write_table(pa.table({
+        "images": [[img], [img], [img]], "problem": ["<image>\nQ1?", "<image>\nQ2?", "<image>\nQ3?"],
+        "original_answer": ["a", "b", "c"], "data_source": ["open_source_require_high"] * 3,
+        "info": [{"tgt_width": 300, "tgt_height": 200, "use_tool": True},     # not multiples of 28
+                 {"tgt_width": 336, "tgt_height": 224, "use_tool": False},
+                 {"tgt_width": 0, "tgt_height": 200, "use_tool": False}]}),   # unusable: the policy
+        tmp_path / "vt" / "train-0.parquet")
+    sizes = {}
+    for views in ("release", "policy"):
+        m = write_manifest(tmp_path, [{"name": "s", "kind": "visionthink", "task": "ocr", "path": "vt",
+                                       **({} if views == "release" else {"views": views})}], val_fraction=0)
+        build(m, tmp_path / views)
+        sizes[views] = {r["question"]: ((r["low_width"], r["low_height"]), (r["high_width"], r["high_height"]))
+                        for r in iter_samples(str(tmp_path / views), "train")}
+    policy = sizes["policy"]["Q1?"]
+    assert sizes["release"] == {"Q1?": ((308, 196), (616, 392)), "Q2?": ((336, 224), (672, 448)), "Q3?": policy}
+    assert policy != sizes["release"]["Q1?"]
+    for (lw, lh), (hw, hh) in sizes["release"].values():
+        assert 4 * qwen_visual_tokens(lw, lh) == qwen_visual_tokens(hw, hh)
