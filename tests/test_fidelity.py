@@ -274,3 +274,32 @@ def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens
     assert policy != sizes["release"]["Q1?"]
     for (lw, lh), (hw, hh) in sizes["release"].values():
         assert 4 * qwen_visual_tokens(lw, lh) == qwen_visual_tokens(hw, hh)
+
+
+# -- item 5: eval defaults --------------------------------------------------------------------------------
+
+def test_eval_uses_the_release_budget_and_can_evaluate_at_native_resolution(tmp_path):
+    import base64
+    import io
+    from PIL import Image
+    from eval_helpers import _images, answer, eval_data, val_rows
+    from fake_openai import FakeOpenAI
+    from vttrain.eval import EvalConfig, run_eval
+
+    data = eval_data()
+    rows = val_rows(data)[:2]
+    seen, budgets = [], []
+
+    def responder(request):
+        for url in _images(request):
+            seen.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size)
+        budgets.append(request.get("max_tokens") or request.get("max_completion_tokens"))
+        return answer("1")
+    with FakeOpenAI(responder=responder) as srv:
+        for mode in ("full", "think"):
+            run_eval(EvalConfig(data=str(data), policy="openai:m", policy_base_url=srv.url, mode=mode, limit=2,
+                                views="native", db=str(tmp_path / "e.duckdb"), out=str(tmp_path), name=mode))
+    full = {(r["width"], r["height"]) for r in rows}
+    low = {(r["width"] // 2, r["height"] // 2) for r in rows}
+    assert set(seen[:2]) == full and set(seen[2:]) == low and full != {(r["high_width"], r["high_height"]) for r in rows}
+    assert budgets == [8192] * 4
