@@ -38,7 +38,7 @@ def test_cli_eval_then_compare(tmp_path):
     cmp_ = _vt("eval", "--compare", run, "--db", db)
     assert cmp_.returncode == 0 and run in cmp_.stdout and "vis. tokens %" in cmp_.stdout
     # `vt judge` reads the predictions JSONL back and reaches the same verdicts
-    judged = _vt("judge", tmp_path / f"{run}.jsonl", "--out", tmp_path / "rejudged.jsonl", "--judge", "rule",
+    judged = _vt("judge", tmp_path / f"{run}.jsonl", "--out", tmp_path / "rejudged.jsonl", "--judge", "auto",
                  "--extract", "tags", "--no-cache")
     assert judged.returncode == 0, judged.stderr
     mine = [json.loads(x) for x in (tmp_path / f"{run}.jsonl").read_text().splitlines()]

@@ -42,7 +42,7 @@ def test_cli_rules_vt_and_lmms_eval_lines_and_malformed_ones(tmp_path):
         "",
     ])
     out = tmp_path / "out.jsonl"
-    res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "rule", "--extract", "auto"])
+    res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "auto", "--extract", "auto"])
     assert res.exit_code == 0, res.output
     rows = read(out)
     assert [r.get("id", r.get("doc_id")) for r in rows] == [1, 2, 4, 6, 8]
@@ -50,7 +50,7 @@ def test_cli_rules_vt_and_lmms_eval_lines_and_malformed_ones(tmp_path):
     assert all(r["status"] == "ok" and r["judge"] and r["reason"] for r in rows)
     assert rows[3]["extracted"] == "paris" and rows[3]["filtered_resps"] == [["paris"]]   # input kept
     # --extract tags: a prediction without <answer> tag is a format failure
-    res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "rule", "--extract", "tags"])
+    res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "auto", "--extract", "tags"])
     rows = read(out)
     assert rows[-1]["reason"] == "format: no <answer> tag" and rows[-1]["score"] == 0.0
 
@@ -73,7 +73,7 @@ def test_cli_llm_errors_are_null_not_zero_and_rerun_is_cached(tmp_path):
     out, db = tmp_path / "out.jsonl", tmp_path / "cache.duckdb"
     with FakeOpenAI() as srv:
         srv.push(Reply(status=500), Reply(status=500))    # the first item(s) to arrive fail (1 attempt each)
-        cfg = JudgeConfig(input=src, out=out, model="fake", base_url=srv.url, db=db, concurrency=1,
+        cfg = JudgeConfig(input=src, out=out, judge="openai:fake", base_url=srv.url, db=db, concurrency=1,
                           max_attempts=1, shortcut=False)
         s = run(cfg)
         rows = read(out)
@@ -96,7 +96,7 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
     out, db = tmp_path / "out.jsonl", tmp_path / "vt.duckdb"
     with FakeOpenAI(latency=0.05) as srv:
         proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "-q", "judge", str(src), "--out", str(out),
-                                 "--model", "fake", "--base-url", srv.url, "--db", str(db), "--concurrency", str(conc),
+                                 "--judge", "openai:fake", "--base-url", srv.url, "--db", str(db), "--concurrency", str(conc),
                                  "--flush-every", str(flush)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while srv.requests < 60 and time.monotonic() < deadline and proc.poll() is None:
@@ -114,6 +114,6 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
         assert paid - conc - (2 * flush - 1) <= saved <= paid
         assert not out.exists()
         srv.reset()
-        s = run(JudgeConfig(input=src, out=out, model="fake", base_url=srv.url, db=db, concurrency=conc))
+        s = run(JudgeConfig(input=src, out=out, judge="openai:fake", base_url=srv.url, db=db, concurrency=conc))
         assert srv.requests == n - saved and s["cache_hits"] == saved      # resumes, pays only the rest
         assert len(read(out)) == n and all(r["status"] == "ok" for r in read(out))

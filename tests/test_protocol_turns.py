@@ -56,7 +56,7 @@ def test_agent_messages_put_the_image_between_instruction_and_question():
     head, image, question = user["content"]
     assert head["text"].endswith("Here is the image and question:\n") and "\\boxed{}" in head["text"]
     assert image == {"type": "image", "image": img}
-    assert question["text"] == "How many cats?"
+    assert question["text"] == "\nHow many cats?"  # the release: "<image>\\n" + question
 
 
 def test_direct_messages_are_system_then_image_then_question():

@@ -209,7 +209,7 @@ def test_shipped_configs_parse():
     paper = parse_config(h.ROOT / "manifests" / "train-visionthink-7b.yaml",
                          ["--bf16", "false", "--use_vllm", "false", "--report_to", "none"])
     assert (paper.learning_rate, paper.num_generations, paper.temperature, paper.beta) == (1e-6, 16, 1.0, 0.001)
-    assert (paper.format_weight, paper.penalty, paper.theta, paper.loss_type) == (0.5, 0.1, 0.2, "dapo")
+    assert (paper.format_weight, paper.penalty, paper.theta, paper.loss_type) == (0.5, 0.1, 0.2, "grpo")
     # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 4 per GPU x 32 GPUs x 4 accumulation
     assert paper.generation_batch_size == 512 * 16
     assert paper.per_device_train_batch_size * 32 * paper.gradient_accumulation_steps == 32 * 16

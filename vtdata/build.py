@@ -386,7 +386,7 @@ def _check_row(src: dict, srow: str, raw: dict, text: dict, probed: tuple, ids: 
     sid = sample_id(src["name"], srow)
     if sid in ids:
         return None, f"duplicate id: source row {srow} appears twice (id {sid})"
-    (lw, lh), (hw, hh) = view_sizes(w, h, policy)
+    (lw, lh), (hw, hh) = raw.get("views") or view_sizes(w, h, policy)  # a source may size them (visionthink)
     return {"id": sid, "source": src["name"], "task": src["task"], **text, "image": {"bytes": data, "path": None},
             "image_sha256": sha, "width": w, "height": h, "low_width": lw, "low_height": lh, "high_width": hw,
             "high_height": hh}, None

@@ -91,8 +91,9 @@ def _user_blocks(question: str, image: Any, user_prompt: str) -> list[dict]:
         head, tail = head.format(), tail.format()
     except (IndexError, KeyError, ValueError) as err:
         raise VtError(f"user prompt {user_prompt!r} is not a valid str.format template: {err}") from None
+    # the release's `problem` is "<image>\n" + question: a newline between the image and the question
     return [{"type": "text", "text": head}, {"type": "image", "image": image},
-            {"type": "text", "text": question + tail}]
+            {"type": "text", "text": "\n" + question + tail}]
 
 
 def agent_messages(question: str, image: Any, system_prompt: str = "agent_system",
@@ -206,12 +207,47 @@ def check_turn(text: str, final: bool) -> str | None:
     return call if isinstance(call, str) else None
 
 
-def check_format(turns: list[str]) -> str | None:
-    """None when every assistant turn of a trajectory is well-formed (the last one answers), else the reason."""
+_RELEASE_FINAL = re.compile(r"^<think>.*</think>.*<answer>.*</answer>$", re.DOTALL)
+_RELEASE_CALL = re.compile(r"^<think>.*</think>.*<tool_call>.*</tool_call>$", re.DOTALL)
+
+
+def check_turn_release(text: str, final: bool) -> str | None:
+    """The release's per-turn rule (its reward's `format_reward`): looser than `check_turn`. Text may stand
+    between the tags, the answer may be empty, and a tagged tool call counts whatever its JSON says.
+    A final turn: <think>..</think> .. <answer>..</answer>, one of each tag, no <tool_call>. A tool turn:
+    <think>..</think> .. <tool_call>..</tool_call>, one <think> pair, no <answer>. (The release does not
+    strip the final turn of a two-turn rollout, so leading whitespace there fails; vt strips every turn.)"""
+    text = text.strip()
+    kind = "final" if final else "tool"
+    if not (_RELEASE_FINAL if final else _RELEASE_CALL).match(text):
+        return (f"{kind} turn must start with <think> and end with "
+                f"{'</answer>' if final else '</tool_call>'} (release rule)")
+    for tag in ("<think>", "</think>") + (("<answer>", "</answer>") if final else ()):
+        if text.count(tag) != 1:
+            return f"{kind} turn needs exactly one {tag} (found {text.count(tag)})"
+    if final and ("<tool_call>" in text or "</tool_call>" in text):
+        return "final turn holds a <tool_call> (no turns left to answer it)"
+    if not final:
+        if text.count("<tool_call>") != 1 and text.count("</tool_call>") != 1:  # the release's test, as written
+            return "tool turn needs exactly one <tool_call>"
+        if "<answer>" in text or "</answer>" in text:
+            return "a tool-call turn must not answer"
+    return None
+
+
+FORMAT_RULES = {"strict": check_turn, "release": check_turn_release}
+
+
+def check_format(turns: list[str], rule: str = "strict") -> str | None:
+    """None when every assistant turn of a trajectory is well-formed (the last one answers), else the reason.
+
+    rule: `strict` (`check_turn`: nothing outside the tags, a valid call) or `release` (`check_turn_release`)."""
+    if rule not in FORMAT_RULES:
+        raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {rule!r}")
     if not turns:
         return "no assistant turn"
     for i, text in enumerate(turns):
-        reason = check_turn(text, final=(i == len(turns) - 1))
+        reason = FORMAT_RULES[rule](text, final=(i == len(turns) - 1))
         if reason:
             return f"turn {i + 1}: {reason}"
     return None

@@ -28,6 +28,7 @@ import typer
 from vtdata.console import VtError, info, progress_bar
 
 MODES = ("full", "low", "think")
+VIEWS = ("dataset", "native")
 STATUS_OK = "ok"
 
 
@@ -53,6 +54,8 @@ class EvalConfig:
     """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
     judge_api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the judge's API key."""
+    judge_scope: str = "open"
+    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
     system_prompt: Optional[str] = None
     """System prompt (shipped name or file): default `agent_system` in think mode, `score_system` otherwise."""
     user_prompt: str = "agent_user"
@@ -71,8 +74,11 @@ class EvalConfig:
     """Run name (default `<model>-<mode>-<split>`); rerunning a name resumes it."""
     out: Optional[str] = None
     """Directory for the predictions JSONL (default `evals/` beside the database)."""
-    max_new_tokens: int = 256
-    """Generation budget per assistant turn."""
+    max_new_tokens: int = 8192
+    """Generation budget per assistant turn (the release's 8192: a shorter one cuts a real model's <think>)."""
+    views: str = "dataset"
+    """`dataset`: the row's low/high views (what training saw) | `native`: high = the original image, low =
+    original // 2 per side (the release's evaluation, for Table-2 numbers)."""
     temperature: float = 0.0
     """Sampling temperature; 0 = greedy (the paper's evaluation)."""
     batch_size: int = 8
@@ -85,6 +91,8 @@ class EvalConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise VtError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.views not in VIEWS:
+            raise VtError(f"--views must be one of {', '.join(VIEWS)}, not {self.views!r}")
         if not self.data:
             raise VtError("--data DIR is required (a directory written by `vt build-data`)")
         if not Path(self.data).is_dir():
@@ -104,7 +112,7 @@ class EvalConfig:
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
         from vtdata.judge import judge_options
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env)  # openai-only flags
+        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)  # openai-only flags
         from vtdata import prompts
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
                                     if self.mode == "think" else []):
@@ -134,6 +142,8 @@ class EvalConfig:
         return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
                 "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
+                **({"judge_scope": self.judge_scope} if self.judge_scope != "open" else {}),
+                **({"views": self.views} if self.views != "dataset" else {}),
                 **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
                     "tool_error_prompt": self.tool_error_prompt} if self.mode == "think" else {})}
 
@@ -292,7 +302,21 @@ class Evaluator:
 
 def _rows(cfg: EvalConfig) -> list[dict]:
     from vtdata.build import read_split
-    return read_split(cfg.data, cfg.split, cfg.limit)
+    rows = read_split(cfg.data, cfg.split, cfg.limit)
+    return [native_views(r) for r in rows] if cfg.views == "native" else rows
+
+
+def native_views(row: dict) -> dict:
+    """The row with the release's evaluation views: high = the original size, low = original // 2 per side
+    (each scaled up to at least 28 px a side, as the release does)."""
+    def at_least_28(w: int, h: int) -> tuple[int, int]:
+        if min(w, h) >= 28:
+            return w, h
+        s = max(28 / w, 28 / h)
+        return int(w * s), int(h * s)
+    w, h = int(row["width"]), int(row["height"])
+    (lw, lh), (hw, hh) = at_least_28(max(1, w // 2), max(1, h // 2)), at_least_28(w, h)
+    return {**row, "low_width": lw, "low_height": lh, "high_width": hw, "high_height": hh}
 
 
 def _view_tokens(row: dict, view: str) -> int:
@@ -330,7 +354,8 @@ def run_eval(cfg: EvalConfig, policy=None, judge=None) -> dict:
         todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
         own_judge, own_policy = judge is None, policy is None and bool(todo)
         if own_judge:
-            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env))
+            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+                                                                   cfg.judge_scope))
         try:
             if own_policy:  # loaded before the run is recorded: a model that does not load leaves no trace
                 policy = _make_policy(cfg)
@@ -562,6 +587,7 @@ def eval_command(
     judge: str = typer.Option("auto", help="Judge spec: auto | rule:NAME | openai:MODEL."),
     judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge server URL(s), comma-separated."),
     judge_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the judge's API key."),
+    judge_scope: str = typer.Option("open", help="open: an LLM judge judges 'open' items, rules the rest | all: the LLM judges every item (the paper)."),
     policy_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the policy server's API key."),
     system_prompt: Optional[str] = typer.Option(None, help="System prompt, shipped name or file (default: agent_system in think mode, score_system otherwise)."),
     user_prompt: str = typer.Option("agent_user", help="Think mode: user template with {question} (as in training)."),
@@ -572,7 +598,8 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, help="Only the first N samples."),
     name: Optional[str] = typer.Option(None, help="Run name (default <model>-<mode>-<split>); rerun to resume."),
     out: Optional[str] = typer.Option(None, help="Directory for <run>.jsonl (default: evals/ beside the database)."),
-    max_new_tokens: int = typer.Option(256, help="Generation budget per assistant turn."),
+    max_new_tokens: int = typer.Option(8192, help="Generation budget per assistant turn (the release's 8192)."),
+    views: str = typer.Option("dataset", help="dataset (the row's low/high views) | native (high = the original, low = original // 2: the release's eval)."),
     temperature: float = typer.Option(0.0, help="0 = greedy (the paper's evaluation)."),
     batch_size: int = typer.Option(8, help="Samples per policy call."),
     max_turns: int = typer.Option(2, help="Assistant turns at most in think mode."),
@@ -602,9 +629,9 @@ def eval_command(
         raise VtError(f"unexpected argument(s) {' '.join(runs)}; did you mean --compare?")
     cfg = EvalConfig(data=data or "", mode=mode, model=model, policy=policy, policy_base_url=policy_base_url,
                      judge=judge, judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
-                     policy_api_key_env=policy_api_key_env, system_prompt=system_prompt, user_prompt=user_prompt,
+                     judge_scope=judge_scope, policy_api_key_env=policy_api_key_env, system_prompt=system_prompt, user_prompt=user_prompt,
                      tool_ok_prompt=tool_ok_prompt, tool_error_prompt=tool_error_prompt, db=db, split=split, limit=limit, name=name, out=out,
-                     max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, views=views, temperature=temperature, batch_size=batch_size,
                      max_turns=max_turns, seed=seed)
     res = run_eval(cfg)
     out_console.print(summary_table(res["run"], res["summary"]))

@@ -166,6 +166,8 @@ class ScoreConfig:
     """Base URL(s) of the judge server for an `openai:` judge (comma-separated for several)."""
     judge_api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the judge's API key."""
+    judge_scope: str = "open"
+    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
     rollouts: int = 8
     """k: rollouts per view per sample (the paper: 8)."""
     split: str = "train"
@@ -201,7 +203,7 @@ class ScoreConfig:
         if self.temperature < 0:
             raise VtError(f"--temperature must be >= 0, got {self.temperature}")
         self.thresholds.resolve(self.rollouts)
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env)
+        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
 
     def db_path(self) -> Path:
         from vtdata.db import default_db
@@ -441,6 +443,8 @@ def score_judge_command(
                                        "(comma-separated)."),
     judge_api_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-api-key-env",
                                           help="Environment variable with the judge's API key."),
+    judge_scope: str = typer.Option("open", "--judge-scope", help="open: an LLM judge judges 'open' items, rules the "
+                                    "rest | all: the LLM judges every item (the paper)."),
     rollouts: int = typer.Option(8, "--rollouts", "-k", help="Rollouts per view per sample (paper: 8)."),
     split: str = typer.Option("train", "--split", help="train | val | all."),
     limit: int = typer.Option(None, "--limit", help="Only the first N samples of the split."),
@@ -462,7 +466,7 @@ def score_judge_command(
     labelled low_ok / needs_high / ambiguous (incomplete on judge errors). Resumable; rerun to finish."""
     cfg = ScoreConfig(data=data, db=db, policy=policy, policy_base_url=policy_base_url,
                       policy_api_key_env=policy_api_key_env, judge=judge, judge_base_url=judge_base_url,
-                      judge_api_key_env=judge_api_key_env, rollouts=rollouts, split=split, limit=limit,
+                      judge_api_key_env=judge_api_key_env, judge_scope=judge_scope, rollouts=rollouts, split=split, limit=limit,
                       concurrency=concurrency, batch_size=batch_size, temperature=temperature,
                       max_new_tokens=max_new_tokens, prompt=prompt,
                       thresholds=Thresholds(low_ok_low, low_ok_high, needs_high_gap), device=device, seed=seed)
@@ -481,7 +485,7 @@ def score_judge_command(
 def make_judge_for(cfg: ScoreConfig, con):
     from vtdata.judge import make_judge
     # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
-    opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+    opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
                          concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
     return make_judge(cfg.judge, db=con, **opts)
 

@@ -31,6 +31,7 @@ VT_FIELDS = {
     "judge": ("str", "auto", "Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>."),
     "judge_base_url": ("str | None", None, "Base URL(s) of an OpenAI-compatible judge server (comma-separated)."),
     "judge_api_key_env": ("str | None", None, "Environment variable holding the judge API key (never written anywhere)."),
+    "judge_scope": ("str", "open", "open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."),
     "judge_concurrency": ("int | None", None, "Concurrent judge requests (openai judges)."),
     "db": ("str | None", None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
     "penalty_mode": ("str", "paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none | "
@@ -38,8 +39,13 @@ VT_FIELDS = {
     "theta": ("float", 0.2, "Threshold θ on r = C_direct / (C_direct + C_high)."),
     "penalty": ("float", 0.1, "Penalty size (subtracted from the reward)."),
     "format_weight": ("float", 0.5, "Weight of the format reward (1 when every turn is well-formed)."),
+    "format_rule": ("str", "strict", "When a turn is well-formed: strict (only whitespace outside the tags, a valid "
+                                     "tool call) | release (the released reward's looser rule; vtdata.protocol)."),
     "max_turns": ("int", 2, "Assistant turns per rollout (1 tool call + the answer = 2)."),
     "dynamic_sampling": ("bool", False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
+    "max_refill_rounds": ("int", 0, "With dynamic_sampling: extra generation rounds per step that replace dropped groups "
+                                    "with informative ones (the release's rejection sampling); 0 = drop without refill. "
+                                    "Logged: refill_rounds, informative_share."),
     "system_prompt": ("str", "agent_system", "System prompt: shipped name or file path (vtdata/prompts)."),
     "user_prompt": ("str", "agent_user", "User prompt template with {question}: shipped name or file path."),
     "tool_ok_prompt": ("str", "tool_ok", "Instruction after the high-res image in the tool turn."),
@@ -129,12 +135,19 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
 def validate(cfg) -> None:
     from vttrain.reward import check_mode
     check_mode(cfg.penalty_mode)
+    from vtdata.protocol import FORMAT_RULES
+    if cfg.format_rule not in FORMAT_RULES:
+        raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {cfg.format_rule!r}")
     if not cfg.data_dir:
         raise VtError("train config needs data_dir (a `vt build-data` or `vt curate` output)")
     if not cfg.model:
         raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory)")
     if cfg.max_turns < 1:
         raise VtError("max_turns must be >= 1")
+    from vtdata.judge import judge_options
+    judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope)
+    if cfg.max_refill_rounds < 0:
+        raise VtError("max_refill_rounds must be >= 0")
     if not 0 <= cfg.theta <= 1:
         raise VtError("theta must be in [0, 1]")
     if cfg.num_generations is None or cfg.num_generations < 2:
@@ -219,11 +232,20 @@ def _trim_logs(run_dir: Path, step: int) -> None:
             p.write_text("".join(ln + "\n" for ln in lines))
 
 
+def weights_dtype(cfg):
+    """The dtype the policy is loaded in. Trained weights stay fp32 (master weights); `bf16`/`fp16` make the
+    Trainer autocast the forward pass. An AdamW step at lr 1e-6 moves a weight by ~1e-6, far below bf16's
+    spacing (~1e-4 near 0.02), so bf16 weights would barely move. A LoRA run keeps the frozen base in the
+    compute dtype (PEFT keeps its adapters in fp32). DeepSpeed keeps its own fp32 master copy either way."""
+    import torch
+    if cfg.use_peft:
+        return torch.bfloat16 if cfg.bf16 else (torch.float16 if cfg.fp16 else torch.float32)
+    return torch.float32
+
+
 def build_trainer(cfg, trainer_class=None):
     """(trainer, processor): the VtGRPOTrainer for a config (also used by tests and bench/train_step.py)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    import torch
-
     from vttrain import models
     from vttrain.rollout import ResizeEnv, make_transform, prepare_processor, vision_token_ids
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
@@ -239,7 +261,7 @@ def build_trainer(cfg, trainer_class=None):
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
     # a random-weight dir without weights (`vt init-model random`) is built by vttrain.models.load.
     local = Path(cfg.model)
-    dtype = torch.bfloat16 if cfg.bf16 else (torch.float16 if cfg.fp16 else torch.float32)
+    dtype = weights_dtype(cfg)
     if local.is_dir() and not models._has_weights(local):
         model, _ = models.load(cfg.model, device="cpu", dtype=dtype)
     else:
@@ -269,7 +291,7 @@ def build_trainer(cfg, trainer_class=None):
 
     from vtdata.judge import make_judge
     from vtdata.judge import judge_options
-    judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
+    judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
                                concurrency=cfg.judge_concurrency)
     db = None
     if cfg.judge.startswith("openai:") and int(os.environ.get("RANK", "0")) == 0:
@@ -286,7 +308,7 @@ def build_trainer(cfg, trainer_class=None):
     cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
     stats: dict = {}
     cls = trainer_class or VtGRPOTrainer
-    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats), args=cfg, train_dataset=ds,
+    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats, cfg.format_rule), args=cfg, train_dataset=ds,
                   processing_class=processor, environment_factory=ResizeEnv, peft_config=peft_config, vt=cfg,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
     trainer.vt_judge = judge

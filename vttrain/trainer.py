@@ -4,8 +4,10 @@ Extends TRL 1.16 through two overrides (private methods, hence the `trl>=1.16,<1
 - `_calculate_rewards`: TRL returns the rewards GATHERED across processes (rows grouped by prompt, G
   consecutive rows per group, the layout its advantage code uses). The penalty column is filled here,
   on the whole group, so a group split over several GPUs gets the same penalty as on one.
-- `_generate_and_score_completions`: checks the generated-vision-token guard and applies the optional
-  zero-variance-group filter (dynamic sampling) to the loss mask; TRL has no such filter.
+- `_generate_and_score_completions`: the optional zero-variance-group filter (dynamic sampling): such
+  groups leave the loss, and with `max_refill_rounds` > 0 more prompt groups are generated (calling TRL's
+  own method again on fresh rows) until the batch holds as many informative groups as asked, as the
+  release's "rejection sample" and DAPO do. TRL 1.16 has no such filter or hook.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def assistant_turns(messages: list[dict]) -> list[str]:
     return out
 
 
-def make_reward_funcs(judge, stats: dict):
+def make_reward_funcs(judge, stats: dict, format_rule: str = "strict"):
     """The per-process reward functions: accuracy (the judge on the final turn), format, penalty placeholder."""
     from vtdata.judge import JudgeItem
 
@@ -62,7 +64,7 @@ def make_reward_funcs(judge, stats: dict):
         return [v.score if v.status == "ok" else None for v in verdicts]
 
     def format(completions, **_):  # noqa: A001 - the reward's name in TRL's logs
-        return [0.0 if protocol.check_format(assistant_turns(c)) else 1.0 for c in completions]
+        return [0.0 if protocol.check_format(assistant_turns(c), format_rule) else 1.0 for c in completions]
 
     def penalty(completions, **_):
         """Placeholder column: VtGRPOTrainer._calculate_rewards fills it after the cross-process gather."""
@@ -81,6 +83,12 @@ class VtGRPOTrainer(GRPOTrainer):
         self._vision_ids = torch.tensor(vision_token_ids(tok))
         self._zero_var_rows = None
         self.run_dir = Path(self.args.output_dir)
+        per_process = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        if vt is not None and vt.dynamic_sampling and vt.max_refill_rounds > 0 and per_process % self.num_generations:
+            from vtdata.console import VtError
+            raise VtError(f"max_refill_rounds needs whole groups per process: per_device_train_batch_size x "
+                          f"steps_per_generation ({per_process}) must be a multiple of num_generations "
+                          f"({self.num_generations})")
 
     # -- rollout facts ----------------------------------------------------------------------------
     def _facts(self, inputs, completions, completion_ids_list) -> torch.Tensor:
@@ -210,15 +218,108 @@ class VtGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        mask = out["completion_mask"]
-        if self.vt.dynamic_sampling and self._zero_var_rows is not None and self.model.training:
-            n = len(inputs)
-            rows = self._zero_var_rows[self.accelerator.process_index * n:(self.accelerator.process_index + 1) * n]
-            keep = (~rows).int().to(mask.device).unsqueeze(1)
-            out["tool_mask"] = (out["tool_mask"] if "tool_mask" in out else torch.ones_like(mask)) * keep
-            n_items = gather((mask * out["tool_mask"]).sum()).sum()
-            out["num_items_in_batch"] = torch.clamp(n_items, min=1)
-        return out
+        if not (self.vt.dynamic_sampling and self._zero_var_rows is not None and self.model.training):
+            return out
+        keep = self._local_keep(len(inputs))
+        if self.vt.max_refill_rounds > 0:
+            out, keep = self._refill(inputs, out, keep)
+        return _masked(out, keep)
+
+    # -- dynamic sampling with refill (the release's "rejection sample", DAPO's dynamic sampling) -----------
+    def _local_keep(self, n: int) -> torch.Tensor:
+        """This process's rows of the last scored batch: True = its group has reward variance."""
+        rank = self.accelerator.process_index
+        return (~self._zero_var_rows[rank * n:(rank + 1) * n]).cpu()
+
+    def _refill_inputs(self, n: int, round_no: int) -> list[dict]:
+        """n fresh rows (n / G prompts, each repeated G times, as TRL's sampler lays them out), drawn by a
+        seed of (seed, step, round, process): the same on a resumed run."""
+        import random
+        G = self.num_generations
+        rng = random.Random(f"{self.args.seed}:{self.state.global_step}:{round_no}:{self.accelerator.process_index}")
+        idx = [rng.randrange(len(self.train_dataset)) for _ in range(n // G)]
+        return [self.train_dataset[i] for i in idx for _ in range(G)]
+
+    def _refill(self, inputs, out: dict, keep: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """Generate more prompt groups until this process holds as many informative groups as it was given
+        (every process runs the same number of rounds, at most max_refill_rounds). Returns the batch of
+        the first informative groups; groups still missing at the cap are filled with the first round's
+        uninformative ones, masked out of the loss (keep = False)."""
+        from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
+        G, n = self.num_generations, len(inputs)
+        want = n // G
+        rounds = [(split_pixel_values_by_grid(out), keep)]
+        have = int(keep[::G].sum())
+        r = 0
+        while r < self.vt.max_refill_rounds:
+            short = gather(torch.tensor([want - have], device=self.accelerator.device)).max().item()
+            if short <= 0:
+                break
+            r += 1
+            extra = super()._generate_and_score_completions(self._refill_inputs(n, r))
+            k = self._local_keep(n)
+            rounds.append((split_pixel_values_by_grid(extra), k))
+            have += int(k[::G].sum())
+        picks = [(i, g, True) for i, (_, k) in enumerate(rounds) for g in range(want) if k[g * G]][:want]
+        picks += [(0, g, False) for g in range(want) if not rounds[0][1][g * G]][:want - len(picks)]
+        parts = [_take(rounds[i][0], list(range(g * G, (g + 1) * G))) for i, g, _ in picks]
+        merged = unsplit_pixel_values_by_grid(_cat(parts, self.processing_class.tokenizer.pad_token_id))
+        new_keep = torch.tensor([ok for _, _, ok in picks for _ in range(G)])
+        m = self._metrics["train"]
+        m["refill_rounds"].append(float(r))
+        m["informative_share"].append(float(gather(new_keep.float().mean().to(self.accelerator.device)).mean()))
+        if r == self.vt.max_refill_rounds and len([p for p in picks if p[2]]) < want and self.accelerator.is_main_process:
+            from vtdata.console import info
+            info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
+                 f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
+        return merged, new_keep
+
+
+def _masked(out: dict, keep: torch.Tensor) -> dict:
+    """Rows whose keep is False leave the loss (tool_mask zeroed); num_items_in_batch counts what is left."""
+    mask = out["completion_mask"]
+    k = keep.int().to(mask.device).unsqueeze(1)
+    out["tool_mask"] = (out["tool_mask"] if "tool_mask" in out else torch.ones_like(mask)) * k
+    out["num_items_in_batch"] = torch.clamp(gather((mask * out["tool_mask"]).sum()).sum(), min=1)
+    return out
+
+
+def _take(batch: dict, idx: list[int]) -> dict:
+    """The rows `idx` of a TRL batch (tensors and per-row lists along dim 0; scalars kept)."""
+    size = len(batch["completion_ids"])
+
+    def one(v):
+        if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.size(0) == size:
+            return v[idx]
+        if isinstance(v, list) and len(v) == size:
+            return [v[i] for i in idx]
+        return v
+    return {k: one(v) for k, v in batch.items()}
+
+
+def _cat(parts: list[dict], pad_id: int) -> dict:
+    """Concatenate TRL batches row-wise; per-token tensors are padded to the longest (prompt_* on the left,
+    as TRL pads prompts, the rest on the right). num_items_in_batch is recomputed by the caller."""
+    out = {}
+    for key in parts[0]:
+        vals = [p[key] for p in parts]
+        v0 = vals[0]
+        if isinstance(v0, list):
+            out[key] = [x for v in vals for x in v]
+        elif isinstance(v0, torch.Tensor) and v0.ndim >= 2:
+            width = max(v.size(1) for v in vals)
+            fill = pad_id if key.endswith("_ids") else 0
+            left = key.startswith("prompt")
+            padded = []
+            for v in vals:
+                pad = v.new_full((v.size(0), width - v.size(1), *v.shape[2:]), fill)
+                padded.append(torch.cat([pad, v] if left else [v, pad], dim=1))
+            out[key] = torch.cat(padded)
+        elif isinstance(v0, torch.Tensor) and v0.ndim == 1:
+            out[key] = torch.cat(vals)
+        else:
+            out[key] = v0
+    return out
 
 
 class JsonlMetrics(TrainerCallback):

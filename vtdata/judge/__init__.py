@@ -6,8 +6,9 @@
 
 Specs: `auto` (rule judge by answer_type: open->vqa, number->relaxed, mc->mc, math->math,
 anls->anls), `rule:<exact|relaxed|anls|vqa|mc|math|auto>`, `openai:<model>` (the LLM judges 'open'
-items, or every item with llm_all=True; other types use their rule judge; an 'open' prediction equal
-to a gold answer after VQA normalisation is scored 1 without a call unless shortcut=False).
+items, or every item with scope='all', as the paper's judge did; other types use their rule judge; an
+'open' prediction equal to a gold answer after VQA normalisation is scored 1 without a call unless
+shortcut=False). Every command takes the same spec (`--judge openai:<model>`) and `judge_scope`.
 
 Every item ends with a Verdict of status 'ok' (score 0..1) or 'error' (score None: a judge failure
 is never a wrong answer). A response without `<answer>` tag scores 0, status 'ok', reason
@@ -27,7 +28,8 @@ from vtdata.console import VtError
 from vtdata.judge.extract import answer_of, extract_answer
 from vtdata.judge.rules import BY_TYPE, RULE_VERSION, RULES, SYNC_RULES, vqa_normalize
 
-__all__ = ["JudgeItem", "Verdict", "Judge", "make_judge", "extract_answer", "judge_options", "ANSWER_TYPES"]
+__all__ = ["JudgeItem", "Verdict", "Judge", "make_judge", "extract_answer", "judge_options", "ANSWER_TYPES", "SCOPES"]
+SCOPES = ("open", "all")  # what an LLM judge judges: 'open' items only, or every item
 ANSWER_TYPES = tuple(BY_TYPE)
 FORMAT_REASON = "format: no <answer> tag"
 
@@ -67,13 +69,17 @@ class _Stats:
 
 
 class Judge:
-    def __init__(self, rule: str = "auto", llm=None, cache=None, llm_all: bool = False,
+    def __init__(self, rule: str = "auto", llm=None, cache=None, scope: str = "open",
                  shortcut: bool = True, math_timeout: float = 30.0) -> None:
         if rule != "auto" and rule not in RULES:
             raise VtError(f"unknown rule judge {rule!r}; choose one of auto, {', '.join(RULES)}")
+        if scope not in SCOPES:
+            raise VtError(f"judge scope must be one of {', '.join(SCOPES)}; got {scope!r}")
         self.rule, self.llm, self.cache = rule, llm, cache
-        self.llm_all, self.shortcut, self.math_timeout = llm_all, shortcut, math_timeout
-        self.identity = llm.identity if llm else f"rule:{rule}/{RULE_VERSION}"
+        self.scope, self.shortcut, self.math_timeout = scope, shortcut, math_timeout
+        # the scope changes verdicts (number/mc/... items), so it is part of the identity stored with them;
+        # the LLM's own cache key (llm.identity) is not affected: a verdict is reused across scopes
+        self.identity = (llm.identity + ("|scope=all" if scope == "all" else "")) if llm else f"rule:{rule}/{RULE_VERSION}"
         self._stats = _Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -159,7 +165,7 @@ class Judge:
         atype = item.answer_type or "open"
         if atype not in BY_TYPE:
             raise ValueError(f"unknown answer_type {atype!r} (one of {', '.join(BY_TYPE)})")
-        if self.llm and (self.llm_all or atype == "open"):
+        if self.llm and (self.scope == "all" or atype == "open"):
             return "llm"
         return self.rule if self.rule != "auto" else BY_TYPE[atype]
 
@@ -334,15 +340,16 @@ def make_judge(spec: str = "auto", db=None, **opts) -> Judge:
     db: a DuckDB path, an open connection (reused: a cursor of it), or None (no cache).
     opts for openai: base_url (str, comma-separated str or list), api_key_env, concurrency, rpm,
     timeout, max_attempts, temperature, max_tokens, system_prompt, user_prompt, backoff_base,
-    backoff_max; for all: llm_all, shortcut, math_timeout, flush_every, flush_seconds.
+    backoff_max, scope ('open' | 'all'); for all: shortcut, math_timeout, flush_every, flush_seconds.
     """
-    judge_opts = {k: opts.pop(k) for k in ("llm_all", "shortcut", "math_timeout") if k in opts}
+    judge_opts = {k: opts.pop(k) for k in ("scope", "shortcut", "math_timeout") if k in opts}
     cache_opts = {k: opts.pop(k) for k in ("flush_every", "flush_seconds") if k in opts}
     spec = (spec or "auto").strip()
     if spec == "auto" or spec.startswith("rule:"):
         rule = "auto" if spec == "auto" else spec.split(":", 1)[1]
-        if opts:
-            raise VtError(f"options {', '.join(sorted(opts))} only apply to an openai judge")
+        bad = sorted(opts) + (["scope"] if judge_opts.get("scope", "open") != "open" else [])
+        if bad:
+            raise VtError(f"options {', '.join(bad)} only apply to an openai judge")
         return Judge(rule=rule, **judge_opts)
     if not spec.startswith("openai:") or not spec.split(":", 1)[1]:
         raise VtError(f"unknown judge {spec!r}: use auto, rule:<{'|'.join(RULES)}> or openai:<model>")
@@ -361,12 +368,17 @@ def make_judge(spec: str = "auto", db=None, **opts) -> Judge:
     return Judge(llm=llm, cache=cache, **judge_opts)
 
 
-def judge_options(spec: str, base_url: str | None = None, api_key_env: str | None = None, **extra) -> dict:
-    """`make_judge` options from a command's --judge-* flags (score-judge, eval, train share this):
+def judge_options(spec: str, base_url: str | None = None, api_key_env: str | None = None, scope: str = "open",
+                  **extra) -> dict:
+    """`make_judge` options from a command's --judge-* flags (judge, score-judge, eval, train share this):
     the openai-only ones are refused for a rule judge instead of being silently ignored."""
+    if scope not in SCOPES:
+        raise VtError(f"--judge-scope must be one of {', '.join(SCOPES)}; got {scope!r}")
     if not (spec or "").startswith("openai:"):
         if base_url:
             raise VtError("--judge-base-url applies to openai: judges only")
+        if scope != "open":
+            raise VtError("--judge-scope all needs an LLM judge (--judge openai:<model>)")
         return {}
-    opts = dict(base_url=base_url, api_key_env=api_key_env, **extra)
+    opts = dict(base_url=base_url, api_key_env=api_key_env, scope=scope, **extra)
     return {k: v for k, v in opts.items() if v is not None}

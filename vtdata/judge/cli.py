@@ -26,8 +26,7 @@ class JudgeConfig:
     """Settings of `vt judge` (each field is a flag)."""
     input: Path                          # JSONL of predictions
     out: Path                            # JSONL written: input + score, status, judge, reason, extracted
-    judge: str = "auto"                  # auto (openai if --model, else rules) | rule | rule:<name> | openai
-    model: str | None = None             # LLM judge model name (openai judge)
+    judge: str = "auto"                  # auto (rules by answer_type) | rule:<name> | openai:<model>, as every command
     base_url: str | None = None          # OpenAI-compatible URL(s), comma-separated = load-balanced
     api_key_env: str = "OPENAI_API_KEY"  # env var holding the API key (never written anywhere)
     db: Path | None = None               # DuckDB cache file (default: vt.duckdb beside the input)
@@ -42,7 +41,7 @@ class JudgeConfig:
     user_prompt: str = "judge_user"      # str.format template with {question} {ground_truth} {prediction}
     extract: str = "auto"                # auto: <answer> tags if the prediction has one, else the whole text;
                                          # tags: a prediction without <answer> tag scores 0; none: never extract
-    llm_all: bool = False                # send every answer_type to the LLM (default: only 'open')
+    judge_scope: str = "open"            # open: the LLM judges 'open' items, rules the rest | all: the LLM judges every item
     shortcut: bool = True                # 'open' predictions equal to a gold answer (normalised) skip the LLM
     chunk: int = 1024                    # items per judged and written chunk
     flush_every: int = 64                # cached verdicts per DuckDB write (a kill -9 loses at most these)
@@ -106,27 +105,16 @@ def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str
 
 
 def build_judge(cfg: JudgeConfig, con):
-    from vtdata.judge import make_judge
-    kind = cfg.judge
-    if kind == "auto":
-        kind = "openai" if cfg.model else "rule"
-    if kind == "rule":
-        return make_judge("auto")
-    if kind.startswith("rule:"):
-        return make_judge(kind)
-    if kind in ("openai",) or kind.startswith("openai:"):
-        model = cfg.model or kind.partition(":")[2]
-        if not model:
-            raise VtError("--judge openai needs --model (the judge model's name)")
-        if not cfg.base_url and not os.environ.get(cfg.api_key_env):
-            raise VtError(f"the judge needs an API key in ${cfg.api_key_env} (or --base-url for a local server)")
-        return make_judge(f"openai:{model}", db=con, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
-                          concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
-                          max_attempts=cfg.max_attempts, temperature=cfg.temperature,
-                          max_tokens=cfg.max_tokens, system_prompt=cfg.system_prompt,
-                          user_prompt=cfg.user_prompt, llm_all=cfg.llm_all, shortcut=cfg.shortcut,
-                          flush_every=cfg.flush_every)
-    raise VtError(f"unknown --judge {cfg.judge!r}: use auto, rule, rule:<name> or openai")
+    from vtdata.judge import judge_options, make_judge
+    opts = judge_options(cfg.judge, cfg.base_url, cfg.api_key_env, cfg.judge_scope)
+    if not opts:
+        return make_judge(cfg.judge, shortcut=cfg.shortcut)
+    if not cfg.base_url and not os.environ.get(cfg.api_key_env):
+        raise VtError(f"the judge needs an API key in ${cfg.api_key_env} (or --base-url for a local server)")
+    return make_judge(cfg.judge, db=con, concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
+                      max_attempts=cfg.max_attempts, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                      system_prompt=cfg.system_prompt, user_prompt=cfg.user_prompt, shortcut=cfg.shortcut,
+                      flush_every=cfg.flush_every, **opts)
 
 
 def run(cfg: JudgeConfig) -> dict:
@@ -142,7 +130,7 @@ def run(cfg: JudgeConfig) -> dict:
         info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
-    uses_llm = cfg.judge.startswith("openai") or (cfg.judge == "auto" and cfg.model)
+    uses_llm = cfg.judge.startswith("openai:")
     db = None if (cfg.no_cache or not uses_llm) else (cfg.db or (cfg.input.resolve().parent / "vt.duckdb"))
 
     def items_of(chunk):
@@ -209,8 +197,8 @@ def _summary(s: dict, cfg: JudgeConfig) -> None:
 def judge_command(
     input: Path = typer.Argument(..., help="JSONL: vt lines (question, answer|answers, prediction[, answer_type, choices]) or lmms-eval samples."),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: each input line + score, status, judge, reason, extracted."),
-    judge: str = typer.Option("auto", help="auto (openai when --model is given, else rules) | rule | rule:<exact|relaxed|anls|vqa|mc|math> | openai."),
-    model: str = typer.Option(None, help="LLM judge model name, e.g. gpt-4o-mini or the model a vLLM server serves."),
+    judge: str = typer.Option("auto", help="auto (rules by answer_type) | rule:<exact|relaxed|anls|vqa|mc|math> | openai:<model> "
+                              "(e.g. openai:gpt-4o-mini or the model a vLLM server serves)."),
     base_url: str = typer.Option(None, help="OpenAI-compatible base URL(s); comma-separated URLs are load-balanced."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable that holds the API key."),
     db: Path = typer.Option(None, help="DuckDB file with the judgments cache (default: vt.duckdb beside INPUT)."),
@@ -224,15 +212,15 @@ def judge_command(
     system_prompt: str = typer.Option("judge_system", help="Judge system prompt: shipped name or file."),
     user_prompt: str = typer.Option("judge_user", help="Judge user template file ({question}, {ground_truth}, {prediction})."),
     extract: str = typer.Option("auto", help="auto | tags (no <answer> tag scores 0) | none (prediction is the answer)."),
-    llm_all: bool = typer.Option(False, "--llm-all", help="LLM-judge every answer_type (default: only 'open')."),
+    judge_scope: str = typer.Option("open", help="open: the LLM judges 'open' items, rules the rest | all: the LLM judges every item (the paper)."),
     no_shortcut: bool = typer.Option(False, "--no-shortcut", help="Ask the LLM even when the prediction equals a gold answer."),
     chunk: int = typer.Option(1024, help="Items judged and written per chunk."),
     flush_every: int = typer.Option(64, help="Cached verdicts per DuckDB write (a kill -9 loses at most these)."),
 ):
     """Judge predictions against gold answers with rule judges or an LLM judge (cached in DuckDB)."""
-    cfg = JudgeConfig(input=input, out=out, judge=judge, model=model, base_url=base_url, api_key_env=api_key_env,
+    cfg = JudgeConfig(input=input, out=out, judge=judge, base_url=base_url, api_key_env=api_key_env,
                       db=db, no_cache=no_cache, concurrency=concurrency, rpm=rpm, timeout=timeout,
                       max_attempts=max_attempts, temperature=temperature, max_tokens=max_tokens,
-                      system_prompt=system_prompt, user_prompt=user_prompt, extract=extract, llm_all=llm_all,
+                      system_prompt=system_prompt, user_prompt=user_prompt, extract=extract, judge_scope=judge_scope,
                       shortcut=not no_shortcut, chunk=chunk, flush_every=flush_every)
     run(cfg)

@@ -7,6 +7,7 @@ A source module defines
 A raw row is a dict: `source_row` (the row's id inside the source: a column value or its index),
 `question`, `answers` (str or list), `image` (bytes | {"bytes", "path"} | an absolute path str |
 a PIL image | a `Lazy` renderer | a list of those), optional `answer_type`, `choices`, `meta` (dict),
+`views` (((low_w, low_h), (high_w, high_h)) instead of the resolution policy's),
 or `error` (a reason: the row is recorded in `rejects` as unreadable).
 """
 from __future__ import annotations

@@ -1,0 +1,305 @@
+"""Paper/release fidelity (issue 9): what a real 7B run does by default matches the VisionThink release.
+
+Release facts (dvlab-research/VisionThink): verl/trainer/constants.py (TOOL_AGENT_SYSTEM_PROMPT, a
+non-raw Python string), verl/utils/dataset/multimodal_dataset.py (the tool_agent user template, `problem` =
+"<image>\\n" + question), verl/utils/reward_score/general_qa_tool.py (format_reward), the training script
+scripts/run_efficient_gpt4o_judge.sh and verl's defaults (AdamW weight decay 0.01,
+max_total_response_length 32768, ppo_micro_batch_size_per_gpu 1)."""
+import jinja2
+import pytest
+import torch
+import yaml
+
+import train_helpers as h
+from vtdata import protocol
+
+RECIPE = h.ROOT / "manifests" / "train-visionthink-7b.yaml"
+
+RELEASE_SYSTEM = (
+    "You are a helpful assistant.\n\n# Tools\n\nYou may call the function tool shown below to assist with the user "
+    "query.\n\nYou are provided with the function signature within <tools></tools> XML tags:\n<tools>\n"
+    '{"type": "function", "function": {"name_for_human": "resize_image", "name": "resize_image", "description": '
+    '"Resize the image resolution.", "parameters": {"properties": {"action": {"description": "The action to '
+    "perform. The available actions are:\n* `resize`: Double the resolution of the current image. You should only "
+    "use this tool if you are unable to obtain the critical information needed to answer the question from the "
+    'current resolution.", "enum": ["resize"], "type": "string"}}, "required": ["action"], "type": "object"}, '
+    '"args_format": "Format the arguments as a JSON object."}}\n</tools>\nFor each function call, return a json '
+    "object with the function name and the corresponding argument within <tool_call></tool_call> XML tags:\n"
+    '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
+RELEASE_USER = (
+    "Answer the question based on the image provided. You must conduct reasoning within <think> and </think> first "
+    "in each of your reasoning steps. You may call ONE function tool per step to help you better solve the problem. "
+    "Place the function tool within <tool_call> and </tool_call> at the end of each step to perform a function "
+    "call. You should continue your reasoning process based on the content returned by the function tool. Once you "
+    "confirm your final answer, place the final answer inside <answer> and </answer>. For mathematical or "
+    "multiple-choice problem, wrap the answer value or choice with \\boxed{{}}. Here is the image and question:\n"
+    "{Question}")
+
+
+def _recipe() -> dict:
+    return yaml.safe_load(RECIPE.read_text())
+
+
+# -- item 8: the agent prompt byte for byte ---------------------------------------------------------------
+
+def test_turn_one_renders_byte_for_byte_as_the_release():
+    msgs = protocol.agent_messages("What is the total?", "IMG")
+    got = jinja2.Template(protocol.CHAT_TEMPLATE).render(messages=msgs, add_generation_prompt=True)
+    user = RELEASE_USER.format(Question="<image>\nWhat is the total?")
+    want = (f"<|im_start|>system\n{RELEASE_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+            + user.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+            + "<|im_end|>\n<|im_start|>assistant\n")
+    assert got == want
+
+
+def test_recipe_weight_decay_and_trajectory_cap_are_the_release():
+    r = _recipe()
+    assert r["weight_decay"] == 0.01
+    assert r["max_completion_length"] == 32768
+    assert r["vllm_max_model_length"] >= r["max_prompt_length"] + r["max_completion_length"]
+
+
+# -- item 4: loss averaging -------------------------------------------------------------------------------
+
+def test_recipe_averages_tokens_per_sequence_then_sequences():
+    # verl with micro-batch 1: masked token mean of one sequence, then / gradient_accumulation = TRL's `grpo`
+    assert _recipe()["loss_type"] == "grpo"
+    line = next(x for x in RECIPE.read_text().splitlines() if x.startswith("loss_type:"))
+    assert "verl's default" not in line
+
+
+# -- item 6: the format rule ------------------------------------------------------------------------------
+
+CALL = protocol.CALL_EXAMPLE
+BAD_JSON_CALL = "<tool_call>{name: resize_image}</tool_call>"
+
+
+@pytest.mark.parametrize("turns, strict_ok, release_ok", [
+    (["<think>a</think><answer>4</answer>"], True, True),
+    (["<think>a</think> so the answer is <answer>4</answer>"], False, True),   # text between the tags
+    (["<think>a</think><answer></answer>"], False, True),                        # empty answer
+    ([f"<think>a</think>{BAD_JSON_CALL}", "<think>b</think><answer>4</answer>"], False, True),  # tagged, bad JSON
+    ([f"<think>a</think>{CALL}", "<think>b</think><answer>4</answer>"], True, True),
+    (["<think>a</think><answer>4</answer> trailing"], False, False),
+    (["<answer>4</answer>"], False, False),
+    ([f"<think>a</think>{CALL}"], False, False),                                 # no answer at the end
+    ([f"<think>a</think><answer>1</answer>{CALL}", "<think>b</think><answer>4</answer>"], False, False),
+    (["<think>a</think><think>b</think><answer>4</answer>"], False, False),
+])
+def test_format_rules(turns, strict_ok, release_ok):
+    assert (protocol.check_format(turns, "strict") is None) == strict_ok
+    assert (protocol.check_format(turns, "release") is None) == release_ok
+
+
+def test_recipe_uses_the_release_format_rule_and_training_applies_it(tmp_path):
+    from vttrain.trainer import make_reward_funcs
+    assert _recipe()["format_rule"] == "release"
+    loose = [{"role": "assistant", "content": "<think>a</think> so: <answer>4</answer>"}]
+    _, fmt_release, _ = make_reward_funcs(None, {}, "release")
+    _, fmt_strict, _ = make_reward_funcs(None, {}, "strict")
+    assert fmt_release([loose]) == [1.0] and fmt_strict([loose]) == [0.0]
+
+
+# -- item 7: precision ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fidelity")
+    return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
+
+
+def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
+    """The shipped configs train with bf16: true (accelerate mixed_precision bf16). One optimiser step at the
+    paper's lr 1e-6 must change the weights (fp32 master weights), not round away in bf16."""
+    from vttrain import scripted
+    from vttrain.train import build_trainer
+    assert _recipe()["bf16"] is True and _recipe()["learning_rate"] == 1e-6
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_bf16", max_steps=1, bf16=True, learning_rate=1e-6)
+    trainer, _ = build_trainer(cfg, scripted.ScriptedGRPOTrainer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    assert all(p.dtype == torch.float32 for p in before.values())
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    moved = sum(int((after[n].detach() != p).sum()) for n, p in before.items())
+    total = sum(p.numel() for p in before.values())
+    assert moved / total > 0.3, f"only {moved} of {total} weights moved"
+    trainer.vt_judge.close()
+
+
+# -- item 3: dynamic sampling with refill -----------------------------------------------------------------
+
+def _only_question_2_is_informative(turn, index, prompt):
+    """Question (2)'s group gets mixed rewards; every other group answers right directly (zero variance)."""
+    import re
+    from vttrain import scripted
+    if re.findall(r"\((\d+)\)", prompt)[-1] == "2":
+        return scripted.mixed_script(turn, index, prompt)
+    return scripted.answer(scripted.expected_answer(prompt))
+
+
+def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
+    import json
+    from vttrain import scripted
+    from vttrain.train import build_trainer
+
+    class T(scripted.ScriptedGRPOTrainer):
+        script = staticmethod(_only_question_2_is_informative)
+        trained = []
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            T.trained.append(out)
+            return out
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_refill", max_steps=2, dynamic_sampling=True, max_refill_rounds=30)
+    trainer, proc = build_trainer(cfg, T)
+    trainer.train()
+    trainer.vt_judge.close()
+    tok = proc.tokenizer
+    for out in T.trained:  # every trained group is question (2)'s, whatever the sampler drew first
+        assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum(dim=1).min()) > 0
+        for ids, m in zip(out["prompt_ids"], out["prompt_mask"]):
+            assert "(2)" in tok.decode(ids[m.bool()])
+    logs = [json.loads(x) for x in (root / "run_refill" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if "loss" in x]
+    assert len(steps) == 2 and all(x["informative_share"] == 1.0 for x in steps)
+    assert sum(x["refill_rounds"] for x in steps) >= 1    # seed 0: the sampler draws another question first
+
+
+def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
+    from vttrain import scripted
+    from vttrain.train import build_trainer
+
+    class T(scripted.ScriptedGRPOTrainer):
+        script = staticmethod(lambda turn, index, prompt: scripted.answer("wrong"))  # never informative
+        trained = []
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            T.trained.append(out)
+            return out
+    root, model, data = tiny
+    cfg = h.config(model, data, root / "run_cap", max_steps=1, dynamic_sampling=True, max_refill_rounds=2)
+    trainer, _ = build_trainer(cfg, T)
+    trainer.train()
+    trainer.vt_judge.close()
+    (out,) = T.trained
+    assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum()) == 0
+    m = trainer.state.log_history[0]
+    assert m["refill_rounds"] == 2 and m["informative_share"] == 0.0 and m["filtered_share"] == 1.0
+
+
+# -- item 1: judge routing and one judge grammar ----------------------------------------------------------
+
+NUMBER_ITEM = {"id": 1, "question": "Value of the 2019 bar?", "answer": "47", "prediction": "<answer>48</answer>",
+               "answer_type": "number"}   # the 5 % relaxed rule says right; the (fake) LLM judge says wrong
+
+
+def test_judge_scope_all_sends_every_item_to_the_llm():
+    from fake_openai import FakeOpenAI
+    from vtdata.judge import JudgeItem, judge_options, make_judge
+    item = JudgeItem(NUMBER_ITEM["question"], ["47"], NUMBER_ITEM["prediction"], "number")
+    with FakeOpenAI() as srv:
+        for scope, score, requests in (("open", 1.0, 0), ("all", 0.0, 1)):
+            srv.reset()
+            judge = make_judge("openai:fake", **judge_options("openai:fake", srv.url, None, scope))
+            (v,) = judge.judge([item])
+            judge.close()
+            assert (v.score, srv.requests) == (score, requests), scope
+            assert judge.identity.endswith("|scope=all") == (scope == "all")  # stored verdicts re-judged
+
+
+def test_one_judge_grammar_in_every_command(tmp_path):
+    import json
+    from typer.testing import CliRunner
+    from cli import app
+    from fake_openai import FakeOpenAI
+    from vttrain.train import parse_config, validate
+    from vtdata.console import VtError
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(NUMBER_ITEM) + "\n")
+    with FakeOpenAI() as srv:
+        res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai:fake",
+                                       "--base-url", srv.url, "--judge-scope", "all", "--no-cache"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.read_text())["score"] == 0.0 and srv.requests == 1
+    res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai", "--model", "fake"])
+    assert res.exit_code == 2   # the old two-flag grammar is gone
+    data = h.write_dataset(tmp_path / "data", n=2)
+    for argv in (["score-judge", "--data", str(data), "--policy", "local:x"],
+                 ["eval", "--data", str(data), "--model", "x"]):
+        res = CliRunner().invoke(app, argv + ["--judge", "auto", "--judge-scope", "all"])
+        assert isinstance(res.exception, VtError) and "--judge-scope all needs an LLM judge" in str(res.exception)
+    cfg = parse_config(None, ["--model", "m", "--data_dir", str(data), "--output_dir", str(tmp_path / "r"),
+                              "--judge", "rule:relaxed", "--judge_scope", "all", "--use_cpu", "true"])
+    with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):
+        validate(cfg)
+    assert _recipe()["judge_scope"] == "all" and _recipe()["judge"].startswith("openai:")
+
+
+# -- item 2: the release's views --------------------------------------------------------------------------
+
+def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens(tmp_path):
+    import io
+    import json
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from build_helpers import build, write_manifest
+    from vtdata.build import iter_samples
+    from vttrain.policy import qwen_visual_tokens
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1400, 1000), (200, 30, 30)).save(buf, format="PNG")
+    img = {"bytes": buf.getvalue(), "path": None}
+    (tmp_path / "vt").mkdir()
+    pq.write_table(pa.table({
+        "images": [[img], [img], [img]], "problem": ["<image>\nQ1?", "<image>\nQ2?", "<image>\nQ3?"],
+        "original_answer": ["a", "b", "c"], "data_source": ["open_source_require_high"] * 3,
+        "info": [{"tgt_width": 300, "tgt_height": 200, "use_tool": True},     # not multiples of 28
+                 {"tgt_width": 336, "tgt_height": 224, "use_tool": False},
+                 {"tgt_width": 0, "tgt_height": 200, "use_tool": False}]}),   # unusable: the policy
+        tmp_path / "vt" / "train-0.parquet")
+    sizes = {}
+    for views in ("release", "policy"):
+        m = write_manifest(tmp_path, [{"name": "s", "kind": "visionthink", "task": "ocr", "path": "vt",
+                                       **({} if views == "release" else {"views": views})}], val_fraction=0)
+        build(m, tmp_path / views)
+        sizes[views] = {r["question"]: ((r["low_width"], r["low_height"]), (r["high_width"], r["high_height"]))
+                        for r in iter_samples(str(tmp_path / views), "train")}
+    policy = sizes["policy"]["Q1?"]
+    assert sizes["release"] == {"Q1?": ((308, 196), (616, 392)), "Q2?": ((336, 224), (672, 448)), "Q3?": policy}
+    assert policy != sizes["release"]["Q1?"]
+    for (lw, lh), (hw, hh) in sizes["release"].values():
+        assert 4 * qwen_visual_tokens(lw, lh) == qwen_visual_tokens(hw, hh)
+
+
+# -- item 5: eval defaults --------------------------------------------------------------------------------
+
+def test_eval_uses_the_release_budget_and_can_evaluate_at_native_resolution(tmp_path):
+    import base64
+    import io
+    from PIL import Image
+    from eval_helpers import _images, answer, eval_data, val_rows
+    from fake_openai import FakeOpenAI
+    from vttrain.eval import EvalConfig, run_eval
+
+    data = eval_data()
+    rows = val_rows(data)[:2]
+    seen, budgets = [], []
+
+    def responder(request):
+        for url in _images(request):
+            seen.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size)
+        budgets.append(request.get("max_tokens") or request.get("max_completion_tokens"))
+        return answer("1")
+    with FakeOpenAI(responder=responder) as srv:
+        for mode in ("full", "think"):
+            run_eval(EvalConfig(data=str(data), policy="openai:m", policy_base_url=srv.url, mode=mode, limit=2,
+                                views="native", db=str(tmp_path / "e.duckdb"), out=str(tmp_path), name=mode))
+    full = {(r["width"], r["height"]) for r in rows}
+    low = {(r["width"] // 2, r["height"] // 2) for r in rows}
+    assert set(seen[:2]) == full and set(seen[2:]) == low and full != {(r["high_width"], r["high_height"]) for r in rows}
+    assert budgets == [8192] * 4
