@@ -26,7 +26,9 @@ def _vt(args, timeout=600):
 def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     out = tmp_path / "demo-out"
     # the defaults but smaller, so the suite stays quick; the code path is the one `make demo` takes
-    args = ["demo", "--out", str(out), "--score-limit", "8", "--eval-limit", "4", "--train-steps", "1"]
+    # (a 10-step warm start: the real one is built and checked by the `science` tests)
+    args = ["demo", "--out", str(out), "--score-limit", "8", "--eval-limit", "4", "--train-steps", "1",
+            "--warm-steps", "10"]
     t0 = time.time()
     first = _vt(args)
     took = time.time() - t0
@@ -45,7 +47,7 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
         assert len(lines) == 4 and all(json.loads(x)["mode"] == mode for x in lines)
     html = (out / "report" / "index.html").read_text()
     imgs = re.findall(r"<img src='([^']+)'", html)
-    assert len(imgs) == 4 and all((out / "report" / i).is_file() for i in imgs)
+    assert len(imgs) == 5 and all((out / "report" / i).is_file() for i in imgs)  # + resize ratio per class
     # the comparison table on stdout, with the token shares of the three modes
     assert all(f"demo-{m}" in first.stdout for m in MODES)
     con = duckdb.connect(str(out / "vt.duckdb"), read_only=True)

@@ -246,6 +246,8 @@ def weights_dtype(cfg):
 def build_trainer(cfg, trainer_class=None):
     """(trainer, processor): the VtGRPOTrainer for a config (also used by tests and bench/train_step.py)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import torch
+
     from vttrain import models
     from vttrain.rollout import ResizeEnv, make_transform, prepare_processor, vision_token_ids
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs

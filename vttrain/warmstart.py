@@ -70,8 +70,11 @@ class MiniConfig:
     """torch threads while training (1 was fastest on 2 shared cores)."""
 
     def key(self) -> str:
+        protocol_text = [prompts.load(n) for n in prompts.NAMES] + [protocol.TOOL_OK_HEAD, protocol.TOOL_OK_TAIL,
+                                                                    protocol.CHAT_TEMPLATE]
         blob = json.dumps({**asdict(self), "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
-                           "think": [THINK_FIRST, THINK_AFTER], "gen": "vt-miniature-1", "v": 1}, sort_keys=True)
+                           "think": [THINK_FIRST, THINK_AFTER], "protocol": protocol_text,
+                           "gen": "vt-miniature-1", "v": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
