@@ -5,7 +5,7 @@
     verdicts = judge.judge([JudgeItem("What is 2+2?", ["4"], "<think>..</think><answer>4</answer>")])
 
 Specs: `auto` (rule judge by answer_type: open->vqa, number->relaxed, mc->mc, math->math,
-anls->anls), `rule:<exact|relaxed|anls|vqa|mc|math|auto>`, `openai:<model>` (the LLM judges 'open'
+anls->anls), `rule:<exact|contains|relaxed|anls|vqa|mc|math|auto>`, `openai:<model>` (the LLM judges 'open'
 items, or every item with llm_all=True; other types use their rule judge; an 'open' prediction equal
 to a gold answer after VQA normalisation is scored 1 without a call unless shortcut=False).
 
