@@ -48,7 +48,7 @@ def test_vt_judge_on_an_lmms_eval_log(tmp_path):
     stats = run(JudgeConfig(input=src, out=out, judge="rule:contains", no_cache=True))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["doc_id"] for r in rows] == [0, 3, 7] and [r["score"] for r in rows] == [1.0, 1.0, 1.0]
-    import cli
+    from vt import cli
     res = CliRunner().invoke(cli.app, ["judge", str(src), "--out", str(tmp_path / "r.jsonl"), "--judge", "rule:relaxed", "--no-cache"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["score"] == 1.0

@@ -26,7 +26,8 @@ import typer
 
 from vtdata.console import VtError, console, info
 
-REPO = Path(__file__).resolve().parent.parent
+from vt import shipped
+
 MODES = ("full", "low", "think")
 
 
@@ -36,9 +37,9 @@ class DemoConfig:
 
     out: str = "demo-out"
     """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
-    manifest: str = str(REPO / "manifests" / "demo.yaml")
+    manifest: str = str(shipped("demo.yaml"))
     """Data manifest (the embedded synthetic default)."""
-    train_config: str = str(REPO / "manifests" / "train-demo.yaml")
+    train_config: str = str(shipped("train-demo.yaml"))
     """Training config (tiny model, CPU, a few steps)."""
     rollouts: int = 2
     """Scoring rollouts per view and sample (the paper uses 8)."""
@@ -77,7 +78,7 @@ def vt(args: list[str]) -> None:
     import click
     import typer.main
 
-    import cli
+    from vt import cli
     cmd = typer.main.get_command(cli.app)
     try:
         cmd.main(args=[str(a) for a in args], prog_name="vt", standalone_mode=False)

@@ -293,8 +293,12 @@ def read_model_yaml(path: str | os.PathLike) -> dict:
     import yaml
     p = Path(path)
     if not p.is_file():
-        shipped = sorted(x.name for x in (Path(__file__).resolve().parent.parent / "manifests" / "models").glob("*.yaml"))
-        raise VtError(f"model config {p} not found (shipped: {', '.join(shipped) or 'none'})")
+        from vt import shipped
+        if str(p) == p.name and shipped("models", f"{p.name}.yaml").is_file():  # a shipped config by name
+            p = shipped("models", f"{p.name}.yaml")
+        else:
+            names = sorted(x.stem for x in shipped("models").glob("*.yaml"))
+            raise VtError(f"model config {p} not found (shipped, usable by name: {', '.join(names) or 'none'})")
     try:
         spec = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:

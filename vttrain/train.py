@@ -138,11 +138,20 @@ def validate(cfg) -> None:
         raise VtError("num_generations must be >= 2 (GRPO needs a group)")
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {cfg.max_samples}")
+    check_extras(cfg)
+
+
+def check_extras(cfg) -> None:
+    """Optional packages the config asks for, as one-line errors naming the extra (not a traceback later)."""
+    from vtdata.console import require
     if cfg.use_vllm:
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise VtError("use_vllm: true needs vLLM installed (pip install 'vt[vllm]'); it is never needed on CPU") from None
+        require("vllm", "use_vllm: true (never needed on CPU)", "vllm")
+    report_to = [cfg.report_to] if isinstance(cfg.report_to, str) else list(cfg.report_to or [])
+    for name in ("tensorboard", "wandb"):
+        if name in report_to:
+            require(name, f"report_to: {name}", name)
+    if cfg.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        require("deepspeed", "DeepSpeed (an accelerate ZeRO config or `deepspeed:`)", "deepspeed")
 
 
 def load_rows(data_dir: str, split: str):
