@@ -199,6 +199,8 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
         meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
                     shards=[{"file": f"data/{n}"} for n in names])
         (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        from vtdata.card import write_dataset_card
+        write_dataset_card(tmp, meta)
         publish(tmp, out)
     return names
 

@@ -254,8 +254,12 @@ def make_config(text: dict, vision: dict, tokenizer, vocab_size: int | None = No
 
 def _save_processor(processor, out: Path) -> None:
     processor.save_pretrained(out)
-    # Name the stock class, so AutoProcessor tries it first (as for a real checkpoint) and loaders
-    # without torchvision fall back to the image-only processor.
+    name_stock_processor(out)
+
+
+def name_stock_processor(out: Path) -> None:
+    """Name the stock class in a saved processor, so AutoProcessor builds Qwen2_5_VLProcessor (as for a
+    real checkpoint; a torchvision-less loader gets vt's image-only fallback through `load_processor`)."""
     for name in ("processor_config.json", "tokenizer_config.json"):
         p = out / name
         if p.exists():
