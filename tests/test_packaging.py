@@ -90,3 +90,11 @@ def test_missing_extras_are_one_line_errors(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(VtError, match="deepspeed"):
         check_extras(SimpleNamespace(**base))
+
+
+def test_vt_db_is_the_default_database_everywhere(tmp_path, monkeypatch):
+    from vtdata.db import default_db
+    monkeypatch.delenv("VT_DB", raising=False)
+    assert default_db(tmp_path / "data") == tmp_path / "vt.duckdb" and default_db() == __import__("pathlib").Path("vt.duckdb")
+    monkeypatch.setenv("VT_DB", str(tmp_path / "x.duckdb"))
+    assert default_db(tmp_path / "data") == default_db() == tmp_path / "x.duckdb"

@@ -21,9 +21,15 @@ import duckdb
 from vtdata.console import VtError
 
 
-def default_db(data_dir: str | os.PathLike) -> Path:
-    """Where a command looks for the database when --db is not given: `vt.duckdb` beside the data."""
-    return Path(data_dir).resolve().parent / "vt.duckdb"
+DB_ENV = "VT_DB"  # every command that takes --db reads this when --db is not given
+
+
+def default_db(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where a command looks for the database when --db is not given: $VT_DB, else `vt.duckdb` beside
+    the data (or the input), else ./vt.duckdb."""
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    return Path(data_dir).resolve().parent / "vt.duckdb" if data_dir else Path("vt.duckdb")
 
 
 def holder_path(db: str | os.PathLike) -> Path:

@@ -626,7 +626,7 @@ def eval_command(
             raise VtError("--compare needs at least one run name: vt eval --compare RUN RUN ...")
         from vtdata.db import connect, default_db
         # the database: --db, else vt.duckdb beside --data, else ./vt.duckdb (as `vt report`)
-        con = connect(Path(db) if db else default_db(data) if data else Path("vt.duckdb"), read_only=True)
+        con = connect(Path(db) if db else default_db(data), read_only=True)
         try:
             table, _ = compare(con, list(runs))
         finally:

@@ -149,6 +149,7 @@ def build_judge(cfg: JudgeConfig, con):
 
 
 def run(cfg: JudgeConfig) -> dict:
+    from vtdata.db import default_db
     from vtdata.judge import JudgeItem
     if cfg.extract not in ("auto", "tags", "none"):
         raise VtError("--extract must be auto, tags or none")
@@ -162,7 +163,7 @@ def run(cfg: JudgeConfig) -> dict:
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
     uses_llm = cfg.judge.startswith("openai") or (cfg.judge == "auto" and cfg.model)
-    db = None if (cfg.no_cache or not uses_llm) else (cfg.db or (cfg.input.resolve().parent / "vt.duckdb"))
+    db = None if (cfg.no_cache or not uses_llm) else (cfg.db or default_db(cfg.input))
 
     def items_of(chunk):
         out = []
