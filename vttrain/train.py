@@ -386,9 +386,9 @@ def run(cfg, trainer_class=None):
     try:
         return _train(cfg, run_dir, ckpt, done, trainer_class)
     except BaseException:
-        # a run that failed before it wrote a checkpoint or a metric leaves no directory behind
-        if created and run_dir.is_dir() and not any(run_dir.glob("checkpoint-*")) \
-                and not (run_dir / "metrics.jsonl").exists():
+        # a run that failed before writing anything but its config leaves no directory behind
+        # (rejected.jsonl, metrics and checkpoints are kept: they explain the failure or resume it)
+        if created and run_dir.is_dir() and all(p.name == CONFIG_FILE for p in run_dir.iterdir()):
             import shutil
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
