@@ -103,7 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = init_tiny(tmp / "model", seed=0)
-        subprocess.run([sys.executable, "-m", "cli", "-q", "build-data", str(ROOT / "manifests" / "demo.yaml"),
+        subprocess.run([sys.executable, "-m", "vt", "-q", "build-data", str(ROOT / "manifests" / "demo.yaml"),
                         "--out", str(tmp / "data")], check=True, cwd=ROOT)
         full = full_res_copy(tmp / "data", tmp / "data-full")
         arms = [run_arm("visionthink (50% resize)", model, tmp / "data", tmp / "a", a.steps, a.turn_tokens, 0.5, 2),

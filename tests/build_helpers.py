@@ -43,5 +43,5 @@ def build(manifest, out, num_proc=1, db=None) -> dict:
 
 def vt(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", "from vt.cli import main; main()", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=env)

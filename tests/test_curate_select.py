@@ -120,7 +120,7 @@ def test_short_class_is_a_clear_error_unless_allowed(tmp_path):
 
 def test_cli_prints_balance_and_errors_in_one_line(tmp_path):
     data, db, _ = _labelled_db(tmp_path, ["low_ok", "needs_high"])
-    base = [sys.executable, "-m", "cli", "curate", "--db", str(db), "--name", "demo", "--out", str(tmp_path / "o")]
+    base = [sys.executable, "-m", "vt", "curate", "--db", str(db), "--name", "demo", "--out", str(tmp_path / "o")]
     ok = subprocess.run(base + ["--per-class", "2", "--stratify", "source"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "synth-general" in ok.stderr and "synth-ocr" in ok.stderr and "wrote 4 samples" in ok.stderr

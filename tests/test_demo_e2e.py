@@ -13,7 +13,7 @@ import pytest
 
 from vttrain.demo import EXAMPLE_QUERIES, MODES
 
-VT = [sys.executable, "-c", "import cli; cli.main()"]
+VT = [sys.executable, "-c", "from vt.cli import main; main()"]
 STAGES = ["build-data", "init-model", "score-judge", "curate", "train", "eval-full", "eval-low", "eval-think", "report"]
 
 

@@ -9,7 +9,7 @@ import sys
 from eval_helpers import ScriptedThink, eval_data, val_rows
 from fake_openai import FakeOpenAI
 
-VT = [sys.executable, "-c", "import cli; cli.main()"]
+VT = [sys.executable, "-c", "from vt.cli import main; main()"]
 
 
 def _vt(*args):

@@ -55,7 +55,7 @@ def test_tiny_model_three_modes_exact_token_bookkeeping(tmp_path):
     lines = [json.loads(x) for x in res["think"]["jsonl"].read_text().splitlines()]
     assert [x["doc_id"] for x in lines] == list(range(len(rows)))
     for x in lines:
-        assert {"doc_id", "input", "target", "resps", "filtered_resps", "prediction", "answers", "score",
+        assert {"doc_id", "doc", "arguments", "target", "resps", "filtered_resps", "prediction", "answers", "score",
                 "visual_tokens", "mode"} <= set(x)
         assert x["target"] == rows[x["id"]]["answers"][0] and x["mode"] == "think"
         assert x["resps"][0][-1] == x["prediction"]

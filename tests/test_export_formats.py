@@ -40,7 +40,27 @@ def test_verl_schema(built):
             assert [m["role"] for m in row["prompt"]] == ["system", "user"]
             assert row["prompt"][0]["content"] == load("agent_system")
             assert row["prompt"][1]["content"].endswith(row["problem"])
-            assert row["extra_info"]["split"] == split == s["split"]
+            assert row["vt_info"]["split"] == split == s["split"] and "extra_info" not in row
+
+
+def test_verl_export_feeds_the_release_loaders_and_reward_step(built):
+    """Both release loaders and its reward manager, as they are (tests/verl_release.py), consume the export."""
+    from verl_release import multimodal_dataset_item, rlhf_dataset_item
+
+    out = built / "verl-release"
+    export(ExportConfig(str(built / "set"), str(out), "verl"))
+    src = {r["id"]: r for r in iter_samples(built / "set")}
+    for split, n in (("train", 8), ("val", 4)):
+        for i in range(n):
+            cfg = {"general_qa_reward_fn": "general_qa_tool", "supervise_tool_label": True}
+            item = rlhf_dataset_item(out / f"{split}.parquet", i, cfg)
+            s = src[item["row"]["doc_id"]]
+            assert item["images"] == [(s["width"], s["height"])]
+            assert item["row"]["ground_truth"] == s["answers"][0]
+            assert "index" not in cfg and cfg["use_tool"] == (s["task"] == "ocr")  # config not polluted by rows
+            mm = multimodal_dataset_item(out / split, i, {"general_qa_reward_fn": "general_qa_tool"})
+            low = (src[mm["row"]["doc_id"]]["low_width"], src[mm["row"]["doc_id"]]["low_height"])
+            assert mm["image"] == (low if not mm["row"]["use_tool"] else (2 * low[0], 2 * low[1]))
 
 
 def test_jsonl_round_trips_through_build_data(built):

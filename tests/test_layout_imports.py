@@ -13,7 +13,7 @@ sys.meta_path.insert(0, Block())
 import pkgutil, importlib, vtdata
 for m in pkgutil.walk_packages(vtdata.__path__, 'vtdata.'):
     importlib.import_module(m.name)
-import cli
+from vt import cli
 print(len(cli.app.registered_commands))
 """
 
@@ -22,15 +22,15 @@ def test_vtdata_and_cli_import_without_torch():
     out = subprocess.run([sys.executable, "-c", BLOCK_TORCH], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     # every command registers without torch, so `vt --help` works and stays fast
-    import cli
+    from vt import cli
     assert int(out.stdout.strip()) == len(cli.COMMANDS)
 
 
 def test_help_is_fast_and_lists_every_command():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "vt", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert time.perf_counter() - t0 < 10
-    import cli
+    from vt import cli
     for name in cli.COMMANDS:
         assert name in out.stdout

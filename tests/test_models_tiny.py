@@ -104,7 +104,7 @@ def test_cli_errors_are_one_line(tmp_path):
     (tmp_path / "a-file").write_text("")
     for args in (["random", str(tmp_path / "x")], ["huge", str(tmp_path / "x")], ["tiny", str(tmp_path / "a-file")],
                  ["random", "--config", str(tmp_path / "missing.yaml"), str(tmp_path / "x")]):
-        r = subprocess.run([sys.executable, "-m", "cli", "init-model", *args], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "vt", "init-model", *args], capture_output=True, text=True)
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
 

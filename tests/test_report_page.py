@@ -94,9 +94,13 @@ def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
     html = page.read_text()
     assert html.count(NOT_RUN) == 4 and _images(page) == []
     assert list((out / "plots").iterdir()) == []
-    # no database at all: the page still renders (the cwd has no vt.duckdb)
-    page2 = build_report(ReportConfig(out=str(tmp_path / "r2"), db=None))
-    assert page2.read_text().count(NOT_RUN) == 4
+    # no database at all (the cwd has no vt.duckdb, no $VT_DB): an error, not an empty page
+    monkeypatch.delenv("VT_DB", raising=False)
+    with pytest.raises(VtError, match="no such database"):
+        build_report(ReportConfig(out=str(tmp_path / "r2"), db=None))
+    assert not (tmp_path / "r2").exists()
+    monkeypatch.setenv("VT_DB", str(db))  # $VT_DB stands for --db
+    assert build_report(ReportConfig(out=str(tmp_path / "r3"), db=None)).read_text().count(NOT_RUN) == 4
     (tmp_path / "a-file").write_text("")
     with pytest.raises(VtError, match="cannot create the directory"):
         build_report(ReportConfig(out=str(tmp_path / "a-file"), db=str(db)))

@@ -109,7 +109,7 @@ def test_score_judge_cli_errors_are_one_line(tmp_path):
              ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--concurrency", "0"],
              ["--data", str(data), "--policy", f"local:{tiny_model_dir()}", "--judge-base-url", "http://h"]]
     for args in cases:
-        r = subprocess.run([sys.executable, "-m", "cli", "score-judge", "--db", str(tmp_path / "x.duckdb"), *args],
+        r = subprocess.run([sys.executable, "-m", "vt", "score-judge", "--db", str(tmp_path / "x.duckdb"), *args],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr, r.stderr

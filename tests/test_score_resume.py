@@ -44,7 +44,7 @@ def test_kill_and_resume(tmp_path, kill_during):
 
     with FakeOpenAI(responder) as srv:
         env = dict(os.environ, VT_TEST_KEY="sk-test")
-        cmd = [sys.executable, "-m", "cli", "-q", "score-judge", "--data", str(data), "--db", str(db),
+        cmd = [sys.executable, "-m", "vt", "-q", "score-judge", "--data", str(data), "--db", str(db),
                "--split", "all", "--rollouts", str(k), "--concurrency", str(conc),
                "--policy", "openai:fake-policy", "--policy-base-url", srv.url, "--policy-api-key-env", "VT_TEST_KEY",
                "--judge", "openai:fake-judge", "--judge-base-url", srv.url, "--judge-api-key-env", "VT_TEST_KEY"]

@@ -28,6 +28,7 @@ from typing import Iterator
 import typer
 
 from vtdata import db as vtdb
+from vtdata.card import write_dataset_card
 from vtdata.console import VtError, info, progress_bar
 from vtdata.resolution import MAX_ASPECT, ResolutionPolicy, load_bytes, open_image, oriented_size, view_sizes
 from vtdata.schema import ANSWER_TYPES, COLUMNS, arrow_schema, sample_id
@@ -293,6 +294,7 @@ def _build(m, cfg: BuildDataConfig, tmp: Path, pool: _Pool, t0: float) -> dict:
     timings["total_s"] = round(time.time() - t0, 3)
     result = _summary(m, cfg, counts, st, split, shards, timings)
     (tmp / "build.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_dataset_card(tmp, result)
     result["_rejects"] = st.rejects
     return result
 
@@ -446,7 +448,8 @@ def _summary(m, cfg: BuildDataConfig, counts: dict, st: _Staging, split: list[st
         task_counts[task][sp] += 1
     reasons = Counter(r[2].split(" (")[0].split(":")[0] for r in st.rejects if r[3] == "validate")
     result = {
-        "format": "vt-dataset/1", "name": m.name, "manifest": str(m.path), "manifest_sha256": m.hash,
+        "format": "vt-dataset/1", "name": m.name, "description": m.data.get("description"),
+        "license": m.data.get("license"), "manifest": str(m.path), "manifest_sha256": m.hash,
         "seed": m.seed, "val_fraction": m.val_fraction, "resolution": m.policy.to_dict(),
         "counts": {**_counts(tot), "by_source": {k: _counts(v) for k, v in counts.items()},
                    "by_task": {k: dict(sorted(v.items())) for k, v in sorted(task_counts.items())},

@@ -81,3 +81,10 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             bar.advance()
+
+
+def require(module: str, feature: str, extra: str) -> None:
+    """A one-line VtError naming the extra to install when an optional package is missing."""
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        raise VtError(f"{feature} needs the optional package `{module}`: pip install 'vt[{extra}]'")

@@ -199,6 +199,8 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
         meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
                     shards=[{"file": f"data/{n}"} for n in names])
         (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        from vtdata.card import write_dataset_card
+        write_dataset_card(tmp, meta)
         publish(tmp, out)
     return names
 
@@ -280,7 +282,7 @@ def _print_balance(result: dict) -> None:
 
 
 def curate_command(
-    db: Path = typer.Option(..., "--db", help="DuckDB file with the `sufficiency` labels of vt score-judge."),
+    db: Path = typer.Option(None, "--db", help="DuckDB file with the `sufficiency` labels of vt score-judge (default: $VT_DB, else ./vt.duckdb)."),
     name: str = typer.Option(..., "--name", help="Name of the curated set (its key in the `curated` table)."),
     per_class: int = typer.Option(..., "--per-class", help="Samples of each class, low_ok and needs_high (paper: 10000)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (parquet + build.json)."),
@@ -294,7 +296,8 @@ def curate_command(
     shard_rows: int = typer.Option(2000, "--shard-rows", help="Rows per output parquet file."),
 ):
     """Pick a balanced, deterministic training set of low_ok (use_tool=false) and needs_high (use_tool=true) samples."""
-    cfg = CurateConfig(db=db, name=name, per_class=per_class, out=out, stratify=stratify, allow_short=allow_short,
+    from vtdata.db import default_db
+    cfg = CurateConfig(db=db or default_db(), name=name, per_class=per_class, out=out, stratify=stratify, allow_short=allow_short,
                        fill_short=fill_short,
                        policy=policy, data=data, seed=seed, shard_rows=shard_rows)
     result = curate(cfg)

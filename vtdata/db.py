@@ -21,9 +21,15 @@ import duckdb
 from vtdata.console import VtError
 
 
-def default_db(data_dir: str | os.PathLike) -> Path:
-    """Where a command looks for the database when --db is not given: `vt.duckdb` beside the data."""
-    return Path(data_dir).resolve().parent / "vt.duckdb"
+DB_ENV = "VT_DB"  # every command that takes --db reads this when --db is not given
+
+
+def default_db(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where a command looks for the database when --db is not given: $VT_DB, else `vt.duckdb` beside
+    the data (or the input), else ./vt.duckdb."""
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    return Path(data_dir).resolve().parent / "vt.duckdb" if data_dir else Path("vt.duckdb")
 
 
 def holder_path(db: str | os.PathLike) -> Path:
@@ -48,8 +54,20 @@ def _lock_error(db: Path, err: Exception) -> VtError:
                    f"or point this command at another file with --db")
 
 
+# New files are written in the storage format of DuckDB 1.1 (what pyproject's `duckdb>=1.1` promises a
+# reader); DuckDB 2.x would otherwise write its own format, which 1.x refuses ("version number 999").
+# DuckDB < 1.2 has no such setting and writes that format anyway. A file keeps the format it was created in.
+STORAGE_VERSION = "v1.1.0"
+
+
+def _config() -> dict:
+    major, minor = (int(x) for x in duckdb.__version__.split(".")[:2])
+    return {"storage_compatibility_version": STORAGE_VERSION} if (major, minor) >= (1, 2) else {}
+
+
 def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, turning lock conflicts and missing files into one-line VtErrors."""
+    """Open a DuckDB file (new ones in DuckDB 1.1's storage format), turning lock conflicts and missing
+    files into one-line VtErrors."""
     path = Path(db)
     if read_only and not path.exists():
         raise VtError(f"database {path} does not exist (run `vt build-data` first, or pass --db)")
@@ -59,7 +77,7 @@ def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyCo
         except OSError as err:
             raise VtError(f"cannot create database {path}: {err.strerror} ({err.filename})") from None
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path), read_only=read_only, config=_config())
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise _lock_error(path, err) from None

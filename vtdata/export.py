@@ -1,13 +1,19 @@
 """`vt export`: a built (or curated) set in other trainers' formats.
 
---format verl   the VisionThink release / verl schema, per split: `OUT/{split}.parquet` and the same as a
-                `datasets.save_to_disk` directory `OUT/{split}/` (what the VisionThink fork's
-                MultiModalDataset loads). Columns: images (HF Image), problem ("<image>\\n" + question),
-                original_answer, answer, solution, data_source (open_source_require_high |
-                open_source_no_require_high from use_tool, or the release's own when not curated), doc_id, info {tgt_width, tgt_height,
-                use_tool} (= the low view; the fork doubles it for the high view), use_tool (a curated
-                set's own; else the release's info.use_tool; else task == ocr), prompt (chat:
-                system = agent prompt, user = agent instruction + problem), reward_model, extra_info.
+--format verl   the VisionThink release's two loaders, per split (release commit 42afd8c3,
+                verl/utils/dataset/rl_dataset.py `RLHFDataset` and multimodal_dataset.py `MultiModalDataset`):
+                `OUT/{split}.parquet` for RLHFDataset (`images` a list of one {bytes, path}) and
+                `OUT/{split}/`, a `datasets.save_to_disk` dir for MultiModalDataset (`images` one HF Image:
+                that loader resizes `row["images"]` directly). Columns: images, problem ("<image>\n" +
+                question), original_answer, answer, ground_truth (what the release's reward managers read;
+                RLHFDataset sets it only when `reward_model` is absent), solution, data_source
+                (open_source_require_high | open_source_no_require_high from use_tool, or the release's own
+                when not curated), doc_id, info {tgt_width, tgt_height, use_tool} (= the low view; the fork
+                doubles it for the high view), use_tool (a curated set's own; else the release's
+                info.use_tool; else task == ocr), prompt (chat: system = agent prompt, user = agent
+                instruction + problem), reward_model, vt_info {index, split, answers, answer_type, task,
+                source}. There is no `extra_info` column: the release's reward managers run
+                `extra_info = self.extra_info.update(row_extra_info)` (None) for any non-empty one.
 --format jsonl  `OUT/{split}.jsonl` + `OUT/images/<id>.<ext>` (original bytes); every vt column except
                 the image bytes, with `image` the relative path. `kind: jsonl` reads it back.
 """
@@ -69,29 +75,31 @@ def verl_row(row: dict, system: str, user: str, index: int) -> dict:
     if not source or (row.get("use_tool") is not None and source in REQUIRE_HIGH_LABELS):
         source = REQUIRE_HIGH_LABELS[0 if use_tool else 1]  # a curated label wins over the release's
     answer = row["answers"][0]
-    return {"images": {"bytes": row["image"], "path": None}, "problem": problem, "original_answer": answer,
-            "answer": answer, "solution": f"<answer> {answer} </answer>", "data_source": source,
+    return {"images": [{"bytes": row["image"], "path": None}], "problem": problem, "original_answer": answer,
+            "answer": answer, "ground_truth": answer, "solution": f"<answer> {answer} </answer>", "data_source": source,
             "doc_id": row["id"], "use_tool": use_tool,
             "info": {"tgt_width": row["low_width"], "tgt_height": row["low_height"], "use_tool": use_tool},
             "prompt": [{"role": "system", "content": system}, {"role": "user", "content": user.format(question=problem)}],
             "reward_model": {"style": "model", "ground_truth": answer},
-            "extra_info": {"index": index, "split": row["split"], "answers": list(row["answers"]),
-                           "answer_type": row["answer_type"], "task": row["task"], "vt_source": row["source"]}}
+            "vt_info": {"index": index, "split": row["split"], "answers": list(row["answers"]),
+                        "answer_type": row["answer_type"], "task": row["task"], "source": row["source"]}}
 
 
-def _verl_features():
+def _verl_features(image_list: bool):
+    """The parquet file's schema (image_list: `images` a list, RLHFDataset) or the save_to_disk dir's (one Image)."""
     import datasets
 
     s = datasets.Value("string")
     return datasets.Features({
-        "images": datasets.Image(), "problem": s, "original_answer": s, "answer": s, "solution": s,
+        "images": datasets.List(datasets.Image()) if image_list else datasets.Image(), "problem": s,
+        "original_answer": s, "answer": s, "ground_truth": s, "solution": s,
         "data_source": s, "doc_id": s, "use_tool": datasets.Value("bool"),
         "info": {"tgt_width": datasets.Value("int32"), "tgt_height": datasets.Value("int32"),
                  "use_tool": datasets.Value("bool")},
         "prompt": datasets.List({"role": s, "content": s}),
         "reward_model": {"style": s, "ground_truth": s},
-        "extra_info": {"index": datasets.Value("int64"), "split": s, "answers": datasets.List(s),
-                       "answer_type": s, "task": s, "vt_source": s}})
+        "vt_info": {"index": datasets.Value("int64"), "split": s, "answers": datasets.List(s),
+                    "answer_type": s, "task": s, "source": s}})
 
 
 def export(cfg: ExportConfig) -> dict:
@@ -121,7 +129,7 @@ def _export_verl(data_dir: str, tmp: Path) -> dict:
     from vtdata.prompts import load
 
     system, user = load("agent_system"), load("agent_user")
-    feats = _verl_features()
+    feats, disk_feats = _verl_features(image_list=True), _verl_features(image_list=False)
     counts = {}
     for split in ("train", "val"):
         n = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(data_dir, split))
@@ -137,6 +145,8 @@ def _export_verl(data_dir: str, tmp: Path) -> dict:
         datasets.disable_progress_bars()
         try:
             ds = datasets.Dataset.from_parquet(str(path), features=feats, cache_dir=str(tmp / ".cache"))
+            ds = ds.cast_column("images", datasets.List(datasets.Image(decode=False)))
+            ds = ds.map(lambda r: {"images": r["images"][0]}, features=disk_feats, desc=None)
             ds.save_to_disk(str(tmp / split))
             del ds
         finally:

@@ -33,7 +33,7 @@ from vtdata.resolution import ResolutionPolicy
 from vtdata.schema import ANSWER_TYPES, TASKS
 from vtdata.sources import KINDS, module
 
-TOP_KEYS = {"name", "description", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
+TOP_KEYS = {"name", "description", "license", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
 SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "answer_type"}  # + the kind's own KEYS
 FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels)",
                "max_question_chars": "drop longer questions", "max_answer_chars": "drop longer canonical answers",
@@ -109,6 +109,8 @@ def load(path: str | Path) -> Manifest:
     if not isinstance(data, dict):
         raise _fail(path, "must be a mapping with a `sources:` list")
     _unknown(path, "", data, TOP_KEYS)
+    if data.get("license") is not None and not isinstance(data["license"], str):
+        raise _fail(path, f"license must be a string (an SPDX id such as cc-by-4.0), got {data['license']!r}")
     seed = data.get("seed", 0)
     if not _is_int(seed):
         raise _fail(path, f"seed must be an integer, got {seed!r}")

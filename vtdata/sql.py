@@ -38,7 +38,8 @@ def run_sql(cfg: SqlConfig):
 
     if cfg.format not in FORMATS:
         raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    path = cfg.db or os.environ.get("VT_DB") or "vt.duckdb"
+    from vtdata.db import default_db
+    path = cfg.db or str(default_db())
     con = vtdb.connect(path, read_only=True)
     try:
         try:

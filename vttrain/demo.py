@@ -26,7 +26,8 @@ import typer
 
 from vtdata.console import VtError, console, info
 
-REPO = Path(__file__).resolve().parent.parent
+from vt import shipped
+
 MODES = ("full", "low", "think")
 
 
@@ -39,6 +40,7 @@ class DemoConfig:
 
     out: str = "demo-out"
     """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
+<<<<<<< HEAD
     manifest: str = str(REPO / "manifests" / "miniature.yaml")
     """Data manifest (the embedded miniature task: colour questions vs box-pattern detail questions)."""
     train_config: str = str(REPO / "manifests" / "train-mini.yaml")
@@ -49,6 +51,13 @@ class DemoConfig:
     warm_steps: int | None = None
     """SFT steps of the warm start (`vt init-model mini --steps`; default its own)."""
     rollouts: int = 4
+=======
+    manifest: str = str(shipped("demo.yaml"))
+    """Data manifest (the embedded synthetic default)."""
+    train_config: str = str(shipped("train-demo.yaml"))
+    """Training config (tiny model, CPU, a few steps)."""
+    rollouts: int = 2
+>>>>>>> interop
     """Scoring rollouts per view and sample (the paper uses 8)."""
     score_limit: int = 64
     """Training samples to score."""
@@ -97,7 +106,7 @@ def vt(args: list[str]) -> None:
     import click
     import typer.main
 
-    import cli
+    from vt import cli
     cmd = typer.main.get_command(cli.app)
     try:
         cmd.main(args=[str(a) for a in args], prog_name="vt", standalone_mode=False)

@@ -9,8 +9,9 @@ Three modes on the same samples:
 Every prediction is written to DuckDB as soon as it is generated, before it is judged
 (`eval_predictions`, one row per run and sample; `eval_runs`, one row per run), so a rerun of the same
 `--name` skips what is done and judges again only predictions without a good verdict. At the end the
-run is exported to JSONL with lmms-eval-style fields (`doc_id`, `input`, `target`, `resps`,
-`filtered_resps`) plus vt's own, which `vt judge` reads back.
+run is exported as an lmms-eval `--log_samples` file (`doc_id`, `doc`, `target`, `arguments`, `resps`,
+`filtered_resps`, hashes) plus vt's own fields, which `vt judge` reads back, and `<run>_results.json`
+beside it (the aggregate, in lmms-eval's results layout).
 `vt eval --compare RUN RUN ...` prints a Table-2-like comparison of finished runs.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Optional
 
 import typer
 
+from vtdata import __version__
 from vtdata.console import VtError, info, progress_bar
 
 MODES = ("full", "low", "think")
@@ -468,20 +470,34 @@ def _rejudge(con, run: str, judge) -> None:
 
 # ------------------------------------------------------------------------------------- export, stats
 
-def export_jsonl(con, run: str, path: Path) -> Path:
-    """lmms-eval-style sample log: doc_id, input, target, resps, filtered_resps, plus vt fields.
+def _sha(x) -> str:
+    import hashlib
+    return hashlib.sha256(str(x).encode()).hexdigest()
 
-    `prediction` is the raw final response (what `vt judge` judges: it extracts the answer itself)."""
+
+def export_jsonl(con, run: str, path: Path) -> Path:
+    """An lmms-eval `--log_samples` file: `doc_id`, `doc` (question, answers, answer_type, choices, id,
+    source, task), `target`, `arguments` ([question, generation kwargs]), `resps` ([[turns...]]),
+    `filtered_resps` ([extracted answer]), `doc_hash`/`prompt_hash`/`target_hash`, the metric `vt_score`;
+    plus vt's fields at the top level (`prediction` is the raw final response, what `vt judge`
+    judges: it extracts the answer itself). `<run>_results.json` beside it holds the aggregate."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads(con.execute("SELECT config FROM eval_runs WHERE run = ?", [run]).fetchone()[0] or "{}")
+    gen_kwargs = {k: cfg.get("identity", {}).get(k) for k in ("max_new_tokens", "temperature", "max_turns")}
     cur = con.execute("SELECT * FROM eval_predictions WHERE run = ? ORDER BY doc_id", [run])
     names = [d[0] for d in cur.description]
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for values in cur.fetchall():
             r = dict(zip(names, values))
-            rec = {"doc_id": r["doc_id"], "input": r["question"],
-                   "target": (r["answers"] or [None])[0], "resps": [r["turns"]],
+            doc = {"id": r["sample_id"], "question": r["question"], "answers": r["answers"],
+                   "answer_type": r["answer_type"], "choices": r["choices"], "source": r["source"], "task": r["task"]}
+            target = (r["answers"] or [None])[0]
+            rec = {"doc_id": r["doc_id"], "doc": doc, "target": target,
+                   "arguments": [r["question"], gen_kwargs], "resps": [r["turns"]],
                    "filtered_resps": [r["prediction"] or ""],
+                   "doc_hash": _sha(json.dumps(doc, sort_keys=True)), "prompt_hash": _sha(r["question"]),
+                   "target_hash": _sha(target), "vt_score": r["score"],
                    "id": r["sample_id"], "question": r["question"], "answers": r["answers"],
                    "answer_type": r["answer_type"], "prediction": r["response"], "extracted": r["prediction"]}
             for k in ("run", "source", "task", "mode", "score", "status", "reason", "judge", "tool_call",
@@ -489,6 +505,25 @@ def export_jsonl(con, run: str, path: Path) -> Path:
                       "generated_tokens", "latency_s", "wall_s"):
                 rec[k] = r[k]
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    write_results_json(con, run, cfg, path.with_name(f"{run}_results.json"))
+    return path
+
+
+def write_results_json(con, run: str, cfg: dict, path: Path) -> Path:
+    """The aggregate in lmms-eval's results layout: `results[task]["metric,filter"]`, one task per run
+    (`<run>`) and per source (`<run>/<source>`), plus `configs`, `n-samples`, `higher_is_better`."""
+    metrics = ("accuracy", "resize_ratio", "visual_tokens_rel", "visual_tokens", "generated_tokens", "judge_errors")
+    results, n_samples = {}, {}
+    for row in summarize(con, run):
+        task = run if row["source"] == "all" else f"{run}/{row['source']}" + (f"/{row['task']}" if row["task"] else "")
+        results[task] = {"alias": task, **{f"{m},none": row[m] for m in metrics}, "accuracy_stderr,none": "N/A"}
+        n_samples[task] = {"original": row["samples"], "effective": row["samples"]}
+    doc = {"results": results, "configs": {run: cfg}, "n-samples": n_samples,
+           "higher_is_better": {run: {"accuracy": True, "resize_ratio": False, "visual_tokens_rel": False}},
+           "vt_version": __version__}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
 
@@ -618,7 +653,7 @@ def eval_command(
             raise VtError("--compare needs at least one run name: vt eval --compare RUN RUN ...")
         from vtdata.db import connect, default_db
         # the database: --db, else vt.duckdb beside --data, else ./vt.duckdb (as `vt report`)
-        con = connect(Path(db) if db else default_db(data) if data else Path("vt.duckdb"), read_only=True)
+        con = connect(Path(db) if db else default_db(data), read_only=True)
         try:
             table, _ = compare(con, list(runs))
         finally:

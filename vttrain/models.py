@@ -254,8 +254,12 @@ def make_config(text: dict, vision: dict, tokenizer, vocab_size: int | None = No
 
 def _save_processor(processor, out: Path) -> None:
     processor.save_pretrained(out)
-    # Name the stock class, so AutoProcessor tries it first (as for a real checkpoint) and loaders
-    # without torchvision fall back to the image-only processor.
+    name_stock_processor(out)
+
+
+def name_stock_processor(out: Path) -> None:
+    """Name the stock class in a saved processor, so AutoProcessor builds Qwen2_5_VLProcessor (as for a
+    real checkpoint; a torchvision-less loader gets vt's image-only fallback through `load_processor`)."""
     for name in ("processor_config.json", "tokenizer_config.json"):
         p = out / name
         if p.exists():
@@ -293,8 +297,12 @@ def read_model_yaml(path: str | os.PathLike) -> dict:
     import yaml
     p = Path(path)
     if not p.is_file():
-        shipped = sorted(x.name for x in (Path(__file__).resolve().parent.parent / "manifests" / "models").glob("*.yaml"))
-        raise VtError(f"model config {p} not found (shipped: {', '.join(shipped) or 'none'})")
+        from vt import shipped
+        if str(p) == p.name and shipped("models", f"{p.name}.yaml").is_file():  # a shipped config by name
+            p = shipped("models", f"{p.name}.yaml")
+        else:
+            names = sorted(x.stem for x in shipped("models").glob("*.yaml"))
+            raise VtError(f"model config {p} not found (shipped, usable by name: {', '.join(names) or 'none'})")
     try:
         spec = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:

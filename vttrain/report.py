@@ -319,10 +319,12 @@ def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
 def build_report(cfg: ReportConfig) -> Path:
     """Write OUT/index.html and OUT/plots/*.png; returns the HTML path."""
     from vtdata.db import connect
-    db = Path(cfg.db) if cfg.db else Path("vt.duckdb")
-    if cfg.db and not db.exists():
-        raise VtError(f"--db {cfg.db}: no such database")
-    con = connect(db, read_only=True) if db.exists() else None
+    from vtdata.db import default_db
+    db = Path(cfg.db) if cfg.db else default_db()
+    if not db.exists():  # an empty report would look like a pipeline that produced nothing
+        raise VtError(f"{'--db ' + str(cfg.db) if cfg.db else f'no --db and no {db}'}: no such database "
+                      f"(pass --db FILE or set $VT_DB; `vt demo` writes demo-out/vt.duckdb)")
+    con = connect(db, read_only=True)
     out = Path(cfg.out)
     plots = make_out_dir(make_out_dir(out) / "plots")
     for old in plots.glob("*.png"):
@@ -427,7 +429,7 @@ def _evaluation(con, plots: Path) -> Section:
 
 def report_command(
     out: str = typer.Option("report", help="Output directory for index.html and plots/*.png."),
-    db: Optional[str] = typer.Option(None, help="DuckDB file of the pipeline (default ./vt.duckdb)."),
+    db: Optional[str] = typer.Option(None, help="DuckDB file of the pipeline (default: $VT_DB, else ./vt.duckdb)."),
     runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run directory with metrics.jsonl (repeatable; default: those found beside the database)."),
     title: str = typer.Option("vt report", help="Page title."),
 ) -> None:

@@ -156,11 +156,20 @@ def validate(cfg) -> None:
         raise VtError(f"torch_threads must be >= 1 (or unset for torch's default), got {cfg.torch_threads}")
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {cfg.max_samples}")
+    check_extras(cfg)
+
+
+def check_extras(cfg) -> None:
+    """Optional packages the config asks for, as one-line errors naming the extra (not a traceback later)."""
+    from vtdata.console import require
     if cfg.use_vllm:
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise VtError("use_vllm: true needs vLLM installed (pip install 'vt[vllm]'); it is never needed on CPU") from None
+        require("vllm", "use_vllm: true (never needed on CPU)", "vllm")
+    report_to = [cfg.report_to] if isinstance(cfg.report_to, str) else list(cfg.report_to or [])
+    for name in ("tensorboard", "wandb"):
+        if name in report_to:
+            require(name, f"report_to: {name}", name)
+    if cfg.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        require("deepspeed", "DeepSpeed (an accelerate ZeRO config or `deepspeed:`)", "deepspeed")
 
 
 def load_rows(data_dir: str, split: str):
@@ -333,9 +342,57 @@ def save_final(trainer, processor, out: Path) -> Path:
         trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; writes the processor too
     if trainer.accelerator.is_main_process:
         from vtdata import protocol
+        from vttrain.models import name_stock_processor
         (out / "vt_protocol_chat_template.jinja").write_text(protocol.CHAT_TEMPLATE)
+        name_stock_processor(out)  # stock AutoProcessor loads Qwen2_5_VLProcessor, not vt's fallback class
+        write_config(trainer.args, out / CONFIG_FILE)
+        write_model_card(trainer.args, out)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+CONFIG_FILE = "vt_train_config.yaml"
+DERIVED = {"generation_batch_size", "logging_dir"}  # set from other fields; giving them back is refused or moot
+
+
+def write_config(cfg, path: Path) -> Path:
+    """The resolved config (YAML + flags + defaults) as YAML; `vt train path` reruns it."""
+    import dataclasses
+
+    import yaml
+    names = {f.name for f in dataclasses.fields(cfg) if f.init} - DERIVED
+    values = {k: v for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
+    path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
+                    + yaml.safe_dump(values, sort_keys=True, default_flow_style=None))
+    return path
+
+
+def write_model_card(cfg, out: Path) -> Path:
+    """`out/README.md`: base model, data, reward settings, vt version (replaces TRL's card)."""
+    import yaml
+
+    from vtdata import __version__
+    base = str(cfg.model)
+    front = {"library_name": "transformers", "pipeline_tag": "image-text-to-text",
+             "tags": ["vt", "visionthink", "grpo", "trl"], "base_model": base if not Path(base).exists() else None}
+    front = {k: v for k, v in front.items() if v is not None}
+    judge = cfg.judge
+    text = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+            f"# VisionThink policy trained with vt {__version__}", "",
+            f"GRPO (TRL) on `{cfg.data_dir}` (split `{cfg.split}`) from the base model `{base}`: the model sees a "
+            "half-resolution image and may call `resize_image` for the original (arXiv 2507.13348).", "",
+            "| setting | value |", "|---|---|",
+            f"| base model | `{base}` |", f"| data | `{cfg.data_dir}` ({cfg.split}) |",
+            f"| judge | `{judge}` |", f"| penalty mode | `{cfg.penalty_mode}` |",
+            f"| theta / penalty / format weight | {cfg.theta} / {cfg.penalty} / {cfg.format_weight} |",
+            f"| group size / max turns | {cfg.num_generations} / {cfg.max_turns} |",
+            f"| learning rate / steps | {cfg.learning_rate} / {cfg.max_steps} |", f"| seed | {cfg.seed} |",
+            f"| vt version | {__version__} |", "",
+            f"The resolved training config is `{CONFIG_FILE}`. Load with "
+            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`."]
+    path = out / "README.md"
+    path.write_text("\n".join(text) + "\n")
+    return path
 
 
 def run(cfg, trainer_class=None):
@@ -356,9 +413,25 @@ def run(cfg, trainer_class=None):
             return run_dir / "final"
         _trim_logs(run_dir, step)
         info(f"resuming {run_dir} from {ckpt.name} (step {step})")
+    created = not run_dir.exists()
+    try:
+        return _train(cfg, run_dir, ckpt, done, trainer_class)
+    except BaseException:
+        # a run that failed before writing anything but its config leaves no directory behind
+        # (rejected.jsonl, metrics and checkpoints are kept: they explain the failure or resume it)
+        if created and run_dir.is_dir() and all(p.name == CONFIG_FILE for p in run_dir.iterdir()):
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
     from vttrain.models import load_processor
     original_template = load_processor(cfg.model).chat_template
     trainer, processor = build_trainer(cfg, trainer_class)
+    if trainer.accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, run_dir / CONFIG_FILE)
     trainer.vt_original_chat_template = original_template
     try:
         if done:

@@ -5,9 +5,9 @@
     verdicts = judge.judge([JudgeItem("What is 2+2?", ["4"], "<think>..</think><answer>4</answer>")])
 
 Specs: `auto` (rule judge by answer_type: open->vqa, number->relaxed, mc->mc, math->math,
-anls->anls), `rule:<exact|relaxed|anls|vqa|mc|math|auto>`, `openai:<model>` (the LLM judges 'open'
-items, or every item with scope='all', as the paper's judge did; other types use their rule judge; an
-'open' prediction equal to a gold answer after VQA normalisation is scored 1 without a call unless
+anls->anls), `rule:<exact|contains|relaxed|anls|vqa|mc|math|auto>`, `openai:<model>` (the LLM judges
+'open' items, or every item with scope='all', as the paper's judge did; other types use their rule judge;
+an 'open' prediction equal to a gold answer after VQA normalisation is scored 1 without a call unless
 shortcut=False). Every command takes the same spec (`--judge openai:<model>`) and `judge_scope`.
 
 Every item ends with a Verdict of status 'ok' (score 0..1) or 'error' (score None: a judge failure

@@ -1,8 +1,8 @@
 """`vt judge`: judge a JSONL file of predictions (vt lines or lmms-eval sample logs).
 
 Input lines (vt): {"id", "question", "answer": str | "answers": [str], "prediction", optional
-"answer_type" (open|number|mc|math|anls), optional "choices"}. lmms-eval sample logs: {"doc_id",
-"input", "target", "filtered_resps"} (the first filtered response is the prediction). Each output
+"answer_type" (open|number|mc|math|anls), optional "choices"}. lmms-eval `--log_samples` lines: {"doc_id",
+"doc", "target", "arguments", "resps", "filtered_resps"} (see `lmms_fields`). Each output
 line is the input plus `score` (1, 0, a fraction for anls/vqa, or null), `status` (ok|error),
 `judge`, `reason` and `extracted` (the judged prediction). Malformed lines are reported with their
 line numbers and skipped. Verdicts of the LLM judge are cached in DuckDB: a rerun pays only for
@@ -53,6 +53,28 @@ def _flat(value):
     return value
 
 
+QUESTION_KEYS = ("question", "query", "problem", "prompt", "text")  # where lmms-eval tasks keep it in `doc`
+
+
+def lmms_fields(obj: dict) -> tuple:
+    """(question, answers, prediction) of an lmms-eval sample line: the question is `doc`'s question
+    field (question, query, problem, prompt, text), else the first string of `arguments` (the prompt the
+    model got), else a legacy `input`; the gold is `target`, else `doc`'s answer(s); the prediction is
+    the first filtered response, else the first raw one."""
+    doc = obj.get("doc") if isinstance(obj.get("doc"), dict) else {}
+    args = obj.get("arguments") if isinstance(obj.get("arguments"), list) else []
+    question = next((doc[k] for k in QUESTION_KEYS if isinstance(doc.get(k), str)), None)
+    if question is None:
+        question = next((a for a in (_flat(x) for x in args) if isinstance(a, str)), obj.get("input"))
+    answers = obj.get("target")
+    if answers in (None, "", []):
+        answers = doc.get("answers", doc.get("answer"))
+    pred = _flat(obj.get("filtered_resps"))
+    if pred is None:
+        pred = _flat(obj.get("resps"))
+    return question, answers, pred
+
+
 def parse_line(obj: dict) -> dict:
     """A vt or lmms-eval line -> {question, answers, prediction, answer_type, choices}; ValueError if unusable."""
     if not isinstance(obj, dict):
@@ -61,10 +83,7 @@ def parse_line(obj: dict) -> dict:
         question, pred = obj.get("question"), obj.get("prediction")
         answers = obj.get("answers", obj.get("answer"))
     elif "filtered_resps" in obj or "doc_id" in obj:
-        question, answers = obj.get("input"), obj.get("target")
-        pred = _flat(obj.get("filtered_resps"))
-        if pred is None:
-            pred = _flat(obj.get("resps"))
+        question, answers, pred = lmms_fields(obj)
     else:
         raise ValueError("neither a vt line (question, answer(s), prediction) nor an lmms-eval sample")
     if not isinstance(question, str):
@@ -118,6 +137,7 @@ def build_judge(cfg: JudgeConfig, con):
 
 
 def run(cfg: JudgeConfig) -> dict:
+    from vtdata.db import default_db
     from vtdata.judge import JudgeItem
     if cfg.extract not in ("auto", "tags", "none"):
         raise VtError("--extract must be auto, tags or none")
@@ -130,8 +150,13 @@ def run(cfg: JudgeConfig) -> dict:
         info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
+<<<<<<< HEAD
     uses_llm = cfg.judge.startswith("openai:")
     db = None if (cfg.no_cache or not uses_llm) else (cfg.db or (cfg.input.resolve().parent / "vt.duckdb"))
+=======
+    uses_llm = cfg.judge.startswith("openai") or (cfg.judge == "auto" and cfg.model)
+    db = None if (cfg.no_cache or not uses_llm) else (cfg.db or default_db(cfg.input))
+>>>>>>> interop
 
     def items_of(chunk):
         out = []

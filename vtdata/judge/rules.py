@@ -27,6 +27,15 @@ def exact(prediction: str, answers: list[str], choices=None) -> float:
     return float(any(p == normalize(a) for a in answers))
 
 
+def contains(prediction: str, answers: list[str], choices=None) -> float:
+    """OCRBench (lmms-eval's scoring): 1 if a gold answer, casefolded, stripped and with newlines as
+    spaces, is a substring of the prediction treated the same way; an empty gold never matches."""
+    def norm(t):
+        return str(t).casefold().strip().replace("\n", " ")
+    p = norm(prediction)
+    return float(any(norm(a) and norm(a) in p for a in answers))
+
+
 # ----------------------------------------------------------------------------- relaxed (ChartQA)
 _NUM = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?$")
 
@@ -206,5 +215,5 @@ def mc(prediction: str, answers: list[str], choices=None) -> float:
     return 0.0
 
 
-SYNC_RULES = {"exact": exact, "relaxed": relaxed, "anls": anls, "vqa": vqa, "mc": mc}
+SYNC_RULES = {"exact": exact, "contains": contains, "relaxed": relaxed, "anls": anls, "vqa": vqa, "mc": mc}
 RULES = tuple(SYNC_RULES) + ("math",)

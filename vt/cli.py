@@ -1,4 +1,4 @@
-"""`vt`: the command line. Each command lives in the module of its pipeline stage; this file only
+"""`vt`: the command line (`vt`, `python -m vt`). Each command lives in the module of its pipeline stage; this file only
 registers them, sets verbosity, and turns user errors (VtError) into one-line messages.
 
 Data flows: build-data -> score-judge -> curate -> train -> eval -> report (`vt demo` runs them all).
@@ -28,13 +28,21 @@ COMMANDS = {
     "sql": "vtdata.sql:sql_command",
 }
 
-app = typer.Typer(help="vt: VisionThink as a toolkit. build-data -> score-judge -> curate -> train -> eval -> report.", no_args_is_help=True, add_completion=False,
+app = typer.Typer(help="vt: VisionThink as a toolkit. build-data -> score-judge -> curate -> train -> eval -> report.", no_args_is_help=True, add_completion=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vt import __version__
+        typer.echo(f"vt {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail, debug logs."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors and results only; no progress bars.")):
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors and results only; no progress bars."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print vt's version and exit.")):
     set_verbosity(verbose=verbose, quiet=quiet)
 
 

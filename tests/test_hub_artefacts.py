@@ -1,0 +1,74 @@
+"""Hub-ready artefacts: a built or curated set has a dataset card and loads as separate splits with
+`datasets.load_dataset(DIR)`."""
+import datasets
+import yaml
+
+from build_helpers import build, write_manifest
+
+
+def _front(readme):
+    text = readme.read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1]), text
+
+
+def test_built_set_card_and_split_aware_loading(tmp_path):
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6},
+                                  {"name": "o", "kind": "synthetic", "task": "ocr", "take": 6}],
+                       val_fraction=0.34, license="cc-by-4.0", seed=7)
+    res = build(m, tmp_path / "set")
+    by_split = res["counts"]["by_split"]
+    ds = datasets.load_dataset(str(tmp_path / "set"))
+    assert set(ds) == {"train", "validation"}
+    assert len(ds["train"]) == by_split["train"] and len(ds["validation"]) == by_split["val"] > 0
+    assert set(ds["validation"]["split"]) == {"val"}
+    front, text = _front(tmp_path / "set" / "README.md")
+    assert front["license"] == "cc-by-4.0"
+    for needle in ("seed 7", "manifest.yaml", "| g |", "| o |", f"| validation | {by_split['val']} |", "`image` | `image`"):
+        assert needle in text, needle
+
+
+def test_manifest_license_must_be_a_string(tmp_path):
+    import pytest
+
+    from vtdata.console import VtError
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 2}], license=3)
+    with pytest.raises(VtError, match="license must be a string"):
+        build(m, tmp_path / "set")
+
+
+def test_trained_model_processor_card_and_config(tmp_path):
+    import json
+
+    import train_helpers as h
+    from vttrain import scripted
+    from vttrain.train import CONFIG_FILE, parse_config, run
+
+    model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data")
+    final = run(h.config(model, data, tmp_path / "run", max_steps=1, penalty_mode="released"),
+                trainer_class=scripted.ScriptedGRPOTrainer)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        if (final / name).exists():
+            assert json.loads((final / name).read_text())["processor_class"] == "Qwen2_5_VLProcessor"
+    card, _ = _front(final / "README.md")
+    text = (final / "README.md").read_text()
+    assert card["pipeline_tag"] == "image-text-to-text" and "[None]" not in text
+    assert str(model) in text and "`released`" in text and "vt version" in text
+    cfg = yaml.safe_load((final / CONFIG_FILE).read_text())
+    assert cfg["penalty_mode"] == "released" and cfg["max_steps"] == 1 and cfg["model"] == str(model)
+    assert (tmp_path / "run" / CONFIG_FILE).is_file()
+    again = parse_config(final / CONFIG_FILE, [])  # the dump is a valid train config
+    assert again.penalty_mode == "released" and again.num_generations == 4
+
+
+def test_failed_train_leaves_no_output_dir(tmp_path):
+    import pytest
+
+    import train_helpers as h
+    from vttrain.train import run
+    model = h.tiny_model(tmp_path)
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    with pytest.raises(Exception):
+        run(h.config(model, empty, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
