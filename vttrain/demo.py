@@ -40,10 +40,9 @@ class DemoConfig:
 
     out: str = "demo-out"
     """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
-<<<<<<< HEAD
-    manifest: str = str(REPO / "manifests" / "miniature.yaml")
+    manifest: str = str(shipped("miniature.yaml"))
     """Data manifest (the embedded miniature task: colour questions vs box-pattern detail questions)."""
-    train_config: str = str(REPO / "manifests" / "train-mini.yaml")
+    train_config: str = str(shipped("train-mini.yaml"))
     """Training config (the warm-started mini model, CPU GRPO)."""
     science: bool = False
     """The miniature experiment (`make science`): more scoring, a longer GRPO run per penalty mode
@@ -51,13 +50,6 @@ class DemoConfig:
     warm_steps: int | None = None
     """SFT steps of the warm start (`vt init-model mini --steps`; default its own)."""
     rollouts: int = 4
-=======
-    manifest: str = str(shipped("demo.yaml"))
-    """Data manifest (the embedded synthetic default)."""
-    train_config: str = str(shipped("train-demo.yaml"))
-    """Training config (tiny model, CPU, a few steps)."""
-    rollouts: int = 2
->>>>>>> interop
     """Scoring rollouts per view and sample (the paper uses 8)."""
     score_limit: int = 64
     """Training samples to score."""

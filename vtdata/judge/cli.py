@@ -150,13 +150,8 @@ def run(cfg: JudgeConfig) -> dict:
         info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
-<<<<<<< HEAD
     uses_llm = cfg.judge.startswith("openai:")
-    db = None if (cfg.no_cache or not uses_llm) else (cfg.db or (cfg.input.resolve().parent / "vt.duckdb"))
-=======
-    uses_llm = cfg.judge.startswith("openai") or (cfg.judge == "auto" and cfg.model)
     db = None if (cfg.no_cache or not uses_llm) else (cfg.db or default_db(cfg.input))
->>>>>>> interop
 
     def items_of(chunk):
         out = []
