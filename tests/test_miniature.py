@@ -30,12 +30,12 @@ def test_detail_classes_are_erased_at_the_low_view_and_plain_at_the_high_view():
 
 
 def test_general_class_survives_the_low_view():
-    """The colour question: the shape's colour is still there at 56 x 56 (its pixels are in the low view)."""
+    """The colour question: the background's colour is still there at 56 x 56 (most low-view pixels)."""
     for i in range(20):
         s = miniature.sample("general", 0, i)
         low = _low(s["spec"]).reshape(-1, 3)
         col = np.array(miniature.COLORS[s["answer"]])
-        assert (np.abs(low - col).sum(1) < 30).sum() >= 40  # the shape covers many low-view pixels
+        assert (np.abs(low - col).sum(1) < 30).sum() >= 0.4 * len(low)
 
 
 def test_samples_are_deterministic_and_answers_in_the_answer_space():

@@ -9,7 +9,8 @@ formats vt's stages use:
 - the direct prompt of `vt score-judge` and `vt eval --mode full|low`, on either view.
 The decision to call the tool is NOT taught: every agent trajectory calls it with probability
 `tool_rate`, whatever the question, so after SFT the resize ratio is ~tool_rate on both classes and
-GRPO has to learn when the high view is worth it. Think text is one short fixed sentence per turn.
+GRPO has to learn when the high view is worth it. Think text is one short sentence per turn (turn 1's
+names the question's subject).
 
 The tokenizer is a byte-level BPE trained on the protocol text (prompts, questions, answers, turns)
 without word splitting, so the paper's long prompts stay verbatim but cost few tokens.
@@ -37,7 +38,10 @@ MINI_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, nu
                  rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4})
 MINI_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1],
                    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-THINK_FIRST = "<think>I look at the image.</think>"
+# Turn 1's think names what the question is about (as a real model's reasoning would), so the turn's
+# next token, answer or call, follows a token that tells the two question types apart.
+THINK_FIRST = {"general": "<think>The question is about the background.</think>",
+               "ocr": "<think>The question is about the small box.</think>"}
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
              % (protocol.TOOL_NAME, protocol.TOOL_ACTION))
@@ -50,12 +54,27 @@ class MiniConfig:
     """What a `mini` warm start is built from (its hash keys the cache)."""
     seed: int = 0
     """Seed of the tokenizer, the weights, the SFT data and its order."""
-    steps: int = 1200
-    """SFT optimiser steps."""
-    batch_size: int = 32
+    steps: int = 1500
+    """Most SFT optimiser steps; training stops earlier once the accuracy check passes."""
+    check_every: int = 100
+    """Every this many steps, answer `check_size` held-out questions per class greedily (general at the low
+    view, detail at the high view) and stop when both reach `check_accuracy`. The box pattern is learnt
+    suddenly, at a step that varies with the seed (200 to 800 in our runs), hence a check, not a fixed
+    count."""
+    check_size: int = 32
+    """Held-out questions per class in the accuracy check."""
+    check_accuracy: float = 0.95
+    """Accuracy both classes need for the warm start to stop early."""
+    cooldown_steps: int = 150
+    """After the check passes (or at `steps`), this many more steps with the learning rate decaying linearly
+    to 0: a constant rate leaves the call/answer choice wherever the last batches pushed it (0.72 instead
+    of tool_rate in one run), and GRPO's balanced penalty is sensitive to where it starts."""
+    detail_share: float = 0.6
+    """Share of detail (box-pattern) questions: the pattern is the slower skill to learn."""
+    batch_size: int = 16
     """Trajectories per step."""
     learning_rate: float = 2e-3
-    """Peak AdamW learning rate (cosine decay after 5 % warm-up)."""
+    """AdamW learning rate (constant after 5 % warm-up)."""
     tool_rate: float = 0.5
     """Share of agent trajectories that call resize_image, the same for every question type."""
     agent_share: float = 0.5
@@ -84,17 +103,17 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     """SFT row `i`: {"messages": [...], "images": [...], "task", "kind", "tool"} (deterministic)."""
     from vtdata.resolution import view
     rng = random.Random(f"vt-warmstart:{cfg.seed}:{i}")
-    task = rng.choice(("general", "ocr"))
+    task = "ocr" if rng.random() < cfg.detail_share else "general"
     s = miniature.sample(task, f"{SEED_SPACE}-{cfg.seed}", i, cfg.size)
     data = miniature.render(s["spec"])
     high = view(data, (cfg.size, cfg.size))
     low = view(data, (cfg.size // 2, cfg.size // 2))
-    answer = f"{THINK_FIRST}<answer>{s['answer']}</answer>"
+    answer = f"{THINK_FIRST[task]}<answer>{s['answer']}</answer>"
     if rng.random() < cfg.agent_share:
         msgs = protocol.agent_messages(s["question"], None)
         if rng.random() < cfg.tool_rate:
             tool = [{"type": "image"} if b.get("type") == "image" else b for b in protocol.tool_content(image=high)]
-            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST}\n{TOOL_CALL}"}]},
+            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}\n{TOOL_CALL}"}]},
                      {"role": "user", "content": tool},
                      {"role": "assistant", "content": [{"type": "text",
                                                         "text": f"{THINK_AFTER}<answer>{s['answer']}</answer>"}]}]
@@ -108,15 +127,15 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     return {"messages": msgs, "images": [img], "task": task, "kind": "high" if img is high else "low", "tool": False}
 
 
-def sft_rows(n: int, cfg: MiniConfig):
-    """A `datasets.Dataset` of `n` trajectory indices whose rows are generated when read (no image stored)."""
+def sft_rows(rows: range, cfg: MiniConfig):
+    """A `datasets.Dataset` of trajectory indices whose rows are generated when read (no image stored)."""
     import datasets
 
     def transform(batch: dict) -> dict:
         rows = [trajectory(i, cfg) for i in batch["row"]]
         return {"messages": [r["messages"] for r in rows], "images": [r["images"] for r in rows]}
 
-    return datasets.Dataset.from_dict({"row": list(range(n))}).with_transform(transform)
+    return datasets.Dataset.from_dict({"row": list(rows)}).with_transform(transform)
 
 
 def training_chat_template() -> str:
@@ -142,8 +161,9 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
     for _ in range(n):
         task = rng.choice(("general", "ocr"))
         ans = rng.choice(miniature.ANSWERS[task])
-        texts += [miniature.QUESTIONS[task], f"{THINK_FIRST}<answer>{ans}</answer>",
-                  f"{THINK_FIRST}\n{TOOL_CALL}", f"{THINK_AFTER}<answer>{ans}</answer>"]
+        texts += [miniature.QUESTIONS[task], "\n" + miniature.QUESTIONS[task],
+                  f"{THINK_FIRST[task]}<answer>{ans}</answer>", f"{THINK_FIRST[task]}\n{TOOL_CALL}",
+                  f"{THINK_AFTER}<answer>{ans}</answer>"]
     texts.append("".join(chr(c) for c in range(32, 127)))
     return texts
 
@@ -171,6 +191,69 @@ def build_tokenizer(cfg: MiniConfig):
 
 
 # ------------------------------------------------------------------------------------------ the build
+
+def check_rows(cfg: MiniConfig) -> list[dict]:
+    """The accuracy check's held-out questions: (task, view, question, answer, image), never SFT rows."""
+    from vtdata.resolution import view
+    rows = []
+    for task, side in (("general", cfg.size // 2), ("ocr", cfg.size)):
+        for i in range(cfg.check_size):
+            s = miniature.sample(task, f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
+            rows.append({"task": task, "question": s["question"], "answer": s["answer"],
+                         "image": view(miniature.render(s["spec"]), (side, side))})
+    return rows
+
+
+def check_accuracy(model, processor, rows: list[dict]) -> dict:
+    """Greedy direct answers (the score-judge prompt) -> accuracy per task."""
+    import re
+
+    import torch
+    msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"]) for r in rows]
+    tok = processor.tokenizer
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                               return_tensors="pt", padding=True)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        model.train(was_training)
+    finally:
+        tok.padding_side = side
+    texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=False)
+    acc: dict = {}
+    for r, t in zip(rows, texts):
+        m = re.search(r"<answer>(.*?)</answer>", t)
+        acc.setdefault(r["task"], []).append(bool(m) and m.group(1).strip() == r["answer"])
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+    return TrainerCallback
+
+
+class AccuracyCheck(_callback_base()):
+    """Stops SFT once both classes pass the accuracy check (see MiniConfig.check_every)."""
+
+    def __init__(self, processor, cfg: MiniConfig):
+        self.processor, self.cfg = processor, cfg
+        self.rows = check_rows(cfg)
+        self.history: list[dict] = []
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step % self.cfg.check_every:
+            return
+        acc = check_accuracy(model, self.processor, self.rows)  # the training template renders the same text
+        self.history.append({"step": state.global_step, **acc})
+        info(f"warm start: step {state.global_step}: held-out accuracy general (low view) "
+             f"{acc['general']:.2f}, detail (high view) {acc['ocr']:.2f}")
+        if min(acc.values()) >= self.cfg.check_accuracy:
+            control.should_training_stop = True
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VT_CACHE") or Path.home() / ".cache" / "vt")
@@ -225,26 +308,41 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         torch.manual_seed(cfg.seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
         processor.chat_template = training_chat_template()
-        args = SFTConfig(output_dir=str(tmp / "sft"), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
-                         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
-                         weight_decay=0.0, assistant_only_loss=True, max_length=None, use_cpu=True, bf16=False,
-                         seed=cfg.seed, data_seed=cfg.seed, logging_steps=max(1, cfg.steps // 20),
-                         save_strategy="no", report_to="none", dataloader_num_workers=0,
-                         gradient_checkpointing=False, remove_unused_columns=False, disable_tqdm=False)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_rows(cfg.steps * cfg.batch_size, cfg),
-                             processing_class=processor)
+        common = dict(per_device_train_batch_size=cfg.batch_size, weight_decay=0.0, assistant_only_loss=True,
+                      max_length=None, use_cpu=True, bf16=False, seed=cfg.seed, data_seed=cfg.seed,
+                      logging_steps=25, save_strategy="no", report_to="none", dataloader_num_workers=0,
+                      gradient_checkpointing=False, remove_unused_columns=False)
+        check = AccuracyCheck(processor, cfg)
         info(f"warm start: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter "
-             f"Qwen2.5-VL, {cfg.steps} steps x {cfg.batch_size} trajectories")
+             f"Qwen2.5-VL, at most {cfg.steps} + {cfg.cooldown_steps} steps x {cfg.batch_size} trajectories")
+        trainer = SFTTrainer(model=model, processing_class=processor, callbacks=[check],
+                             train_dataset=sft_rows(range(cfg.steps * cfg.batch_size), cfg),
+                             args=SFTConfig(output_dir=str(tmp / "sft"), max_steps=cfg.steps,
+                                            learning_rate=cfg.learning_rate, lr_scheduler_type="constant_with_warmup",
+                                            warmup_steps=0.05, **common))
         trainer.train()
+        steps = trainer.state.global_step
+        log = [r for r in trainer.state.log_history if "loss" in r]
+        if cfg.cooldown_steps:
+            start = steps * cfg.batch_size  # fresh rows, not the ones just trained on
+            cool = SFTTrainer(model=model, processing_class=processor,
+                              train_dataset=sft_rows(range(start, start + cfg.cooldown_steps * cfg.batch_size), cfg),
+                              args=SFTConfig(output_dir=str(tmp / "sft"), max_steps=cfg.cooldown_steps,
+                                             learning_rate=cfg.learning_rate, lr_scheduler_type="linear",
+                                             warmup_steps=0, **common))
+            cool.train()
+            steps += cool.state.global_step
+            log += [r for r in cool.state.log_history if "loss" in r]
+            check.history.append({"step": steps, **check_accuracy(model, processor, check.rows)})
         processor.chat_template = models.CHAT_TEMPLATE
         model.save_pretrained(tmp)
         models._save_generation_config(config, tmp)
         models._save_processor(processor, tmp)
         shutil.rmtree(tmp / "sft", ignore_errors=True)
-        log = [r for r in trainer.state.log_history if "loss" in r]
         (tmp / models.INIT_FILE).write_text(json.dumps({"kind": "mini", "key": cfg.key(), "config": asdict(cfg),
-                                                        "final_loss": log[-1]["loss"] if log else None},
-                                                       indent=2) + "\n")
+                                                        "steps_trained": steps,
+                                                        "final_loss": log[-1]["loss"] if log else None,
+                                                        "checks": check.history}, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

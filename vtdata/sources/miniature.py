@@ -1,9 +1,12 @@
 """The miniature task family of `kind: synthetic` (`family: miniature`): small images, small answer
 spaces, and a detail class that the low view provably loses.
 
-Every image (112 x 112 by default) holds one big coloured shape and one small grey box (28 x 28, on the
-28-pixel grid: exactly one visual token of the high view) filled with a period-2 pattern of two greys:
-- task general: "What colour is the shape?" (6 colours). The low view (56 x 56) still shows it.
+Every image (112 x 112 by default) has a coloured background (6 colours), one big black or white shape
+and one small grey box (28 x 28, on the 28-pixel grid: exactly one visual token of the high view) filled
+with a period-2 pattern of two greys:
+- task general: "What colour is the background?". The low view (56 x 56) still shows it plainly. (A
+  question about the shape's colour was tried first: a ~1 M-parameter model trained from scratch had not
+  learned it after 1,000 SFT steps, while the background's colour reaches every visual token.)
 - task ocr ("detail"): "What pattern fills the small box?" -> horizontal | vertical | checkered | plain.
   horizontal/vertical stripes and the checkerboard alternate a dark and a light grey every pixel; plain is
   their exact mean. Halving each side averages every 2 x 2 block, so all four become the same flat grey:
@@ -24,7 +27,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "
           "purple": (140, 60, 180), "orange": (245, 130, 30)}
 PATTERNS = ("horizontal", "vertical", "checkered", "plain")
 SHAPES = ("circle", "square", "triangle")
-QUESTIONS = {"general": "What colour is the shape?", "ocr": "What pattern fills the small box?"}
+QUESTIONS = {"general": "What colour is the background?", "ocr": "What pattern fills the small box?"}
 ANSWERS = {"general": tuple(COLORS), "ocr": PATTERNS}
 BOX = 28  # side of the pattern box in the original image (one 28 x 28 visual token at the high view)
 # The pattern's contrast ramps up over the box's outer 3 pixels: a hard edge would let the LANCZOS
@@ -38,15 +41,20 @@ def sample(task: str, seed, i: int, size: int = 112) -> dict:
     rng = random.Random(f"vt-miniature:{seed}:{task}:{i}")
     cells = size // BOX
     box_x, box_y = BOX * rng.randrange(cells), BOX * rng.randrange(cells)
-    r = rng.randint(size // 8, size // 6)
-    for _ in range(200):  # a shape centre whose disc stays in the image and off the box
-        cx, cy = rng.randint(r + 2, size - r - 3), rng.randint(r + 2, size - r - 3)
-        if cx + r < box_x - 2 or cx - r > box_x + BOX + 1 or cy + r < box_y - 2 or cy - r > box_y + BOX + 1:
-            break
-    dark = rng.randrange(20, 80, 2)
-    light = rng.randrange(180, 240, 2)
-    spec = {"size": size, "bg": tuple(rng.randint(235, 250) for _ in range(3)),
-            "shape": rng.choice(SHAPES), "color": rng.choice(sorted(COLORS)), "cx": cx, "cy": cy, "r": r,
+    r = rng.randint(size // 5, size // 4)  # a big shape: its colour reaches many visual tokens
+    cx = cy = None
+    while cx is None:  # a centre whose disc stays in the image and off the box (shrink when none fits)
+        for _ in range(200):
+            x, y = rng.randint(r + 1, size - r - 2), rng.randint(r + 1, size - r - 2)
+            if x + r < box_x - 2 or x - r > box_x + BOX + 1 or y + r < box_y - 2 or y - r > box_y + BOX + 1:
+                cx, cy = x, y
+                break
+        else:
+            r -= 2
+    dark = rng.randrange(0, 40, 2)
+    light = rng.randrange(216, 256, 2)
+    spec = {"size": size, "color": rng.choice(sorted(COLORS)), "ink": rng.choice(((250, 250, 250), (15, 15, 15))),
+            "shape": rng.choice(SHAPES), "cx": cx, "cy": cy, "r": r,
             "box": (box_x, box_y), "pattern": rng.choice(PATTERNS), "grey": (dark, light)}
     answer = spec["color"] if task == "general" else spec["pattern"]
     return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
@@ -54,9 +62,9 @@ def sample(task: str, seed, i: int, size: int = 112) -> dict:
 
 def image(spec: dict) -> Image.Image:
     s = spec["size"]
-    img = Image.new("RGB", (s, s), spec["bg"])
+    img = Image.new("RGB", (s, s), COLORS[spec["color"]])
     d = ImageDraw.Draw(img)
-    cx, cy, r, col = spec["cx"], spec["cy"], spec["r"], COLORS[spec["color"]]
+    cx, cy, r, col = spec["cx"], spec["cy"], spec["r"], spec["ink"]
     if spec["shape"] == "circle":
         d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
     elif spec["shape"] == "square":
