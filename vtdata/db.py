@@ -48,7 +48,7 @@ def _lock_error(db: Path, err: Exception) -> VtError:
                    f"or point this command at another file with --db")
 
 
-def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB file, turning lock conflicts and missing files into one-line VtErrors."""
     path = Path(db)
     if read_only and not path.exists():
@@ -59,7 +59,7 @@ def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyCo
         except OSError as err:
             raise VtError(f"cannot create database {path}: {err.strerror} ({err.filename})") from None
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path), read_only=read_only, config=config or {})
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise _lock_error(path, err) from None
