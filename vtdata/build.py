@@ -66,10 +66,10 @@ def _kind(image) -> str:
 
 
 def probe(job: tuple) -> tuple:
-    """(image, pixel_cap, return_bytes) -> ("ok", sha256, width, height, bytes|None) or ("error", reason)."""
-    image, pixel_cap, return_bytes = job
+    """(image, pixel_cap, max_bytes, return_bytes) -> ("ok", sha256, width, height, bytes|None) or ("error", reason)."""
+    image, pixel_cap, max_bytes, return_bytes = job
     try:
-        data = load_bytes(image)
+        data = load_bytes(image, max_bytes)
         sha = hashlib.sha256(data).hexdigest()
         img = open_image(data, pixel_cap)
         w, h = oriented_size(img)
@@ -313,7 +313,7 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
             chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, pool.n))]
             pos += len(chunk)
             raws = [rows[i] for i in chunk]
-            texts, jobs = _prepare(raws, src.get("answer_type"), m.policy.pixel_cap)
+            texts, jobs = _prepare(raws, src.get("answer_type"), m.policy)
             img_results = iter(pool.map(jobs))
             batch = []
             for raw, t in zip(raws, texts):
@@ -348,7 +348,7 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
     return c
 
 
-def _prepare(raws: list[dict], default_type: str | None, pixel_cap: int) -> tuple[list, list]:
+def _prepare(raws: list[dict], default_type: str | None, policy: ResolutionPolicy) -> tuple[list, list]:
     """Normalised text (a dict, or the reason it is unusable) per raw row, and the image probe jobs of
     the usable ones, in order."""
     texts, jobs = [], []
@@ -360,7 +360,7 @@ def _prepare(raws: list[dict], default_type: str | None, pixel_cap: int) -> tupl
             continue
         # workers send back only bytes that exist nowhere else (rendered images);
         # files are re-read here from the page cache, cheaper than a pipe
-        jobs.append((raw.get("image"), pixel_cap, _kind(raw.get("image")) == "made"))
+        jobs.append((raw.get("image"), policy.pixel_cap, policy.max_image_bytes, _kind(raw.get("image")) == "made"))
     return texts, jobs
 
 
@@ -372,7 +372,7 @@ def _check_row(src: dict, srow: str, raw: dict, text: dict, probed: tuple, ids: 
     _, sha, w, h, data = probed
     if data is None:  # the worker read a file or in-memory bytes: take them here again, unchanged
         try:
-            data = load_bytes(raw["image"])
+            data = load_bytes(raw["image"], policy.max_image_bytes)
         except ValueError as err:
             return None, f"image file changed during the build ({err})"
         if hashlib.sha256(data).hexdigest() != sha:

@@ -182,6 +182,8 @@ def _source(path, k, src, total) -> dict:
     _unknown(path, f"{where}filters.", filters, FILTER_KEYS)
     _check_filters(path, f"{where}filters.", filters)
     src["filters"] = filters
+    if "allow_outside_image_root" in src and not isinstance(src["allow_outside_image_root"], bool):
+        raise _fail(path, f"{where}allow_outside_image_root must be true or false")
     if src.get("columns") is not None and not isinstance(src["columns"], dict):
         raise _fail(path, f"{where}columns must be a mapping of vt field -> source column")
     return src

@@ -7,10 +7,10 @@ import base64
 import json
 
 from vtdata.console import VtError
-from vtdata.sources import column_map, image_root, mapped_row, require_file
+from vtdata.sources import OUTSIDE_KEY, column_map, image_root, mapped_row, require_file
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
-        "path": "the .jsonl file", "image_root": "directory relative image paths start from"}
+        "path": "the .jsonl file", "image_root": "directory relative image paths start from"} | OUTSIDE_KEY
 REQUIRED = ("path",)
 
 

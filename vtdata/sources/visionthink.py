@@ -5,11 +5,11 @@ doc_id, info, solution) are kept in `meta`; the question is `problem` without `<
 from __future__ import annotations
 
 from vtdata.console import VtError
-from vtdata.sources import _jsonable, image_root, resolve_path
+from vtdata.sources import OUTSIDE_KEY, _jsonable, image_root, image_value, resolve_path
 from vtdata.sources._table import Mapped, hf_rows, parquet_rows
 
 KEYS = {"path": "release parquet file/dir/glob, or a save_to_disk dir", "split": "split of a DatasetDict dir",
-        "image_root": "directory relative image paths start from"}
+        "image_root": "directory relative image paths start from"} | OUTSIDE_KEY
 REQUIRED = ("path",)
 NEEDED = ("images", "problem", "original_answer")
 
@@ -26,10 +26,10 @@ def open(spec: dict, ctx):  # noqa: A001
     root = image_root(spec, ctx)
 
     def raw(rec: dict, i: int) -> dict:
-        imgs = rec.get("images")
-        img = imgs[0] if isinstance(imgs, list) and len(imgs) == 1 else imgs
-        if isinstance(img, dict) and not img.get("bytes") and img.get("path"):
-            img = str(resolve_path(img["path"], root))
+        try:
+            img = image_value(rec.get("images"), root)
+        except ValueError as err:
+            return {"source_row": i, "error": str(err)}
         ans = rec.get("original_answer")
         meta = {k: v for k, v in rec.items() if k not in ("images", "problem", "original_answer", "prompt")
                 and _jsonable(v)}

@@ -1,0 +1,119 @@
+"""Hostile inputs to build-data: image paths that are not regular files or leave image_root, oversized
+images, manifest bombs, non-finite and oversized values. Each ends as a one-line error or a reject
+with a reason, never a hang, a traceback or a file from elsewhere in the dataset."""
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from build_helpers import REPO, build, image_bytes, vt, write_manifest
+from vtdata.build import iter_samples
+from vtdata.console import VtError
+
+
+def _rejects(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return dict(con.execute("SELECT source_row, reason FROM rejects").fetchall())
+    finally:
+        con.close()
+
+
+def _limit_memory():  # a runaway read fails fast instead of taking the machine's memory
+    resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+
+def _build_cli(tmp_path, rows, **src):
+    """build-data in a subprocess (bounded time and memory); returns its rejects {source_row: reason}."""
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = write_manifest(tmp_path, [{"name": "j", "kind": "jsonl", "path": "rows.jsonl", "image_root": "img", **src}])
+    r = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "build-data", str(m), "--out",
+                        str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       preexec_fn=_limit_memory)
+    assert r.returncode == 0, r.stderr
+    return _rejects(tmp_path / "vt.duckdb")
+
+
+def _img_dir(tmp_path):
+    root = tmp_path / "img"
+    root.mkdir()
+    (root / "ok.png").write_bytes(image_bytes((64, 64)))
+    return root
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    os.mkfifo(_img_dir(tmp_path) / "pipe.png")      # opening it for reading blocks until a writer comes
+    rej = _build_cli(tmp_path, [{"id": "ok", "image": "ok.png", "question": "q", "answers": ["a"]},
+                                {"id": "fifo", "image": "pipe.png", "question": "q2", "answers": ["a"]}])
+    assert rej == {"fifo": f"image path is not a regular file: {tmp_path / 'img' / 'pipe.png'}"}
+
+
+def test_devices_are_refused_even_with_outside_paths_allowed(tmp_path):
+    (_img_dir(tmp_path) / "zero.png").symlink_to("/dev/zero")   # reads until memory runs out
+    rows = [{"id": "zero", "image": "/dev/zero", "question": "q3", "answers": ["a"]},
+            {"id": "zlink", "image": "zero.png", "question": "q4", "answers": ["a"]}]
+    rej = _build_cli(tmp_path, rows, allow_outside_image_root=True)
+    assert set(rej) == {"zero", "zlink"} and all("not a regular file" in x for x in rej.values()), rej
+
+
+def test_paths_must_stay_under_image_root(tmp_path):
+    secret = tmp_path / "secret.png"                  # a readable file outside the source's image_root
+    secret.write_bytes(image_bytes((64, 64), color=(1, 2, 3)))
+    root = tmp_path / "data" / "img"
+    root.mkdir(parents=True)
+    (root / "ok.png").write_bytes(image_bytes((64, 64)))
+    (root / "sub").mkdir()
+    (root / "sub" / "in.png").write_bytes(image_bytes((64, 64), color=(9, 9, 9)))
+    (root / "link.png").symlink_to(secret)
+    (root / "inside_link.png").symlink_to(root / "sub" / "in.png")   # a symlink that stays inside: fine
+    rows = [{"id": "ok", "image": "ok.png"}, {"id": "sub", "image": "sub/../sub/in.png"},
+            {"id": "dotdot", "image": "../../secret.png"}, {"id": "abs", "image": str(secret)},
+            {"id": "link", "image": "link.png"}, {"id": "home", "image": "~/secret.png"},
+            {"id": "inlink", "image": "inside_link.png"}]
+    for k, r in enumerate(rows):
+        r.update(question=f"q{k}", answers=["a"])
+    (tmp_path / "data" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = {"name": "j", "kind": "jsonl", "path": "data/rows.jsonl", "image_root": "data/img"}
+    result = build(write_manifest(tmp_path, [src]), tmp_path / "out")
+    rej = _rejects(tmp_path / "vt.duckdb")
+    assert set(rej) == {"dotdot", "abs", "link", "home"}
+    assert all(reason.startswith("image path leaves image_root") for reason in rej.values())
+    assert result["counts"]["kept"] == 3   # ok, sub, inlink
+    secret_bytes = secret.read_bytes()
+    assert all(s["image"] != secret_bytes for s in iter_samples(tmp_path / "out"))
+    # the same rows from a parquet file, and with paths outside allowed explicitly
+    pq.write_table(pa.table({"id": [r["id"] for r in rows], "question": [r["question"] for r in rows],
+                             "answer": ["a"] * len(rows), "image": [r["image"] for r in rows]}), tmp_path / "t.parquet")
+    src = {"name": "p", "kind": "parquet", "path": "t.parquet", "image_root": "data/img"}
+    build(write_manifest(tmp_path, [src]), tmp_path / "out2", db=tmp_path / "p.duckdb")
+    assert set(_rejects(tmp_path / "p.duckdb")) == {"dotdot", "abs", "link", "home"}
+    build(write_manifest(tmp_path, [dict(src, allow_outside_image_root=True)]), tmp_path / "out3",
+          db=tmp_path / "q.duckdb")
+    assert set(_rejects(tmp_path / "q.duckdb")) == {"home"}        # ~/secret.png does not exist
+
+
+def test_image_bytes_are_capped(tmp_path):
+    small, big = image_bytes((32, 32)), image_bytes((400, 400), "BMP")
+    assert len(small) < 2000 < len(big)
+    (tmp_path / "big.bmp").write_bytes(big)
+    (tmp_path / "small.png").write_bytes(small)
+    pq.write_table(pa.table({"id": ["b", "s", "bf", "sf"], "question": ["q1", "q2", "q3", "q4"],
+                             "answer": ["a"] * 4, "image": [{"bytes": big, "path": None}, {"bytes": small, "path": None},
+                                                            {"bytes": None, "path": "big.bmp"},
+                                                            {"bytes": None, "path": "small.png"}]}),
+                   tmp_path / "t.parquet")
+    res = {"min_pixels": 112 * 112, "max_pixels": 224 * 224, "max_image_bytes": 2000}
+    r = build(write_manifest(tmp_path, [{"name": "p", "kind": "parquet", "path": "t.parquet"}], resolution=res),
+              tmp_path / "out")
+    assert r["counts"]["kept"] == 2 and r["resolution"]["max_image_bytes"] == 2000
+    rej = _rejects(tmp_path / "vt.duckdb")
+    assert set(rej) == {"b", "bf"} and all("larger than max_image_bytes" in x for x in rej.values())
+    with pytest.raises(VtError, match="max_image_bytes must be a positive integer"):
+        build(write_manifest(tmp_path, [{"name": "p", "kind": "parquet", "path": "t.parquet"}],
+                             resolution={"max_image_bytes": 0}), tmp_path / "out")
