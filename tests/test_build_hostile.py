@@ -117,3 +117,39 @@ def test_image_bytes_are_capped(tmp_path):
     with pytest.raises(VtError, match="max_image_bytes must be a positive integer"):
         build(write_manifest(tmp_path, [{"name": "p", "kind": "parquet", "path": "t.parquet"}],
                              resolution={"max_image_bytes": 0}), tmp_path / "out")
+
+
+BOMB = "description:\n  a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
+    f"  {b}: &{b} [" + ",".join([f"*{a}"] * 9) + "]\n" for a, b in zip("abcdefgh", "bcdefghi")) + \
+    "sources:\n  - {name: g, kind: synthetic, task: general, take: 2}\n"
+
+
+def test_manifest_bombs_are_refused_quickly(tmp_path):
+    import time
+
+    from vtdata.manifest import MAX_BYTES, load
+    cases = {"bomb.yaml": (BOMB, "expands to more than"),   # 9 ** 9 strings once expanded, < 600 bytes
+             "cycle.yaml": ("description: &a [*a]\nsources: [{name: g, kind: synthetic, take: 1}]\n", "refers to itself"),
+             "big.yaml": ("sources: [{name: g, kind: synthetic, take: 1}]\n" + "#" * MAX_BYTES, "larger than"),
+             "deep.yaml": ("description: " + "[" * 5000 + "]" * 5000 + "\nsources: []\n", "nested too deeply")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        t0 = time.perf_counter()
+        with pytest.raises(VtError, match=message):
+            load(tmp_path / name)
+        assert time.perf_counter() - t0 < 30   # the old hash of the expansion took 85 s and 6 GB
+    r = vt("build-data", tmp_path / "bomb.yaml", "--out", tmp_path / "out")
+    assert r.returncode == 2 and r.stderr.startswith("error: manifest") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_manifest_hash_is_the_file_bytes_and_huge_weights_work(tmp_path):
+    import hashlib
+
+    from vtdata.manifest import load, targets
+    src = [{"name": "a", "kind": "synthetic", "task": "general", "count": 4, "weight": 1.0e308},
+           {"name": "b", "kind": "synthetic", "task": "ocr", "count": 4, "weight": 1.0e308}]
+    m = write_manifest(tmp_path, src, total=4)
+    assert load(m).hash == hashlib.sha256(m.read_bytes()).hexdigest()
+    assert targets(load(m)) == {"a": 2, "b": 2}
+    r = build(m, tmp_path / "out")
+    assert r["counts"]["kept"] == 4 and r["manifest_sha256"] == load(m).hash
