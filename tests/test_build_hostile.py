@@ -153,3 +153,29 @@ def test_manifest_hash_is_the_file_bytes_and_huge_weights_work(tmp_path):
     assert targets(load(m)) == {"a": 2, "b": 2}
     r = build(m, tmp_path / "out")
     assert r["counts"]["kept"] == 4 and r["manifest_sha256"] == load(m).hash
+
+
+def test_non_finite_answers_and_huge_questions_are_rejected(tmp_path):
+    (tmp_path / "i.png").write_bytes(image_bytes((64, 64)))
+    (tmp_path / "bad.jpg").write_bytes(b"hello, not an image")   # PIL names its BytesIO, address and all
+    lines = ['{"id": "nan", "image": "i.png", "question": "q1", "answers": NaN}',
+             '{"id": "inf", "image": "i.png", "question": "q2", "answers": [Infinity]}',
+             '{"id": "ninf", "image": "i.png", "question": "q3", "answers": -Infinity}',
+             '{"id": "num", "image": "i.png", "question": "q4", "answers": 2.5}',
+             json.dumps({"id": "huge", "image": "i.png", "question": "why? " * 200_000, "answers": "a"}),
+             '{"id": "corrupt", "image": "bad.jpg", "question": "q5", "answers": "a"}']
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    pq.write_table(pa.table({"id": ["pnan", "pok"], "question": ["q6", "q7"], "answer": [float("nan"), 3.0],
+                             "image": [{"bytes": image_bytes((64, 64)), "path": None}] * 2}), tmp_path / "t.parquet")
+    srcs = [{"name": "j", "kind": "jsonl", "path": "rows.jsonl"}, {"name": "p", "kind": "parquet", "path": "t.parquet"}]
+    r = build(write_manifest(tmp_path, srcs), tmp_path / "out")
+    rej = _rejects(tmp_path / "vt.duckdb")
+    assert rej["nan"] == "answer is not a finite number (nan)" and rej["pnan"] == rej["nan"]
+    assert rej["inf"] == "answer is not a finite number (inf)" and rej["ninf"] == "answer is not a finite number (-inf)"
+    assert rej["huge"] == "filter: question longer than 8000 chars"
+    assert " at 0x" not in rej["corrupt"] and rej["corrupt"].startswith("not a readable image")
+    assert r["counts"]["kept"] == 2   # num (answer "2.5") and pok ("3.0")
+    # the cap is configurable per source
+    srcs[0]["filters"] = {"max_question_chars": 2_000_000}
+    build(write_manifest(tmp_path, srcs), tmp_path / "out")
+    assert "huge" not in _rejects(tmp_path / "vt.duckdb")

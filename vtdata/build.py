@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -83,9 +84,15 @@ def probe(job: tuple) -> tuple:
             raise ValueError(f"corrupt or truncated image ({type(err).__name__}: {err})") from None
         return ("ok", sha, w, h, data if return_bytes else None)
     except ValueError as err:
-        return ("error", str(err))
+        return ("error", _stable(str(err)))
     except Exception as err:  # anything else PIL throws at a broken file
-        return ("error", f"unreadable image ({type(err).__name__}: {err})")
+        return ("error", _stable(f"unreadable image ({type(err).__name__}: {err})"))
+
+
+def _stable(reason: str) -> str:
+    """A reject reason without the memory addresses of object reprs (PIL says 'cannot identify image
+    file <_io.BytesIO object at 0x7f...>'), so the rejects table is the same on every run."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", reason)
 
 
 # ---- text normalisation ---------------------------------------------------------------------------
@@ -100,6 +107,8 @@ def _text(v, what: str) -> str:
             raise ValueError(f"non-UTF-8 text in {what}") from None
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise ValueError(f"{what} is not text ({type(v).__name__})")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{what} is not a finite number ({v})")
     v = unicodedata.normalize("NFC", str(v)).strip()
     try:
         v.encode("utf-8")
@@ -143,9 +152,13 @@ def question_key(q: str) -> str:
     return " ".join(q.casefold().split())
 
 
+MAX_QUESTION_CHARS = 8000  # default of filters.max_question_chars
+
+
 def _filter(f: dict, row: dict, meta: dict) -> str | None:
-    if "max_question_chars" in f and len(row["question"]) > f["max_question_chars"]:
-        return f"filter: question longer than {f['max_question_chars']} chars"
+    limit = f.get("max_question_chars", MAX_QUESTION_CHARS)
+    if len(row["question"]) > limit:
+        return f"filter: question longer than {limit} chars"
     if "max_answer_chars" in f and len(row["answers"][0]) > f["max_answer_chars"]:
         return f"filter: answer longer than {f['max_answer_chars']} chars"
     if "answer_types" in f and row["answer_type"] not in f["answer_types"]:

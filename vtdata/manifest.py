@@ -39,7 +39,7 @@ MAX_VALUES = 100_000         # scalars + containers after expanding YAML aliases
 TOP_KEYS = {"name", "description", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
 SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "answer_type"}  # + the kind's own KEYS
 FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels)",
-               "max_question_chars": "drop longer questions", "max_answer_chars": "drop longer canonical answers",
+               "max_question_chars": "drop longer questions (default 8000)", "max_answer_chars": "drop longer canonical answers",
                "answer_types": "keep only these answer types",
                "meta": "mapping meta key -> allowed values, e.g. {data_source: [open_source_require_high]}"}
 
