@@ -10,6 +10,7 @@ only when complete. The original image bytes are stored untouched: the views are
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import time
 import unicodedata
 from collections import Counter, defaultdict
@@ -216,17 +218,66 @@ def check_out(out: Path, marker: str, what: str, keep: tuple = ()) -> None:
 
 @contextmanager
 def staging(out: Path) -> Iterator[Path]:
-    """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out."""
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out.
+    Holds `out`'s lock throughout (a second command writing the same `out` is refused), and first
+    removes temp dirs that killed commands left for `out` (their pid is gone)."""
     try:
-        tmp.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
-    try:
-        yield tmp
-    finally:
+    with out_lock(out):
+        for left in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+            m = re.fullmatch(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)", left.name)
+            if not m or not left.is_dir() or vtdb.pid_alive(int(m.group(2))):
+                continue
+            if m.group(1) == "old" and not out.exists():
+                left.rename(out)  # killed inside publish(): the previous output comes back
+            else:
+                shutil.rmtree(left, ignore_errors=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+        except OSError as err:
+            raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on writing `out` (flock on `.OUT.lock` beside it: the kernel releases it when
+    the process dies, so a killed command never leaves it held); the lock file is removed on exit."""
+    import fcntl
+
+    lock = out.parent / f".{out.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise VtError(f"{out} is being written by {who}; wait for it to finish or choose another --out") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and flock: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`vt {' '.join(sys.argv[1:2])}` (pid {os.getpid()})".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def publish(tmp: Path, out: Path) -> None:

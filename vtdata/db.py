@@ -30,9 +30,25 @@ def holder_path(db: str | os.PathLike) -> Path:
     return Path(str(db) + ".holder")
 
 
+def pid_alive(pid) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return isinstance(pid, int) and pid > 0  # exists but is not ours / not a pid at all
+    return True
+
+
 def _describe_holder(db: Path) -> str:
+    """Who holds the database, from its holder file; a holder file whose process is gone (a writer
+    killed with -9) is removed."""
     try:
         h = json.loads(holder_path(db).read_text())
+        if not pid_alive(h.get("pid")):
+            holder_path(db).unlink(missing_ok=True)
+            return "held by another process"
         since = time.strftime("%H:%M:%S", time.localtime(h.get("started", 0)))
         return f"held by `{h.get('command', '?')}` (pid {h.get('pid', '?')}, since {since})"
     except (OSError, ValueError):
@@ -51,6 +67,7 @@ def _lock_error(db: Path, err: Exception) -> VtError:
 def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB file, turning lock conflicts and missing files into one-line VtErrors."""
     path = Path(db)
+    _describe_holder(path)  # removes a stale holder file left by a killed writer
     if read_only and not path.exists():
         raise VtError(f"database {path} does not exist (run `vt build-data` first, or pass --db)")
     if not read_only:
@@ -70,8 +87,8 @@ def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None 
 def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The one read-write connection of a command; records the holder for other commands to see."""
     path = Path(db)
-    con = connect(path)
     hp = holder_path(path)
+    con = connect(path)
     cmd = command or "vt " + " ".join(sys.argv[1:2])
     hp.write_text(json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
     try:
