@@ -29,7 +29,7 @@ class JudgeConfig:
     judge: str = "auto"                  # auto (openai if --model, else rules) | rule | rule:<name> | openai
     model: str | None = None             # LLM judge model name (openai judge)
     base_url: str | None = None          # OpenAI-compatible URL(s), comma-separated = load-balanced
-    api_key_env: str = "OPENAI_API_KEY"  # env var holding the API key (never written anywhere)
+    api_key_env: str | None = None       # env var holding the API key (None: OPENAI_API_KEY, not sent to a --base-url)
     db: Path | None = None               # DuckDB cache file (default: vt.duckdb beside the input)
     no_cache: bool = False               # do not read or write the judgments cache
     concurrency: int = 64                # max in-flight judge requests
@@ -107,6 +107,7 @@ def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str
 
 def build_judge(cfg: JudgeConfig, con):
     from vtdata.judge import make_judge
+    from vtdata.judge.llm import api_key
     kind = cfg.judge
     if kind == "auto":
         kind = "openai" if cfg.model else "rule"
@@ -118,8 +119,9 @@ def build_judge(cfg: JudgeConfig, con):
         model = cfg.model or kind.partition(":")[2]
         if not model:
             raise VtError("--judge openai needs --model (the judge model's name)")
-        if not cfg.base_url and not os.environ.get(cfg.api_key_env):
-            raise VtError(f"the judge needs an API key in ${cfg.api_key_env} (or --base-url for a local server)")
+        if api_key(cfg.api_key_env, cfg.base_url) is None:
+            raise VtError(f"the judge needs an API key in ${cfg.api_key_env or 'OPENAI_API_KEY'} "
+                          f"(or --base-url for a local server)")
         return make_judge(f"openai:{model}", db=con, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
                           concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
                           max_attempts=cfg.max_attempts, temperature=cfg.temperature,
@@ -212,7 +214,7 @@ def judge_command(
     judge: str = typer.Option("auto", help="auto (openai when --model is given, else rules) | rule | rule:<exact|relaxed|anls|vqa|mc|math> | openai."),
     model: str = typer.Option(None, help="LLM judge model name, e.g. gpt-4o-mini or the model a vLLM server serves."),
     base_url: str = typer.Option(None, help="OpenAI-compatible base URL(s); comma-separated URLs are load-balanced."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable that holds the API key."),
+    api_key_env: str = typer.Option(None, help="Environment variable that holds the API key (default: OPENAI_API_KEY without --base-url; none is sent to a --base-url unless named)."),
     db: Path = typer.Option(None, help="DuckDB file with the judgments cache (default: vt.duckdb beside INPUT)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the judgments cache."),
     concurrency: int = typer.Option(64, help="Max in-flight judge requests."),

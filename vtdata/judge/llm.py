@@ -74,6 +74,16 @@ def ground_truth(answers: list[str]) -> str:
     return uniq[0] if len(uniq) == 1 else "any of: " + " | ".join(uniq)
 
 
+def api_key(api_key_env: str | None, base_url) -> str | None:
+    """The API key to send to an OpenAI-compatible server (policy or judge). A named variable is
+    read; with none named, $OPENAI_API_KEY goes to OpenAI's own API only: a custom base URL gets
+    'EMPTY' (what local servers accept), so an OpenAI key is never sent to a server the user did not
+    give it to. None: no key where one is needed."""
+    if api_key_env:
+        return os.environ.get(api_key_env) or ("EMPTY" if base_url else None)
+    return "EMPTY" if base_url else os.environ.get("OPENAI_API_KEY")
+
+
 class Fatal(Exception):
     pass
 
@@ -120,7 +130,7 @@ class LLMJudge:
     """Settings of the LLM judge (all are flags of `vt judge`)."""
     model: str
     base_urls: list[str] = field(default_factory=list)  # empty: the client's default (OpenAI)
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None        # None: $OPENAI_API_KEY for OpenAI's API, no key to base_urls
     system_prompt: str = "judge_system"   # shipped prompt name or a file path
     user_prompt: str = "judge_user"
     temperature: float = 0.0
@@ -175,9 +185,9 @@ class LLMJudge:
         httpx2, one client per 2 concurrent requests, because its connection pool scans every
         connection on each request (small pools keep that cost flat)."""
         import openai
-        key = os.environ.get(self.api_key_env) or ("EMPTY" if self.base_urls else None)
+        key = api_key(self.api_key_env, self.base_urls)
         if key is None:
-            raise Fatal(f"environment variable {self.api_key_env} is not set (the API key of the judge)")
+            raise Fatal(f"environment variable {self.api_key_env or 'OPENAI_API_KEY'} is not set (the API key of the judge)")
         aio = http_backend() == "aiohttp"
         shards = 1 if aio else max(1, -(-self.concurrency // 2))
 
