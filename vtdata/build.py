@@ -40,6 +40,7 @@ STAGE_COLUMNS = [c for c in COLUMNS if c != "split"]
 # image bytes are also kept out of dictionary encoding and min/max statistics (4x faster writes)
 COMPRESSION = {c: "zstd" for c in COLUMNS if c != "image"} | {"image.bytes": "none", "image.path": "zstd"}
 SMALL_COLUMNS = [c for c in COLUMNS if c != "image"]
+ROW_GROUP = 256  # rows per parquet row group of the written shards
 
 
 @dataclass
@@ -317,18 +318,70 @@ def build(cfg: BuildDataConfig) -> dict:
     return result
 
 
+class RowSpill:
+    """Rows written in one order and read back in any other with bounded memory: an Arrow IPC file of
+    one row per record batch (its footer indexes them), read with plain file reads, never whole."""
+
+    def __init__(self, path: Path, schema):
+        import pyarrow as pa
+
+        self.path, self.schema, self.rows = path, schema, 0
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+        self._reader = None
+
+    def write(self, table) -> None:
+        self._writer.write_table(table, max_chunksize=1)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None
+
+    def take(self, idx: list[int]):
+        """The rows at these positions, in this order, as one table."""
+        import pyarrow as pa
+
+        if self._reader is None:
+            self.close()
+            self._reader = pa.ipc.open_file(pa.OSFile(str(self.path)))
+        return pa.Table.from_batches([self._reader.get_batch(i) for i in idx], schema=self.schema)
+
+    def remove(self) -> None:
+        self.close()
+        self._reader = None
+        self.path.unlink(missing_ok=True)
+
+
+def write_shard(path: Path, schema, parts) -> dict:
+    """One output parquet file from an iterator of tables (written as they come, ROW_GROUP rows per row
+    group); returns its shards entry (file name, rows, sha256)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION, use_dictionary=SMALL_COLUMNS,
+                          write_statistics=SMALL_COLUMNS) as w:
+        for part in parts:
+            w.write_table(part, row_group_size=ROW_GROUP)
+            rows += part.num_rows
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"file": f"data/{path.name}", "rows": rows, "sha256": h.hexdigest()}
+
+
 class _Staging:
-    """What the load/validate pass keeps: staged rows (one parquet file), rejects, ids and dedupe keys seen."""
+    """What the load/validate pass keeps: staged rows (a RowSpill), rejects, ids and dedupe keys seen."""
 
     def __init__(self, path: Path):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         full = arrow_schema()
-        self.path = path
         self.schema = pa.schema([full.field(c) for c in STAGE_COLUMNS], metadata=full.metadata)
-        self.writer = pq.ParquetWriter(path, self.schema, compression="none", use_dictionary=False,
-                                       write_statistics=False)
+        self.spill = RowSpill(path, self.schema)
         self.kept: list[tuple[str, str]] = []  # (id, task) per staged row, in staging order
         self.rejects: list[tuple[str, str, str, str]] = []  # (source, source_row, reason, stage)
         self.ids: set[str] = set()
@@ -338,17 +391,17 @@ class _Staging:
         import pyarrow as pa
 
         if rows:
-            self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.spill.write(pa.Table.from_pylist(rows, schema=self.schema))
 
 
 def _build(m, cfg: BuildDataConfig, tmp: Path, pool: _Pool, t0: float) -> dict:
     from vtdata.manifest import targets
 
     want = targets(m)
-    st = _Staging(tmp / "stage.parquet")
+    st = _Staging(tmp / "stage.arrow")
     t_load = time.time()
     counts = {src["name"]: _stage_source(m, src, want[src["name"]], pool, st) for src in m.sources}
-    st.writer.close()
+    st.spill.close()
     timings = {"load_validate_s": round(time.time() - t_load, 3)}
     t_write = time.time()
     split = _split(m, st.kept)
@@ -376,7 +429,8 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
             need = len(order) - pos if target is None else target - c["kept"]
             chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, pool.n))]
             pos += len(chunk)
-            raws = [rows[i] for i in chunk]
+            fetched = {i: rows[i] for i in sorted(chunk)}  # in file order: sources read forward
+            raws = [fetched.pop(i) for i in chunk]
             texts, jobs = _prepare(raws, src.get("answer_type"), m.policy)
             img_results = iter(pool.map(jobs))
             batch = []
@@ -470,28 +524,27 @@ def _split(m, kept: list[tuple[str, str]]) -> list[str]:
 
 
 def _write_shards(m, st: _Staging, split: list[str], tmp: Path) -> list[dict]:
-    """Mix the staged rows (seeded shuffle) into data/{split}-NNNNN.parquet; returns the shard list."""
+    """Mix the staged rows (seeded shuffle) into data/{split}-NNNNN.parquet; returns the shard list.
+    Rows go from the spill to the shard ROW_GROUP at a time: memory does not grow with the data."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     mix = list(range(len(st.kept)))
     random.Random(f"vt-mix:{m.seed}").shuffle(mix)
-    staged = pq.read_table(st.path, memory_map=True, schema=st.schema)
     schema = arrow_schema()
+
+    def parts(idx: list[int], sp: str):
+        for j in range(0, len(idx), ROW_GROUP):
+            part = st.spill.take(idx[j:j + ROW_GROUP])
+            part = part.append_column("split", pa.array([sp] * part.num_rows, pa.string()))
+            yield part.select(COLUMNS).cast(schema)
+
     shards = []
     for sp in ("train", "val"):
         idx = [i for i in mix if split[i] == sp]
         for k in range(0, len(idx), m.shard_rows):
-            part = staged.take(pa.array(idx[k:k + m.shard_rows], type=pa.int64()))
-            part = part.append_column("split", pa.array([sp] * part.num_rows, pa.string()))
-            part = part.select(COLUMNS).cast(schema)
             fname = f"{sp}-{k // m.shard_rows:05d}.parquet"
-            pq.write_table(part, tmp / "data" / fname, row_group_size=256, compression=COMPRESSION,
-                           use_dictionary=SMALL_COLUMNS, write_statistics=SMALL_COLUMNS)
-            shards.append({"file": f"data/{fname}", "rows": part.num_rows,
-                           "sha256": hashlib.sha256((tmp / "data" / fname).read_bytes()).hexdigest()})
-    del staged
-    st.path.unlink()
+            shards.append(write_shard(tmp / "data" / fname, schema, parts(idx[k:k + m.shard_rows], sp)))
+    st.spill.remove()
     return shards
 
 
@@ -584,10 +637,10 @@ def iter_samples(data_dir: str | os.PathLike, split: str | None = None,
     import pyarrow.parquet as pq
 
     for f in shard_files(data_dir, split):
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, pre_buffer=False)  # pre-buffering keeps every row group read until the end
         names = pf.schema_arrow.names
         cols = [c for c in columns if c in names] if columns else None
-        for batch in pf.iter_batches(batch_size=256, columns=cols):
+        for batch in pf.iter_batches(batch_size=64, columns=cols):
             for row in batch.to_pylist():
                 if isinstance(row.get("image"), dict):
                     row["image"] = row["image"]["bytes"]
