@@ -4,8 +4,9 @@
     python bench/memory.py --size-gb 1 --baseline ffd4a0f --dir /tmp/vtmem
 
 Generates DIR/input.parquet: rows with distinct questions over a pool of incompressible noise JPEGs
-(about 0.5 MB each), in row groups of 64 rows. Then runs, each in its own process and timed:
-`vt build-data` of it (a parquet source, one process), and `vt curate` of every built row (labels
+(about 280 KB each), in row groups of 64 rows. Then runs, each in its own process and timed:
+`vt build-data` of it (a parquet source, one process), `vt build-data` of a seeded half of it (`take:`,
+rows visited in random order, as in the release recipe), and `vt curate` of every built row (labels
 written straight into a `sufficiency` table, half needs_high, half low_ok). Prints each command's
 peak RSS, its ratio to the input size, and its throughput (input MB per second). With --baseline REF
 the same commands also run on the code of git commit REF (extracted to a temp dir) and the ratios
@@ -80,19 +81,25 @@ def run(code: Path, *args) -> tuple[float, float, float]:
     return took, float(cpu), int(peak_kb) * 1024
 
 
-def measure(code: Path, work: Path, input_pq: Path, per_class: int) -> dict:
-    manifest = work / "m.yaml"
-    manifest.write_text(json.dumps({"seed": 0, "val_fraction": 0, "shard_rows": 2000,
-                                    "sources": [{"name": "big", "kind": "parquet", "path": str(input_pq)}]}))
+def measure(code: Path, work: Path, input_pq: Path, rows: int) -> dict:
+    """build-data of every row, build-data of a seeded half (`take`: rows visited in random order), and
+    curate of every built row."""
+    manifest, half = work / "m.yaml", work / "half.yaml"
+    src = {"name": "big", "kind": "parquet", "path": str(input_pq)}
+    manifest.write_text(json.dumps({"seed": 0, "val_fraction": 0, "shard_rows": 2000, "sources": [src]}))
+    half.write_text(json.dumps({"seed": 0, "val_fraction": 0, "shard_rows": 2000,
+                                "sources": [dict(src, take=rows // 2)]}))
     data, db = work / "data", work / "vt.duckdb"
     out = {}
     out["build-data"] = run(code, "build-data", manifest, "--out", data, "--db", db)
+    out["build-half"] = run(code, "build-data", half, "--out", work / "half", "--db", work / "half.duckdb")
+    shutil.rmtree(work / "half", ignore_errors=True)
     labels(db, data)
-    out["curate"] = run(code, "curate", "--db", db, "--name", "bench", "--per-class", per_class,
+    out["curate"] = run(code, "curate", "--db", db, "--name", "bench", "--per-class", rows // 2,
                         "--out", work / "curated", "--allow-short")
     for p in (data, work / "curated"):
         shutil.rmtree(p, ignore_errors=True)
-    for p in (db, manifest):
+    for p in (db, work / "half.duckdb", manifest, half):
         p.unlink(missing_ok=True)
     return out
 
@@ -122,7 +129,7 @@ def main() -> None:
         results = {}
         for name, code in codes.items():
             (work / name).mkdir(exist_ok=True)
-            results[name] = measure(code, work / name, input_pq, rows // 2)
+            results[name] = measure(code, work / name, input_pq, rows)
         # MB/s per CPU second as well as per wall second: on a shared machine the wall clock is noisy
         print(f"{'code':5} {'command':11} {'wall s':>7} {'cpu s':>7} {'MB/s':>7} {'MB/cpu-s':>8} {'peak RSS':>10} "
               f"{'RSS/input':>9}")

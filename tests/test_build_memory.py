@@ -65,3 +65,24 @@ def test_jsonl_with_inline_images_is_streamed(tmp_path):
     _, peak0 = _jsonl_peak(tmp_path, 2e6)
     size, peak = _jsonl_peak(tmp_path, 150e6)
     assert peak - peak0 < size, (peak0, peak, size)   # the old whole-file read: 3.6x the input
+
+
+def test_sampled_parquet_rows_are_the_seeded_permutation(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from build_helpers import build, image_bytes, write_manifest
+    from vtdata.build import _candidates, iter_samples
+
+    imgs = [image_bytes((64, 64), color=(k * 8, 0, 0)) for k in range(30)]
+    with pq.ParquetWriter(tmp_path / "t.parquet", pa.schema([("id", pa.string()), ("question", pa.string()),
+                                                             ("answer", pa.string()), ("image", pa.binary())])) as w:
+        for g in range(3):   # three row groups: sampled rows jump back and forth between them
+            w.write_table(pa.table({"id": [f"r{k}" for k in range(g * 10, g * 10 + 10)],
+                                    "question": [f"q{k}" for k in range(g * 10, g * 10 + 10)],
+                                    "answer": ["a"] * 10, "image": imgs[g * 10:g * 10 + 10]}))
+    m = write_manifest(tmp_path, [{"name": "p", "kind": "parquet", "path": "t.parquet", "take": 7}], val_fraction=0)
+    build(m, tmp_path / "out")
+    want = {f"q{k}" for k in _candidates(30, 7, 0, "p")[:7]}
+    assert {r["question"] for r in iter_samples(tmp_path / "out")} == want
+    assert {r["image"] for r in iter_samples(tmp_path / "out")} == {imgs[int(q[1:])] for q in want}

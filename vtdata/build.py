@@ -422,6 +422,9 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
     ctx = Context(base_dir=m.path.parent.resolve(), seed=m.seed, policy=m.policy, task=src["task"])
     rows = module(src["kind"]).open(src, ctx)
     order = _candidates(len(rows), target, m.seed, name)
+    spill = st.spill.path.with_name(f"source-{hashlib.sha256(name.encode()).hexdigest()[:12]}.arrow")
+    if target is not None and target < len(rows) and hasattr(rows, "random_access"):
+        rows.random_access(spill)  # rows are visited in a seeded random order
     c = Counter(in_=0, kept=0, duplicates=0, rejected=0)
     pos = 0
     with progress_bar(f"build {name}", total=target if target is not None else len(order)) as bar:
@@ -461,6 +464,7 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
                     c["rejected"] += 1
                     bar.advance(1 if target is None else 0)
             st.write(batch)
+    spill.unlink(missing_ok=True)
     if target is not None and c["kept"] < target:
         info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
     return c

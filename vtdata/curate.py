@@ -178,7 +178,7 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     if "use_tool" not in schema.names:
         schema = schema.append(pa.field("use_tool", pa.bool_()))
     chosen = list(rows_by_id)
-    value_set = pa.array(chosen, pa.string())
+    rank = {sid: k for k, sid in enumerate(chosen)}
     use_tool = pa.array([rows_by_id[i]["use_tool"] for i in chosen], pa.bool_())
     names = []
     with staging(out) as tmp:
@@ -186,16 +186,17 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
         at: dict[int, int] = {}  # position in `chosen` -> row in the spill
         for f in files:  # Arrow all the way: image bytes never become Python objects
             for batch in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=64):
-                pos = pc.index_in(batch.column("id"), value_set=value_set)
-                keep = []
-                for p in pos.to_pylist():  # chosen, and not seen before
-                    keep.append(p is not None and p not in at)
-                    if keep[-1]:
+                pos = []
+                for sid in batch.column("id").to_pylist():  # chosen, and not seen before
+                    p = rank.get(sid)
+                    pos.append(p if p is not None and p not in at else None)
+                    if pos[-1] is not None:
                         at[p] = len(at)
-                if not any(keep):
+                keep = pa.array([p is not None for p in pos])
+                if not any(p is not None for p in pos):
                     continue
-                t = pa.Table.from_batches([batch]).filter(pa.array(keep))
-                tool = pc.take(use_tool, pos.filter(pa.array(keep)))
+                t = pa.Table.from_batches([batch]).filter(keep)
+                tool = pc.take(use_tool, pa.array([p for p in pos if p is not None], pa.int64()))
                 t = t.set_column(t.column_names.index("use_tool"), "use_tool", tool) if "use_tool" in t.column_names \
                     else t.append_column("use_tool", tool)
                 spill.write(t.select(schema.names).cast(schema))

@@ -61,6 +61,27 @@ class ParquetRows:
                               f"{str(err)[:200]}") from None
         return self._window[i - self._first]
 
+    def spilled(self, path: Path) -> "SpilledRows":
+        """The same rows with cheap random access: one sequential pass copies them into an Arrow IPC
+        file at `path` (one row per record batch); a row is then one read. For sampled sources, whose
+        rows are visited in a random order that would otherwise re-read row groups again and again."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from vtdata.build import RowSpill
+
+        schema = pq.read_schema(self.files[0])
+        spill = RowSpill(path, schema)
+        try:
+            for f in self.files:
+                for batch in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=self.WINDOW, use_threads=False):
+                    spill.write(pa.Table.from_batches([batch]).cast(schema))
+        except Exception as err:
+            spill.remove()
+            raise VtError(f"cannot read parquet {f}: {type(err).__name__}: {str(err)[:200]}") from None
+        spill.close()
+        return SpilledRows(spill, self.columns)
+
     def _open(self, g: int) -> None:
         import pyarrow.parquet as pq
 
@@ -68,6 +89,19 @@ class ParquetRows:
         pf = pq.ParquetFile(self.files[k], buffer_size=1 << 20, pre_buffer=False)
         self._group, self._first, self._window = g, self.starts[g], []
         self._batches = pf.iter_batches(batch_size=self.WINDOW, row_groups=[rg], use_threads=False)
+
+
+class SpilledRows:
+    """len() and row(i) over a RowSpill (see ParquetRows.spilled)."""
+
+    def __init__(self, spill, columns: list[str]):
+        self.spill, self.columns = spill, columns
+
+    def __len__(self) -> int:
+        return self.spill.rows
+
+    def row(self, i: int) -> dict:
+        return self.spill.take([i]).to_pylist()[0]
 
 
 def parquet_rows(path, base: Path) -> ParquetRows:
@@ -138,6 +172,11 @@ class Mapped:
 
     def __init__(self, rows, to_raw):
         self.rows, self.to_raw = rows, to_raw
+
+    def random_access(self, path: Path) -> None:
+        """Prepare for rows read in random order (a sampled source): see ParquetRows.spilled."""
+        if isinstance(self.rows, ParquetRows):
+            self.rows = self.rows.spilled(path)
 
     def __len__(self) -> int:
         return len(self.rows)
