@@ -210,7 +210,7 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
             idx = ordered[start:start + cfg.shard_rows]
             name = f"train-{n:05d}.parquet"
             parts = (spill.take(idx[j:j + ROW_GROUP]) for j in range(0, len(idx), ROW_GROUP))
-            write_shard(tmp / "data" / name, schema, parts if idx else iter([schema.empty_table()]))
+            write_shard(tmp / "data" / name, schema, parts if idx else iter([schema.empty_table()]), digest=False)
             names.append(name)
         spill.remove()
         meta = json.loads((src / "build.json").read_text())
