@@ -195,7 +195,8 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
                 keep = pa.array([p is not None for p in pos])
                 if not any(p is not None for p in pos):
                     continue
-                t = pa.Table.from_batches([batch]).filter(keep)
+                t = pa.Table.from_batches([batch])
+                t = t if all(p is not None for p in pos) else t.filter(keep)
                 tool = pc.take(use_tool, pa.array([p for p in pos if p is not None], pa.int64()))
                 t = t.set_column(t.column_names.index("use_tool"), "use_tool", tool) if "use_tool" in t.column_names \
                     else t.append_column("use_tool", tool)
