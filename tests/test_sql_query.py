@@ -54,7 +54,7 @@ def test_writes_are_refused(db, q):
 
 @pytest.mark.parametrize("q", ["SELECT * FROM read_text('/etc/passwd')", "SELECT * FROM read_csv('/etc/passwd')",
                                "SELECT * FROM glob('/root/**')", "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
-                               "SELECT * FROM read_parquet('{data}/*.parquet')", "LOAD httpfs", "INSTALL httpfs",
+                               "SELECT * FROM read_parquet('{data}/data/*.parquet')", "LOAD httpfs", "INSTALL httpfs",
                                "SET enable_external_access = true; SELECT * FROM read_text('/etc/passwd')",
                                "PRAGMA enable_external_access = true; SELECT * FROM read_text('/etc/passwd')"])
 def test_no_file_or_network_access_by_default(db, q):
