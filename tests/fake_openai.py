@@ -5,6 +5,7 @@
         srv.push(Reply(status=429, headers={"Retry-After": "1"}), Reply(status=500))  # next requests
         ...
         srv.requests, srv.max_in_flight, srv.replied, srv.reply_delay   # counters
+        srv.auth                                                         # Authorization headers seen
 
 Serves POST /v1/chat/completions. What a request gets:
   1. the next scripted `Reply` pushed with `push()` (faults: status codes with headers, `delay`
@@ -63,6 +64,7 @@ class FakeOpenAI:
         self.replied = 0              # 200 replies written, and the sum of their delays from request to reply
         self.reply_delay = 0.0
         self.log: list[dict] = []
+        self.auth: set[str] = set()   # Authorization headers seen (API keys sent to this server)
         self.keep_log = True
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,6 +96,7 @@ class FakeOpenAI:
                 headers = {k.strip().lower(): v.strip() for k, v in
                            (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.auth.add(headers.get("authorization", ""))
                 await self._respond(method, path, body, writer)
                 if headers.get("connection", "").lower() == "close":
                     break

@@ -144,10 +144,10 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
     m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6}])
     first = build(m, tmp_path / "out")
     before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "data").iterdir()}
-    import pyarrow.parquet as pq
+    import vtdata.build as vb
 
     calls = {"n": 0}
-    real = pq.write_table
+    real = vb.write_shard
 
     def crash(*a, **k):
         calls["n"] += 1
@@ -155,7 +155,7 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
             raise RuntimeError("disk full")
         return real(*a, **k)
 
-    monkeypatch.setattr(pq, "write_table", crash)
+    monkeypatch.setattr(vb, "write_shard", crash)
     m2 = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6}],
                         shard_rows=2, seed=5)
     with pytest.raises(RuntimeError):
@@ -167,7 +167,7 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
     with pytest.raises(RuntimeError):
         build(m2, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
-    monkeypatch.setattr(pq, "write_table", real)
+    monkeypatch.setattr(vb, "write_shard", real)
     import vtdata.build
 
     def no_rename(tmp, out):

@@ -52,6 +52,29 @@ def test_writes_are_refused(db, q):
     assert run_sql(SqlConfig("SELECT count(*) FROM samples", db=str(db)))[1] == [(10,)]
 
 
+@pytest.mark.parametrize("q", ["SELECT * FROM read_text('/etc/passwd')", "SELECT * FROM read_csv('/etc/passwd')",
+                               "SELECT * FROM glob('/root/**')", "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
+                               "SELECT * FROM read_parquet('{data}/data/*.parquet')", "LOAD httpfs", "INSTALL httpfs",
+                               "SET enable_external_access = true; SELECT * FROM read_text('/etc/passwd')",
+                               "PRAGMA enable_external_access = true; SELECT * FROM read_text('/etc/passwd')"])
+def test_no_file_or_network_access_by_default(db, q):
+    with pytest.raises(VtError) as err:
+        run_sql(SqlConfig(q.format(data=db.parent / "set"), db=str(db)))
+    assert "root:" not in str(err.value)
+
+
+def test_allow_files_reads_local_files_but_installs_nothing(db):
+    q = f"SELECT count(*) FROM read_parquet('{db.parent}/set/**/*.parquet')"
+    with pytest.raises(VtError, match="--allow-files"):
+        run_sql(SqlConfig(q, db=str(db)))
+    assert run_sql(SqlConfig(q, db=str(db), allow_files=True))[1] == [(10,)]
+    settings = ("SELECT current_setting('autoinstall_known_extensions'), current_setting('autoload_known_extensions'), "
+                "current_setting('lock_configuration')")
+    assert run_sql(SqlConfig(settings, db=str(db), allow_files=True))[1] == [(False, False, True)]
+    r = vt("sql", "SELECT count(*) AS n FROM read_text('/etc/hostname')", "--db", db, "--allow-files", "-f", "csv")
+    assert r.returncode == 0 and r.stdout.splitlines() == ["n", "1"], r.stderr
+
+
 def test_bad_sql_missing_db_and_format(db, tmp_path):
     with pytest.raises(VtError, match="SQL error"):
         run_sql(SqlConfig("SELEC 1", db=str(db)))

@@ -10,13 +10,16 @@ only when complete. The original image bytes are stored untouched: the views are
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import random
 import re
 import shutil
+import sys
 import time
 import unicodedata
 from collections import Counter, defaultdict
@@ -38,6 +41,7 @@ STAGE_COLUMNS = [c for c in COLUMNS if c != "split"]
 # image bytes are also kept out of dictionary encoding and min/max statistics (4x faster writes)
 COMPRESSION = {c: "zstd" for c in COLUMNS if c != "image"} | {"image.bytes": "none", "image.path": "zstd"}
 SMALL_COLUMNS = [c for c in COLUMNS if c != "image"]
+ROW_GROUP = 256  # rows per parquet row group of the written shards
 
 
 @dataclass
@@ -67,10 +71,10 @@ def _kind(image) -> str:
 
 
 def probe(job: tuple) -> tuple:
-    """(image, pixel_cap, return_bytes) -> ("ok", sha256, width, height, bytes|None) or ("error", reason)."""
-    image, pixel_cap, return_bytes = job
+    """(image, pixel_cap, max_bytes, return_bytes) -> ("ok", sha256, width, height, bytes|None) or ("error", reason)."""
+    image, pixel_cap, max_bytes, return_bytes = job
     try:
-        data = load_bytes(image)
+        data = load_bytes(image, max_bytes)
         sha = hashlib.sha256(data).hexdigest()
         img = open_image(data, pixel_cap)
         w, h = oriented_size(img)
@@ -84,9 +88,15 @@ def probe(job: tuple) -> tuple:
             raise ValueError(f"corrupt or truncated image ({type(err).__name__}: {err})") from None
         return ("ok", sha, w, h, data if return_bytes else None)
     except ValueError as err:
-        return ("error", str(err))
+        return ("error", _stable(str(err)))
     except Exception as err:  # anything else PIL throws at a broken file
-        return ("error", f"unreadable image ({type(err).__name__}: {err})")
+        return ("error", _stable(f"unreadable image ({type(err).__name__}: {err})"))
+
+
+def _stable(reason: str) -> str:
+    """A reject reason without the memory addresses of object reprs (PIL says 'cannot identify image
+    file <_io.BytesIO object at 0x7f...>'), so the rejects table is the same on every run."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", reason)
 
 
 # ---- text normalisation ---------------------------------------------------------------------------
@@ -101,6 +111,8 @@ def _text(v, what: str) -> str:
             raise ValueError(f"non-UTF-8 text in {what}") from None
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise ValueError(f"{what} is not text ({type(v).__name__})")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{what} is not a finite number ({v})")
     v = unicodedata.normalize("NFC", str(v)).strip()
     try:
         v.encode("utf-8")
@@ -144,9 +156,13 @@ def question_key(q: str) -> str:
     return " ".join(q.casefold().split())
 
 
+MAX_QUESTION_CHARS = 8000  # default of filters.max_question_chars
+
+
 def _filter(f: dict, row: dict, meta: dict) -> str | None:
-    if "max_question_chars" in f and len(row["question"]) > f["max_question_chars"]:
-        return f"filter: question longer than {f['max_question_chars']} chars"
+    limit = f.get("max_question_chars", MAX_QUESTION_CHARS)
+    if len(row["question"]) > limit:
+        return f"filter: question longer than {limit} chars"
     if "max_answer_chars" in f and len(row["answers"][0]) > f["max_answer_chars"]:
         return f"filter: answer longer than {f['max_answer_chars']} chars"
     if "answer_types" in f and row["answer_type"] not in f["answer_types"]:
@@ -204,17 +220,66 @@ def check_out(out: Path, marker: str, what: str, keep: tuple = ()) -> None:
 
 @contextmanager
 def staging(out: Path) -> Iterator[Path]:
-    """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out."""
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out.
+    Holds `out`'s lock throughout (a second command writing the same `out` is refused), and first
+    removes temp dirs that killed commands left for `out` (their pid is gone)."""
     try:
-        tmp.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
-    try:
-        yield tmp
-    finally:
+    with out_lock(out):
+        for left in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+            m = re.fullmatch(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)", left.name)
+            if not m or not left.is_dir() or vtdb.pid_alive(int(m.group(2))):
+                continue
+            if m.group(1) == "old" and not out.exists():
+                left.rename(out)  # killed inside publish(): the previous output comes back
+            else:
+                shutil.rmtree(left, ignore_errors=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+        except OSError as err:
+            raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on writing `out` (flock on `.OUT.lock` beside it: the kernel releases it when
+    the process dies, so a killed command never leaves it held); the lock file is removed on exit."""
+    import fcntl
+
+    lock = out.parent / f".{out.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise VtError(f"{out} is being written by {who}; wait for it to finish or choose another --out") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and flock: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`vt {' '.join(sys.argv[1:2])}` (pid {os.getpid()})".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def publish(tmp: Path, out: Path) -> None:
@@ -254,18 +319,72 @@ def build(cfg: BuildDataConfig) -> dict:
     return result
 
 
+class RowSpill:
+    """Rows written in one order and read back in any other with bounded memory: an Arrow IPC file of
+    one row per record batch (its footer indexes them), read with plain file reads, never whole."""
+
+    def __init__(self, path: Path, schema):
+        import pyarrow as pa
+
+        self.path, self.schema, self.rows = path, schema, 0
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+        self._reader = None
+
+    def write(self, table) -> None:
+        self._writer.write_table(table, max_chunksize=1)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None
+
+    def take(self, idx: list[int]):
+        """The rows at these positions, in this order, as one table."""
+        import pyarrow as pa
+
+        if self._reader is None:
+            self.close()
+            self._reader = pa.ipc.open_file(pa.OSFile(str(self.path)))
+        return pa.Table.from_batches([self._reader.get_batch(i) for i in idx], schema=self.schema)
+
+    def remove(self) -> None:
+        self.close()
+        self._reader = None
+        self.path.unlink(missing_ok=True)
+
+
+def write_shard(path: Path, schema, parts, digest: bool = True) -> dict:
+    """One output parquet file from an iterator of tables (written as they come, ROW_GROUP rows per row
+    group); returns its shards entry (file name, rows, and its sha256 when `digest`)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION, use_dictionary=SMALL_COLUMNS,
+                          write_statistics=SMALL_COLUMNS) as w:
+        for part in parts:
+            w.write_table(part, row_group_size=ROW_GROUP)
+            rows += part.num_rows
+    if not digest:
+        return {"file": f"data/{path.name}", "rows": rows}
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"file": f"data/{path.name}", "rows": rows, "sha256": h.hexdigest()}
+
+
 class _Staging:
-    """What the load/validate pass keeps: staged rows (one parquet file), rejects, ids and dedupe keys seen."""
+    """What the load/validate pass keeps: staged rows (a RowSpill), rejects, ids and dedupe keys seen."""
 
     def __init__(self, path: Path):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         full = arrow_schema()
-        self.path = path
         self.schema = pa.schema([full.field(c) for c in STAGE_COLUMNS], metadata=full.metadata)
-        self.writer = pq.ParquetWriter(path, self.schema, compression="none", use_dictionary=False,
-                                       write_statistics=False)
+        self.spill = RowSpill(path, self.schema)
         self.kept: list[tuple[str, str]] = []  # (id, task) per staged row, in staging order
         self.rejects: list[tuple[str, str, str, str]] = []  # (source, source_row, reason, stage)
         self.ids: set[str] = set()
@@ -275,17 +394,17 @@ class _Staging:
         import pyarrow as pa
 
         if rows:
-            self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.spill.write(pa.Table.from_pylist(rows, schema=self.schema))
 
 
 def _build(m, cfg: BuildDataConfig, tmp: Path, pool: _Pool, t0: float) -> dict:
     from vtdata.manifest import targets
 
     want = targets(m)
-    st = _Staging(tmp / "stage.parquet")
+    st = _Staging(tmp / "stage.arrow")
     t_load = time.time()
     counts = {src["name"]: _stage_source(m, src, want[src["name"]], pool, st) for src in m.sources}
-    st.writer.close()
+    st.spill.close()
     timings = {"load_validate_s": round(time.time() - t_load, 3)}
     t_write = time.time()
     split = _split(m, st.kept)
@@ -307,6 +426,9 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
     ctx = Context(base_dir=m.path.parent.resolve(), seed=m.seed, policy=m.policy, task=src["task"])
     rows = module(src["kind"]).open(src, ctx)
     order = _candidates(len(rows), target, m.seed, name)
+    spill = st.spill.path.with_name(f"source-{hashlib.sha256(name.encode()).hexdigest()[:12]}.arrow")
+    if target is not None and target < len(rows) and hasattr(rows, "random_access"):
+        rows.random_access(spill)  # rows are visited in a seeded random order
     c = Counter(in_=0, kept=0, duplicates=0, rejected=0)
     pos = 0
     with progress_bar(f"build {name}", total=target if target is not None else len(order)) as bar:
@@ -314,8 +436,9 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
             need = len(order) - pos if target is None else target - c["kept"]
             chunk = order[pos:pos + min(max(32, need + need // 4 + 8), 256 * max(1, pool.n))]
             pos += len(chunk)
-            raws = [rows[i] for i in chunk]
-            texts, jobs = _prepare(raws, src.get("answer_type"), m.policy.pixel_cap)
+            fetched = {i: rows[i] for i in sorted(chunk)}  # in file order: sources read forward
+            raws = [fetched.pop(i) for i in chunk]
+            texts, jobs = _prepare(raws, src.get("answer_type"), m.policy)
             img_results = iter(pool.map(jobs))
             batch = []
             for raw, t in zip(raws, texts):
@@ -345,12 +468,13 @@ def _stage_source(m, src: dict, target: int | None, pool: _Pool, st: _Staging) -
                     c["rejected"] += 1
                     bar.advance(1 if target is None else 0)
             st.write(batch)
+    spill.unlink(missing_ok=True)
     if target is not None and c["kept"] < target:
         info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
     return c
 
 
-def _prepare(raws: list[dict], default_type: str | None, pixel_cap: int) -> tuple[list, list]:
+def _prepare(raws: list[dict], default_type: str | None, policy: ResolutionPolicy) -> tuple[list, list]:
     """Normalised text (a dict, or the reason it is unusable) per raw row, and the image probe jobs of
     the usable ones, in order."""
     texts, jobs = [], []
@@ -362,7 +486,7 @@ def _prepare(raws: list[dict], default_type: str | None, pixel_cap: int) -> tupl
             continue
         # workers send back only bytes that exist nowhere else (rendered images);
         # files are re-read here from the page cache, cheaper than a pipe
-        jobs.append((raw.get("image"), pixel_cap, _kind(raw.get("image")) == "made"))
+        jobs.append((raw.get("image"), policy.pixel_cap, policy.max_image_bytes, _kind(raw.get("image")) == "made"))
     return texts, jobs
 
 
@@ -374,7 +498,7 @@ def _check_row(src: dict, srow: str, raw: dict, text: dict, probed: tuple, ids: 
     _, sha, w, h, data = probed
     if data is None:  # the worker read a file or in-memory bytes: take them here again, unchanged
         try:
-            data = load_bytes(raw["image"])
+            data = load_bytes(raw["image"], policy.max_image_bytes)
         except ValueError as err:
             return None, f"image file changed during the build ({err})"
         if hashlib.sha256(data).hexdigest() != sha:
@@ -408,28 +532,27 @@ def _split(m, kept: list[tuple[str, str]]) -> list[str]:
 
 
 def _write_shards(m, st: _Staging, split: list[str], tmp: Path) -> list[dict]:
-    """Mix the staged rows (seeded shuffle) into data/{split}-NNNNN.parquet; returns the shard list."""
+    """Mix the staged rows (seeded shuffle) into data/{split}-NNNNN.parquet; returns the shard list.
+    Rows go from the spill to the shard ROW_GROUP at a time: memory does not grow with the data."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     mix = list(range(len(st.kept)))
     random.Random(f"vt-mix:{m.seed}").shuffle(mix)
-    staged = pq.read_table(st.path, memory_map=True, schema=st.schema)
     schema = arrow_schema()
+
+    def parts(idx: list[int], sp: str):
+        for j in range(0, len(idx), ROW_GROUP):
+            part = st.spill.take(idx[j:j + ROW_GROUP])
+            part = part.append_column("split", pa.array([sp] * part.num_rows, pa.string()))
+            yield part.select(COLUMNS).cast(schema)
+
     shards = []
     for sp in ("train", "val"):
         idx = [i for i in mix if split[i] == sp]
         for k in range(0, len(idx), m.shard_rows):
-            part = staged.take(pa.array(idx[k:k + m.shard_rows], type=pa.int64()))
-            part = part.append_column("split", pa.array([sp] * part.num_rows, pa.string()))
-            part = part.select(COLUMNS).cast(schema)
             fname = f"{sp}-{k // m.shard_rows:05d}.parquet"
-            pq.write_table(part, tmp / "data" / fname, row_group_size=256, compression=COMPRESSION,
-                           use_dictionary=SMALL_COLUMNS, write_statistics=SMALL_COLUMNS)
-            shards.append({"file": f"data/{fname}", "rows": part.num_rows,
-                           "sha256": hashlib.sha256((tmp / "data" / fname).read_bytes()).hexdigest()})
-    del staged
-    st.path.unlink()
+            shards.append(write_shard(tmp / "data" / fname, schema, parts(idx[k:k + m.shard_rows], sp)))
+    st.spill.remove()
     return shards
 
 
@@ -523,10 +646,10 @@ def iter_samples(data_dir: str | os.PathLike, split: str | None = None,
     import pyarrow.parquet as pq
 
     for f in shard_files(data_dir, split):
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, pre_buffer=False)  # pre-buffering keeps every row group read until the end
         names = pf.schema_arrow.names
         cols = [c for c in columns if c in names] if columns else None
-        for batch in pf.iter_batches(batch_size=256, columns=cols):
+        for batch in pf.iter_batches(batch_size=64, columns=cols):
             for row in batch.to_pylist():
                 if isinstance(row.get("image"), dict):
                     row["image"] = row["image"]["bytes"]

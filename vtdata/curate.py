@@ -162,11 +162,14 @@ def _check_out(out: Path, keep: tuple) -> None:
 
 
 def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: CurateConfig, summary: dict) -> list[str]:
-    """Copy the chosen rows (all sample columns + use_tool) into out/, in rank order; returns file names."""
+    """Copy the chosen rows (all sample columns + use_tool) into out/, in rank order; returns file names.
+    One pass over the source in file order spills the chosen rows to disk; the shards are then written
+    from the spill in rank order, a row group at a time (memory does not grow with the data)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from vtdata.build import iter_samples, publish, staging
+    from vtdata.build import ROW_GROUP, RowSpill, publish, staging, write_shard
 
     files = sorted((src / "data").glob("*.parquet"))
     if not (src / "build.json").exists() or not files:
@@ -174,27 +177,43 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     schema = pq.read_schema(files[0])
     if "use_tool" not in schema.names:
         schema = schema.append(pa.field("use_tool", pa.bool_()))
-    found: dict[str, dict] = {}
-    for row in iter_samples(src):
-        if row["id"] in rows_by_id:
-            found[row["id"]] = row
-    missing = [i for i in rows_by_id if i not in found]
-    if missing:
-        raise VtError(f"{len(missing)} chosen samples (e.g. {missing[0]}) are not in {src}: "
-                      f"was the dataset rebuilt after scoring? pass --data or rescore")
+    chosen = list(rows_by_id)
+    rank = {sid: k for k, sid in enumerate(chosen)}
+    use_tool = pa.array([rows_by_id[i]["use_tool"] for i in chosen], pa.bool_())
     names = []
-    ordered = list(rows_by_id)
     with staging(out) as tmp:
+        spill = RowSpill(tmp / "chosen.arrow", schema)
+        at: dict[int, int] = {}  # position in `chosen` -> row in the spill
+        for f in files:  # Arrow all the way: image bytes never become Python objects
+            for batch in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=64):
+                pos = []
+                for sid in batch.column("id").to_pylist():  # chosen, and not seen before
+                    p = rank.get(sid)
+                    pos.append(p if p is not None and p not in at else None)
+                    if pos[-1] is not None:
+                        at[p] = len(at)
+                keep = pa.array([p is not None for p in pos])
+                if not any(p is not None for p in pos):
+                    continue
+                t = pa.Table.from_batches([batch])
+                t = t if all(p is not None for p in pos) else t.filter(keep)
+                tool = pc.take(use_tool, pa.array([p for p in pos if p is not None], pa.int64()))
+                t = t.set_column(t.column_names.index("use_tool"), "use_tool", tool) if "use_tool" in t.column_names \
+                    else t.append_column("use_tool", tool)
+                spill.write(t.select(schema.names).cast(schema))
+        missing = [i for k, i in enumerate(chosen) if k not in at]
+        if missing:
+            raise VtError(f"{len(missing)} chosen samples (e.g. {missing[0]}) are not in {src}: "
+                          f"was the dataset rebuilt after scoring? pass --data or rescore")
         (tmp / "data").mkdir()
+        ordered = [at[k] for k in range(len(chosen))]
         for n, start in enumerate(range(0, max(len(ordered), 1), cfg.shard_rows)):
-            part = []
-            for sid in ordered[start:start + cfg.shard_rows]:
-                row = dict(found[sid], use_tool=rows_by_id[sid]["use_tool"])
-                row["image"] = {"bytes": row["image"], "path": None}
-                part.append(row)
+            idx = ordered[start:start + cfg.shard_rows]
             name = f"train-{n:05d}.parquet"
-            pq.write_table(pa.Table.from_pylist(part, schema=schema), tmp / "data" / name)
+            parts = (spill.take(idx[j:j + ROW_GROUP]) for j in range(0, len(idx), ROW_GROUP))
+            write_shard(tmp / "data" / name, schema, parts if idx else iter([schema.empty_table()]), digest=False)
             names.append(name)
+        spill.remove()
         meta = json.loads((src / "build.json").read_text())
         meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
                     shards=[{"file": f"data/{n}"} for n in names])

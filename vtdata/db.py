@@ -36,9 +36,25 @@ def holder_path(db: str | os.PathLike) -> Path:
     return Path(str(db) + ".holder")
 
 
+def pid_alive(pid) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return isinstance(pid, int) and pid > 0  # exists but is not ours / not a pid at all
+    return True
+
+
 def _describe_holder(db: Path) -> str:
+    """Who holds the database, from its holder file; a holder file whose process is gone (a writer
+    killed with -9) is removed."""
     try:
         h = json.loads(holder_path(db).read_text())
+        if not pid_alive(h.get("pid")):
+            holder_path(db).unlink(missing_ok=True)
+            return "held by another process"
         since = time.strftime("%H:%M:%S", time.localtime(h.get("started", 0)))
         return f"held by `{h.get('command', '?')}` (pid {h.get('pid', '?')}, since {since})"
     except (OSError, ValueError):
@@ -65,10 +81,11 @@ def _config() -> dict:
     return {"storage_compatibility_version": STORAGE_VERSION} if (major, minor) >= (1, 2) else {}
 
 
-def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB file (new ones in DuckDB 1.1's storage format), turning lock conflicts and missing
     files into one-line VtErrors."""
     path = Path(db)
+    _describe_holder(path)  # removes a stale holder file left by a killed writer
     if read_only and not path.exists():
         raise VtError(f"database {path} does not exist (run `vt build-data` first, or pass --db)")
     if not read_only:
@@ -77,7 +94,7 @@ def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyCo
         except OSError as err:
             raise VtError(f"cannot create database {path}: {err.strerror} ({err.filename})") from None
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=_config())
+        return duckdb.connect(str(path), read_only=read_only, config={**_config(), **(config or {})})
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise _lock_error(path, err) from None
@@ -88,8 +105,8 @@ def connect(db: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyCo
 def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The one read-write connection of a command; records the holder for other commands to see."""
     path = Path(db)
-    con = connect(path)
     hp = holder_path(path)
+    con = connect(path)
     cmd = command or "vt " + " ".join(sys.argv[1:2])
     hp.write_text(json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
     try:

@@ -16,12 +16,13 @@
         path: HuggingFaceM4/ChartQA                  # kind-specific keys (see vtdata/sources/<kind>.py)
         split: train
 
-Unknown keys are errors naming the key, so a typo never silently changes a build.
+Unknown keys are errors naming the key, so a typo never silently changes a build. A manifest over
+MAX_BYTES, or whose YAML aliases expand to more than MAX_VALUES values (or refer to themselves), is
+refused before anything else reads it.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,12 @@ from vtdata.resolution import ResolutionPolicy
 from vtdata.schema import ANSWER_TYPES, TASKS
 from vtdata.sources import KINDS, module
 
+MAX_BYTES = 1 << 20          # a manifest is a few hundred bytes; a bigger one is a mistake or an attack
+MAX_VALUES = 100_000         # scalars + containers after expanding YAML aliases ("billion laughs")
 TOP_KEYS = {"name", "description", "license", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
 SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "answer_type"}  # + the kind's own KEYS
 FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels)",
-               "max_question_chars": "drop longer questions", "max_answer_chars": "drop longer canonical answers",
+               "max_question_chars": "drop longer questions (default 8000)", "max_answer_chars": "drop longer canonical answers",
                "answer_types": "keep only these answer types",
                "meta": "mapping meta key -> allowed values, e.g. {data_source: [open_source_require_high]}"}
 
@@ -62,12 +65,9 @@ class Manifest:
     name: str = ""
     """The dataset's name (default: the file's stem)."""
     data: dict = field(default_factory=dict)
-    """The parsed YAML as written; its hash identifies the build."""
-
-    @property
-    def hash(self) -> str:
-        """sha256 of the parsed manifest (comments and key order do not change it)."""
-        return hashlib.sha256(json.dumps(self.data, sort_keys=True, default=str).encode()).hexdigest()
+    """The parsed YAML as written."""
+    hash: str = ""
+    """sha256 of the file's bytes: identifies the build (recorded in build.json)."""
 
 
 def _fail(path, msg) -> VtError:
@@ -96,16 +96,48 @@ def _check_filters(path, where, f: dict) -> None:
         raise _fail(path, f"{where}meta must be a mapping of meta key -> allowed values")
 
 
+def _check_expansion(path, data) -> None:
+    """Refuse YAML whose aliases expand to more than MAX_VALUES values or form a cycle: counted over
+    the shared objects once each (memoised), so a 'billion laughs' file is refused in microseconds."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(x) -> int:
+        if not isinstance(x, (dict, list)):
+            return 1
+        key = id(x)
+        if key in active:
+            raise _fail(path, "a YAML alias refers to itself (recursive structure)")
+        if key not in sizes:
+            active.add(key)
+            n = 1
+            for v in [*x.keys(), *x.values()] if isinstance(x, dict) else x:
+                n += size(v)
+                if n > MAX_VALUES:
+                    raise _fail(path, f"expands to more than {MAX_VALUES} values (YAML aliases?); refused")
+            active.discard(key)
+            sizes[key] = n
+        return sizes[key]
+
+    size(data)
+
+
 def load(path: str | Path) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise VtError(f"manifest not found: {path}")
+    if path.stat().st_size > MAX_BYTES:
+        raise _fail(path, f"larger than {MAX_BYTES} bytes; refused")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = yaml.safe_load(raw.decode("utf-8"))
+        _check_expansion(path, data)
     except UnicodeDecodeError as err:
         raise _fail(path, f"not valid UTF-8 (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise _fail(path, f"invalid YAML: {str(err).splitlines()[0]}") from None
+    except RecursionError:
+        raise _fail(path, "nested too deeply") from None
     if not isinstance(data, dict):
         raise _fail(path, "must be a mapping with a `sources:` list")
     _unknown(path, "", data, TOP_KEYS)
@@ -142,7 +174,8 @@ def load(path: str | Path) -> Manifest:
     if total is not None and not any("weight" in s for s in out):
         raise _fail(path, "total is only used with `weight:` sources (with `take:` each source says its own count)")
     return Manifest(path=path, seed=seed, val_fraction=float(vf), policy=policy, sources=out, total=total,
-                    shard_rows=shard_rows, name=str(data.get("name") or path.stem), data=data)
+                    shard_rows=shard_rows, name=str(data.get("name") or path.stem), data=data,
+                    hash=hashlib.sha256(raw).hexdigest())
 
 
 def _source(path, k, src, total) -> dict:
@@ -184,6 +217,8 @@ def _source(path, k, src, total) -> dict:
     _unknown(path, f"{where}filters.", filters, FILTER_KEYS)
     _check_filters(path, f"{where}filters.", filters)
     src["filters"] = filters
+    if "allow_outside_image_root" in src and not isinstance(src["allow_outside_image_root"], bool):
+        raise _fail(path, f"{where}allow_outside_image_root must be true or false")
     if src.get("columns") is not None and not isinstance(src["columns"], dict):
         raise _fail(path, f"{where}columns must be a mapping of vt field -> source column")
     return src
@@ -196,8 +231,9 @@ def targets(m: Manifest) -> dict[str, int | None]:
     out = {s["name"]: s.get("take") for s in m.sources}
     weighted = [s for s in m.sources if "weight" in s]
     if weighted:
-        wsum = sum(s["weight"] for s in weighted)
-        exact = [m.total * s["weight"] / wsum for s in weighted]
+        top = max(s["weight"] for s in weighted)  # scaled first: huge weights must not sum to inf
+        wsum = sum(s["weight"] / top for s in weighted)
+        exact = [m.total * (s["weight"] / top) / wsum for s in weighted]
         share = [math.floor(x) for x in exact]
         by_remainder = sorted(range(len(weighted)), key=lambda k: -(exact[k] - share[k]))
         for k in by_remainder[:m.total - sum(share)]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -21,6 +22,8 @@ from vtdata.console import VtError
 
 # Refuse images with more pixels than this before decoding them (decompression bombs).
 PIXEL_CAP = 80_000_000
+# Refuse images whose encoded bytes are larger than this, before reading them all (`/dev/zero`, huge files).
+MAX_IMAGE_BYTES = 64 * 2**20
 MAX_ASPECT = 200  # Qwen2.5-VL refuses images more elongated than this
 
 
@@ -38,9 +41,11 @@ class ResolutionPolicy:
     """The low view divides each side of the high view by this (2 -> 1/4 of the visual tokens)."""
     pixel_cap: int = PIXEL_CAP
     """Source images with more pixels are rejected as decompression bombs."""
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    """Source images larger than this (encoded) are rejected; no more than this is read of any file."""
 
     def __post_init__(self) -> None:
-        for name in ("min_pixels", "max_pixels", "multiple", "low_factor", "pixel_cap"):
+        for name in ("min_pixels", "max_pixels", "multiple", "low_factor", "pixel_cap", "max_image_bytes"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise VtError(f"resolution.{name} must be a positive integer, got {v!r}")
@@ -176,32 +181,27 @@ def view(image_bytes: bytes, size: tuple[int, int], pixel_cap: int = PIXEL_CAP) 
     return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.LANCZOS)
 
 
-def load_bytes(image) -> bytes:
+def load_bytes(image, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """The encoded bytes of any image value a source or a row holds (bytes, {bytes, path}, a path, a
-    one-element list, a Lazy renderer, a PIL image). Raises ValueError(reason)."""
+    one-element list, a Lazy renderer, a PIL image), at most `max_bytes` of them. Only regular files
+    are read (a FIFO or a device is refused without blocking). Raises ValueError(reason)."""
     from vtdata.sources import Lazy
 
     if isinstance(image, Lazy):
-        return image()
+        return _capped(image(), max_bytes)
     if isinstance(image, (list, tuple)) and len(image) == 1:  # e.g. an `images` column of one image
-        return load_bytes(image[0])
+        return load_bytes(image[0], max_bytes)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
+        return _capped(bytes(image), max_bytes)
     if isinstance(image, dict):
         if image.get("bytes"):
-            return bytes(image["bytes"])
+            return _capped(bytes(image["bytes"]), max_bytes)
         if image.get("path"):
             image = image["path"]
         else:
             raise ValueError("image struct has neither bytes nor path")
     if isinstance(image, (str, os.PathLike)):
-        try:
-            with open(image, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ValueError(f"image file not found: {image}") from None
-        except OSError as err:
-            raise ValueError(f"cannot read image file ({err.strerror}: {image})") from None
+        return _read_file(image, max_bytes)
     if hasattr(image, "save"):  # a decoded PIL image (e.g. from a dataset without an Image feature)
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -211,6 +211,32 @@ def load_bytes(image) -> bytes:
     if isinstance(image, list):
         raise ValueError(f"several images in one row ({len(image)}; vt rows have exactly one)")
     raise ValueError(f"unsupported image value ({type(image).__name__})")
+
+
+def _capped(data: bytes, max_bytes: int) -> bytes:
+    if len(data) > max_bytes:
+        raise ValueError(f"image larger than max_image_bytes ({len(data)} > {max_bytes} bytes)")
+    return data
+
+
+def _read_file(path, max_bytes: int) -> bytes:
+    """A regular file's bytes; opened non-blocking so that a FIFO cannot hang the build."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ValueError(f"image file not found: {path}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read image file ({err.strerror}: {path})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"image path is not a regular file: {path}")
+        if st.st_size > max_bytes:
+            raise ValueError(f"image larger than max_image_bytes ({st.st_size} > {max_bytes} bytes)")
+        try:
+            return _capped(f.read(max_bytes + 1), max_bytes)  # the file may have grown since fstat
+        except OSError as err:
+            raise ValueError(f"cannot read image file ({err.strerror}: {path})") from None
 
 
 def view_of(row: dict, which: str = "low") -> Image.Image:

@@ -2,6 +2,10 @@
 
     vt sql "SELECT task, split, count(*) FROM samples GROUP BY ALL" --db demo-out/vt.duckdb
     vt sql "SELECT reason, count(*) FROM rejects GROUP BY ALL" --format csv > rejects.csv
+
+Sandboxed: the connection sees the database file only. DuckDB's external access (read_text,
+read_csv, glob, COPY, URLs, loading extensions) is off unless --allow-files, extensions are never
+installed or auto-loaded, and the configuration is locked so a query cannot turn any of it back on.
 """
 from __future__ import annotations
 
@@ -30,6 +34,14 @@ class SqlConfig:
     """DuckDB file (default: $VT_DB, else ./vt.duckdb)."""
     format: str = "table"
     """table (aligned, for people), csv or json (for programs); results go to stdout."""
+    allow_files: bool = False
+    """Let queries read other files (read_csv, read_parquet, glob, ...) besides the database."""
+
+
+def sandbox(allow_files: bool) -> dict:
+    """DuckDB settings of a `vt sql` connection (locked: SET/PRAGMA cannot change them)."""
+    return {"enable_external_access": allow_files, "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False, "lock_configuration": True}
 
 
 def run_sql(cfg: SqlConfig):
@@ -40,7 +52,7 @@ def run_sql(cfg: SqlConfig):
         raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     from vtdata.db import default_db
     path = cfg.db or str(default_db())
-    con = vtdb.connect(path, read_only=True)
+    con = vtdb.connect(path, read_only=True, config=sandbox(cfg.allow_files))
     try:
         try:
             stmts = con.extract_statements(cfg.query)
@@ -63,6 +75,9 @@ def run_sql(cfg: SqlConfig):
                 msg = str(err).splitlines()[0]
                 if "read-only" in msg.lower():
                     raise VtError(f"vt sql is read-only: {msg}") from None
+                if isinstance(err, duckdb.PermissionException) and not cfg.allow_files:
+                    raise VtError(f"vt sql reads the database only: {msg} (pass --allow-files to let "
+                                  f"queries read local files)") from None
                 if msg.startswith("Catalog Error") and "does not exist" in msg:
                     msg += f" (tables in {path}: {_tables(con)})"
                 raise VtError(f"SQL error: {msg}") from None
@@ -107,8 +122,10 @@ def sql_command(
     query: str = typer.Argument(..., help="Read-only SQL, e.g. \"SELECT task, count(*) FROM samples GROUP BY ALL\"."),
     db: str = typer.Option(None, "--db", help="DuckDB file (default: $VT_DB, else ./vt.duckdb)."),
     format: str = typer.Option("table", "--format", "-f", help="table | csv | json (to stdout)."),
+    allow_files: bool = typer.Option(False, "--allow-files",
+                                     help="Let queries read other files (read_csv, read_parquet, glob, ...)."),
 ):
     """Query the vt database read-only (samples, rejects, judgments, rollouts, curated, ...)."""
-    cfg = SqlConfig(query=query, db=db, format=format)
+    cfg = SqlConfig(query=query, db=db, format=format, allow_files=allow_files)
     cols, rows = run_sql(cfg)
     print_result(cols, rows, cfg.format)

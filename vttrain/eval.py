@@ -48,14 +48,15 @@ class EvalConfig:
     """Policy spec: `local:PATH` (transformers generate) or `openai:MODEL` (with --policy-base-url)."""
     policy_base_url: Optional[str] = None
     """Base URL of an OpenAI-compatible server for `openai:` policies (e.g. a `vllm serve` endpoint)."""
-    policy_api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the policy server's API key (never written anywhere)."""
+    policy_api_key_env: Optional[str] = None
+    """Environment variable holding the policy server's API key (never written anywhere; None:
+    $OPENAI_API_KEY for OpenAI's API, no key sent to a --policy-base-url unless its variable is named)."""
     judge: str = "auto"
     """Judge spec (`auto`, `rule:NAME`, `openai:MODEL`), as for `vt judge`."""
     judge_base_url: Optional[str] = None
     """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
-    judge_api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the judge's API key."""
+    judge_api_key_env: Optional[str] = None
+    """Environment variable holding the judge's API key (None: as for the policy)."""
     judge_scope: str = "open"
     """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
     system_prompt: Optional[str] = None
@@ -621,9 +622,9 @@ def eval_command(
     policy_base_url: Optional[str] = typer.Option(None, help="Base URL of the OpenAI-compatible server for openai: policies."),
     judge: str = typer.Option("auto", help="Judge spec: auto | rule:NAME | openai:MODEL."),
     judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge server URL(s), comma-separated."),
-    judge_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the judge's API key."),
+    judge_api_key_env: Optional[str] = typer.Option(None, help="Environment variable with the judge's API key (default: OPENAI_API_KEY without a base URL; none is sent to a base URL unless named)."),
     judge_scope: str = typer.Option("open", help="open: an LLM judge judges 'open' items, rules the rest | all: the LLM judges every item (the paper)."),
-    policy_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the policy server's API key."),
+    policy_api_key_env: Optional[str] = typer.Option(None, help="Environment variable with the policy server's API key (default: OPENAI_API_KEY without --policy-base-url; none is sent to a base URL unless named)."),
     system_prompt: Optional[str] = typer.Option(None, help="System prompt, shipped name or file (default: agent_system in think mode, score_system otherwise)."),
     user_prompt: str = typer.Option("agent_user", help="Think mode: user template with {question} (as in training)."),
     tool_ok_prompt: str = typer.Option("tool_ok", help="Think mode: instruction after the high-res image."),

@@ -17,14 +17,14 @@ order, n per request, each tagged with its `request` and `index` (0..n-1). A gen
   base64 PNG data URLs, at most `concurrency` requests in flight, the client's retries on transient
   errors. Visual tokens are computed for Qwen2.5-VL (a 28x28 pixel area per token) from the image sizes:
   start vLLM with `--mm-processor-kwargs '{"max_pixels": 16777216}'` so it does not shrink vt's views.
-  The API key comes from the environment variable named by `api_key_env` (never from a file).
+  The API key comes from the environment variable named by `api_key_env` (never from a file); with
+  none named, $OPENAI_API_KEY goes to OpenAI's API only and a custom `base_url` gets no real key.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -230,17 +230,16 @@ def to_openai_messages(messages: Sequence[dict]) -> list[dict]:
 class OpenAIPolicy(Policy):
     """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...)."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 3, seed: int | None = None):
         self.model, self.base_url = model, base_url
         self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
         self.timeout_s, self.max_retries, self.seed = timeout_s, max_retries, seed
-        key = os.environ.get(api_key_env)
-        if not key:
-            if base_url is None:
-                raise VtError(f"policy openai:{model} needs an API key in ${api_key_env} "
-                              f"(or --policy-base-url for a local server such as `vllm serve`)")
-            key = "EMPTY"  # local servers accept any key
+        from vtdata.judge.llm import api_key
+        key = api_key(api_key_env, base_url)
+        if key is None:
+            raise VtError(f"policy openai:{model} needs an API key in ${api_key_env or 'OPENAI_API_KEY'} "
+                          f"(or --policy-base-url for a local server such as `vllm serve`)")
         self._key = key
         self.identity = f"openai:{model}"  # the server URL is transport: moving it keeps the rollouts
 

@@ -158,14 +158,15 @@ class ScoreConfig:
     """`local:PATH` (a checkpoint dir or hub id) or `openai:MODEL`."""
     policy_base_url: str | None = None
     """Base URL of an OpenAI-compatible server for an `openai:` policy (e.g. http://localhost:8000/v1)."""
-    policy_api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the policy server's API key."""
+    policy_api_key_env: str | None = None
+    """Environment variable holding the policy server's API key (None: $OPENAI_API_KEY for OpenAI's API;
+    no key is sent to a --policy-base-url unless its variable is named)."""
     judge: str = "auto"
     """Judge spec: auto | rule:<name> | openai:<model>."""
     judge_base_url: str | None = None
     """Base URL(s) of the judge server for an `openai:` judge (comma-separated for several)."""
-    judge_api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the judge's API key."""
+    judge_api_key_env: str | None = None
+    """Environment variable holding the judge's API key (None: as for the policy)."""
     judge_scope: str = "open"
     """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
     rollouts: int = 8
@@ -436,13 +437,11 @@ def score_judge_command(
     policy: str = typer.Option(..., "--policy", help="local:PATH (checkpoint dir or hub id) or openai:MODEL."),
     policy_base_url: str = typer.Option(None, "--policy-base-url", help="OpenAI-compatible server of an openai: "
                                         "policy, e.g. http://localhost:8000/v1 (vllm serve)."),
-    policy_api_key_env: str = typer.Option("OPENAI_API_KEY", "--policy-api-key-env",
-                                           help="Environment variable with the policy server's API key."),
+    policy_api_key_env: str = typer.Option(None, "--policy-api-key-env", help="Environment variable with the policy server's API key (default: OPENAI_API_KEY without --policy-base-url; none is sent to a base URL unless named)."),
     judge: str = typer.Option("auto", "--judge", help="auto | rule:<name> | openai:<model>."),
     judge_base_url: str = typer.Option(None, "--judge-base-url", help="Judge server(s) for an openai: judge "
                                        "(comma-separated)."),
-    judge_api_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-api-key-env",
-                                          help="Environment variable with the judge's API key."),
+    judge_api_key_env: str = typer.Option(None, "--judge-api-key-env", help="Environment variable with the judge's API key (default: OPENAI_API_KEY without a base URL; none is sent to a base URL unless named)."),
     judge_scope: str = typer.Option("open", "--judge-scope", help="open: an LLM judge judges 'open' items, rules the "
                                     "rest | all: the LLM judges every item (the paper)."),
     rollouts: int = typer.Option(8, "--rollouts", "-k", help="Rollouts per view per sample (paper: 8)."),

@@ -28,7 +28,7 @@ class JudgeConfig:
     out: Path                            # JSONL written: input + score, status, judge, reason, extracted
     judge: str = "auto"                  # auto (rules by answer_type) | rule:<name> | openai:<model>, as every command
     base_url: str | None = None          # OpenAI-compatible URL(s), comma-separated = load-balanced
-    api_key_env: str = "OPENAI_API_KEY"  # env var holding the API key (never written anywhere)
+    api_key_env: str | None = None       # env var holding the API key (None: OPENAI_API_KEY, not sent to a --base-url)
     db: Path | None = None               # DuckDB cache file (default: vt.duckdb beside the input)
     no_cache: bool = False               # do not read or write the judgments cache
     concurrency: int = 64                # max in-flight judge requests
@@ -128,8 +128,10 @@ def build_judge(cfg: JudgeConfig, con):
     opts = judge_options(cfg.judge, cfg.base_url, cfg.api_key_env, cfg.judge_scope)
     if not opts:
         return make_judge(cfg.judge, shortcut=cfg.shortcut)
-    if not cfg.base_url and not os.environ.get(cfg.api_key_env):
-        raise VtError(f"the judge needs an API key in ${cfg.api_key_env} (or --base-url for a local server)")
+    from vtdata.judge.llm import api_key
+    if api_key(cfg.api_key_env, cfg.base_url) is None:
+        raise VtError(f"the judge needs an API key in ${cfg.api_key_env or 'OPENAI_API_KEY'} "
+                      f"(or --base-url for a local server)")
     return make_judge(cfg.judge, db=con, concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
                       max_attempts=cfg.max_attempts, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                       system_prompt=cfg.system_prompt, user_prompt=cfg.user_prompt, shortcut=cfg.shortcut,
@@ -220,7 +222,7 @@ def judge_command(
     judge: str = typer.Option("auto", help="auto (rules by answer_type) | rule:<exact|relaxed|anls|vqa|mc|math> | openai:<model> "
                               "(e.g. openai:gpt-4o-mini or the model a vLLM server serves)."),
     base_url: str = typer.Option(None, help="OpenAI-compatible base URL(s); comma-separated URLs are load-balanced."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable that holds the API key."),
+    api_key_env: str = typer.Option(None, help="Environment variable that holds the API key (default: OPENAI_API_KEY without --base-url; none is sent to a --base-url unless named)."),
     db: Path = typer.Option(None, help="DuckDB file with the judgments cache (default: vt.duckdb beside INPUT)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the judgments cache."),
     concurrency: int = typer.Option(64, help="Max in-flight judge requests."),

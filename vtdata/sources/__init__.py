@@ -56,12 +56,37 @@ def resolve_path(p: str | os.PathLike, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def image_root(spec: dict, ctx: Context, default: Path | None = None) -> Path:
+OUTSIDE_KEY = {"allow_outside_image_root": "let image paths leave image_root (`../`, absolute paths, symlinks)"}
+
+
+@dataclass(frozen=True)
+class ImageRoot:
+    """Where a source's image paths start, and the only place they may lead (after resolving symlinks)
+    unless the manifest says `allow_outside_image_root: true`."""
+
+    path: Path
+    allow_outside: bool = False
+
+    def file(self, p) -> str:
+        """The image file a row names; ValueError(reason) when it leaves the root."""
+        path = resolve_path(p, self.path)
+        if self.allow_outside:
+            return str(path)
+        real, root = Path(os.path.realpath(path)), Path(os.path.realpath(self.path))
+        if real != root and root not in real.parents:
+            raise ValueError(f"image path leaves image_root: {str(p)[:200]} (allow_outside_image_root: true "
+                             f"permits it)")
+        return str(real)
+
+
+def image_root(spec: dict, ctx: Context, default: Path | None = None) -> ImageRoot:
     """Where the source's relative image paths start: `image_root:` (relative to the manifest), else
     `default`, else the manifest's directory."""
     if spec.get("image_root"):
-        return resolve_path(spec["image_root"], ctx.base_dir)
-    return default if default is not None else ctx.base_dir
+        path = resolve_path(spec["image_root"], ctx.base_dir)
+    else:
+        path = default if default is not None else ctx.base_dir
+    return ImageRoot(path, spec.get("allow_outside_image_root") is True)
 
 
 def require_file(p: str | os.PathLike, base: Path, what: str) -> Path:
@@ -101,16 +126,26 @@ def column_map(columns: dict | None, available: list[str]) -> dict:
     return out
 
 
-def mapped_row(rec: dict, cmap: dict, index: int, image_root: Path | None = None) -> dict:
+def image_value(image, root: ImageRoot):
+    """A row's image with any file path it names resolved under `root` (ValueError when it leaves it)."""
+    if isinstance(image, (list, tuple)) and len(image) == 1:
+        image = image[0]
+    if isinstance(image, str):
+        return root.file(image)
+    if isinstance(image, dict) and not image.get("bytes") and image.get("path"):
+        return root.file(image["path"])
+    return image
+
+
+def mapped_row(rec: dict, cmap: dict, index: int, root: ImageRoot) -> dict:
     """A raw row from a record (dict of columns) through the column map; other columns go to meta."""
     used = {v for v in cmap.values() if v}
-    image = rec.get(cmap["image"])
-    if isinstance(image, str) and image_root is not None:
-        image = str(resolve_path(image, image_root))
-    elif isinstance(image, dict) and not image.get("bytes") and image.get("path") and image_root is not None:
-        image = str(resolve_path(image["path"], image_root))
-    meta = {k: v for k, v in rec.items() if k not in used and _jsonable(v)}
     sid = rec.get(cmap["id"]) if cmap.get("id") else None
+    try:
+        image = image_value(rec.get(cmap["image"]), root)
+    except ValueError as err:
+        return {"source_row": index if sid is None else sid, "error": str(err)}
+    meta = {k: v for k, v in rec.items() if k not in used and _jsonable(v)}
     return {"source_row": index if sid is None else sid, "question": rec.get(cmap["question"]),
             "answers": rec.get(cmap["answers"]), "image": image,
             "choices": rec.get(cmap["choices"]) if cmap.get("choices") else None,

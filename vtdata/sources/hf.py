@@ -2,14 +2,14 @@
 written by `save_to_disk`, `datasets.load_from_disk(path)`; columns mapped with `columns:`."""
 from __future__ import annotations
 
-from vtdata.sources import column_map, image_root, mapped_row
+from vtdata.sources import OUTSIDE_KEY, column_map, image_root, mapped_row
 from vtdata.sources._table import Mapped, hf_rows
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
         "path": "hub id, local loading script/dir, or a save_to_disk directory",
         "config": "dataset config name (`name` is the vt source's own name)", "split": "split to read (required when there are several)",
         "data_files": "data_files passed to load_dataset", "from_disk": "force load_from_disk (default: auto)",
-        "image_root": "directory that relative image paths start from"}
+        "image_root": "directory that relative image paths start from"} | OUTSIDE_KEY
 REQUIRED = ("path",)
 
 

@@ -5,43 +5,47 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import weakref
 
 from vtdata.console import VtError
-from vtdata.sources import column_map, image_root, mapped_row, require_file
+from vtdata.sources import OUTSIDE_KEY, column_map, image_root, mapped_row, require_file
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
-        "path": "the .jsonl file", "image_root": "directory relative image paths start from"}
+        "path": "the .jsonl file", "image_root": "directory relative image paths start from"} | OUTSIDE_KEY
 REQUIRED = ("path",)
 
 
 def open(spec: dict, ctx):  # noqa: A001
     path = require_file(spec["path"], ctx.base_dir, "jsonl file")
     root = image_root(spec, ctx, default=path.parent)
-    recs, keys = [], []
+    # one pass for the column names and bad lines; rows keep only where their line is (the file is
+    # read again row by row), so memory does not grow with inline images
+    index: list[tuple[int, int, int] | tuple[int, str]] = []  # (line, offset, length) | (line, error)
+    keys: dict[str, None] = {}
+    pos = 0
     with path.open("rb") as f:
         for n, line in enumerate(f, 1):
+            start, pos = pos, pos + len(line)
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line.decode("utf-8"))
-                if not isinstance(rec, dict):
-                    raise ValueError("not a JSON object")
-            except UnicodeDecodeError as err:
-                rec = {"__error__": f"not valid UTF-8 (line {n}: {err.reason} at byte {err.start})"}
-            except ValueError as err:
-                rec = {"__error__": f"not a JSON object (line {n}: {err})"}
-            rec["__line__"] = n
-            recs.append(rec)
-            keys.extend(k for k in rec if k not in keys)
-    if not recs:
+            rec = _parse(line, n)
+            if isinstance(rec, str):
+                index.append((n, rec))
+                continue
+            index.append((n, start, len(line)))
+            keys.update(dict.fromkeys(rec))
+    if not index:
         raise VtError(f"jsonl file {path} has no rows")
-    cmap = column_map(spec.get("columns"), [k for k in keys if not k.startswith("__")])
+    cmap = column_map(spec.get("columns"), list(keys))
+    fd = os.open(path, os.O_RDONLY)
 
     def raw(i: int) -> dict:
-        rec = dict(recs[i])
-        line = rec.pop("__line__")
-        if "__error__" in rec:
-            return {"source_row": f"line{line}", "error": rec["__error__"]}
+        entry = index[i]
+        line = entry[0]
+        rec = entry[1] if len(entry) == 2 else _parse(os.pread(fd, entry[2], entry[1]), line)
+        if isinstance(rec, str):
+            return {"source_row": f"line{line}", "error": rec}
         img = rec.get(cmap["image"])
         if isinstance(img, str) and img.startswith("data:"):
             try:
@@ -53,7 +57,22 @@ def open(spec: dict, ctx):  # noqa: A001
             out["source_row"] = f"line{line}"
         return out
 
-    return _Rows(len(recs), raw)
+    rows = _Rows(len(index), raw)
+    weakref.finalize(rows, os.close, fd)
+    return rows
+
+
+def _parse(line: bytes, n: int) -> dict | str:
+    """A line's JSON object, or the reason it is not one."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return rec
+    except UnicodeDecodeError as err:
+        return f"not valid UTF-8 (line {n}: {err.reason} at byte {err.start})"
+    except ValueError as err:
+        return f"not a JSON object (line {n}: {err})"
 
 
 class _Rows:

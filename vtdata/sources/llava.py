@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from vtdata.console import VtError
-from vtdata.sources import image_root, require_file, resolve_path
+from vtdata.sources import OUTSIDE_KEY, image_root, image_value, require_file
 
-KEYS = {"path": "the LLaVA .json (list) or .jsonl file", "image_root": "directory the image paths start from"}
+KEYS = {"path": "the LLaVA .json (list) or .jsonl file", "image_root": "directory the image paths start from"} | OUTSIDE_KEY
 REQUIRED = ("path",)
 
 
@@ -57,10 +57,10 @@ class _Llava:
         if not (isinstance(q, dict) and isinstance(a, dict) and q.get("from") == "human" and a.get("from") == "gpt"):
             return {"source_row": f"{rid}#{k}", "error": f"conversation pair is not human then gpt (pair {k})"}
         img = rec.get("image")
-        if isinstance(img, list):
-            img = img[0] if len(img) == 1 else img
-        if isinstance(img, str):
-            img = str(resolve_path(img, self.root))
+        try:
+            img = image_value(img, self.root)
+        except ValueError as err:
+            return {"source_row": f"{rid}#{k}", "error": str(err)}
         meta = {key: v for key, v in rec.items() if key not in ("conversations", "image")}
         return {"source_row": f"{rid}#{k}", "question": q.get("value"), "answers": a.get("value"), "image": img,
                 "meta": meta}

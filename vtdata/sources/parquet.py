@@ -2,12 +2,12 @@
 bytes, an HF image struct {bytes, path}, or a path relative to `image_root`."""
 from __future__ import annotations
 
-from vtdata.sources import column_map, image_root, mapped_row
+from vtdata.sources import OUTSIDE_KEY, column_map, image_root, mapped_row
 from vtdata.sources._table import Mapped, parquet_rows
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
         "path": "parquet file, directory or glob", "image_root": "directory relative image paths start from "
-        "(default: the manifest's directory)"}
+        "(default: the manifest's directory)"} | OUTSIDE_KEY
 REQUIRED = ("path",)
 
 

@@ -12,12 +12,12 @@ release falls back to its min/max pixel rule. `views: policy` always uses the re
 from __future__ import annotations
 
 from vtdata.console import VtError
-from vtdata.sources import _jsonable, image_root, resolve_path
+from vtdata.sources import OUTSIDE_KEY, _jsonable, image_root, image_value, resolve_path
 from vtdata.sources._table import Mapped, hf_rows, parquet_rows
 
 KEYS = {"path": "release parquet file/dir/glob, or a save_to_disk dir", "split": "split of a DatasetDict dir",
         "image_root": "directory relative image paths start from",
-        "views": "release (default: low = info.tgt_width x tgt_height snapped to 28, high = 2 x low) | policy"}
+        "views": "release (default: low = info.tgt_width x tgt_height snapped to 28, high = 2 x low) | policy"} | OUTSIDE_KEY
 VIEWS = ("release", "policy")
 REQUIRED = ("path",)
 NEEDED = ("images", "problem", "original_answer")
@@ -38,10 +38,10 @@ def open(spec: dict, ctx):  # noqa: A001
         raise VtError(f"source {spec.get('name')}: views must be one of {', '.join(VIEWS)}, got {views!r}")
 
     def raw(rec: dict, i: int) -> dict:
-        imgs = rec.get("images")
-        img = imgs[0] if isinstance(imgs, list) and len(imgs) == 1 else imgs
-        if isinstance(img, dict) and not img.get("bytes") and img.get("path"):
-            img = str(resolve_path(img["path"], root))
+        try:
+            img = image_value(rec.get("images"), root)
+        except ValueError as err:
+            return {"source_row": i, "error": str(err)}
         ans = rec.get("original_answer")
         meta = {k: v for k, v in rec.items() if k not in ("images", "problem", "original_answer", "prompt")
                 and _jsonable(v)}
