@@ -72,7 +72,7 @@ def run(code: Path, *args) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak RSS in bytes) of one vt command on the code in `code`."""
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-c", "import cli; cli.main()", *map(str, args)],
+    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "vt", *map(str, args)],
                        cwd=code, env=env, capture_output=True, text=True)
     took = time.perf_counter() - t0
     cpu, peak_kb, rc = r.stdout.split()[-3:]

@@ -33,7 +33,7 @@ def _build_cli(tmp_path, rows, **src):
     """build-data in a subprocess (bounded time and memory); returns its rejects {source_row: reason}."""
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     m = write_manifest(tmp_path, [{"name": "j", "kind": "jsonl", "path": "rows.jsonl", "image_root": "img", **src}])
-    r = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "build-data", str(m), "--out",
+    r = subprocess.run([sys.executable, "-m", "vt", "build-data", str(m), "--out",
                         str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=60,
                        preexec_fn=_limit_memory)
     assert r.returncode == 0, r.stderr

@@ -19,7 +19,7 @@ def _slow_manifest(tmp_path):  # a build that takes a few seconds: 300 synthetic
 
 
 def _start_build(m, out, db):
-    p = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "build-data", str(m), "--out", str(out),
+    p = subprocess.Popen([sys.executable, "-m", "vt", "build-data", str(m), "--out", str(out),
                           "--db", str(db)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tmp = out.parent / f".{out.name}.tmp-{p.pid}"
     deadline = time.time() + 60

@@ -213,7 +213,7 @@ def test_judge_scope_all_sends_every_item_to_the_llm():
 def test_one_judge_grammar_in_every_command(tmp_path):
     import json
     from typer.testing import CliRunner
-    from cli import app
+    from vt.cli import app
     from fake_openai import FakeOpenAI
     from vttrain.train import parse_config, validate
     from vtdata.console import VtError

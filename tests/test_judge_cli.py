@@ -28,7 +28,7 @@ def read(path):
 
 
 def test_cli_rules_vt_and_lmms_eval_lines_and_malformed_ones(tmp_path):
-    from cli import app
+    from vt.cli import app
     src = write(tmp_path / "in.jsonl", [
         {"id": 1, "question": "Color?", "answer": "red", "prediction": "<think>.</think><answer>Red</answer>"},
         {"id": 2, "question": "How many?", "answers": ["47"], "prediction": "<answer>47%</answer>", "answer_type": "number"},
@@ -56,7 +56,7 @@ def test_cli_rules_vt_and_lmms_eval_lines_and_malformed_ones(tmp_path):
 
 
 def test_cli_reports_skipped_lines_and_refuses_an_empty_input(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "judge",
+    proc = subprocess.run([sys.executable, "-m", "vt", "judge",
                            str(write(tmp_path / "bad.jsonl", ["nope", {"question": "q"}])), "--out", str(tmp_path / "o.jsonl")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
@@ -95,7 +95,7 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
                                           "prediction": f"<answer>pred {i}</answer>"} for i in range(n)])
     out, db = tmp_path / "out.jsonl", tmp_path / "vt.duckdb"
     with FakeOpenAI(latency=0.05) as srv:
-        proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "-q", "judge", str(src), "--out", str(out),
+        proc = subprocess.Popen([sys.executable, "-m", "vt", "-q", "judge", str(src), "--out", str(out),
                                  "--judge", "openai:fake", "--base-url", srv.url, "--db", str(db), "--concurrency", str(conc),
                                  "--flush-every", str(flush)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60

@@ -53,11 +53,11 @@ def test_sft_tool_rate_does_not_depend_on_the_question_type():
     is the same (tool_rate) for both classes, so GRPO has something to learn."""
     from vttrain.warmstart import MiniConfig, trajectory
     cfg = MiniConfig()
-    rows = [trajectory(i, cfg) for i in range(1200)]
+    rows = [trajectory(i, cfg) for i in range(3000)]
     agent = [r for r in rows if r["kind"] == "agent"]
     rate = {t: np.mean([r["tool"] for r in agent if r["task"] == t]) for t in ("general", "ocr")}
-    assert abs(rate["general"] - cfg.tool_rate) < 0.06 and abs(rate["ocr"] - cfg.tool_rate) < 0.06
-    assert abs(rate["general"] - rate["ocr"]) < 0.08
+    assert abs(rate["general"] - cfg.tool_rate) < 0.05 and abs(rate["ocr"] - cfg.tool_rate) < 0.05
+    assert abs(rate["general"] - rate["ocr"]) < 0.06
     # every tool trajectory: the call is well-formed and followed by the high view, then an answer
     from vtdata import protocol
     for r in agent:

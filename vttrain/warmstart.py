@@ -45,7 +45,11 @@ THINK_FIRST = {"general": "<think>The question is about the background.</think>"
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
              % (protocol.TOOL_NAME, protocol.TOOL_ACTION))
-TAGS = ["<think>", "</think>", "<answer>", "</answer>"]  # one token each in the mini tokenizer
+# One token each in the mini tokenizer. `</think>` is not among them: it merges with the sentence before it
+# ("The question is about the small box.</think>"), so the token on which the model decides between
+# answering and calling the tool is its own for each question type. With a shared `</think>` token there,
+# GRPO moved both types' resize ratios in lockstep (the choice hardly depended on the question).
+TAGS = ["<think>", "<answer>", "</answer>"]
 SEED_SPACE = "warmstart"  # the generator's seed namespace for SFT rows (never a built dataset's)
 
 
@@ -113,7 +117,7 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
         msgs = protocol.agent_messages(s["question"], None)
         if rng.random() < cfg.tool_rate:
             tool = [{"type": "image"} if b.get("type") == "image" else b for b in protocol.tool_content(image=high)]
-            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}\n{TOOL_CALL}"}]},
+            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}{TOOL_CALL}"}]},
                      {"role": "user", "content": tool},
                      {"role": "assistant", "content": [{"type": "text",
                                                         "text": f"{THINK_AFTER}<answer>{s['answer']}</answer>"}]}]
@@ -162,7 +166,7 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
         task = rng.choice(("general", "ocr"))
         ans = rng.choice(miniature.ANSWERS[task])
         texts += [miniature.QUESTIONS[task], "\n" + miniature.QUESTIONS[task],
-                  f"{THINK_FIRST[task]}<answer>{ans}</answer>", f"{THINK_FIRST[task]}\n{TOOL_CALL}",
+                  f"{THINK_FIRST[task]}<answer>{ans}</answer>", f"{THINK_FIRST[task]}{TOOL_CALL}",
                   f"{THINK_AFTER}<answer>{ans}</answer>"]
     texts.append("".join(chr(c) for c in range(32, 127)))
     return texts
@@ -170,7 +174,7 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
 
 def build_tokenizer(cfg: MiniConfig):
     """Byte-level BPE without word splitting (merges span spaces, not tags), Qwen's added tokens and
-    the think/answer tags on top."""
+    the think/answer tags (`TAGS`) on top."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
