@@ -71,7 +71,7 @@ class DemoConfig:
     def for_science(cls, **kw) -> "DemoConfig":
         """The `make science` preset; keyword arguments override it."""
         return cls(**{"out": "science-out", "science": True, "rollouts": 8, "score_limit": 480, "per_class": 96,
-                      "eval_limit": 160, **kw})
+                      "eval_limit": 180, **kw})
 
     def train_runs(self) -> tuple[str, ...]:
         return PENALTY_MODES if self.science else ("paper",)
@@ -329,7 +329,7 @@ def demo_command(
     score_limit: int = typer.Option(None, help="Training samples to score (default 64; science 480)."),
     per_class: int = typer.Option(None, help="Curated samples per class (default 24; science 96)."),
     train_steps: int = typer.Option(None, help="Optimiser steps per GRPO run (default: the training config's)."),
-    eval_limit: int = typer.Option(None, help="Validation samples per eval run (default 64; science 160)."),
+    eval_limit: int = typer.Option(None, help="Validation samples per eval run (default 64; science 180, the whole val split)."),
     max_new_tokens: int = typer.Option(None, help="Generation budget per turn when scoring and evaluating (16)."),
     seed: int = typer.Option(0, help="Seed of scoring, curation and GRPO (the warm start stays cached)."),
 ) -> None:
