@@ -70,8 +70,8 @@ class MiniConfig:
     check_accuracy: float = 0.95
     """Accuracy both classes need for the warm start to stop early."""
     cooldown_steps: int = 150
-    """After the check passes (or at `steps`), this many more steps with the learning rate decaying linearly
-    to 0: a constant rate leaves the call/answer choice wherever the last batches pushed it (0.72 instead
+    """After the check passes (or at `steps`), this many more steps (at most `steps`) with the learning rate
+    decaying linearly to 0: a constant rate leaves the call/answer choice wherever the last batches pushed it (0.72 instead
     of tool_rate in one run), and GRPO's balanced penalty is sensitive to where it starts."""
     detail_share: float = 0.6
     """Share of detail (box-pattern) questions: the pattern is the slower skill to learn."""
@@ -327,11 +327,12 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         trainer.train()
         steps = trainer.state.global_step
         log = [r for r in trainer.state.log_history if "loss" in r]
-        if cfg.cooldown_steps:
+        n_cool = min(cfg.cooldown_steps, cfg.steps)  # a short test build stays short
+        if n_cool:
             start = steps * cfg.batch_size  # fresh rows, not the ones just trained on
             cool = SFTTrainer(model=model, processing_class=processor,
-                              train_dataset=sft_rows(range(start, start + cfg.cooldown_steps * cfg.batch_size), cfg),
-                              args=SFTConfig(output_dir=str(tmp / "sft"), max_steps=cfg.cooldown_steps,
+                              train_dataset=sft_rows(range(start, start + n_cool * cfg.batch_size), cfg),
+                              args=SFTConfig(output_dir=str(tmp / "sft"), max_steps=n_cool,
                                              learning_rate=cfg.learning_rate, lr_scheduler_type="linear",
                                              warmup_steps=0, **common))
             cool.train()
