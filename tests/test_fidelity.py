@@ -138,19 +138,25 @@ def _only_question_2_is_informative(turn, index, prompt):
     return scripted.answer(scripted.expected_answer(prompt))
 
 
-def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
-    import json
+def _recording_trainer(script):
+    """A scripted trainer class that keeps every batch it trains on (`T.trained`)."""
     from vttrain import scripted
-    from vttrain.train import build_trainer
 
     class T(scripted.ScriptedGRPOTrainer):
-        script = staticmethod(_only_question_2_is_informative)
         trained = []
 
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
             T.trained.append(out)
             return out
+    T.script = staticmethod(script)
+    return T
+
+
+def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
+    import json
+    from vttrain.train import build_trainer
+    T = _recording_trainer(_only_question_2_is_informative)
     root, model, data = tiny
     cfg = h.config(model, data, root / "run_refill", max_steps=2, dynamic_sampling=True, max_refill_rounds=30)
     trainer, proc = build_trainer(cfg, T)
@@ -170,15 +176,7 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
 def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
     from vttrain import scripted
     from vttrain.train import build_trainer
-
-    class T(scripted.ScriptedGRPOTrainer):
-        script = staticmethod(lambda turn, index, prompt: scripted.answer("wrong"))  # never informative
-        trained = []
-
-        def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
-            T.trained.append(out)
-            return out
+    T = _recording_trainer(lambda turn, index, prompt: scripted.answer("wrong"))  # never informative
     root, model, data = tiny
     cfg = h.config(model, data, root / "run_cap", max_steps=1, dynamic_sampling=True, max_refill_rounds=2)
     trainer, _ = build_trainer(cfg, T)

@@ -60,17 +60,21 @@ def sample(task: str, seed, i: int, size: int = 112) -> dict:
     return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
 
 
+def draw_shape(d: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int, fill) -> None:
+    """A circle, square or triangle of radius r around (cx, cy) (also the `shapes` family's)."""
+    if shape == "circle":
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+
+
 def image(spec: dict) -> Image.Image:
     s = spec["size"]
     img = Image.new("RGB", (s, s), COLORS[spec["color"]])
     d = ImageDraw.Draw(img)
-    cx, cy, r, col = spec["cx"], spec["cy"], spec["r"], spec["ink"]
-    if spec["shape"] == "circle":
-        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
-    elif spec["shape"] == "square":
-        d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=col)
-    else:
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=col)
+    draw_shape(d, spec["shape"], spec["cx"], spec["cy"], spec["r"], spec["ink"])
     x0, y0 = spec["box"]
     dark, light = spec["grey"]
     px = img.load()

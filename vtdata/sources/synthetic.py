@@ -209,13 +209,7 @@ def render(spec: dict) -> bytes:
         d.rectangle((int(spec["w"] * 0.05), int(spec["h"] * 0.05), int(spec["w"] * 0.95), int(spec["h"] * 0.95)),
                     fill=(255, 255, 255), outline=(120, 120, 120))
     for o in spec.get("objects", ()):
-        cx, cy, r, col = o["cx"], o["cy"], o["r"], COLORS[o["color"]]
-        if o["shape"] == "circle":
-            d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
-        elif o["shape"] == "square":
-            d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=col)
-        else:
-            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=col)
+        miniature.draw_shape(d, o["shape"], o["cx"], o["cy"], o["r"], COLORS[o["color"]])
     for x0, y0, x1, y1, c in spec.get("bars", ()):
         d.rectangle((x0, y0, x1, y1), fill=COLORS[c])
     for x, y, text, fp, boxed in spec.get("texts", ()):
