@@ -106,3 +106,28 @@ def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
         build_report(ReportConfig(out=str(tmp_path / "a-file"), db=str(db)))
     with pytest.raises(VtError, match="no such database"):
         build_report(ReportConfig(out=str(tmp_path / "r3"), db=str(tmp_path / "missing.duckdb")))
+
+
+def test_report_shows_run_configs_example_rollouts_and_flags_all_zero_runs(tmp_path):
+    import json
+
+    import yaml
+
+    from vttrain.report import ReportConfig, _training
+    run = tmp_path / "train-paper"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "reward": 0.0, "resize_ratio": 0.0,
+                                                           "penalty_share": 0.0}) + "\n" for i in (1, 2)))
+    (run / "vt_train_config.yaml").write_text(yaml.safe_dump({"model": "m", "penalty_mode": "paper", "seed": 3,
+                                                              "learning_rate": 2e-4, "num_generations": 8}))
+    rolls = [{"step": 2, "group": g, "id": f"s{g}", "used_high": g == 1, "score": 1.0, "penalty": 0.1 * g,
+              "reward": 1.4, "turns": ["<think>a</think><tool_call>x</tool_call>", "<answer>red & blue</answer>"]}
+             for g in (0, 0, 1)] + [{"step": 1, "group": 5, "id": "old", "turns": []}]
+    (run / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rolls) + "{cut by a crash\n")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    body = _training(ReportConfig(runs=[str(run)]), plots).body
+    assert "Every logged value is 0" in body
+    assert "<td>paper</td>" in body and "<td>3</td>" in body                # the run's config
+    assert body.count("<td>s0</td>") == 1 and "<td>s1</td>" in body and "old" not in body  # one per group, last step
+    assert "red &amp; blue" in body                                          # turns escaped

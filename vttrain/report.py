@@ -399,7 +399,56 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
                         for k in keys}})
     s.body = (f"<p>metrics: {html.escape(', '.join(keys) or 'none of reward / resize ratio / penalty share')}"
               f"</p>" + _table(last, [("run", "run"), ("steps", "logged steps")] + [(k, f"last {k}") for k in keys]))
+    if all(not x.get(k) for x in last for k in keys):
+        s.body += "<p><b>Every logged value is 0</b>: the policy earned no reward and never resized (an untrained model?).</p>"
+    configs = [{"run": r, **run_config(Path(d))} for d in cfg.runs for r in [Path(d).name or d] if r in runs]
+    if any(len(c) > 1 for c in configs):
+        s.body += "<h3>Run configs</h3>" + _table(configs, [("run", "run")] + [(k, k) for k in CONFIG_KEYS])
+    examples = "".join(example_rollouts(Path(d)) for d in cfg.runs)
+    if examples:
+        s.body += "<h3>Example rollouts (last logged step, one per group)</h3>" + examples
     return s
+
+
+CONFIG_KEYS = ("model", "judge", "penalty_mode", "theta", "num_generations", "learning_rate", "beta", "max_steps",
+               "seed")
+
+
+def run_config(run_dir: Path) -> dict:
+    """The settings that tell runs apart, from the resolved config `vt train` writes (vt_train_config.yaml)."""
+    import yaml
+    try:
+        cfg = yaml.safe_load((run_dir / "vt_train_config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: cfg.get(k) for k in CONFIG_KEYS}
+
+
+def example_rollouts(run_dir: Path, per_run: int = 4) -> str:
+    """A few rollouts of a run's last logged step (rollouts.jsonl): both turns, verdict, penalty, reward."""
+    path = run_dir / "rollouts.jsonl"
+    if not path.is_file():
+        return ""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    if not rows:
+        return ""
+    last = max(r.get("step", 0) for r in rows)
+    seen, picked = set(), []
+    for r in rows:
+        if r.get("step") == last and r.get("group") not in seen:
+            seen.add(r.get("group"))
+            picked.append({"id": r.get("id"), "resized": r.get("used_high"), "score": r.get("score"),
+                           "penalty": r.get("penalty"), "reward": r.get("reward"),
+                           "turns": " ⏎ ".join(r.get("turns") or [])})
+    picked = picked[:per_run]
+    return (f"<p>{html.escape(run_dir.name)}, step {last}</p>"
+            + _table(picked, [("id", "sample"), ("resized", "resized"), ("score", "score"), ("penalty", "penalty"),
+                              ("reward", "reward"), ("turns", "assistant turns")]))
 
 
 def _evaluation(con, plots: Path) -> Section:
