@@ -178,6 +178,9 @@ def test_compare_table_from_two_runs(tmp_path):
     # rel. is taken against the full run even when it is not listed first
     assert a["rel"] == 1.0 and b["rel"] == pytest.approx(sum(think_acc.values()) / len(sources))
     assert a["visual_tokens_rel"] == 1.0 and a["resize_ratio"] == 0.0
+    called = {s: sum(1 for r in rows if r["source"] == s and plan[r["id"]] == "call")
+              / sum(1 for r in rows if r["source"] == s) for s in sources}
+    assert a["resize_by_source"] == {s: 0.0 for s in sources} and b["resize_by_source"] == pytest.approx(called)
     assert b["resize_ratio"] == pytest.approx(sum(1 for v in plan.values() if v == "call") / len(rows))
     assert 0.25 < b["visual_tokens_rel"] < 1.0
     from rich.console import Console

@@ -575,7 +575,8 @@ def summary_table(run: str, summary: list[dict]):
 
 def compare(con, runs: list[str]):
     """Table 2 of the paper for the given runs: accuracy per source, the average accuracy relative
-    to the first `full` run (or the first run), resize ratio and visual tokens relative to full."""
+    to the first `full` run (or the first run), resize ratio (overall and per source, as the paper's
+    resize-call shares) and visual tokens relative to full."""
     from rich.table import Table
     if not {"eval_runs", "eval_predictions"} <= {r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables").fetchall()}:
@@ -593,7 +594,7 @@ def compare(con, runs: list[str]):
     t.add_column("mode")
     for s in sources:
         t.add_column(s, justify="right")
-    for c in ("avg", "rel.", "resize %", "vis. tokens %"):
+    for c in ("avg", "rel.", "resize %", *[f"resize % {s}" for s in sources], "vis. tokens %"):
         t.add_column(c, justify="right")
     rows = []
     for r in runs:
@@ -603,10 +604,12 @@ def compare(con, runs: list[str]):
         allr = per[r]["all"]
         row = {"run": r, "mode": known[r], "accuracy": dict(zip(sources, accs)), "avg": allr["accuracy"],
                "rel": sum(rel) / len(rel) if rel else None, "resize_ratio": allr["resize_ratio"],
+               "resize_by_source": {s: per[r].get(s, {}).get("resize_ratio") for s in sources},
                "visual_tokens_rel": allr["visual_tokens_rel"]}
         rows.append(row)
         t.add_row(r, known[r], *[pct(a) for a in accs], pct(row["avg"]), pct(row["rel"]),
-                  pct(row["resize_ratio"]), pct(row["visual_tokens_rel"]))
+                  pct(row["resize_ratio"]), *[pct(row["resize_by_source"][s]) for s in sources],
+                  pct(row["visual_tokens_rel"]))
     return t, rows
 
 
