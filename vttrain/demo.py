@@ -174,8 +174,8 @@ class Demo:
                                  str(c.eval_limit), "--name", name, "--max-new-tokens", str(c.max_new_tokens),
                                  "--out", str(self.evals)] + db,
                                 [self.evals / f"{name}.jsonl"], lambda n=name: self._sum_eval(n)))
-        runs = [str(self.run_dir(m)) for m in c.train_runs()]
-        stages.append(Stage("report", ["report", "--out", str(self.report), "--runs", *runs] + db,
+        runs = [a for m in c.train_runs() for a in ("--runs", str(self.run_dir(m)))]
+        stages.append(Stage("report", ["report", "--out", str(self.report), *runs] + db,
                             [self.report / "index.html"], lambda: str(self.report / "index.html")))
         return stages
 
