@@ -12,6 +12,7 @@ general; think accuracy >= 0.95 x full on detail and >= full - 0.02 on general; 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -69,7 +70,10 @@ def main() -> None:
         out = Path(a.out) / f"seed-{seed}"
         took = run_seed(out, seed, a.extra)
         fig = figures(out / "vt.duckdb")
-        print(f"\nseed {seed}: vt demo --science in {took / 60:.1f} min ({out})")
+        stages = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".demo").glob("*.json")}
+        print(f"\nseed {seed}: vt demo --science in {took / 60:.1f} min wall ({out}); its stages took "
+              f"{sum(stages.values()) / 60:.1f} min when they ran (" + ", ".join(f"{k} {v:.0f} s" for k, v in
+                                                                              sorted(stages.items())) + ")")
         print(f"  {'run':<22} {'class':<8} {'accuracy':>8} {'resize':>7} {'tokens/full':>11}")
         for run, per in fig.items():
             for cls in ("general", "detail", "all"):
