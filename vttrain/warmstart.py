@@ -29,8 +29,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from vtdata import prompts, protocol
-from vtdata.console import VtError, info
+from vtdata.console import info
 from vtdata.sources import miniature
 
 MINI_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
@@ -71,8 +73,8 @@ class MiniConfig:
     """Accuracy both classes need for the warm start to stop early."""
     cooldown_steps: int = 150
     """After the check passes (or at `steps`), this many more steps (at most `steps`) with the learning rate
-    decaying linearly to 0: a constant rate leaves the call/answer choice wherever the last batches pushed it (0.72 instead
-    of tool_rate in one run), and GRPO's balanced penalty is sensitive to where it starts."""
+    decaying linearly to 0: a constant rate leaves the call/answer choice wherever the last batches pushed
+    it (0.72 instead of tool_rate in one run), and GRPO's balanced penalty is sensitive to where it starts."""
     detail_share: float = 0.6
     """Share of detail (box-pattern) questions: the pattern is the slower skill to learn."""
     batch_size: int = 16
@@ -235,12 +237,7 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def _callback_base():
-    from transformers import TrainerCallback
-    return TrainerCallback
-
-
-class AccuracyCheck(_callback_base()):
+class AccuracyCheck(TrainerCallback):
     """Stops SFT once both classes pass the accuracy check (see MiniConfig.check_every)."""
 
     def __init__(self, processor, cfg: MiniConfig):
