@@ -33,11 +33,15 @@ def _think_resize(db, run="demo-think") -> dict:
         con.close()
 
 
-def _first_steps(run_dir, n=10) -> tuple[float, float]:
+def _first_steps(run_dir, n=10) -> tuple[float, ...]:
+    """Mean resize ratio of needs_high and of low_ok rollouts over the first n steps that logged each
+    (a step whose batch holds no row of a class logs null for it)."""
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if isinstance(r.get("resize_ratio_needs_high"), float)][:n]
-    return (sum(r["resize_ratio_needs_high"] for r in rows) / len(rows),
-            sum(r["resize_ratio_low_ok"] for r in rows) / len(rows))
+    out = []
+    for key in ("resize_ratio_needs_high", "resize_ratio_low_ok"):
+        vals = [r[key] for r in rows if isinstance(r.get(key), float)][:n]
+        out.append(sum(vals) / len(vals))
+    return tuple(out)
 
 
 @pytest.fixture(scope="module")
