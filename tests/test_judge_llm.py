@@ -9,6 +9,7 @@ import pytest
 
 from fake_openai import FakeOpenAI, Reply
 from vtdata.judge import JudgeItem, _old_objects_frozen, _windowed, make_judge
+import vtdata.judge as judge_mod
 from vtdata.judge import llm as llm_mod
 from vtdata.judge.llm import parse_score, quote_prediction
 
@@ -223,8 +224,9 @@ def test_old_objects_are_frozen_only_during_big_batches_and_never_someone_elses(
     try:
         n = gc.get_freeze_count()
         with _old_objects_frozen(True):
-            pass
-        assert gc.get_freeze_count() == n
+            assert judge_mod._frozen_by_us == 0       # not taken over: left to its owner
+        # not undone (the count itself can move by a few objects that other threads touch meanwhile)
+        assert gc.get_freeze_count() >= n > 0 and judge_mod._frozen_by_us == 0
     finally:
         gc.unfreeze()
 
