@@ -272,10 +272,10 @@ def init_mini(out_dir: str | os.PathLike, cfg: MiniConfig | None = None) -> Path
     if not _is_build(cached, key):
         _train(cached, cfg)
     out = make_out_dir(out, "OUT")
-    for f in cached.iterdir():
+    # the marker last: a copy cut short is not taken for a build by the next call
+    for f in sorted(cached.iterdir(), key=lambda f: f.name == INIT_FILE):
         if f.is_file():
             shutil.copy2(f, out / f.name)
-    json.loads((out / INIT_FILE).read_text())  # copied last-written marker must parse
     return out
 
 
