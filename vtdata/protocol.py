@@ -97,15 +97,21 @@ def _user_blocks(question: str, image: Any, user_prompt: str) -> list[dict]:
 
 
 def agent_messages(question: str, image: Any, system_prompt: str = "agent_system",
-                   user_prompt: str = "agent_user") -> list[dict]:
+                   user_prompt: str = "agent_user", tools: tuple = ("resize",)) -> list[dict]:
     """Turn 1: [system = agent prompt, user = instruction + image + question] (image = the LOW-res view).
 
     `image` is a PIL image (or None to leave a placeholder block `{"type": "image"}` that TRL fills from the
-    dataset's `image` column). Prompts are shipped names or file paths (`vtdata.prompts.load`)."""
+    dataset's `image` column). Prompts are shipped names or file paths (`vtdata.prompts.load`); `tools`
+    selects the functions the system prompt declares (`vtdata.tools.system_prompt`)."""
     blocks = _user_blocks(question, image, user_prompt)
     if image is None:
         blocks[1] = {"type": "image"}
-    return [{"role": "system", "content": [{"type": "text", "text": prompts.load(system_prompt)}]},
+    if tuple(tools) == ("resize",):
+        system = prompts.load(system_prompt)
+    else:
+        from vtdata.tools import system_prompt as with_tools
+        system = with_tools(system_prompt, tools)
+    return [{"role": "system", "content": [{"type": "text", "text": system}]},
             {"role": "user", "content": blocks}]
 
 
@@ -134,12 +140,11 @@ def tool_turn(image: Any = None, error: str | None = None, **prompt_names: str) 
     return {"role": "user", "content": tool_content(image=image, error=error, **prompt_names)}
 
 
-def parse_tool_call(text: str) -> ToolCall | str | None:
-    """The resize call in one assistant turn: a ToolCall, an error string (for the error turn), or None.
+def parse_payload(text: str) -> dict | str | None:
+    """The JSON object of the one `<tool_call>` in an assistant turn, an error string, or None (no call).
 
-    None means the turn holds no `<tool_call>` at all (a direct answer). Errors: more than one call,
-    an unclosed tag, invalid JSON, not an object, a function other than resize_image, arguments that
-    are not exactly {"action": "resize"}."""
+    Errors: more than one call, an unclosed tag, invalid JSON, not an object with a "name". The arguments
+    are decoded when a model double-encodes them as a JSON string."""
     n_open = text.count("<tool_call>")
     if n_open == 0:
         return None
@@ -156,15 +161,28 @@ def parse_tool_call(text: str) -> ToolCall | str | None:
         return f"the tool call is not valid JSON ({err.msg} at position {err.pos})"
     if not isinstance(obj, dict) or "name" not in obj:
         return 'the tool call must be a JSON object {"name": ..., "arguments": {...}}'
+    args = obj.get("arguments")
+    if isinstance(args, str):  # some models double-encode the arguments
+        try:
+            obj = {**obj, "arguments": json.loads(args)}
+        except json.JSONDecodeError:
+            pass
+    return obj
+
+
+def parse_tool_call(text: str) -> ToolCall | str | None:
+    """The resize call in one assistant turn: a ToolCall, an error string (for the error turn), or None.
+
+    None means the turn holds no `<tool_call>` at all (a direct answer). Errors: those of `parse_payload`,
+    a function other than resize_image, arguments that are not exactly {"action": "resize"}.
+    (`vtdata.tools.parse_call` is the same for any selection of tools.)"""
+    obj = parse_payload(text)
+    if not isinstance(obj, dict):
+        return obj
     name = obj.get("name")
     if name != TOOL_NAME:
         return f"unknown function {name!r}; the only available function is {TOOL_NAME}"
     args = obj.get("arguments")
-    if isinstance(args, str):  # some models double-encode the arguments
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            pass
     if not isinstance(args, dict):
         return 'the "arguments" of the tool call must be a JSON object like {"action": "resize"}'
     if args.get("action") != TOOL_ACTION:
@@ -179,7 +197,7 @@ _FINAL = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.D
 _CALL = re.compile(r"\s*<think>(.*?)</think>\s*<tool_call>(.*?)</tool_call>\s*", re.DOTALL)
 
 
-def check_turn(text: str, final: bool) -> str | None:
+def check_turn(text: str, final: bool, tools: tuple = ("resize",)) -> str | None:
     """None when one assistant turn is well-formed, else the reason.
 
     Every turn: exactly one <think>...</think> first. A final turn then exactly one <answer>...</answer>
@@ -203,7 +221,11 @@ def check_turn(text: str, final: bool) -> str | None:
         return "a tool-call turn must not answer"
     if not _CALL.fullmatch(text):
         return "tool turn must be <think>...</think> then one <tool_call>...</tool_call> and nothing else"
-    call = parse_tool_call(text)
+    if tuple(tools) == ("resize",):
+        call = parse_tool_call(text)
+    else:
+        from vtdata.tools import parse_call
+        call = parse_call(text, tools)
     return call if isinstance(call, str) else None
 
 
@@ -211,7 +233,7 @@ _RELEASE_FINAL = re.compile(r"^<think>.*</think>.*<answer>.*</answer>$", re.DOTA
 _RELEASE_CALL = re.compile(r"^<think>.*</think>.*<tool_call>.*</tool_call>$", re.DOTALL)
 
 
-def check_turn_release(text: str, final: bool) -> str | None:
+def check_turn_release(text: str, final: bool, tools: tuple = ("resize",)) -> str | None:
     """The release's per-turn rule (its reward's `format_reward`): looser than `check_turn`. Text may stand
     between the tags, the answer may be empty, and a tagged tool call counts whatever its JSON says.
     A final turn: <think>..</think> .. <answer>..</answer>, one of each tag, no <tool_call>. A tool turn:
@@ -238,16 +260,18 @@ def check_turn_release(text: str, final: bool) -> str | None:
 FORMAT_RULES = {"strict": check_turn, "release": check_turn_release}
 
 
-def check_format(turns: list[str], rule: str = "strict") -> str | None:
+def check_format(turns: list[str], rule: str = "strict", tools: tuple = ("resize",)) -> str | None:
     """None when every assistant turn of a trajectory is well-formed (the last one answers), else the reason.
 
-    rule: `strict` (`check_turn`: nothing outside the tags, a valid call) or `release` (`check_turn_release`)."""
+    rule: `strict` (`check_turn`: nothing outside the tags, a valid call of one of `tools`) or `release`
+    (`check_turn_release`). Any number of turns: every one but the last must call a tool, the last must answer
+    (a trajectory cut at its turn limit while calling fails)."""
     if rule not in FORMAT_RULES:
         raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {rule!r}")
     if not turns:
         return "no assistant turn"
     for i, text in enumerate(turns):
-        reason = FORMAT_RULES[rule](text, final=(i == len(turns) - 1))
+        reason = FORMAT_RULES[rule](text, final=(i == len(turns) - 1), tools=tuple(tools))
         if reason:
             return f"turn {i + 1}: {reason}"
     return None

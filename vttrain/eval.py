@@ -88,6 +88,8 @@ class EvalConfig:
     """Samples generated per policy call."""
     max_turns: int = 2
     """Assistant turns at most in `think` mode (the paper: 2)."""
+    tools: str = "resize"
+    """Think mode: the tools the policy may call (vtdata/tools.py): resize | zoom | resize,zoom."""
     seed: int = 0
     """Seed for sampling when temperature > 0."""
 
@@ -114,6 +116,8 @@ class EvalConfig:
             raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
+        from vtdata.tools import selection
+        selection(self.tools)
         from vtdata.judge import judge_options
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)  # openai-only flags
         from vtdata import prompts
@@ -147,8 +151,14 @@ class EvalConfig:
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
                 **({"judge_scope": self.judge_scope} if self.judge_scope != "open" else {}),
                 **({"views": self.views} if self.views != "dataset" else {}),
+                **({"tools": ",".join(self.tool_selection)} if self.tool_selection != ("resize",) else {}),
                 **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
                     "tool_error_prompt": self.tool_error_prompt} if self.mode == "think" else {})}
+
+    @property
+    def tool_selection(self) -> tuple:
+        from vtdata.tools import selection
+        return selection(self.tools)
 
     def system(self) -> str:
         return self.system_prompt or ("agent_system" if self.mode == "think" else "score_system")
@@ -169,12 +179,13 @@ CREATE TABLE IF NOT EXISTS eval_predictions (
     visual_tokens INTEGER, low_visual_tokens INTEGER, full_visual_tokens INTEGER,
     generated_tokens INTEGER, latency_s DOUBLE, wall_s DOUBLE, created TIMESTAMP,
     PRIMARY KEY (run, sample_id));
+ALTER TABLE eval_predictions ADD COLUMN IF NOT EXISTS zoomed BOOLEAN;
 """
 
 PRED_COLUMNS = ["run", "sample_id", "doc_id", "source", "task", "mode", "question", "answers",
                 "answer_type", "choices", "turns", "response", "prediction", "tool_call", "resized",
                 "score", "status", "reason", "judge", "visual_tokens", "low_visual_tokens",
-                "full_visual_tokens", "generated_tokens", "latency_s", "wall_s", "created"]
+                "full_visual_tokens", "generated_tokens", "latency_s", "wall_s", "created", "zoomed"]
 
 
 def ensure_tables(con) -> None:
@@ -235,6 +246,7 @@ class Outcome:
     turns: list[Turn] = field(default_factory=list)
     tool_call: str = "none"          # none | ok | error
     visual_tokens: int = 0
+    used: list = field(default_factory=list)  # the tools whose calls returned an image, in order
 
     @property
     def response(self) -> str:
@@ -272,8 +284,11 @@ class Evaluator:
             turns = await self._generate(convs)
             return [Outcome([t], "none", t.visual_tokens) for t in turns]
         # think: the training protocol, turn by turn, batched across samples
+        from vtdata import tools
         c = self.cfg
-        convs = [protocol.agent_messages(r["question"], view_of(r, "low"), c.system(), c.user_prompt) for r in rows]
+        sel = c.tool_selection
+        convs = [protocol.agent_messages(r["question"], view_of(r, "low"), c.system(), c.user_prompt, sel)
+                 for r in rows]
         names = {"ok_prompt": c.tool_ok_prompt, "error_prompt": c.tool_error_prompt}
         outcomes = [Outcome() for _ in rows]
         active = list(range(len(rows)))
@@ -284,16 +299,17 @@ class Evaluator:
                 o = outcomes[i]
                 o.turns.append(t)
                 o.visual_tokens = t.visual_tokens  # the last turn's context holds every image seen
-                call = None if t.error else protocol.parse_tool_call(t.text)
+                call = None if t.error else tools.parse_call(t.text, sel)
                 if call is None or turn_no + 1 >= self.cfg.max_turns:
-                    continue  # a direct answer, or no turn left to answer in
+                    continue  # a direct answer, or no turn left to answer in (cut: no answer)
                 said = {"role": "assistant", "content": [{"type": "text", "text": t.text}]}
-                if isinstance(call, str):  # an invalid call gets the error turn, no image
+                reply = tools.respond(call, rows[i], sel, **names)  # an invalid call gets the error turn, no image
+                if reply.error is not None:
                     o.tool_call = "error" if o.tool_call == "none" else o.tool_call
-                    convs[i] = convs[i] + [said, protocol.tool_turn(error=call, **names)]
                 else:
                     o.tool_call = "ok"
-                    convs[i] = convs[i] + [said, protocol.tool_turn(image=view_of(rows[i], "high"), **names)]
+                    o.used.append(reply.tool)
+                convs[i] = convs[i] + [said, {"role": "user", "content": reply.message}]
                 nxt.append(i)
             active = nxt
             if not active:
@@ -451,7 +467,7 @@ def _record(run: str, mode: str, doc_id: int, row: dict, o: Outcome, wall_s: flo
             "answers": _as_list(row["answers"]), "answer_type": row.get("answer_type"),
             "choices": _as_list(row.get("choices")), "turns": [t.text for t in o.turns],
             "response": o.response, "prediction": None, "tool_call": o.tool_call,
-            "resized": o.tool_call == "ok", "score": None, "status": None, "reason": None, "judge": None,
+            "resized": "resize" in o.used, "zoomed": "zoom" in o.used, "score": None, "status": None, "reason": None, "judge": None,
             "visual_tokens": o.visual_tokens, "low_visual_tokens": _view_tokens(row, "low"),
             "full_visual_tokens": _view_tokens(row, "high"),
             "generated_tokens": sum(t.generated_tokens for t in o.turns),
@@ -502,7 +518,7 @@ def export_jsonl(con, run: str, path: Path) -> Path:
                    "id": r["sample_id"], "question": r["question"], "answers": r["answers"],
                    "answer_type": r["answer_type"], "prediction": r["response"], "extracted": r["prediction"]}
             for k in ("run", "source", "task", "mode", "score", "status", "reason", "judge", "tool_call",
-                      "resized", "visual_tokens", "low_visual_tokens", "full_visual_tokens",
+                      "resized", "zoomed", "visual_tokens", "low_visual_tokens", "full_visual_tokens",
                       "generated_tokens", "latency_s", "wall_s"):
                 rec[k] = r[k]
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -535,6 +551,8 @@ SELECT {keys},
        avg(score) FILTER (WHERE status = 'ok') AS accuracy,
        count(*) FILTER (WHERE status IS DISTINCT FROM 'ok') AS judge_errors,
        avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
+       avg(CASE WHEN zoomed THEN 1.0 ELSE 0.0 END) AS zoom_ratio,
+       count(*) FILTER (WHERE contains(response, '<tool_call>')) AS unanswered,
        sum(visual_tokens)::DOUBLE / nullif(sum(full_visual_tokens), 0) AS visual_tokens_rel,
        avg(visual_tokens) AS visual_tokens,
        avg(generated_tokens) AS generated_tokens,
@@ -564,10 +582,11 @@ def summary_table(run: str, summary: list[dict]):
     t = Table(title=f"vt eval {run} (tokens% = visual tokens used / full-res tokens)")
     t.add_column("source", no_wrap=True)
     t.add_column("task", no_wrap=True)
-    for c in ("n", "acc%", "resize%", "tokens%", "gen tok", "time s", "judge err"):
+    for c in ("n", "acc%", "resize%", "zoom%", "tokens%", "gen tok", "time s", "judge err"):
         t.add_column(c, justify="right")
     for r in summary:
         t.add_row(r["source"], r["task"], str(r["samples"]), pct(r["accuracy"]), pct(r["resize_ratio"]),
+                  pct(r.get("zoom_ratio")),
                   pct(r["visual_tokens_rel"]), f"{r['generated_tokens'] or 0:.1f}", f"{r['wall_s'] or 0:.1f}",
                   str(r["judge_errors"]))
     return t
@@ -642,6 +661,7 @@ def eval_command(
     temperature: float = typer.Option(0.0, help="0 = greedy (the paper's evaluation)."),
     batch_size: int = typer.Option(8, help="Samples per policy call."),
     max_turns: int = typer.Option(2, help="Assistant turns at most in think mode."),
+    tools: str = typer.Option("resize", help="Think mode: tools the policy may call: resize | zoom | resize,zoom."),
     seed: int = typer.Option(0, help="Sampling seed (temperature > 0)."),
 ) -> None:
     """Evaluate a model in full / low / think mode: accuracy, resize ratio and visual tokens per source.
@@ -671,7 +691,7 @@ def eval_command(
                      judge_scope=judge_scope, policy_api_key_env=policy_api_key_env, system_prompt=system_prompt, user_prompt=user_prompt,
                      tool_ok_prompt=tool_ok_prompt, tool_error_prompt=tool_error_prompt, db=db, split=split, limit=limit, name=name, out=out,
                      max_new_tokens=max_new_tokens, views=views, temperature=temperature, batch_size=batch_size,
-                     max_turns=max_turns, seed=seed)
+                     max_turns=max_turns, seed=seed, tools=tools)
     res = run_eval(cfg)
     out_console.print(summary_table(res["run"], res["summary"]))
     info(f"predictions: {res['jsonl']}  (db {res['db']}, tables eval_runs, eval_predictions)")

@@ -14,6 +14,11 @@ penalty_mode (r = C_direct / (C_direct + C_high) over the group's CORRECT answer
 - none     no penalty (the paper's ablation: the policy drifts to always resizing).
 - always   every rollout that received the high-res image pays, whatever r (the paper's other Fig. 3a
            ablation: the policy drifts to always answering directly).
+"high" is any rollout that received extra pixels (a resized view or a zoomed region). penalty_cost says
+what such a rollout pays when its kind is penalised:
+- flat     the penalty (Eq. 5 as written);
+- tokens   the penalty x its extra visual tokens / the high view's (`Rollout.cost`): a zoom into a quarter of
+           the image pays a quarter of a resize, so among correct answers the cheaper tool scores higher.
 A rollout whose judge failed (score None) is not counted as wrong: it is left out of C_direct/C_high and
 its reward is NaN, which TRL treats as unscorable (advantage 0, excluded from the group baseline).
 """
@@ -23,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 MODES = ("paper", "released", "none", "always")
+COSTS = ("flat", "tokens")
 
 
 @dataclass
@@ -32,6 +38,7 @@ class Rollout:
     used_high: bool       # the high-res image reached the model (successful resize)
     attempted: bool       # the model emitted a <tool_call> (valid or not)
     format_ok: bool = True
+    cost: float = 1.0     # extra visual tokens received / the high view's (penalty_cost tokens)
 
     @property
     def correct(self) -> bool:
@@ -45,6 +52,13 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_cost(cost: str) -> str:
+    if cost not in COSTS:
+        from vtdata.console import VtError
+        raise VtError(f"penalty_cost must be one of {', '.join(COSTS)}; got {cost!r}")
+    return cost
+
+
 def group_ratio(group: list[Rollout], by_attempt: bool = False) -> float | None:
     """r = C_direct / (C_direct + C_high); None when the group has no correct answer."""
     high = [(r.attempted if by_attempt else r.used_high) for r in group]
@@ -54,18 +68,24 @@ def group_ratio(group: list[Rollout], by_attempt: bool = False) -> float | None:
 
 
 def group_penalties(group: list[Rollout], mode: str = "paper", theta: float = 0.2,
-                    penalty: float = 0.1) -> list[float]:
+                    penalty: float = 0.1, cost: str = "flat") -> list[float]:
     """The penalty (>= 0, subtracted from the reward) of each rollout of one group."""
     check_mode(mode)
+    check_cost(cost)
+
+    def high(x: Rollout) -> float:  # what a rollout of the "high" kind pays
+        return penalty * x.cost if cost == "tokens" else penalty
     if mode == "none":
         return [0.0] * len(group)
     if mode == "always":
-        return [penalty if x.used_high else 0.0 for x in group]
+        return [high(x) if x.used_high else 0.0 for x in group]
     if mode == "paper":
         r = group_ratio(group)
         if r is None:
             return [0.0] * len(group)
-        return [penalty if (x.used_high if r >= theta else not x.used_high) else 0.0 for x in group]
+        if r >= theta:
+            return [high(x) if x.used_high else 0.0 for x in group]
+        return [0.0 if x.used_high else penalty for x in group]
     # released
     r = group_ratio(group, by_attempt=True)
     out = []
@@ -73,16 +93,16 @@ def group_penalties(group: list[Rollout], mode: str = "paper", theta: float = 0.
         if not x.correct:
             out.append(0.0)
         elif x.attempted:
-            out.append(penalty)
+            out.append(high(x) if x.used_high else penalty)
         else:
             out.append(penalty if r is not None and 0 < r < theta else 0.0)
     return out
 
 
 def group_rewards(group: list[Rollout], mode: str = "paper", theta: float = 0.2, penalty: float = 0.1,
-                  format_weight: float = 0.5) -> list[float]:
+                  format_weight: float = 0.5, cost: str = "flat") -> list[float]:
     """Total reward of each rollout: score + format_weight x format - penalty (NaN on a judge failure)."""
-    pens = group_penalties(group, mode, theta, penalty)
+    pens = group_penalties(group, mode, theta, penalty, cost)
     return [math.nan if x.score is None else x.score + format_weight * float(x.format_ok) - p
             for x, p in zip(group, pens)]
 

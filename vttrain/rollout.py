@@ -35,24 +35,47 @@ VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision
 
 
 class ResizeEnv:
-    """One rollout's environment: holds its dataset row, answers `resize_image` with the high-res view.
+    """One rollout's environment: holds its dataset row, answers the tool calls through `vtdata.tools.respond`
+    (`resize_image` returns the high-res view). TRL exposes the public methods as the tools, so each tool
+    selection has its class (`env_class`): ResizeEnv, ZoomEnv, ResizeZoomEnv.
 
     Counters (read by VtGRPOTrainer for the metrics): `calls` (every `<tool_call>`, valid or not), `ok` (calls that
-    returned the image; whether it reached the model is checked on the token ids, since TRL can still drop
-    a tool turn that overflows `max_completion_length`), `errors` (texts sent back in error turns)."""
+    returned an image; whether it reached the model is checked on the token ids, since TRL can still drop
+    a tool turn that overflows `max_completion_length`), `errors` (texts sent back in error turns), `used`
+    (successful calls per tool) and `extra_tokens` (visual tokens the returned images add)."""
 
     prompt_names: dict = {}  # tool_ok / tool_error prompt overrides, set by the trainer setup
+    tools: tuple = ("resize",)
 
     def __init__(self) -> None:
         self.row: dict = {}
         self.calls = 0
         self.ok = 0
         self.errors: list[str] = []
+        self.used: dict = {}
+        self.extra_tokens = 0
 
     def reset(self, **row: Any) -> None:
         self.row = row
-        self.calls, self.ok, self.errors = 0, 0, []
+        self.calls, self.ok, self.errors, self.used, self.extra_tokens = 0, 0, [], {}, 0
         return None  # the prompt is complete already; nothing to append
+
+    def _answer(self, name: str, arguments: dict) -> list:
+        from vtdata import tools
+        self.calls += 1
+        bad = next((v for v in arguments.values() if isinstance(v, str) and v.startswith(INVALID_CALL)), None)
+        call = bad[len(INVALID_CALL):] if bad is not None else protocol.ToolCall(name, arguments)
+        if name == protocol.TOOL_NAME and bad is None and arguments.get("action") != protocol.TOOL_ACTION:
+            call = f"unknown action {arguments.get('action')!r}; the only available action is {protocol.TOOL_ACTION!r}"
+        reply = tools.respond(call, {**self.row, "image": self.row["image_bytes"]}, self.tools, view=_env_view,
+                              **self.prompt_names)
+        if reply.error is not None:
+            self.errors.append(reply.error)
+        else:
+            self.ok += 1
+            self.used[reply.tool] = self.used.get(reply.tool, 0) + 1
+            self.extra_tokens += reply.visual_tokens
+        return reply.message
 
     def resize_image(self, action: str) -> list:
         """Resize the image resolution.
@@ -60,14 +83,40 @@ class ResizeEnv:
         Args:
             action: The action to perform. The available actions are: `resize`: Double the resolution of the current image.
         """
-        self.calls += 1
-        if action != protocol.TOOL_ACTION:
-            error = action[len(INVALID_CALL):] if isinstance(action, str) and action.startswith(INVALID_CALL) \
-                else f"unknown action {action!r}; the only available action is {protocol.TOOL_ACTION!r}"
-            self.errors.append(error)
-            return protocol.tool_content(error=error, **self.prompt_names)
-        self.ok += 1
-        return protocol.tool_content(image=high_view(self.row), **self.prompt_names)
+        return self._answer(protocol.TOOL_NAME, {"action": action})
+
+
+class ZoomEnv(ResizeEnv):
+    """`zoom_image` only (see ResizeEnv)."""
+    tools = ("zoom",)
+    resize_image = None  # not a tool of this selection
+
+    def zoom_image(self, bbox_2d: list) -> list:
+        """Zoom in on a region of the image.
+
+        Args:
+            bbox_2d: The region [x1, y1, x2, y2] in pixel coordinates of the current image, returned at double resolution.
+        """
+        return self._answer("zoom_image", {"bbox_2d": bbox_2d})
+
+
+class ResizeZoomEnv(ZoomEnv):
+    """`resize_image` and `zoom_image` (see ResizeEnv)."""
+    tools = ("resize", "zoom")
+    resize_image = ResizeEnv.resize_image
+
+
+ENVS = {c.tools: c for c in (ResizeEnv, ZoomEnv, ResizeZoomEnv)}
+
+
+def env_class(tools) -> type:
+    """The environment class exposing exactly the selected tools."""
+    from vtdata.tools import selection
+    return ENVS[selection(tools)]
+
+
+def _env_view(row: dict, which: str):
+    return _view({**row, "image_bytes": row["image"]}, which)
 
 
 _VIEWS: "OrderedDict[tuple, Any]" = OrderedDict()
@@ -97,8 +146,13 @@ def low_view(row: dict):
     return _view(row, "low")
 
 
-def install_response_parser(processor) -> None:
-    """Bind vt's turn parser on the processor's tokenizer (see the module docstring for why)."""
+def install_response_parser(processor, tools=("resize",)) -> None:
+    """Bind vt's turn parser on the processor's tokenizer (see the module docstring for why). An invalid call
+    goes to the selection's first function with the error in its argument (`INVALID_CALL`)."""
+    from vtdata.tools import FUNCTIONS, parse_call, selection
+    tools = selection(tools)
+    first = FUNCTIONS[tools[0]]
+    arg = "action" if first == protocol.TOOL_NAME else "bbox_2d"
     tokenizer = processor.tokenizer
     stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token, "<|endoftext|>", "<|im_end|>") if t]
 
@@ -109,11 +163,12 @@ def install_response_parser(processor) -> None:
             if cut >= 0:
                 text = text[:cut]
         message = {"role": "assistant", "content": text}
-        call = protocol.parse_tool_call(text)
-        if call is not None:
-            action = call.arguments["action"] if isinstance(call, protocol.ToolCall) else INVALID_CALL + call
+        call = parse_call(text, tools)
+        if isinstance(call, protocol.ToolCall):
+            message["tool_calls"] = [{"type": "function", "function": {"name": call.name, "arguments": call.arguments}}]
+        elif call is not None:
             message["tool_calls"] = [{"type": "function",
-                                      "function": {"name": protocol.TOOL_NAME, "arguments": {"action": action}}}]
+                                      "function": {"name": first, "arguments": {arg: INVALID_CALL + call}}}]
         return message
 
     tokenizer.parse_response = parse_response
@@ -128,11 +183,11 @@ def uninstall_response_parser(processor) -> None:
     tokenizer.response_template = None
 
 
-def prepare_processor(processor) -> None:
+def prepare_processor(processor, tools=("resize",)) -> None:
     """Make a Qwen-VL processor ready for the tool loop: vt's chat template and turn parser."""
     processor.chat_template = protocol.CHAT_TEMPLATE
     processor.tokenizer.chat_template = protocol.CHAT_TEMPLATE
-    install_response_parser(processor)
+    install_response_parser(processor, tools)
 
 
 def vision_token_ids(tokenizer) -> list[int]:
@@ -147,7 +202,7 @@ def vision_token_ids(tokenizer) -> list[int]:
     return ids
 
 
-def make_transform(system_prompt: str = "agent_system", user_prompt: str = "agent_user"):
+def make_transform(system_prompt: str = "agent_system", user_prompt: str = "agent_user", tools=("resize",)):
     """A `datasets` batch transform: built/curated row -> TRL row (turn-1 prompt with the LOW view inline,
     original bytes in `image_bytes`, every other column kept for `reset()` and the reward functions)."""
 
@@ -157,32 +212,42 @@ def make_transform(system_prompt: str = "agent_system", user_prompt: str = "agen
         n = len(batch["image"])
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
         out["prompt"] = [protocol.agent_messages(r["question"], low_view({**r, "image_bytes": r["image"]}),
-                                                 system_prompt, user_prompt) for r in rows]
+                                                 system_prompt, user_prompt, tools) for r in rows]
         return out
 
     return transform
 
 
-def budget(processor, row: dict, system_prompt: str, user_prompt: str, prompt_names: dict) -> tuple[int, int]:
-    """(prompt tokens, tool-turn tokens) of a row, images counted at their view sizes."""
+def budget(processor, row: dict, system_prompt: str, user_prompt: str, prompt_names: dict,
+           tools=("resize",)) -> tuple[int, int]:
+    """(prompt tokens, tool-turn tokens) of a row, images counted at their view sizes (a tool turn at the
+    high view's: a zoomed region is never larger; the longest of the selected tools' texts)."""
     from vttrain.models import visual_tokens
     low = (row["low_width"], row["low_height"])
     high = (row["high_width"], row["high_height"])
-    msgs = protocol.agent_messages(row["question"], "IMG", system_prompt, user_prompt)  # size-only stand-in
+    msgs = protocol.agent_messages(row["question"], "IMG", system_prompt, user_prompt, tools)  # size-only stand-in
     text = processor.apply_chat_template(msgs, chat_template=protocol.CHAT_TEMPLATE, tokenize=False,
                                          add_generation_prompt=True)
     prompt = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) - 1 + visual_tokens(processor, low)
-    tool = _tool_turn_text_tokens(processor, prompt_names) - 1 + visual_tokens(processor, high)
+    text_tokens = max(_tool_turn_text_tokens(processor, prompt_names, t) for t in tools)
+    tool = text_tokens - 1 + visual_tokens(processor, high)
     return prompt, tool
 
 
 _TOOL_TOKENS: dict = {}
 
 
-def _tool_turn_text_tokens(processor, prompt_names: dict) -> int:
-    key = (id(processor), tuple(sorted(prompt_names.items())))
+def _tool_turn_text_tokens(processor, prompt_names: dict, tool: str = "resize") -> int:
+    key = (id(processor), tuple(sorted(prompt_names.items())), tool)
     if key not in _TOOL_TOKENS:
-        msg = {"role": "tool", "content": protocol.tool_content(image="IMG", **prompt_names)}
+        if tool == "resize":
+            content = protocol.tool_content(image="IMG", **prompt_names)
+        else:
+            from vtdata import prompts
+            from vtdata.tools import ZOOM_HEAD
+            content = [{"type": "text", "text": ZOOM_HEAD}, {"type": "image", "image": "IMG"},
+                       {"type": "text", "text": protocol.TOOL_OK_TAIL + prompts.load("zoom_ok")}]
+        msg = {"role": "tool", "content": content}
         text = processor.apply_chat_template([{"role": "system", "content": "s"}, msg],
                                              chat_template=protocol.CHAT_TEMPLATE, tokenize=False,
                                              add_generation_prompt=True)

@@ -41,7 +41,15 @@ VT_FIELDS = {
     "format_weight": ("float", 0.5, "Weight of the format reward (1 when every turn is well-formed)."),
     "format_rule": ("str", "strict", "When a turn is well-formed: strict (only whitespace outside the tags, a valid "
                                      "tool call) | release (the released reward's looser rule; vtdata.protocol)."),
-    "max_turns": ("int", 2, "Assistant turns per rollout (1 tool call + the answer = 2)."),
+    "max_turns": ("int", 2, "Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the "
+                            "limit ends without an answer (scored 0, logged as unanswered_ratio)."),
+    "tools": ("str", "resize", "Tools the policy may call (vtdata/tools.py): resize (VisionThink) | zoom (a region of the "
+                               "original at the high view's scale) | resize,zoom. YAML may give a list."),
+    "penalty_cost": ("str", "flat", "What a rollout that received extra pixels pays in the penalty: flat (the penalty, "
+                                    "Eq. 5) | tokens (penalty x its extra visual tokens / the high view's: a zoom pays less "
+                                    "than a resize)."),
+    "mask_over_turns": ("bool", False, "Rollouts that end without an answer (still calling at max_turns) contribute no "
+                                       "loss and leave the group baseline, instead of scoring 0."),
     "dynamic_sampling": ("bool", False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
     "max_refill_rounds": ("int", 0, "With dynamic_sampling: extra generation rounds per step that replace dropped groups "
                                     "with informative ones (the release's rejection sampling); 0 = drop without refill. "
@@ -132,9 +140,16 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     return cfg
 
 
+def tool_selection(cfg) -> tuple:
+    from vtdata.tools import selection
+    return selection(cfg.tools)
+
+
 def validate(cfg) -> None:
-    from vttrain.reward import check_mode
+    from vttrain.reward import check_cost, check_mode
     check_mode(cfg.penalty_mode)
+    check_cost(cfg.penalty_cost)
+    tool_selection(cfg)
     from vtdata.protocol import FORMAT_RULES
     if cfg.format_rule not in FORMAT_RULES:
         raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {cfg.format_rule!r}")
@@ -201,7 +216,7 @@ def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
     cols = ["id", "question", "low_width", "low_height", "high_width", "high_height"]
     from vtdata.console import track
     for i, row in enumerate(track(ds.select_columns(cols), "checking token budgets", total=len(ds))):
-        p, t = budget(processor, row, cfg.system_prompt, cfg.user_prompt, names)
+        p, t = budget(processor, row, cfg.system_prompt, cfg.user_prompt, names, tool_selection(cfg))
         if p > max_prompt:
             rejected.append({"id": row["id"], "reason": f"prompt has {p} tokens > max_prompt_length {max_prompt}"})
         elif cfg.max_turns > 1 and t + cfg.min_answer_tokens > cfg.max_completion_length:
@@ -258,7 +273,7 @@ def build_trainer(cfg, trainer_class=None):
     import torch
 
     from vttrain import models
-    from vttrain.rollout import ResizeEnv, make_transform, prepare_processor, vision_token_ids
+    from vttrain.rollout import env_class, make_transform, prepare_processor, vision_token_ids
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
@@ -266,8 +281,10 @@ def build_trainer(cfg, trainer_class=None):
         torch.set_num_threads(cfg.torch_threads)
     run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
-    prepare_processor(processor)
-    ResizeEnv.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
+    tools = tool_selection(cfg)
+    prepare_processor(processor, tools)
+    env = env_class(tools)
+    env.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
 
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
     # a random-weight dir without weights (`vt init-model random`) is built by vttrain.models.load.
@@ -298,7 +315,7 @@ def build_trainer(cfg, trainer_class=None):
     ds = fit_rows(ds, processor, cfg, model_max_len, run_dir)
     if cfg.max_samples:
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
-    ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt))
+    ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt, tools))
 
     from vtdata.judge import make_judge
     from vtdata.judge import judge_options
@@ -319,8 +336,8 @@ def build_trainer(cfg, trainer_class=None):
     cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
     stats: dict = {}
     cls = trainer_class or VtGRPOTrainer
-    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats, cfg.format_rule), args=cfg, train_dataset=ds,
-                  processing_class=processor, environment_factory=ResizeEnv, peft_config=peft_config, vt=cfg,
+    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats, cfg.format_rule, tools), args=cfg, train_dataset=ds,
+                  processing_class=processor, environment_factory=env, peft_config=peft_config, vt=cfg,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
     trainer.vt_judge = judge
     return trainer, processor

@@ -38,7 +38,7 @@ def assistant_turns(messages: list[dict]) -> list[str]:
     return out
 
 
-def make_reward_funcs(judge, stats: dict, format_rule: str = "strict"):
+def make_reward_funcs(judge, stats: dict, format_rule: str = "strict", tools: tuple = ("resize",)):
     """The per-process reward functions: accuracy (the judge on the final turn), format, penalty placeholder."""
     from vtdata.judge import JudgeItem
 
@@ -64,7 +64,7 @@ def make_reward_funcs(judge, stats: dict, format_rule: str = "strict"):
         return [v.score if v.status == "ok" else None for v in verdicts]
 
     def format(completions, **_):  # noqa: A001 - the reward's name in TRL's logs
-        return [0.0 if protocol.check_format(assistant_turns(c), format_rule) else 1.0 for c in completions]
+        return [0.0 if protocol.check_format(assistant_turns(c), format_rule, tools) else 1.0 for c in completions]
 
     def penalty(completions, **_):
         """Placeholder column: VtGRPOTrainer._calculate_rewards fills it after the cross-process gather."""
@@ -82,6 +82,7 @@ class VtGRPOTrainer(GRPOTrainer):
         from vttrain.rollout import vision_token_ids
         self._vision_ids = torch.tensor(vision_token_ids(tok))
         self._zero_var_rows = None
+        self._over_rows = None  # rollouts that ended without an answer (mask_over_turns)
         self.run_dir = Path(self.args.output_dir)
         per_process = self.args.per_device_train_batch_size * self.args.steps_per_generation
         if vt is not None and vt.dynamic_sampling and vt.max_refill_rounds > 0 and per_process % self.num_generations:
@@ -92,22 +93,28 @@ class VtGRPOTrainer(GRPOTrainer):
 
     # -- rollout facts ----------------------------------------------------------------------------
     def _facts(self, inputs, completions, completion_ids_list) -> torch.Tensor:
-        """Per local rollout: used_high, attempted, dropped, low tokens, high tokens, use_tool (curated
-        sets: 1 needs high-res, 0 low-res suffices, -1 unknown)."""
+        """Per local rollout: used_high (extra pixels reached the model), attempted, dropped, low tokens, high
+        tokens, use_tool (curated sets: 1 needs high-res, 0 low-res suffices, -1 unknown), unanswered (the last
+        turn still calls a tool: cut at the turn limit), extra visual tokens (image pads in the completion),
+        zoomed, resized (successful calls of each tool)."""
         from vttrain.models import visual_tokens
         rows = []
         for i, (c, ids) in enumerate(zip(completions, completion_ids_list)):
             env = self.environments[i] if self.environments else None
             turns = assistant_turns(c)
             attempted = any("<tool_call>" in t for t in turns)
-            used_high = sum(1 for t in ids if t == self._pad_id) > 0
+            extra = sum(1 for t in ids if t == self._pad_id)
+            used_high = extra > 0
             dropped = bool(env is not None and env.ok > 0 and not used_high)
             x = inputs[i]
             low = visual_tokens(self.processing_class, (x["low_width"], x["low_height"]))
             high = visual_tokens(self.processing_class, (x["high_width"], x["high_height"]))
             use_tool = x.get("use_tool")
+            unanswered = bool(turns) and "<tool_call>" in turns[-1]
+            used = getattr(env, "used", None) or {}
             rows.append([float(used_high), float(attempted), float(dropped), float(low), float(high),
-                         -1.0 if use_tool is None else float(bool(use_tool))])
+                         -1.0 if use_tool is None else float(bool(use_tool)), float(unanswered), float(extra),
+                         float(used.get("zoom", 0) > 0), float(used.get("resize", 0) > 0)])
         return torch.tensor(rows, dtype=torch.float32, device=self.accelerator.device)
 
     @torch.no_grad()
@@ -120,11 +127,17 @@ class VtGRPOTrainer(GRPOTrainer):
         acc = rewards[:, ACC].tolist()
         fmt = rewards[:, FMT].tolist()
         rolls = [Rollout(score=None if math.isnan(a) else a, used_high=bool(f[0]), attempted=bool(f[1]),
-                         format_ok=bool(fo >= 0.5)) for a, f, fo in zip(acc, facts.tolist(), fmt)]
-        pens = batch_penalties(rolls, G, mode=vt.penalty_mode, theta=vt.theta, penalty=vt.penalty)
+                         format_ok=bool(fo >= 0.5), cost=f[7] / max(f[4], 1.0))
+                 for a, f, fo in zip(acc, facts.tolist(), fmt)]
+        pens = batch_penalties(rolls, G, mode=vt.penalty_mode, theta=vt.theta, penalty=vt.penalty,
+                               cost=getattr(vt, "penalty_cost", "flat"))
         rewards[:, PEN] = -torch.tensor(pens, dtype=rewards.dtype, device=rewards.device)
         failed = torch.isnan(rewards[:, ACC])
         rewards[failed] = torch.nan  # a judge failure is unscorable, never wrong (advantage 0 in TRL)
+        over = facts[:, 6] > 0
+        self._over_rows = over
+        if getattr(vt, "mask_over_turns", False):
+            rewards[over] = torch.nan  # out of the group baseline; their loss is masked in _generate_and_score_completions
 
         # zero-variance groups (no gradient signal); optionally filtered from the loss
         total = (rewards * self.reward_weights.to(rewards.device)).sum(dim=1).view(-1, G).tolist()
@@ -151,13 +164,19 @@ class VtGRPOTrainer(GRPOTrainer):
         m["accuracy_resized"].append(sum(r.score for r in resized) / len(resized) if resized else math.nan)
         m["penalty_share"].append(sum(p > 0 for p, r in zip(pens, rolls) if r.score is not None) / n)
         m["format_pass_rate"].append(sum(r.format_ok for r in rolls) / n)
-        used = facts[:, 3] + facts[:, 0] * facts[:, 4]
+        used = facts[:, 3] + facts[:, 7]  # low view + the extra images' tokens (a resize: the high view's)
         m["visual_tokens_per_sample"].append(float(used.mean()))
         m["visual_token_ratio"].append(float((used / facts[:, 4]).mean()))  # vs full-res direct answer
         for flag, key in ((1.0, "resize_ratio_needs_high"), (0.0, "resize_ratio_low_ok")):
             sel = facts[:, 5] == flag  # curated rows only (use_tool column)
             m[key].append(float(facts[sel, 0].mean()) if bool(sel.any()) else math.nan)
         m["zero_variance_share"].append(float(zero.float().mean()))
+        m["unanswered_ratio"].append(float(facts[:, 6].mean()))
+        from vtdata.tools import DEFAULT, selection
+        if selection(getattr(self.vt, "tools", DEFAULT)) != DEFAULT:  # per-tool rates (the default run logs as before)
+            m["zoom_ratio"].append(float(facts[:, 8].mean()))
+            m["resize_tool_ratio"].append(float(facts[:, 9].mean()))
+            m["extra_visual_tokens"].append(float(facts[:, 7].mean()))
         m["filtered_share"].append(float(zero.float().mean()) if self.vt.dynamic_sampling else 0.0)
 
     def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts, group_size: int) -> None:
@@ -174,6 +193,8 @@ class VtGRPOTrainer(GRPOTrainer):
                 f.write(json.dumps({"step": step, "group": i // group_size, "id": x["id"], "rank": x["rank"],
                                     "score": r.score, "format_ok": r.format_ok, "used_high": r.used_high,
                                     "attempted": r.attempted, "dropped": bool(facts[i, 2]), "penalty": p,
+                                    **({"extra_visual_tokens": int(facts[i, 7]), "unanswered": bool(facts[i, 6])}
+                                       if self._per_tool else {}),
                                     "reward": None if math.isnan(total) else total,
                                     "turns": x["turns"]}) + "\n")
 
@@ -216,8 +237,17 @@ class VtGRPOTrainer(GRPOTrainer):
                                f"check generation_kwargs (suppress_tokens / logit_bias)")
         return ids, logprobs
 
+    @property
+    def _per_tool(self) -> bool:
+        from vtdata.tools import DEFAULT, selection
+        return selection(getattr(self.vt, "tools", DEFAULT)) != DEFAULT
+
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
+        over = getattr(self.vt, "mask_over_turns", False) and self._over_rows is not None and self.model.training
+        if over and not self.vt.dynamic_sampling:
+            rank, n = self.accelerator.process_index, len(inputs)
+            return _masked(out, (~self._over_rows[rank * n:(rank + 1) * n]).cpu())
         if not (self.vt.dynamic_sampling and self._zero_var_rows is not None and self.model.training):
             return out
         keep = self._local_keep(len(inputs))
@@ -229,7 +259,10 @@ class VtGRPOTrainer(GRPOTrainer):
     def _local_keep(self, n: int) -> torch.Tensor:
         """This process's rows of the last scored batch: True = its group has reward variance."""
         rank = self.accelerator.process_index
-        return (~self._zero_var_rows[rank * n:(rank + 1) * n]).cpu()
+        keep = ~self._zero_var_rows[rank * n:(rank + 1) * n]
+        if getattr(self.vt, "mask_over_turns", False) and self._over_rows is not None:
+            keep = keep & ~self._over_rows[rank * n:(rank + 1) * n]
+        return keep.cpu()
 
     def _refill_inputs(self, n: int, round_no: int) -> list[dict]:
         """n fresh rows (n / G prompts, each repeated G times, as TRL's sampler lays them out), drawn by a
