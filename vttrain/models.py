@@ -361,6 +361,8 @@ class InitModelConfig:
     """For `random`: write bf16 safetensors (e.g. for `vllm serve`) instead of drawing the weights at load."""
     steps: int | None = None
     """For `mini`: SFT steps (default: vttrain.warmstart.MiniConfig.steps)."""
+    tools: str = "resize"
+    """For `mini`: the tools its agent trajectories call (resize | zoom | resize,zoom; vtdata/tools.py)."""
 
     def build(self) -> Path:
         if self.kind != "mini" and self.steps is not None:
@@ -369,7 +371,10 @@ class InitModelConfig:
             if self.config is not None or self.save_weights:
                 raise VtError("`vt init-model mini` takes no --config/--save-weights (its sizes are fixed)")
             from vttrain.warmstart import MiniConfig, init_mini
-            cfg = MiniConfig(seed=self.seed) if self.steps is None else MiniConfig(seed=self.seed, steps=self.steps)
+            from vtdata.tools import selection
+            cfg = MiniConfig(seed=self.seed, tools=selection(self.tools))
+            if self.steps is not None:
+                cfg.steps = self.steps
             if cfg.steps < 1:
                 raise VtError(f"--steps must be at least 1, got {cfg.steps}")
             return init_mini(self.out, cfg)
@@ -395,9 +400,11 @@ def init_model_command(
     save_weights: bool = typer.Option(False, "--save-weights", help="For `random`: write the weights "
                                       "(bf16 safetensors, e.g. for `vllm serve`) instead of drawing them at load."),
     steps: int = typer.Option(None, "--steps", help="For `mini`: SFT steps of the warm start."),
+    tools: str = typer.Option("resize", "--tools", help="For `mini`: tools of the agent trajectories: resize | "
+                                                       "zoom | resize,zoom."),
 ):
     """Build a model checkpoint offline: `vt init-model tiny|mini OUT` or `vt init-model random --config FILE OUT`."""
     path = InitModelConfig(kind=kind, out=out, config=config, seed=seed, save_weights=save_weights,
-                           steps=steps).build()
+                           steps=steps, tools=tools).build()
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     info(f"wrote {kind} model to {path} ({size / 1e6:.1f} MB)")

@@ -6,7 +6,7 @@ everything else (TRL's tool loop, the environment, the high-res image, masks, re
 and backward pass) runs for real. `generate=True` still runs the model's own sampling first (so
 timings include it) and then substitutes the script's text.
 
-script(turn, index, prompt_text) -> str | None: turn is 1 or 2, index the rollout's position in the
+script(turn, index, prompt_text) -> str | None: turn is 1, 2, ... (up to max_turns), index the rollout's position in the
 GLOBAL generation batch (the same on 1 or N processes), prompt_text the decoded context; None keeps
 what the model sampled. Turn-2 indices assume every scripted call got its tool turn (TRL regenerates only
 those); a tool turn TRL drops for length shifts the indices of the later rollouts of that batch.
@@ -55,15 +55,16 @@ class ScriptedGRPOTrainer(VtGRPOTrainer):
         else:
             ids, logprobs = [[tok.eos_token_id] for _ in prompt_ids], None
         texts = [tok.decode(p, skip_special_tokens=False) for p in prompt_ids]
-        turn = 2 if texts and texts[0].count("<|im_start|>assistant") > 1 else 1
+        turn = max(1, texts[0].count("<|im_start|>assistant")) if texts else 1
         if turn == 1:
             base = self.accelerator.process_index * len(prompt_ids)
             indices = [base + i for i in range(len(prompt_ids))]
             self._turn1_indices = indices
-            self._called = [g for g, t in zip(indices, texts) if protocol.parse_tool_call(
-                self.script(1, g, t) or "") is not None]
-        else:  # TRL regenerates only the rollouts that called the tool, in batch order
-            indices = self._called[:len(prompt_ids)]
+            self._called = {}
+        else:  # TRL regenerates only the rollouts that called a tool, in batch order
+            indices = self._called[turn - 1][:len(prompt_ids)]
+        self._called[turn] = [g for g, t in zip(indices, texts) if protocol.parse_tool_call(
+            self.script(turn, g, t) or "") is not None]
         out = []
         for i, (g, t) in enumerate(zip(indices, texts)):
             s = self.script(turn, g, t)

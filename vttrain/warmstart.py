@@ -31,7 +31,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from vtdata import prompts, protocol
+from vtdata import prompts, protocol, tools
 from vtdata.console import info
 from vtdata.sources import miniature
 
@@ -52,6 +52,8 @@ TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool
 # answering and calling the tool is its own for each question type. With a shared `</think>` token there,
 # GRPO moved both types' resize ratios in lockstep (the choice hardly depended on the question).
 TAGS = ["<think>", "<answer>", "</answer>"]
+ZOOM_HEAD = tools.ZOOM_HEAD
+ZOOM_THINK = "quadrant of the grey box"  # (key only) the zoom box rule of `zoom_box`
 SEED_SPACE = "warmstart"  # the generator's seed namespace for SFT rows (never a built dataset's)
 
 
@@ -93,11 +95,22 @@ class MiniConfig:
     """BPE vocabulary of the protocol-trained tokenizer."""
     threads: int = 1
     """torch threads while training (1 was fastest on 2 shared cores)."""
+    tools: tuple = ("resize",)
+    """Tools of the agent trajectories (vtdata/tools.py): a trajectory that calls one picks it uniformly, whatever
+    the question. A zoom's box is the quadrant of the low view that holds the grey box (for both classes: where
+    to look is taught, when to look and with which tool is not). The default keeps the resize-only build (and its
+    cache key) as it was."""
 
     def key(self) -> str:
         protocol_text = [prompts.load(n) for n in prompts.NAMES] + [protocol.TOOL_OK_HEAD, protocol.TOOL_OK_TAIL,
                                                                     protocol.CHAT_TEMPLATE]
-        blob = json.dumps({**asdict(self), "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
+        fields = asdict(self)
+        if tuple(self.tools) == ("resize",):
+            del fields["tools"]  # the resize-only key predates the field
+        else:
+            fields["tools"] = list(self.tools)
+            protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
+        blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
                            "think": [THINK_FIRST, THINK_AFTER], "protocol": protocol_text,
                            "gen": "vt-miniature-1", "v": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -116,14 +129,26 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     low = view(data, (cfg.size // 2, cfg.size // 2))
     answer = f"{THINK_FIRST[task]}<answer>{s['answer']}</answer>"
     if rng.random() < cfg.agent_share:
-        msgs = protocol.agent_messages(s["question"], None)
+        msgs = protocol.agent_messages(s["question"], None, tools=tuple(cfg.tools))
         if rng.random() < cfg.tool_rate:
-            tool = [{"type": "image"} if b.get("type") == "image" else b for b in protocol.tool_content(image=high)]
-            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}{TOOL_CALL}"}]},
+            name = cfg.tools[0] if len(cfg.tools) == 1 else rng.choice(list(cfg.tools))
+            if name == "resize":
+                call, reply = TOOL_CALL, protocol.tool_content(image=high)
+                image = high
+            else:
+                box = zoom_box(s["spec"], cfg.size)
+                row = {"image": data, "low_width": cfg.size // 2, "low_height": cfg.size // 2,
+                       "high_width": cfg.size, "high_height": cfg.size}
+                call = tools.call_text("zoom", box)
+                r = tools.respond(tools.parse_call(call, cfg.tools), row, cfg.tools)
+                reply, image = r.message, r.image
+            tool = [{"type": "image"} if b.get("type") == "image" else b for b in reply]
+            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}{call}"}]},
                      {"role": "user", "content": tool},
                      {"role": "assistant", "content": [{"type": "text",
                                                         "text": f"{THINK_AFTER}<answer>{s['answer']}</answer>"}]}]
-            return {"messages": msgs, "images": [low, high], "task": task, "kind": "agent", "tool": True}
+            return {"messages": msgs, "images": [low, image], "task": task, "kind": "agent", "tool": True,
+                    "tool_name": name}
         msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         return {"messages": msgs, "images": [low], "task": task, "kind": "agent", "tool": False}
     img = high if rng.random() < cfg.direct_high_share else low
@@ -131,6 +156,14 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     msgs[1]["content"][0] = {"type": "image"}
     msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return {"messages": msgs, "images": [img], "task": task, "kind": "high" if img is high else "low", "tool": False}
+
+
+def zoom_box(spec: dict, size: int) -> list[int]:
+    """The zoom box the warm start teaches: the quadrant of the LOW view (size/2 a side) holding the grey box."""
+    half, q = size // 2, size // 4
+    bx, by = spec["box"]
+    x, y = (bx // half) * q, (by // half) * q
+    return [x, y, x + q, y + q]
 
 
 def sft_rows(rows: range, cfg: MiniConfig):
@@ -163,6 +196,14 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
     """Protocol text for the tokenizer: every shipped prompt, questions, answers, both turn shapes."""
     texts = [prompts.load(name) for name in prompts.NAMES]
     texts += [protocol.TOOL_OK_HEAD + protocol.TOOL_OK_TAIL, protocol.TOOL_ERROR_TEXT]
+    if tuple(cfg.tools) != ("resize",):  # the zoom declaration, turn texts and every quadrant's call
+        texts += [tools.system_prompt("agent_system", cfg.tools), ZOOM_HEAD + protocol.TOOL_OK_TAIL]
+        texts += [prompts.load(n) for n in prompts.ZOOM_NAMES]
+        q = cfg.size // 4
+        for x in (0, q):
+            for y in (0, q):
+                call = tools.call_text("zoom", [x, y, x + q, y + q])
+                texts += [call] * 20 + [f"{THINK_FIRST[t]}{call}" for t in THINK_FIRST] * 10
     rng = random.Random(f"vt-warmstart-corpus:{cfg.seed}")
     for _ in range(n):
         task = rng.choice(("general", "ocr"))
