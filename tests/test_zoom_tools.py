@@ -165,3 +165,131 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
     for b in [(0, 0), (28, 56), (56, 28), (84, 84), (28, 28)]:
         x, y, x2, y2 = zoom_box({"box": b}, 112)
         assert 2 * x <= b[0] and b[0] + 28 <= 2 * x2 and 2 * y <= b[1] and b[1] + 28 <= 2 * y2
+
+
+# ---------------------------------------------------------------------------- trainer and eval (tiny model)
+
+def _jsonl(path):
+    return [json.loads(x) for x in open(path).read().splitlines() if x.strip()]
+
+
+ZOOM = "<think>z</think>" + tools.call_text("zoom", [0, 0, 28, 28])  # a quadrant of the 56 x 56 low view
+RESIZE = "<think>r</think>" + tools.call_text("resize")
+SMALL = "<think>s</think>" + tools.call_text("zoom", [0, 0, 5, 5])  # too small: error turn
+
+
+def _n_turn_script(turn, index, prompt):
+    """Per group of 4, max_turns 3: 0 zooms, resizes, answers; 1 sends a too-small box, answers; 2 zooms at
+    every turn (cut at the limit, no answer); 3 answers at once."""
+    from vttrain import scripted
+    k = index % 4
+    plan = {0: [ZOOM, RESIZE], 1: [SMALL], 2: [ZOOM, ZOOM, ZOOM], 3: []}[k]
+    return plan[turn - 1] if turn <= len(plan) else scripted.answer(scripted.expected_answer(prompt))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    import train_helpers as h
+    root = tmp_path_factory.mktemp("zoom")
+    return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_n_turn_training_with_both_tools(tiny, mask):
+    """TRL's tool loop with ResizeZoomEnv for 3 turns: the crop and the high view reach the model, every tool turn
+    is masked out of the loss, the rollout cut at the limit is counted (or masked with mask_over_turns)."""
+    import train_helpers as h
+    from vttrain import models, scripted
+    from vttrain.train import build_trainer
+
+    class T(scripted.ScriptedGRPOTrainer):
+        caught = []
+        script = staticmethod(_n_turn_script)
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            T.caught.append(out)
+            return out
+    root, model, data = tiny
+    run = root / f"run-{mask}"
+    cfg = h.config(model, data, run, max_steps=1, max_turns=3, tools="resize,zoom", penalty_cost="tokens",
+                   mask_over_turns=mask, max_completion_length=900)
+    trainer, proc = build_trainer(cfg, T)
+    trainer.train()
+    out = T.caught[0]
+    tok = proc.tokenizer
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    crop, high = models.visual_tokens(proc, (56, 56)), models.visual_tokens(proc, (112, 112))
+    rolls = _jsonl(run / "rollouts.jsonl")
+    assert [len(r["turns"]) for r in rolls] == [3, 2, 3, 1]
+    assert [r["extra_visual_tokens"] for r in rolls] == [crop + high, 0, 2 * crop, 0]
+    assert [r["unanswered"] for r in rolls] == [False, False, True, False]
+    assert [r["format_ok"] for r in rolls] == [True, True, False, True]
+    assert rolls[0]["score"] == 1.0 and rolls[2]["score"] == 0.0
+    for i in range(4):
+        ids, cm, tm = out["completion_ids"][i], out["completion_mask"][i].bool(), out["tool_mask"][i].bool()
+        assert int((ids == pad).sum()) == rolls[i]["extra_visual_tokens"]
+        model_ids = ids[cm & tm].tolist()
+        expected = []
+        for text in rolls[i]["turns"]:
+            expected += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if mask and i == 2:
+            assert model_ids == []  # over the turn limit: no loss at all
+        else:
+            assert model_ids == expected  # only the model's turns carry loss; every tool turn is masked
+        env_text = tok.decode(ids[cm & ~tm]) if not (mask and i == 2) else ""
+        if i == 0:
+            assert env_text.count("The zoomed-in region is shown below") == 1
+            assert env_text.count("The resized image is shown below") == 1
+        if i == 1:
+            assert "ERROR occurs during the function tool call. Error Information: the box [0, 0, 5, 5] is too small" \
+                in env_text
+    # token-cost penalty: r = 2/3 >= theta, the extra-pixel rollouts pay by their tokens (0 pays crop+high of high)
+    assert rolls[0]["penalty"] == pytest.approx(0.1 * (crop + high) / high)
+    assert (rolls[2]["reward"] is None) == mask
+    m = [x for x in _jsonl(run / "metrics.jsonl") if "loss" in x][0]
+    assert m["unanswered_ratio"] == 0.25 and m["zoom_ratio"] == 0.5 and m["resize_tool_ratio"] == 0.25
+
+
+def test_think_eval_with_zoom_and_n_turns(tmp_path):
+    """vt eval --mode think --tools resize,zoom: a zoom then a resize reach the model; visual tokens = low +
+    crop + high; per-tool rates and unanswered samples in the summary."""
+    from eval_helpers import eval_data, tiny_model, val_rows
+    from vtdata.resolution import view_of
+    from vttrain.eval import EvalConfig, run_eval
+    from vttrain.models import load_processor, visual_tokens
+    from vttrain.policy import LocalPolicy, message_images
+
+    class Plan(LocalPolicy):
+        async def agenerate(self, requests):
+            gens = await super().agenerate(requests)
+            for g, r in zip(gens, requests):
+                n = len(message_images(r.messages))
+                lw, lh = message_images(r.messages)[0].size
+                g.text = ("<think>z</think>" + tools.call_text("zoom", [0, 0, lw / 2, lh / 2]) if n == 1 else
+                          RESIZE if n == 2 else "<think>a</think><answer>7</answer>")
+            return gens
+
+    data, model, db = eval_data(), tiny_model(), tmp_path / "vt.duckdb"
+    rows = val_rows(data)[:2]
+    proc = load_processor(model)
+    for turns, name in ((3, "z3"), (2, "z2")):
+        res = run_eval(EvalConfig(data=str(data), model=str(model), mode="think", db=str(db), limit=2, max_turns=turns,
+                                  tools="resize,zoom", max_new_tokens=4, name=name, out=str(tmp_path)),
+                       policy=Plan(str(model), chat_template=protocol.CHAT_TEMPLATE, batch_size=4))
+        from vtdata.db import connect
+        con = connect(db, read_only=True)
+        preds = {r[0]: r[1:] for r in con.execute("SELECT sample_id, zoomed, resized, visual_tokens, turns FROM "
+                                                  "eval_predictions WHERE run = ?", [name]).fetchall()}
+        con.close()
+        for r in rows:
+            low = view_of(r, "low")
+            box = [0, 0, low.size[0] / 2, low.size[1] / 2]
+            crop = tools.crop_size(box, r)
+            zoomed, resized, vis, said = preds[r["id"]]
+            assert zoomed and len(said) == turns
+            want = visual_tokens(proc, low) + visual_tokens(proc, crop)
+            assert resized == (turns == 3)
+            assert vis == want + (visual_tokens(proc, view_of(r, "high")) if turns == 3 else 0)
+        total = next(s for s in res["summary"] if s["source"] == "all")
+        assert total["zoom_ratio"] == 1.0 and total["unanswered"] == (0 if turns == 3 else 2)

@@ -150,8 +150,8 @@ def install_response_parser(processor, tools=("resize",)) -> None:
     """Bind vt's turn parser on the processor's tokenizer (see the module docstring for why). An invalid call
     goes to the selection's first function with the error in its argument (`INVALID_CALL`)."""
     from vtdata.tools import FUNCTIONS, parse_call, selection
-    tools = selection(tools)
-    first = FUNCTIONS[tools[0]]
+    selected = selection(tools)
+    first = FUNCTIONS[selected[0]]
     arg = "action" if first == protocol.TOOL_NAME else "bbox_2d"
     tokenizer = processor.tokenizer
     stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token, "<|endoftext|>", "<|im_end|>") if t]
@@ -163,7 +163,7 @@ def install_response_parser(processor, tools=("resize",)) -> None:
             if cut >= 0:
                 text = text[:cut]
         message = {"role": "assistant", "content": text}
-        call = parse_call(text, tools)
+        call = parse_call(text, selected)  # (TRL passes its own `tools=`: the schema list)
         if isinstance(call, protocol.ToolCall):
             message["tool_calls"] = [{"type": "function", "function": {"name": call.name, "arguments": call.arguments}}]
         elif call is not None:
