@@ -293,3 +293,7 @@ def test_think_eval_with_zoom_and_n_turns(tmp_path):
             assert vis == want + (visual_tokens(proc, view_of(r, "high")) if turns == 3 else 0)
         total = next(s for s in res["summary"] if s["source"] == "all")
         assert total["zoom_ratio"] == 1.0 and total["unanswered"] == (0 if turns == 3 else 2)
+    # vt report: a point per tool setting when a run used zoom
+    from vttrain.report import ReportConfig, build_report
+    page = build_report(ReportConfig(out=str(tmp_path / "report"), db=str(db), runs=[]))
+    assert "5. Tools" in page.read_text() and (tmp_path / "report" / "plots" / "tools.png").is_file()

@@ -335,6 +335,7 @@ def build_report(cfg: ReportConfig) -> Path:
         cfg.runs = sorted(str(p.parent) for pat in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in base.glob(pat))
     try:
         sections = [_scoring(con, plots), _curation(con, plots), _training(cfg, plots), _evaluation(con, plots)]
+        sections += [t for t in [_tool_settings(con, plots)] if t is not None]  # only when a run used zoom
     finally:
         if con is not None:
             con.close()
@@ -473,6 +474,40 @@ def _evaluation(con, plots: Path) -> Section:
         s.body += ("<h3>Per source (accuracy %; rel. = mean per-source ratio to the first full run)</h3>"
                    + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, x) for x in srcs]
                             + [("avg", "avg"), ("rel", "rel.")], percent=set(srcs) | {"avg", "rel"}))
+    return s
+
+
+def _tool_settings(con, plots: Path) -> Section | None:
+    """Accuracy vs visual tokens with one point per tool setting (`vt eval --tools`), when any think run used a
+    tool other than resize (vtdata/tools.py); full/low runs are the reference points."""
+    points = eval_points(con) if con is not None else []
+    tools = {r: json.loads(c or "{}").get("identity", {}).get("tools", "resize")
+             for r, c in con.execute("SELECT run, config FROM eval_runs").fetchall()} if points else {}
+    if not any(t != "resize" for t in tools.values()):
+        return None
+    s = Section("5. Tools: accuracy vs visual tokens per tool setting")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for p in points:
+        label = tools.get(p["run"], "resize") if p["mode"] == "think" else p["mode"]
+        x, y = 100 * (p["visual_tokens_rel"] or 0), 100 * (p["accuracy"] or 0)
+        ax.scatter([x], [y], marker="*" if p["mode"] == "think" else "s", s=80)
+        ax.annotate(f"{label} ({p['run']})", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        p["tools"] = label
+    ax.set_xlabel("visual tokens used (% of full resolution)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(0, 130)
+    ax.set_ylim(-3, 110)
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy vs visual tokens (one point per tool setting)")
+    fig.tight_layout()
+    fig.savefig(plots / "tools.png", dpi=110)
+    plt.close(fig)
+    s.images.append("plots/tools.png")
+    s.body = _table(points, [("run", "run"), ("tools", "tools"), ("accuracy", "acc %"),
+                             ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
+                             ("zoom_ratio", "zoom %"), ("unanswered", "unanswered")],
+                    percent={"accuracy", "visual_tokens_rel", "resize_ratio", "zoom_ratio"})
     return s
 
 
