@@ -85,20 +85,23 @@ def main() -> None:
     runs = ["zoom-full"]
     if not (out / "evals" / "zoom-full.jsonl").exists():
         vt("eval", "--model", str(model), "--data", str(data), "--mode", "full", "--name", "zoom-full", *common)
-    for s in a.settings:
+    for s in a.settings:  # the warm start per setting (the tool choice before GRPO)
         tag = s.replace(",", "+")
-        policy, name = model, f"zoom-warm-{tag}"
-        if a.steps > 0:
-            run_dir = out / f"train-{tag}"
-            if not (run_dir / "final" / "config.json").exists():
-                vt("train", str(ROOT / "manifests" / "train-mini.yaml"), "--model", str(model), "--data_dir", str(data),
-                   "--output_dir", str(run_dir), "--tools", s, "--penalty_cost", a.penalty_cost,
-                   "--max_steps", str(a.steps), "--seed", str(a.seed), "--save_strategy", "no")
-            policy, name = run_dir / "final", f"zoom-think-{tag}"
+        runs.append(f"zoom-warm-{tag}")
+        if not (out / "evals" / f"zoom-warm-{tag}.jsonl").exists():
+            vt("eval", "--model", str(model), "--data", str(data), "--mode", "think", "--tools", s, "--name",
+               f"zoom-warm-{tag}", *common)
+    for s in a.settings if a.steps > 0 else []:  # GRPO per setting, then think eval with the same tools
+        tag = s.replace(",", "+")
+        run_dir, name = out / f"train-{tag}", f"zoom-think-{tag}"
+        if not (run_dir / "final" / "config.json").exists():
+            vt("train", str(ROOT / "manifests" / "train-mini.yaml"), "--model", str(model), "--data_dir", str(data),
+               "--output_dir", str(run_dir), "--tools", s, "--penalty_cost", a.penalty_cost,
+               "--max_steps", str(a.steps), "--seed", str(a.seed), "--save_strategy", "no")
         runs.append(name)
         if not (out / "evals" / f"{name}.jsonl").exists():
-            vt("eval", "--model", str(policy), "--data", str(data), "--mode", "think", "--tools", s, "--name", name,
-               *common)
+            vt("eval", "--model", str(run_dir / "final"), "--data", str(data), "--mode", "think", "--tools", s,
+               "--name", name, *common)
     fig = figures(db, runs)
     print("\n".join(table(fig)))
     tags = {s: f"zoom-{'think' if a.steps > 0 else 'warm'}-{s.replace(',', '+')}" for s in a.settings}
