@@ -9,6 +9,9 @@ A rollout is at most `max_turns` assistant turns:
    (`tool_turn(image=high)`); an invalid call gets the error turn (`tool_turn(error=...)`), and the
    model answers again.
 
+With `max_turns` > 2 the exchange repeats; `vtdata.tools` adds the `zoom_image` tool and answers calls of
+either tool (`respond`).
+
 `direct_messages` is the one-turn prompt without the tool (score-judge, eval full/low).
 `parse_tool_call` validates a reply's call (JSON, function name, action) and returns either the call or
 the error text for the error turn; `check_turn`/`check_format` are the per-turn format rule of the reward.

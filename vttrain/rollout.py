@@ -1,15 +1,17 @@
 """The VisionThink rollout on TRL 1.16: the resize-tool environment, the tool-call parser, the dataset
 transform and the guards.
 
-How a rollout runs (TRL's `environment_factory` hook, one `ResizeEnv` per rollout):
+How a rollout runs (TRL's `environment_factory` hook, one environment per rollout: `ResizeEnv`, or with
+`tools` zoom / resize,zoom `ZoomEnv` / `ResizeZoomEnv`, whose calls `vtdata.tools.respond` answers):
 - the dataset transform turns a built/curated row into the turn-1 prompt (agent system prompt, user =
   instruction + LOW view + question; `vtdata.protocol.agent_messages`) and keeps the original image
   bytes in `image_bytes` (TRL reads a column named `image` as the prompt image, so it must not be there);
 - `ResizeEnv.reset(**row)` receives that row; TRL exposes its public method `resize_image` as the tool;
   the call returns `protocol.tool_content(image=HIGH view)`, which TRL appends as a `tool` message and
   sends through the processor, so the high-res pixels reach both generation and the loss forward;
-- TRL masks the tool turn out of the loss (`tool_mask`), bounds calls by `max_tool_calling_iterations`
-  (= max_turns - 1) and renders turns with `vtdata.protocol.CHAT_TEMPLATE`.
+- TRL masks every tool turn out of the loss (`tool_mask`), bounds calls by `max_tool_calling_iterations`
+  (= max_turns - 1: a call in the last turn is not answered) and renders turns with
+  `vtdata.protocol.CHAT_TEMPLATE`.
 
 Where vt goes around TRL (TRL has no hook for it):
 - Tool-call parsing. TRL parses a turn with `tokenizer.parse_response` (transformers' response template)
@@ -17,8 +19,8 @@ Where vt goes around TRL (TRL has no hook for it):
   of getting the paper's error turn. `install_response_parser` binds vt's parser on the tokenizer
   instance: it keeps the raw turn text as `content` (TRL's Qwen template would move `<think>` into
   `reasoning_content`; the format reward needs the raw text) and turns EVERY `<tool_call>` into a call of
-  `resize_image`, an invalid one carrying the validation error in its `action` argument, so the
-  environment answers it with the error turn.
+  an environment method, an invalid one into a call of the selection's first tool carrying the validation
+  error in its argument, so the environment answers it with the error turn.
 - Chat template identity. TRL recognises templates by exact string; vt's (`protocol.CHAT_TEMPLATE`) is
   unknown to it, so the response template attribute is set here (the parser above is what runs).
 """
