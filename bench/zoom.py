@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def vt(*args: str) -> None:
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "vt", "-q", *args], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    p = subprocess.run([sys.executable, "-m", "vt", "-q", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if p.returncode:
+        sys.exit(f"vt {' '.join(args)} failed:\n{p.stderr[-3000:]}")
     print(f"  vt {args[0]} {' '.join(a for a in args[1:3])} ... {time.time() - t0:.0f} s", flush=True)
 
 
