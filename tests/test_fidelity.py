@@ -282,7 +282,7 @@ def test_eval_uses_the_release_budget_and_can_evaluate_at_native_resolution(tmp_
     from PIL import Image
     from eval_helpers import _images, answer, eval_data, val_rows
     from fake_openai import FakeOpenAI
-    from vttrain.eval import EvalConfig, run_eval
+    from vttrain.eval import EvalConfig, run as run_eval
 
     data = eval_data()
     rows = val_rows(data)[:2]

@@ -57,7 +57,7 @@ def test_vt_judge_on_an_lmms_eval_log(tmp_path):
 def test_vt_eval_writes_lmms_eval_samples_and_results(tmp_path):
     from eval_helpers import ScriptedThink, eval_data, val_rows
     from fake_openai import FakeOpenAI
-    from vttrain.eval import EvalConfig, run_eval
+    from vttrain.eval import EvalConfig, run as run_eval
 
     data = eval_data()
     rows = val_rows(data)

@@ -13,7 +13,7 @@ from fake_openai import FakeOpenAI
 from vtdata.build import iter_samples
 from vtdata.console import VtError
 from vttrain.demo import vt
-from vttrain.eval import EvalConfig, run_eval
+from vttrain.eval import EvalConfig, run as run_eval
 from vttrain.report import NOT_RUN, ReportConfig, build_report, curated_balance, eval_points, scoring_accuracy
 
 

@@ -217,7 +217,7 @@ class Demo:
 
     def _sum_eval(self, run: str) -> str:
         from vtdata.db import connect
-        from vttrain.eval import pct, summarize
+        from vttrain.summary import pct, summarize
         con = connect(self.db, read_only=True)
         try:
             rows = summarize(con, run)
@@ -305,7 +305,7 @@ class Demo:
                  "", "Query the database:"]
         lines += [f"  vt sql {shlex.quote(q)} --db {db}" for q in EXAMPLE_QUERIES]
         names = " ".join(name for name, _, _ in self.eval_runs())
-        lines += ["", f"Compare the eval runs again: vt eval --compare {names} --db {db}"]
+        lines += ["", f"Compare the eval runs again: vt compare {names} --db {db}"]
         return "\n".join(lines)
 
 
@@ -356,5 +356,5 @@ def demo_command(
     cfg = DemoConfig.for_science(**kw) if science else DemoConfig(**kw)
     demo = Demo(cfg)
     demo.run()
-    vt(["eval", "--compare", *[name for name, _, _ in demo.eval_runs()], "--db", str(demo.db)])
+    vt(["compare", *[name for name, _, _ in demo.eval_runs()], "--db", str(demo.db)])
     console.print(demo.epilogue(), highlight=False, soft_wrap=True)

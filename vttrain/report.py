@@ -21,7 +21,7 @@ from typing import Optional
 import typer
 
 from vtdata.console import VtError, info
-from vttrain.eval import compare, pct, summarize  # light: these import torch only inside functions
+from vttrain.summary import compare, pct, summarize
 from vttrain.models import make_out_dir
 
 NOT_RUN = "not run yet"
