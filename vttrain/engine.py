@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import AsyncIterator, Callable, Iterable
 
 from vtdata import prompts, protocol
+from vtdata.console import VtError
 from vtdata.db import arrow_table, insert_rows, transaction
 from vtdata.judge import JudgeItem, Verdict
 from vtdata.resolution import view_of
@@ -174,7 +175,6 @@ def _image(sample: dict, view: str):
     try:
         return view_of(sample, view)
     except (ValueError, OSError) as err:
-        from vtdata.console import VtError
         raise VtError(f"sample {sample.get('id')}: cannot make its {view} view: {err}") from None
 
 

@@ -21,8 +21,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from vtdata import prompts, protocol
+from vtdata.build import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
+from vtdata.db import default_db, writer
+from vtdata.judge import judge_options, make_judge
+from vttrain import engine
+from vttrain.models import check_source, make_out_dir
+from vttrain.policy import make_policy, qwen_visual_tokens
 from vttrain.summary import export_jsonl, summarize, summary_table
 
 MODES = ("full", "low", "think")
@@ -107,7 +114,6 @@ class EvalConfig:
             raise VtError(f"--split must be train, val or all, not {self.split!r}")
         kind, _, target = self.policy_spec.partition(":")
         if kind == "local":
-            from vttrain.models import check_source
             check_source(target)  # before any data is read
         if self.limit is not None and self.limit < 1:
             raise VtError("--limit must be at least 1")
@@ -115,9 +121,7 @@ class EvalConfig:
             raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
-        from vtdata.judge import judge_options
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)  # openai-only flags
-        from vtdata import prompts
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
                                     if self.mode == "think" else []):
             prompts.load(p)  # a VtError naming the prompt when it is neither shipped nor a file
@@ -133,7 +137,6 @@ class EvalConfig:
         return f"{Path(spec).name or spec}-{self.mode}-{self.split}"
 
     def db_path(self) -> Path:
-        from vtdata.db import default_db
         return Path(self.db) if self.db else default_db(self.data)
 
     def out_dir(self) -> Path:
@@ -215,7 +218,6 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
 
 def _rows(cfg: EvalConfig) -> list[dict]:
     """The split's rows in data order, each with its `doc_id` (its position: lmms-eval's doc id)."""
-    from vtdata.build import read_split
     rows = read_split(cfg.data, cfg.split, cfg.limit)
     return [{**(native_views(r) if cfg.views == "native" else r), "doc_id": i} for i, r in enumerate(rows)]
 
@@ -236,7 +238,6 @@ def native_views(row: dict) -> dict:
 def _view_tokens(row: dict, view: str) -> int:
     """Visual tokens of the row's low or high view (`full` mode spends the high's): the count the policy
     backends use."""
-    from vttrain.policy import qwen_visual_tokens
     return qwen_visual_tokens(row[f"{view}_width"], row[f"{view}_height"])
 
 
@@ -255,7 +256,6 @@ async def _evaluate(cfg: EvalConfig, run: str, con, rows: list[dict], stored: di
     """Generate and judge what the run lacks (the rows without a prediction, and the stored predictions
     without a good verdict: `stored` = sample_id -> status), a batch at a time; returns how many
     predictions were generated."""
-    from vttrain import engine
     unjudged = [r for r in rows if r["id"] in stored and stored[r["id"]] != STATUS_OK]
     todo = [r for r in rows if r["id"] not in stored]
     info(f"eval {run}: {len(rows)} samples, {len(rows) - len(todo)} done, {len(todo)} to run"
@@ -307,9 +307,6 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     """`vt eval`: evaluate, resuming a run of the same name; prints the summary and returns
     {'run', 'done', 'new', 'summary', 'jsonl', 'db'}. `policy` / `judge` replace the ones `cfg` names
     (tests pass scripted ones; the caller closes them)."""
-    from vtdata.db import writer
-    from vtdata.judge import judge_options, make_judge
-    from vttrain.models import make_out_dir
 
     name = cfg.run_name()
     make_out_dir(cfg.out_dir())  # before any work: the JSONL is written at the end
@@ -346,8 +343,6 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
 
 
 def _make_policy(cfg: EvalConfig):
-    from vtdata import protocol
-    from vttrain.policy import make_policy
     kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env}
     if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
         kw["chat_template"] = protocol.CHAT_TEMPLATE  # the tokens training saw for tool turns

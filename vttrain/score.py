@@ -31,8 +31,11 @@ from pathlib import Path
 
 from vtdata.config import command
 from vtdata.console import VtError, debug, info, progress_bar
-from vtdata.db import arrow_table
-from vtdata.judge import judge_options
+from vtdata.build import iter_samples, read_split
+from vtdata.db import arrow_table, default_db, writer
+from vtdata.judge import judge_options, make_judge
+from vttrain import engine
+from vttrain.policy import make_policy
 
 VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")
@@ -196,7 +199,6 @@ class ScoreConfig:
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
 
     def db_path(self) -> Path:
-        from vtdata.db import default_db
         return Path(self.db) if self.db else default_db(self.data)
 
 
@@ -236,7 +238,6 @@ def _status(c: Counter) -> str:
 
 def _load_samples(cfg: ScoreConfig) -> list[dict]:
     """The samples to score, without image bytes (those are read chunk by chunk)."""
-    from vtdata.build import read_split
     data = Path(cfg.data)
     rows = read_split(data, cfg.split, cfg.limit, columns=[c for c in SAMPLE_COLUMNS if c != "image"])
     ids = [r["id"] for r in rows]
@@ -248,7 +249,6 @@ def _load_samples(cfg: ScoreConfig) -> list[dict]:
 
 def _with_images(cfg: ScoreConfig, todo: list[dict]):
     """The todo samples with their image bytes, in dataset order, in one pass over the shards."""
-    from vtdata.build import iter_samples
     want = {r["id"]: r for r in todo}
     left = len(want)
     if not left:
@@ -275,7 +275,6 @@ def _chunks(rows, size: int):
 
 async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None = None) -> dict:
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
-    from vttrain import engine
     k, pid = int(cfg.rollouts), policy.identity
     t = cfg.thresholds.resolve(k)
     con.execute(SCHEMA)
@@ -324,7 +323,6 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
 
 
 def make_judge_for(cfg: ScoreConfig, con):
-    from vtdata.judge import make_judge
     # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
     opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
                          concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
@@ -333,8 +331,6 @@ def make_judge_for(cfg: ScoreConfig, con):
 
 def run(cfg: ScoreConfig) -> dict:
     """`vt score-judge`: score per the config in its database (the command's one writer connection)."""
-    from vtdata.db import writer
-    from vttrain.policy import make_policy
     samples = _load_samples(cfg)  # bad --data / --split fail before a model is loaded
     with writer(cfg.db_path(), "vt score-judge") as con:
         judge = make_judge_for(cfg, con)
