@@ -186,11 +186,17 @@ def test_example_rollouts_show_both_views_and_survive_a_missing_dataset(tmp_path
     assert "turn 1" in body and "turn 2" in body and "correct (1)" in body and "wrong (0)" in body
     assert len(body) < 60_000                                      # small inline JPEGs, not the images
 
+    # a sample the dataset lacks: the others keep their pictures, the note says how many are missing
+    rolls[0]["id"] = "not-in-the-set"
+    (run / "rollouts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rolls))
+    body = _training(ReportConfig(runs=[str(run)]), plots).body
+    assert len(_thumbs(body)) == 4 and f"no thumbnails: 1 of these samples not in {data}" in body
+
     # the dataset is gone: the rollouts are still listed, with a visible note instead of pictures
     (run / "vt_train_config.yaml").write_text(yaml.safe_dump({"model": "m", "data_dir": str(tmp_path / "gone")}))
     body = _training(ReportConfig(runs=[str(run)]), plots).body
     assert "<img" not in body and "no thumbnails: dataset" in body and str(tmp_path / "gone") in body
-    assert all(r["id"] in body for r in rows)
+    assert all(r["id"] in body for r in rows[1:]) and "not-in-the-set" in body
     (run / "vt_train_config.yaml").unlink()                        # a run that does not name its data
     assert "no thumbnails: the run does not name its dataset" in _training(ReportConfig(runs=[str(run)]), plots).body
 

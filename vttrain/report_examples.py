@@ -20,7 +20,7 @@ from typing import Optional
 
 from PIL import Image
 
-from vtdata.build import iter_samples
+from vtdata.build import shard_files
 from vtdata.console import VtError
 from vtdata.resolution import view_of
 
@@ -117,21 +117,36 @@ def thumbnails(row: dict) -> list[str]:
     return tags
 
 
+def find_rows(data_dir: str, ids: set[str]) -> dict[str, dict]:
+    """The rows of a built set with these ids (VIEW_COLUMNS, `image` as encoded bytes). Only the id
+    column is read everywhere; the images only of the row groups that hold a wanted id."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, dict] = {}
+    for f in shard_files(data_dir):
+        pf = pq.ParquetFile(f)
+        cols = [c for c in VIEW_COLUMNS if c in pf.schema_arrow.names]
+        for g in range(pf.num_row_groups):
+            hits = [i for i, x in enumerate(pf.read_row_group(g, columns=["id"]).column("id").to_pylist())
+                    if x in ids]
+            for row in pf.read_row_group(g, columns=cols).take(hits).to_pylist() if hits else []:
+                if isinstance(row.get("image"), dict):
+                    row["image"] = row["image"]["bytes"]
+                out[row["id"]] = row
+            if len(out) == len(ids):
+                return out
+    return out
+
+
 def attach_views(examples: list[Example], data_dir: Optional[str]) -> Optional[str]:
     """Fill each example's views and missing question from its dataset row; returns why not, if not."""
     if not examples:
         return None
     if not data_dir:
         return "the run does not name its dataset"
-    wanted = {e.id for e in examples}
-    rows: dict[str, dict] = {}
     try:
-        for row in iter_samples(data_dir, columns=VIEW_COLUMNS):
-            if row["id"] in wanted:
-                rows[row["id"]] = row
-                if len(rows) == len(wanted):
-                    break
-    except (VtError, OSError, ValueError) as err:  # gone, moved, not a built set, a damaged shard
+        rows = find_rows(data_dir, {e.id for e in examples})
+    except (VtError, OSError, ValueError, KeyError) as err:  # gone, moved, not a built set, a damaged shard
         return f"dataset {data_dir}: {err}"
     missing = 0
     for e in examples:
@@ -144,7 +159,7 @@ def attach_views(examples: list[Example], data_dir: Optional[str]) -> Optional[s
             e.views = thumbnails(row)
         except (VtError, OSError, ValueError, KeyError) as err:
             return f"sample {e.id} of {data_dir}: {err}"
-    return f"{missing} of the samples are not in {data_dir}" if missing else None
+    return f"{missing} of these samples not in {data_dir}" if missing else None
 
 
 def _verdict(e: Example) -> str:
