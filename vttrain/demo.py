@@ -5,11 +5,12 @@ build-data -> init-model tiny -> score-judge -> curate -> train -> eval (full, l
 Every stage is the real `vt` command, invoked in this process through the CLI itself (one code path
 with what a user types; torch is imported once). What a stage prints to stdout (its result tables,
 the trainer's logs) goes to `OUT/.demo/<stage>.log`; the demo prints one summary line per stage.
-A stage that finished writes a marker `OUT/.demo/<stage>.json` with its arguments and summary; a
-second `vt demo` reuses every stage whose marker matches and whose outputs exist, and redoes the rest
-(the commands are resumable themselves, so an interrupted stage continues where it stopped). When a
-stage reruns, the stages after it rerun too: training starts afresh when its inputs changed (and
-resumes when it was only interrupted), and the eval runs of a retrained model start afresh.
+The stages run through `vtdata.stages`: a stage that finished writes a marker `OUT/.demo/<stage>.json`
+with its arguments and summary; a second `vt demo` reuses every stage whose marker matches and whose
+outputs exist, and redoes the rest (the commands are resumable themselves, so an interrupted stage
+continues where it stopped). When a stage reruns, the stages after it rerun too: training starts
+afresh when its inputs changed (and resumes when it was only interrupted), and the eval runs of a
+retrained model start afresh.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from typing import Callable
 import typer
 
 from vtdata.console import VtError, console, info
+from vtdata.stages import Stage, run_stages
+from vttrain.summary import pct, summarize
 
 from vt import shipped
 
@@ -79,19 +82,11 @@ class DemoConfig:
 
 
 @dataclass
-class Stage:
-    name: str
-    args: list[str]                      # the command line, which the marker must match
-    outputs: list[Path]
-    summary: Callable[[], str]
+class DemoStage(Stage):
+    """A `vt` command as a stage: its one-line summary, run-time flags and training run directory."""
+    summary: Callable[[], str] = field(default=lambda: "")
     extra: Callable[[], list[str]] = field(default=lambda: [])  # run-time flags not part of the identity
-    inputs: list[Path] = field(default_factory=list)  # files whose content is part of the identity
     run_dir: Path | None = None  # a training stage's run directory (trained afresh when upstream changed)
-
-    def identity(self) -> dict:
-        import hashlib
-        return {"args": self.args, "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-                                              for p in self.inputs if p.is_file()}}
 
 
 def vt(args: list[str]) -> None:
@@ -144,39 +139,40 @@ class Demo:
         finally:
             con.close()
 
-    def stages(self) -> list[Stage]:
+    def stages(self) -> list[DemoStage]:
         c, db = self.cfg, ["--db", str(self.db)]
         steps = ["--max_steps", str(c.train_steps)] if c.train_steps else []
         warm = ["--steps", str(c.warm_steps)] if c.warm_steps else []
         stages = [
-            Stage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
-                  [self.data / "build.json"], self._sum_build, inputs=[Path(c.manifest)]),
-            Stage("init-model", ["init-model", "mini", str(self.model)] + warm, [self.model / "config.json"],
-                  self._sum_model),
-            Stage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
-                                  "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
-                                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
-                  [self.db], self._sum_score),
-            Stage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
-                             "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
-                  [self.curated / "build.json"], self._sum_curate),
+            DemoStage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
+                      [self.data / "build.json"], inputs=[Path(c.manifest)], summary=self._sum_build),
+            DemoStage("init-model", ["init-model", "mini", str(self.model)] + warm, [self.model / "config.json"],
+                      summary=self._sum_model),
+            DemoStage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
+                                      "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
+                                      "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
+                      [self.db], summary=self._sum_score),
+            DemoStage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
+                                 "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
+                      [self.curated / "build.json"], summary=self._sum_curate),
         ]
         for mode in c.train_runs():
             run = self.run_dir(mode)
-            stages.append(Stage(run.name, ["train", c.train_config, "--model", str(self.model), "--data_dir",
-                                           str(self.curated), "--output_dir", str(run), "--penalty_mode", mode,
-                                           "--seed", str(c.seed)] + steps,
-                                [run / "final", run / "metrics.jsonl"], lambda r=run: self._sum_train(r),
-                                extra=lambda r=run: self._resume_flag(r), inputs=[Path(c.train_config)], run_dir=run))
+            stages.append(DemoStage(run.name, ["train", c.train_config, "--model", str(self.model), "--data_dir",
+                                               str(self.curated), "--output_dir", str(run), "--penalty_mode", mode,
+                                               "--seed", str(c.seed)] + steps,
+                                    [run / "final", run / "metrics.jsonl"], inputs=[Path(c.train_config)],
+                                    summary=lambda r=run: self._sum_train(r),
+                                    extra=lambda r=run: self._resume_flag(r), run_dir=run))
         for name, mode, model in self.eval_runs():
-            stages.append(Stage(f"eval-{name.removeprefix(self.prefix + '-')}",
-                                ["eval", "--model", str(model), "--data", str(self.data), "--mode", mode, "--limit",
-                                 str(c.eval_limit), "--name", name, "--max-new-tokens", str(c.max_new_tokens),
-                                 "--out", str(self.evals)] + db,
-                                [self.evals / f"{name}.jsonl"], lambda n=name: self._sum_eval(n)))
+            stages.append(DemoStage(f"eval-{name.removeprefix(self.prefix + '-')}",
+                                    ["eval", "--model", str(model), "--data", str(self.data), "--mode", mode, "--limit",
+                                     str(c.eval_limit), "--name", name, "--max-new-tokens", str(c.max_new_tokens),
+                                     "--out", str(self.evals)] + db,
+                                    [self.evals / f"{name}.jsonl"], summary=lambda n=name: self._sum_eval(n)))
         runs = [a for m in c.train_runs() for a in ("--runs", str(self.run_dir(m)))]
-        stages.append(Stage("report", ["report", "--out", str(self.report), *runs] + db,
-                            [self.report / "index.html"], lambda: str(self.report / "index.html")))
+        stages.append(DemoStage("report", ["report", "--out", str(self.report), *runs] + db,
+                                [self.report / "index.html"], summary=lambda: str(self.report / "index.html")))
         return stages
 
     # ---------------------------------------------------------------------------------- summaries
@@ -217,7 +213,6 @@ class Demo:
 
     def _sum_eval(self, run: str) -> str:
         from vtdata.db import connect
-        from vttrain.summary import pct, summarize
         con = connect(self.db, read_only=True)
         try:
             rows = summarize(con, run)
@@ -234,16 +229,6 @@ class Demo:
         return ["--resume"] if run.is_dir() and latest_checkpoint(run) else []
 
     # ---------------------------------------------------------------------------------------- running
-    def _reusable(self, stage: Stage) -> dict | None:
-        m = self.marks / f"{stage.name}.json"
-        try:
-            rec = json.loads(m.read_text())
-        except (OSError, ValueError):
-            return None
-        if rec.get("identity") != stage.identity() or not all(p.exists() for p in stage.outputs):
-            return None
-        return rec
-
     def _forget_evals(self) -> None:
         """A retrained model invalidates the demo's eval runs (same names, same model path)."""
         if not self.db.exists():
@@ -261,34 +246,24 @@ class Demo:
             shutil.rmtree(self.out)
         from vttrain.models import make_out_dir
         make_out_dir(make_out_dir(self.out) / ".demo")
-        stages, done, rerun = self.stages(), [], False
         t_all = time.time()
-        for k, stage in enumerate(stages, 1):
-            tag = f"[{k}/{len(stages)}] {stage.name:<{max(len(x.name) for x in stages)}}"
-            rec = None if rerun else self._reusable(stage)
-            if rec is not None:
-                info(f"{tag} reused  {rec['summary']}")
-                done.append({**rec, "reused": True})
-                continue
-            upstream_changed, rerun = rerun, True
-            if stage.run_dir is not None:
-                self._forget_evals()
-                if upstream_changed and stage.run_dir.exists():
-                    shutil.rmtree(stage.run_dir)  # new data or model: train afresh instead of resuming
-            args = stage.args + stage.extra()
-            log = self.marks / f"{stage.name}.log"
-            info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
-            t0 = time.time()
-            with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
-                vt(args)  # results (tables, trainer logs) to the stage's log; progress bars stay on stderr
-            rec = {"stage": stage.name, "identity": stage.identity(), "seconds": round(time.time() - t0, 1),
-                   "summary": stage.summary()}
-            (self.marks / f"{stage.name}.json").write_text(json.dumps(rec, indent=1))
-            info(f"{tag} done in {rec['seconds']:.1f} s: {rec['summary']}")
-            done.append({**rec, "reused": False})
-        info(f"demo: {len(stages)} stages in {time.time() - t_all:.1f} s "
+        done = run_stages(self.stages(), self.marks, self._execute)
+        info(f"demo: {len(done)} stages in {time.time() - t_all:.1f} s "
              f"({sum(1 for d in done if d['reused'])} reused)")
         return done
+
+    def _execute(self, stage: DemoStage, tag: str, upstream_changed: bool) -> str:
+        """Run one stage's `vt` command (its stdout to OUT/.demo/<stage>.log); returns its summary."""
+        if stage.run_dir is not None:
+            self._forget_evals()
+            if upstream_changed and stage.run_dir.exists():
+                shutil.rmtree(stage.run_dir)  # new data or model: train afresh instead of resuming
+        args = stage.args + stage.extra()
+        log = self.marks / f"{stage.name}.log"
+        info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
+        with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+            vt(args)  # results (tables, trainer logs) to the stage's log; progress bars stay on stderr
+        return stage.summary()
 
     def epilogue(self) -> str:
         db = shlex.quote(str(self.db))
