@@ -128,12 +128,11 @@ def _param(opt: _Opt, help_: str) -> inspect.Parameter:
     decls += list(f.metadata.get("flags", []))
     if opt.required:
         help_ = (help_ + " " if help_ else "") + "(required)"
-    show = False if opt.required or opt.default in (None, [], ()) else (
-        opt.default if isinstance(opt.default, str) else repr(opt.default) if isinstance(opt.default, list) else str(opt.default))
+    default = None if opt.required else opt.default  # shown in --help; a value given is told apart by its source
     if f.metadata.get("argument"):
-        info = typer.Argument(None, help=help_, show_default=show, metavar=opt.name.upper())
+        info = typer.Argument(default, help=help_, metavar=opt.name.upper(), show_default=default is not None)
     else:
-        info = typer.Option(None, *decls, help=help_, show_default=show)
+        info = typer.Option(default, *decls, help=help_, show_default=default not in (None, [], ()))
     return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
 
