@@ -27,7 +27,7 @@ class Limits:
 class ToyConfig:
     """Make a toy: the command's help."""
 
-    data: Path = field(metadata={"argument": True})
+    data: Path = field(metadata={"argument": True, "flags": ["--data"]})
     """The toy's input directory."""
     out: Path = field(metadata={"flags": ["-o"]})
     """Where the toy goes."""
@@ -89,15 +89,23 @@ def test_values_defaults_flattening_bool_list_literal():
     assert isinstance(cfg.data, Path) and isinstance(cfg.limits, Limits)
     res, cfg = invoke("in", "--out", "o2")
     assert cfg == ToyConfig(data=Path("in"), out=Path("o2"))  # every default is the dataclass's own
+    res, cfg = invoke("--data", "in", "--out", "o2")  # a positional argument with a flag form
+    assert res.exit_code == 0 and cfg == ToyConfig(data=Path("in"), out=Path("o2"))
 
 
 def test_bad_values_are_errors_before_run():
     res, cfg = invoke("in", "-o", "o", "--mode", "sideways")  # a Literal is a choice
-    assert res.exit_code == 2 and cfg is None
+    assert cfg is None and str(res.exception) == "--mode must be one of full, low, think, got 'sideways'"
+    res, cfg = invoke("in", "-o", "o", "-k", "three")
+    assert cfg is None and str(res.exception) == "--k must be an integer, got 'three'"
+    res, cfg = invoke("in", "-o", "o", "--rate", "fast")
+    assert cfg is None and str(res.exception) == "--rate must be a number, got 'fast'"
     res, cfg = invoke("in", "-o", "o", "-k", "0")  # __post_init__'s check
     assert cfg is None and isinstance(res.exception, VtError) and "-k must be >= 1" in str(res.exception)
     res, cfg = invoke("in")  # a required option
     assert cfg is None and isinstance(res.exception, VtError) and str(res.exception) == "missing --out"
+    res, cfg = invoke("-o", "o")  # a required argument
+    assert cfg is None and str(res.exception) == "missing DATA"
 
 
 def test_config_file_with_flag_overrides(tmp_path):
@@ -114,8 +122,10 @@ def test_config_file_with_flag_overrides(tmp_path):
 
 
 def test_cli_error_is_one_line():
-    """Through `vt`: a check in __post_init__ ends in one `error:` line, exit status 2, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "vt", "curate", "--name", "x", "--per-class", "0", "--out", "o"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines() == ["error: --per-class must be >= 1, got 0"]
+    """Through `vt`: a check in __post_init__ and a missing option end in one `error:` line, exit status 2."""
+    for args, msg in ((["--name", "x", "--per-class", "0", "--out", "o"], "error: --per-class must be >= 1, got 0"),
+                      (["--per-class", "2", "--out", "o"], "error: missing --name"),
+                      (["--name", "x", "--per-class", "two", "--out", "o"], "error: --per-class must be an integer, got 'two'")):
+        r = subprocess.run([sys.executable, "-m", "vt", "curate", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [msg]
