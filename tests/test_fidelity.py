@@ -220,7 +220,7 @@ def test_one_judge_grammar_in_every_command(tmp_path):
     src.write_text(json.dumps(NUMBER_ITEM) + "\n")
     with FakeOpenAI() as srv:
         res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai:fake",
-                                       "--base-url", srv.url, "--judge-scope", "all", "--no-cache"])
+                                       "--judge-base-url", srv.url, "--judge-scope", "all", "--no-cache"])
         assert res.exit_code == 0, res.output
         assert json.loads(out.read_text())["score"] == 0.0 and srv.requests == 1
     res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai", "--model", "fake"])
