@@ -202,8 +202,8 @@ def command(cfg_cls: type, run: Callable[[Any], Any], context_settings: dict | N
                                                              "option names with underscores); flags override it.")))
 
     def fn(ctx: typer.Context, **kw):
-        values = _from_file(kw.pop(CONFIG_FLAG), opts, set(nested)) if with_file and kw.get(CONFIG_FLAG) else {}
-        kw.pop(CONFIG_FLAG, None)
+        file = kw.pop(CONFIG_FLAG, None) if with_file else None
+        values = _from_file(file, opts, set(nested)) if file else {}
         for o in opts:
             flag_form = kw.pop(o.name + ALIAS, None)
             if flag_form is not None:
@@ -258,7 +258,7 @@ def _convert(o: _Opt, v):
     """A flag's or a file's value as the field's type; a value that is not one is a one-line VtError."""
     if v is None:
         return None
-    flag = "--" + o.name.replace("_", "-")
+    flag = o.name.upper() if o.field.metadata.get("argument") else "--" + o.name.replace("_", "-")
     if typing.get_origin(o.type) is Literal:
         choices = typing.get_args(o.type)
         match = [c for c in choices if str(c) == str(v)]
