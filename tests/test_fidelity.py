@@ -213,7 +213,7 @@ def test_one_judge_grammar_in_every_command(tmp_path):
     from typer.testing import CliRunner
     from vt.cli import app
     from fake_openai import FakeOpenAI
-    from vttrain.train import parse_config, validate
+    from vttrain.train import parse_config
     from vtdata.console import VtError
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -230,10 +230,9 @@ def test_one_judge_grammar_in_every_command(tmp_path):
                  ["eval", "--data", str(data), "--model", "x"]):
         res = CliRunner().invoke(app, argv + ["--judge", "auto", "--judge-scope", "all"])
         assert isinstance(res.exception, VtError) and "--judge-scope all needs an LLM judge" in str(res.exception)
-    cfg = parse_config(None, ["--model", "m", "--data_dir", str(data), "--output_dir", str(tmp_path / "r"),
-                              "--judge", "rule:relaxed", "--judge_scope", "all", "--use_cpu", "true"])
-    with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):
-        validate(cfg)
+    with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):  # VtTrainConfig.__post_init__
+        parse_config(None, ["--model", "m", "--data_dir", str(data), "--output_dir", str(tmp_path / "r"),
+                            "--judge", "rule:relaxed", "--judge_scope", "all", "--use_cpu", "true"])
     assert _recipe()["judge_scope"] == "all" and _recipe()["judge"].startswith("openai:")
 
 
