@@ -95,8 +95,8 @@ def test_recipe_uses_the_release_format_rule_and_training_applies_it(tmp_path):
     from vttrain.trainer import make_reward_funcs
     assert _recipe()["format_rule"] == "release"
     loose = [{"role": "assistant", "content": "<think>a</think> so: <answer>4</answer>"}]
-    _, fmt_release, _ = make_reward_funcs(None, {}, "release")
-    _, fmt_strict, _ = make_reward_funcs(None, {}, "strict")
+    _, fmt_release, _ = make_reward_funcs(None, "release")
+    _, fmt_strict, _ = make_reward_funcs(None, "strict")
     assert fmt_release([loose]) == [1.0] and fmt_strict([loose]) == [0.0]
 
 
@@ -124,7 +124,7 @@ def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
     moved = sum(int((after[n].detach() != p).sum()) for n, p in before.items())
     total = sum(p.numel() for p in before.values())
     assert moved / total > 0.3, f"only {moved} of {total} weights moved"
-    trainer.vt_judge.close()
+    trainer.judge.close()
 
 
 # -- item 3: dynamic sampling with refill -----------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
     cfg = h.config(model, data, root / "run_refill", max_steps=2, dynamic_sampling=True, max_refill_rounds=30)
     trainer, proc = build_trainer(cfg, T)
     trainer.train()
-    trainer.vt_judge.close()
+    trainer.judge.close()
     tok = proc.tokenizer
     for out in T.trained:  # every trained group is question (2)'s, whatever the sampler drew first
         assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum(dim=1).min()) > 0
@@ -181,7 +181,7 @@ def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
     cfg = h.config(model, data, root / "run_cap", max_steps=1, dynamic_sampling=True, max_refill_rounds=2)
     trainer, _ = build_trainer(cfg, T)
     trainer.train()
-    trainer.vt_judge.close()
+    trainer.judge.close()
     (out,) = T.trained
     assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum()) == 0
     m = trainer.state.log_history[0]

@@ -261,21 +261,20 @@ def build_trainer(cfg, trainer_class=None):
                                  target_modules=[m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()],
                                  task_type="CAUSAL_LM")
     cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
-    stats: dict = {}
     cls = trainer_class or VtGRPOTrainer
-    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats, cfg.format_rule), args=cfg, train_dataset=ds,
-                  processing_class=processor, environment_factory=ResizeEnv, peft_config=peft_config, vt=cfg,
+    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, cfg.format_rule), args=cfg, train_dataset=ds,
+                  processing_class=processor, environment_factory=ResizeEnv, peft_config=peft_config, judge=judge,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
-    trainer.vt_judge = judge
     return trainer, processor
 
 
-def save_final(trainer, processor, out: Path) -> Path:
-    """The trained policy + its processor (its own chat template) in `out`, loadable by models.load."""
+def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
+    """The trained policy + its processor with `chat_template` (the model's own, not the training one) in
+    `out`, loadable by models.load."""
     from vttrain.rollout import uninstall_response_parser
     uninstall_response_parser(processor)
-    processor.chat_template = trainer.vt_original_chat_template
-    processor.tokenizer.chat_template = trainer.vt_original_chat_template
+    processor.chat_template = chat_template
+    processor.tokenizer.chat_template = chat_template
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: save the merged weights, not the adapter
         merged = model.merge_and_unload()
@@ -368,7 +367,6 @@ def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
     if trainer.accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(cfg, run_dir / CONFIG_FILE)
-    trainer.vt_original_chat_template = original_template
     try:
         if done:
             # transformers' loop runs one optimiser step before it checks max_steps, so resuming a
@@ -377,8 +375,8 @@ def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
         else:
             trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:
-        trainer.vt_judge.close()
-    final = save_final(trainer, processor, run_dir / "final")
+        trainer.judge.close()
+    final = save_final(trainer, processor, run_dir / "final", original_template)
     if trainer.accelerator.is_main_process:
         info(f"saved the trained model to {final}; metrics in {run_dir / 'metrics.jsonl'}")
     return final
