@@ -15,7 +15,7 @@ makes the typer command from the dataclass, so each option is written once, as a
     export_command = command(ExportConfig, run)
 
 Fields -> options: `--field-name` (+ `metadata["flags"]` aliases), `metadata["argument"]` makes a
-positional argument, `metadata["cli"] = False` hides a field, a nested dataclass field is flattened
+positional argument (with `flags`, also accepted as a flag: `DATA` or `--data`), `metadata["cli"] = False` hides a field, a nested dataclass field is flattened
 (its fields become flags; the nested instance is built). Types: str, int, float, bool (`--x/--no-x`;
 a field named `no_x` is the flag `--no-x`), Path, Optional / `X | None`, list[str] (repeatable),
 Literal (choices). The help of an option is the field's attribute docstring (the string right after
@@ -40,6 +40,7 @@ import typer
 from vtdata.console import VtError
 
 CONFIG_FLAG = "config"
+ALIAS = "_as_flag"  # the parameter of an argument's flag form (e.g. DATA and --data)
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -106,11 +107,12 @@ def _options(cls: type, owner: str | None = None) -> list[_Opt]:
     return out
 
 
-def _param(opt: _Opt, help_: str) -> inspect.Parameter:
+def _params(opt: _Opt, help_: str) -> list[inspect.Parameter]:
     """The typer parameter of one field. Nothing is required at the click level: a required field may
     come from --config; a missing one is reported after merging (one line)."""
     f, tp = opt.field, opt.type
     flag = "--" + opt.name.replace("_", "-")
+    metavar = None
     if tp is bool:
         decls = [flag if opt.name.startswith("no_") else f"{flag}/--no-{opt.name.replace('_', '-')}"]
         annotation: Any = Optional[bool]
@@ -118,22 +120,28 @@ def _param(opt: _Opt, help_: str) -> inspect.Parameter:
         decls = [flag]
         origin = typing.get_origin(tp)
         if origin is list:
-            annotation = Optional[list[typing.get_args(tp)[0] if typing.get_args(tp) else str]]
-        elif origin is Literal:
+            annotation = Optional[list[str]]
+        elif tp in (str, Path):
             annotation = Optional[tp]
-        elif tp in (str, int, float, Path):
-            annotation = Optional[tp]
+        elif origin is Literal or tp in (int, float):  # parsed by `_convert`: a bad value is a one-line error
+            annotation = Optional[str]
+            metavar = "|".join(map(str, typing.get_args(tp))) if origin is Literal else tp.__name__.upper()
         else:
             raise TypeError(f"field {opt.name}: type {tp!r} is not supported on the command line")
-    decls += list(f.metadata.get("flags", []))
+    decls += [] if f.metadata.get("argument") else list(f.metadata.get("flags", []))
     if opt.required:
         help_ = (help_ + " " if help_ else "") + "(required)"
     default = None if opt.required else opt.default  # shown in --help; a value given is told apart by its source
-    if f.metadata.get("argument"):
-        info = typer.Argument(default, help=help_, metavar=opt.name.upper(), show_default=default is not None)
-    else:
-        info = typer.Option(default, *decls, help=help_, show_default=default not in (None, [], ()))
-    return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+    if not f.metadata.get("argument"):
+        info = typer.Option(default, *decls, help=help_, show_default=default not in (None, [], ()), metavar=metavar)
+        return [inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)]
+    arg = typer.Argument(default, help=help_, metavar=opt.name.upper(), show_default=default is not None)  # str/Path only
+    params = [inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=arg, annotation=annotation)]
+    if f.metadata.get("flags"):  # a positional argument that may also be given as a flag
+        alias = typer.Option(None, *f.metadata["flags"], help=f"{opt.name.upper()} as a flag.", show_default=False)
+        params.append(inspect.Parameter(opt.name + ALIAS, inspect.Parameter.KEYWORD_ONLY, default=alias,
+                                        annotation=annotation))
+    return params
 
 
 def _from_file(path: Path, opts: list[_Opt], nested: set[str]) -> dict:
@@ -186,7 +194,7 @@ def command(cfg_cls: type, run: Callable[[Any], Any], context_settings: dict | N
     ordered = [o for o in opts if o.field.metadata.get("argument")] + [o for o in opts if not o.field.metadata.get("argument")]
     for o in ordered:
         help_ = docs.get(o.name) or o.field.metadata.get("help", "")
-        params.append(_param(o, " ".join(help_.split())))
+        params += _params(o, " ".join(help_.split()))
     with_file = CONFIG_FLAG not in names
     if with_file:
         params.append(inspect.Parameter(CONFIG_FLAG, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
@@ -194,9 +202,14 @@ def command(cfg_cls: type, run: Callable[[Any], Any], context_settings: dict | N
                                                              "option names with underscores); flags override it.")))
 
     def fn(ctx: typer.Context, **kw):
-        values = _from_file(kw.pop(CONFIG_FLAG), opts, set(nested)) if with_file and kw.get(CONFIG_FLAG) else {}
-        kw.pop(CONFIG_FLAG, None)
+        file = kw.pop(CONFIG_FLAG, None) if with_file else None
+        values = _from_file(file, opts, set(nested)) if file else {}
         for o in opts:
+            flag_form = kw.pop(o.name + ALIAS, None)
+            if flag_form is not None:
+                if kw[o.name] is not None and kw[o.name] != flag_form:
+                    raise VtError(f"{o.name.upper()} given twice ({kw[o.name]} and {flag_form})")
+                values[o.name] = flag_form
             src = ctx.get_parameter_source(o.name)
             given = src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
             if given and kw[o.name] is not None and not (typing.get_origin(o.type) is list and not kw[o.name]):
@@ -231,10 +244,7 @@ def build(cfg_cls: type, values: dict, opts: list[_Opt] | None = None, nested: d
     top, sub = {}, {k: {} for k in nested}
     for o in opts:
         if o.name in values:
-            v = values[o.name]
-            if o.type is Path and v is not None and not isinstance(v, Path):
-                v = Path(v)
-            (sub[o.owner] if o.owner else top)[o.name] = v
+            (sub[o.owner] if o.owner else top)[o.name] = _convert(o, values[o.name])
     for k, tp in nested.items():
         if sub[k]:
             top[k] = tp(**sub[k])
@@ -242,3 +252,30 @@ def build(cfg_cls: type, values: dict, opts: list[_Opt] | None = None, nested: d
         return cfg_cls(**top)
     except TypeError as err:
         raise VtError(f"bad options: {str(err).splitlines()[0]}") from None
+
+
+def _convert(o: _Opt, v):
+    """A flag's or a file's value as the field's type; a value that is not one is a one-line VtError."""
+    if v is None:
+        return None
+    flag = o.name.upper() if o.field.metadata.get("argument") else "--" + o.name.replace("_", "-")
+    if typing.get_origin(o.type) is Literal:
+        choices = typing.get_args(o.type)
+        match = [c for c in choices if str(c) == str(v)]
+        if not match:
+            raise VtError(f"{flag} must be one of {', '.join(map(str, choices))}, got {v!r}")
+        return match[0]
+    if o.type in (int, float) and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+        try:
+            return o.type(str(v).strip())
+        except ValueError:
+            raise VtError(f"{flag} must be {'an integer' if o.type is int else 'a number'}, got {v!r}") from None
+    if o.type is int and isinstance(v, float):
+        if not v.is_integer():
+            raise VtError(f"{flag} must be an integer, got {v!r}")
+        return int(v)
+    if o.type is Path and not isinstance(v, Path):
+        return Path(v)
+    if typing.get_origin(o.type) is list and isinstance(v, (str, Path)):
+        return [str(v)]
+    return v

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, console, info
 from vtdata.stages import Stage, run_stages
 from vttrain.summary import pct, summarize
@@ -39,10 +38,15 @@ PENALTY_MODES = ("paper", "none", "always")  # the science run's GRPO runs (pape
 
 @dataclass
 class DemoConfig:
-    """Options of `vt demo` (the defaults run in a few minutes on 2 CPU cores)."""
+    """Run the whole pipeline offline on CPU: build -> warm-started mini model -> score -> curate -> GRPO ->
+    eval -> report.
 
-    out: str = "demo-out"
-    """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
+    A second run reuses every finished stage. Examples: `vt demo --out demo-out`; `vt demo --science`.
+    The defaults run in a few minutes on 2 CPU cores; `--science` changes the defaults marked (science: ...)."""
+
+    out: str | None = field(default=None, metadata={"flags": ["-o"]})
+    """Directory for everything the demo writes: data, model, database, runs, evals, report (default demo-out;
+    science: science-out)."""
     manifest: str = str(shipped("miniature.yaml"))
     """Data manifest (the embedded miniature task: colour questions vs box-pattern detail questions)."""
     train_config: str = str(shipped("train-mini.yaml"))
@@ -52,18 +56,18 @@ class DemoConfig:
     (paper, none, always: Fig. 3a), every eval on the whole val split."""
     warm_steps: int | None = None
     """SFT steps of the warm start (`vt init-model mini --steps`; default its own)."""
-    rollouts: int = 4
-    """Scoring rollouts per view and sample (the paper uses 8)."""
-    score_limit: int = 64
-    """Training samples to score."""
-    per_class: int = 24
-    """Curated samples per class (a class the scoring labels short is topped up with the closest
-    ambiguous samples, `vt curate --fill-short`)."""
+    rollouts: int | None = None
+    """Scoring rollouts per view and sample (default 4; science: 8, the paper's)."""
+    score_limit: int | None = None
+    """Training samples to score (default 64; science: 480)."""
+    per_class: int | None = None
+    """Curated samples per class (default 24; science: 96); a class the scoring labels short is topped up
+    with the closest ambiguous samples (`vt curate --fill-short`)."""
     train_steps: int | None = None
     """Optimiser steps per GRPO run (default: the training config's max_steps, 200: the two classes
     separated between steps 90 and 140 in our runs, after both first fell towards answering directly)."""
-    eval_limit: int = 64
-    """Validation samples per eval run."""
+    eval_limit: int | None = None
+    """Validation samples per eval run (default 64; science: 180, the whole val split)."""
     max_new_tokens: int = 16
     """Generation budget per turn when scoring and evaluating (the mini model's turns are ~7 tokens)."""
     seed: int = 0
@@ -71,14 +75,27 @@ class DemoConfig:
     force: bool = False
     """Start from scratch: delete OUT (only if it is a demo directory) and run every stage."""
 
-    @classmethod
-    def for_science(cls, **kw) -> "DemoConfig":
-        """The `make science` preset; keyword arguments override it."""
-        return cls(**{"out": "science-out", "science": True, "rollouts": 8, "score_limit": 480, "per_class": 96,
-                      "eval_limit": 180, **kw})
+    def __post_init__(self):
+        preset = SCIENCE if self.science else DEFAULTS
+        for name, value in preset.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name in ("warm_steps", "rollouts", "score_limit", "per_class", "train_steps", "eval_limit", "max_new_tokens"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise VtError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("manifest", "train_config"):
+            path = Path(getattr(self, name))
+            if not path.is_file():
+                raise VtError(f"--{name.replace('_', '-')} {path}: no such file")
+            setattr(self, name, str(path.resolve()))
 
     def train_runs(self) -> tuple[str, ...]:
         return PENALTY_MODES if self.science else ("paper",)
+
+
+DEFAULTS = {"out": "demo-out", "rollouts": 4, "score_limit": 64, "per_class": 24, "eval_limit": 64}
+SCIENCE = {"out": "science-out", "rollouts": 8, "score_limit": 480, "per_class": 96, "eval_limit": 180}
 
 
 @dataclass
@@ -293,43 +310,13 @@ EXAMPLE_QUERIES = [
 ]
 
 
-def demo_command(
-    out: str = typer.Option(None, help="Directory for everything the demo writes (default demo-out, "
-                                       "science-out with --science)."),
-    science: bool = typer.Option(False, "--science", help="The miniature experiment (`make science`): GRPO "
-                                 "with penalty modes paper, none and always, larger scoring and evals."),
-    force: bool = typer.Option(False, "--force", help="Start from scratch (deletes OUT if it is a demo directory)."),
-    manifest: str = typer.Option(DemoConfig.manifest, help="Data manifest (default: the embedded miniature task)."),
-    train_config: str = typer.Option(DemoConfig.train_config, help="Training config YAML."),
-    warm_steps: int = typer.Option(None, help="SFT steps of the warm start (default: vt init-model mini's)."),
-    rollouts: int = typer.Option(None, help="Scoring rollouts per view and sample (default 4; science 8, the paper's)."),
-    score_limit: int = typer.Option(None, help="Training samples to score (default 64; science 480)."),
-    per_class: int = typer.Option(None, help="Curated samples per class (default 24; science 96)."),
-    train_steps: int = typer.Option(None, help="Optimiser steps per GRPO run (default: the training config's, 200)."),
-    eval_limit: int = typer.Option(None, help="Validation samples per eval run (default 64; science 180, the whole val split)."),
-    max_new_tokens: int = typer.Option(None, help="Generation budget per turn when scoring and evaluating (16)."),
-    seed: int = typer.Option(0, help="Seed of scoring, curation and GRPO (the warm start stays cached)."),
-) -> None:
-    """Run the whole pipeline offline on CPU: build -> warm-started mini model -> score -> curate -> GRPO ->
-    eval -> report.
-
-    A second run reuses every finished stage. Examples: `vt demo --out demo-out`; `vt demo --science`."""
+def run(cfg: DemoConfig) -> None:
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs is made locally
-    given = {"out": out, "rollouts": rollouts, "score_limit": score_limit, "per_class": per_class,
-             "eval_limit": eval_limit, "max_new_tokens": max_new_tokens, "train_steps": train_steps,
-             "warm_steps": warm_steps}
-    for name, v in given.items():
-        if name != "out" and v is not None and v < 1:
-            raise VtError(f"--{name.replace('_', '-')} must be at least 1")
-    for name, path in (("--manifest", manifest), ("--train-config", train_config)):
-        if not Path(path).is_file():
-            raise VtError(f"{name} {path}: no such file")
-    kw = {k: v for k, v in given.items() if v is not None}
-    kw.update(force=force, seed=seed, manifest=str(Path(manifest).resolve()),
-              train_config=str(Path(train_config).resolve()))
-    cfg = DemoConfig.for_science(**kw) if science else DemoConfig(**kw)
     demo = Demo(cfg)
     demo.run()
     vt(["compare", *[name for name, _, _ in demo.eval_runs()], "--db", str(demo.db)])
     console.print(demo.epilogue(), highlight=False, soft_wrap=True)
+
+
+demo_command = command(DemoConfig, run)

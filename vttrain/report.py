@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, info
 from vttrain.summary import compare, pct, summarize
 from vttrain.models import make_out_dir
@@ -32,15 +31,17 @@ NOT_RUN = "not run yet"
 
 @dataclass
 class ReportConfig:
-    """Options of `vt report`."""
+    """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
 
-    out: str = "report"
+    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/train --out demo-out/report`."""
+
+    out: str = field(default="report", metadata={"flags": ["-o"]})
     """Output directory: index.html and plots/*.png."""
     db: Optional[str] = None
-    """DuckDB file written by the pipeline (default ./vt.duckdb when it exists)."""
+    """DuckDB file written by the pipeline (default: $VT_DB, else ./vt.duckdb; none is an error)."""
     runs: list[str] = field(default_factory=list)
-    """Training run directories (each with the metrics.jsonl that `vt train` writes); default: every
-    directory up to two levels below the database's folder that holds a metrics.jsonl."""
+    """Training run directories (each with the metrics.jsonl that `vt train` writes; repeatable); default:
+    every directory up to two levels below the database's folder that holds a metrics.jsonl."""
     title: str = "vt report"
     """Page title."""
 
@@ -297,14 +298,10 @@ def _evaluation(con, plots: Path) -> Section:
     return s
 
 
-def report_command(
-    out: str = typer.Option("report", help="Output directory for index.html and plots/*.png."),
-    db: Optional[str] = typer.Option(None, help="DuckDB file of the pipeline (default: $VT_DB, else ./vt.duckdb)."),
-    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run directory with metrics.jsonl (repeatable; default: those found beside the database)."),
-    title: str = typer.Option("vt report", help="Page title."),
-) -> None:
-    """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
-
-    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/train --out demo-out/report`."""
-    page = build_report(ReportConfig(out=out, db=db, runs=list(runs or []), title=title))
+def run(cfg: ReportConfig) -> Path:
+    page = build_report(cfg)
     info(f"report: {page} (open it in a browser)")
+    return page
+
+
+report_command = command(ReportConfig, run)
