@@ -32,7 +32,7 @@ def run_seed(out: Path, seed: int, extra: list[str]) -> float:
 def figures(db: Path) -> dict:
     """{run: {class or 'all': summary row}} of every eval run in the science database."""
     from vtdata.db import connect
-    from vttrain.eval import summarize
+    from vttrain.summary import summarize
     con = connect(db, read_only=True)
     try:
         runs = [r[0] for r in con.execute("SELECT DISTINCT run FROM eval_predictions ORDER BY run").fetchall()]

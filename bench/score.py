@@ -70,20 +70,20 @@ def _rows(n: int, salt: str) -> list[dict]:
 def bench_ingest(tmp: Path, rows: int, chunk: int, baseline_rows: int) -> None:
     import duckdb
 
-    from vttrain.score import ROLLOUT_COLUMNS, SCHEMA, Scorer
+    from vttrain.engine import Store
+    from vttrain.score import ROLLOUT_COLUMNS, SCHEMA
     con = duckdb.connect(str(tmp / "ingest.duckdb"))
     con.execute(SCHEMA)
-    writer = Scorer.__new__(Scorer)  # only its insert path
-    writer.con = con
+    writer = Store(con, "rollouts", ("policy", "sample_id", "view", "idx"), ROLLOUT_COLUMNS, "text", {})  # its insert path
     data = _rows(rows, "a")
     sql = (f"INSERT INTO rollouts ({', '.join(ROLLOUT_COLUMNS)}) VALUES ({', '.join('?' * len(ROLLOUT_COLUMNS))})")
     # warm both paths once (first-call costs of pyarrow's timestamp conversion and DuckDB binding)
-    writer.insert_rollouts(_rows(16, "warm-arrow"))
+    writer.insert(_rows(16, "warm-arrow"))
     for r in _rows(16, "warm-rows"):
         con.execute(sql, [r[c] for c in ROLLOUT_COLUMNS])
     t0 = time.perf_counter()
     for s in range(0, rows, chunk):
-        writer.insert_rollouts(data[s:s + chunk])
+        writer.insert(data[s:s + chunk])
     arrow_s = time.perf_counter() - t0
     base = _rows(baseline_rows, "b")
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ def vt(*args: str) -> None:
 def figures(db: Path, runs: list[str]) -> dict:
     """{run: {class or 'all': summary row}}."""
     from vtdata.db import connect
-    from vttrain.eval import summarize
+    from vttrain.summary import summarize
     con = connect(db, read_only=True)
     try:
         out = {}

@@ -81,3 +81,43 @@ def test_demo_force_refuses_a_directory_it_did_not_make(tmp_path):
     res = _vt(["demo", "--out", str(tmp_path), "--force"], timeout=120)
     assert res.returncode == 2 and "not a vt demo directory" in res.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_demo_stages_rerun_from_a_change_and_retrain_afresh(tmp_path, monkeypatch):
+    """The demo's stage list through vtdata.stages, with each `vt` command replaced by one that writes the
+    stage's outputs: a second run reuses everything; a changed curation reruns from there and deletes the
+    old training run (trained afresh, not resumed from a checkpoint of other data)."""
+    import dataclasses
+
+    from vttrain import demo as demo_mod
+
+    ran = []
+
+    def fake_vt(args):
+        ran.append(args[0])
+        for st in d.stages():
+            if st.args == list(args[:len(st.args)]):
+                for p in st.outputs:
+                    if p.suffix == ".duckdb":
+                        duckdb.connect(str(p)).close()
+                    elif p.suffix:
+                        p.parent.mkdir(parents=True, exist_ok=True)
+                        p.write_text("{}")
+                    else:
+                        p.mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(demo_mod, "vt", fake_vt)
+    real_stages = demo_mod.Demo.stages
+    monkeypatch.setattr(demo_mod.Demo, "stages", lambda self: [dataclasses.replace(s, summary=lambda: "ok")
+                                                               for s in real_stages(self)])
+    d = demo_mod.Demo(demo_mod.DemoConfig(out=str(tmp_path / "out")))
+    first = d.run()
+    assert [x["reused"] for x in first] == [False] * 9 and len(ran) == 9
+    assert ran == ["build-data", "init-model", "score-judge", "curate", "train", "eval", "eval", "eval", "report"]
+    (d.run_dir("paper") / "checkpoint-7").mkdir()
+    ran.clear()
+    assert all(x["reused"] for x in d.run()) and ran == []
+    d = demo_mod.Demo(demo_mod.DemoConfig(out=str(tmp_path / "out"), per_class=5))
+    again = d.run()
+    assert [x["reused"] for x in again] == [True] * 3 + [False] * 6 and ran[0] == "curate"
+    assert not (d.run_dir("paper") / "checkpoint-7").exists()

@@ -35,7 +35,7 @@ def test_cli_eval_then_compare(tmp_path):
     assert (tmp_path / f"{run}.jsonl").is_file()
     table = res.stdout  # the per-source table goes to stdout
     assert "synth-general" in table and "synth-ocr" in table and "resize%" in table
-    cmp_ = _vt("eval", "--compare", run, "--db", db)
+    cmp_ = _vt("compare", run, "--db", db)
     assert cmp_.returncode == 0 and run in cmp_.stdout and "vis. tokens %" in cmp_.stdout
     # `vt judge` reads the predictions JSONL back and reaches the same verdicts
     judged = _vt("judge", tmp_path / f"{run}.jsonl", "--out", tmp_path / "rejudged.jsonl", "--judge", "auto",
@@ -58,11 +58,14 @@ def test_cli_errors_are_one_line(tmp_path):
         (["--data", data, "--model", tmp_path / "no-model"], "no such directory"),
         (["--data", data, "--model", "x", "--system-prompt", "nope"], "neither a shipped prompt"),
         (["--data", data, "--model", "x", "--judge-base-url", "http://h"], "applies to openai: judges only"),
-        (["--compare", "a", "--db", tmp_path / "none.duckdb"], "does not exist"),
         (["--data", data, "--model", "x", "--out", tmp_path / "a-file"], "cannot create the directory"),
     ]
-    for args, msg in cases:
-        res = _vt("eval", *args)
+    cases = [("eval", args, msg) for args, msg in cases] + [
+        ("compare", ["a", "--db", tmp_path / "none.duckdb"], "does not exist"),
+        ("compare", [], "missing RUNS"),
+    ]
+    for cmd, args, msg in cases:
+        res = _vt(cmd, *args)
         assert res.returncode == 2, (args, res.stderr)
         assert msg in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -13,7 +13,8 @@ from vtdata import prompts, protocol
 from vtdata.console import VtError
 from vtdata.judge import Verdict
 from vtdata.resolution import view_of
-from vttrain.eval import EvalConfig, compare, run_eval
+from vttrain.eval import EvalConfig, run
+from vttrain.summary import compare
 
 
 def _preds(db, run):
@@ -32,7 +33,7 @@ def test_tiny_model_three_modes_exact_token_bookkeeping(tmp_path):
     rows = {r["id"]: r for r in val_rows(data)}
     res = {}
     for mode in ("full", "low", "think"):
-        res[mode] = run_eval(EvalConfig(data=str(data), model=str(model), mode=mode, db=str(db),
+        res[mode] = run(EvalConfig(data=str(data), model=str(model), mode=mode, db=str(db),
                                         max_new_tokens=6, name=f"t-{mode}", out=str(tmp_path / "evals")))
         assert res[mode]["done"] == res[mode]["new"] == len(rows)
     proc = load_processor(model)
@@ -72,7 +73,7 @@ def test_think_protocol_with_scripted_policy(tmp_path):
     with FakeOpenAI(responder=script) as srv:
         cfg = EvalConfig(data=str(data), policy="openai:scripted", policy_base_url=srv.url, mode="think",
                          db=str(db), name="scripted-think", batch_size=4, out=str(tmp_path))
-        res = run_eval(cfg)
+        res = run(cfg)
     preds = _preds(db, "scripted-think")
     for r in rows:
         p, sid = preds[r["id"]], r["id"]
@@ -117,7 +118,7 @@ def test_resume_skips_done_and_rejudges_failed_verdicts(tmp_path):
         """Fails open-answer verdicts while `down`; otherwise exact match."""
         identity, down, calls = "test:flaky", True, 0
 
-        def judge(self, items):
+        async def ajudge(self, items):
             out = []
             for it in items:
                 self.calls += 1
@@ -132,9 +133,9 @@ def test_resume_skips_done_and_rejudges_failed_verdicts(tmp_path):
     with FakeOpenAI(responder=script) as srv:
         cfg = dict(data=str(data), policy="openai:scripted", policy_base_url=srv.url, mode="low", db=str(db),
                    name="resume", out=str(tmp_path))
-        first = run_eval(EvalConfig(**cfg, limit=3), judge=judge)
+        first = run(EvalConfig(**cfg, limit=3), judge=judge)
         assert first["new"] == 3 and srv.requests == 3
-        res = run_eval(EvalConfig(**cfg), judge=judge)  # extends to all rows, generating only the rest
+        res = run(EvalConfig(**cfg), judge=judge)  # extends to all rows, generating only the rest
         assert res["new"] == len(rows) - 3 and srv.requests == len(rows)
         n_open = sum(1 for r in rows if r["answer_type"] == "open")
         allrow = next(s for s in res["summary"] if s["source"] == "all")
@@ -144,13 +145,13 @@ def test_resume_skips_done_and_rejudges_failed_verdicts(tmp_path):
         assert all(p["score"] is None for p in preds.values() if p["status"] == "error")
         judge.down = False
         calls = judge.calls
-        again = run_eval(EvalConfig(**cfg), judge=judge)
+        again = run(EvalConfig(**cfg), judge=judge)
         assert again["new"] == 0 and srv.requests == len(rows)  # nothing regenerated
         assert judge.calls - calls == n_open  # only the failed verdicts were judged again
         allrow = next(s for s in again["summary"] if s["source"] == "all")
         assert allrow["judge_errors"] == 0 and allrow["accuracy"] == 1.0
     with pytest.raises(VtError, match="already exists with mode='low'"):
-        run_eval(EvalConfig(**{**cfg, "mode": "full"}), judge=judge)
+        run(EvalConfig(**{**cfg, "mode": "full"}), judge=judge)
 
 
 def test_compare_table_from_two_runs(tmp_path):
@@ -159,9 +160,9 @@ def test_compare_table_from_two_runs(tmp_path):
     plan = {r["id"]: ("call" if i % 2 == 0 else "bad") for i, r in enumerate(rows)}
     base = dict(data=str(data), policy="openai:scripted", db=str(db), out=str(tmp_path))
     with FakeOpenAI(responder=ScriptedThink(rows, {r["id"]: "full" for r in rows})) as srv:
-        run_eval(EvalConfig(**base, policy_base_url=srv.url, mode="full", name="A-full"))
+        run(EvalConfig(**base, policy_base_url=srv.url, mode="full", name="A-full"))
     with FakeOpenAI(responder=ScriptedThink(rows, plan)) as srv:
-        run_eval(EvalConfig(**base, policy_base_url=srv.url, mode="think", name="B-think"))
+        run(EvalConfig(**base, policy_base_url=srv.url, mode="think", name="B-think"))
     con = duckdb.connect(str(db), read_only=True)
     try:
         table, out = compare(con, ["B-think", "A-full"])
@@ -214,7 +215,7 @@ def test_think_local_backend_delivers_high_view_in_second_turn(tmp_path):
     data, model, db = eval_data(), tiny_model(), tmp_path / "vt.duckdb"
     rows = val_rows(data)[:3]
     policy = CallsFirst(str(model), chat_template=protocol.CHAT_TEMPLATE, batch_size=4)
-    res = run_eval(EvalConfig(data=str(data), model=str(model), mode="think", db=str(db), limit=3,
+    res = run(EvalConfig(data=str(data), model=str(model), mode="think", db=str(db), limit=3,
                               max_new_tokens=4, name="local-think", out=str(tmp_path)), policy=policy)
     assert policy.turn2_images == [2, 2, 2]
     proc = load_processor(model)
@@ -247,9 +248,9 @@ def test_crash_mid_run_keeps_finished_batches(tmp_path):
         cfg = dict(data=str(data), policy="openai:s", policy_base_url=srv.url, mode="low", db=str(db),
                    name="crash", batch_size=2, out=str(tmp_path))
         with pytest.raises(RuntimeError, match="went away"):
-            run_eval(EvalConfig(**cfg), policy=CrashesOnThirdCall("s", base_url=srv.url))
+            run(EvalConfig(**cfg), policy=CrashesOnThirdCall("s", base_url=srv.url))
         assert len(_preds(db, "crash")) == 4 and srv.requests == 4  # two batches of two were kept
-        res = run_eval(EvalConfig(**cfg))
+        res = run(EvalConfig(**cfg))
         assert res["new"] == len(rows) - 4 and srv.requests == len(rows)
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -267,18 +268,18 @@ def test_judge_crash_keeps_the_generations(tmp_path):
     class CrashingJudge:
         identity = "test:crash"
 
-        def judge(self, items):
+        async def ajudge(self, items):
             raise RuntimeError("judge process killed")
 
     with FakeOpenAI(responder=ScriptedThink(rows, {r["id"]: "full" for r in rows})) as srv:
         cfg = dict(data=str(data), policy="openai:s", policy_base_url=srv.url, mode="low", db=str(db),
                    name="jcrash", batch_size=4, limit=4, out=str(tmp_path))
         with pytest.raises(RuntimeError, match="judge process killed"):
-            run_eval(EvalConfig(**cfg), judge=CrashingJudge())
+            run(EvalConfig(**cfg), judge=CrashingJudge())
         kept = _preds(db, "jcrash")
         assert len(kept) == 4 and srv.requests == 4
         assert all(p["status"] is None and p["response"] for p in kept.values())
-        res = run_eval(EvalConfig(**cfg))  # the real judge: nothing regenerated, everything judged
+        res = run(EvalConfig(**cfg))  # the real judge: nothing regenerated, everything judged
         assert res["new"] == 0 and srv.requests == 4
     preds = _preds(db, "jcrash")
     assert all(p["status"] == "ok" and p["score"] == 1.0 for p in preds.values())

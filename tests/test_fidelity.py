@@ -95,8 +95,8 @@ def test_recipe_uses_the_release_format_rule_and_training_applies_it(tmp_path):
     from vttrain.trainer import make_reward_funcs
     assert _recipe()["format_rule"] == "release"
     loose = [{"role": "assistant", "content": "<think>a</think> so: <answer>4</answer>"}]
-    _, fmt_release, _ = make_reward_funcs(None, {}, "release")
-    _, fmt_strict, _ = make_reward_funcs(None, {}, "strict")
+    _, fmt_release, _ = make_reward_funcs(None, "release")
+    _, fmt_strict, _ = make_reward_funcs(None, "strict")
     assert fmt_release([loose]) == [1.0] and fmt_strict([loose]) == [0.0]
 
 
@@ -124,7 +124,7 @@ def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
     moved = sum(int((after[n].detach() != p).sum()) for n, p in before.items())
     total = sum(p.numel() for p in before.values())
     assert moved / total > 0.3, f"only {moved} of {total} weights moved"
-    trainer.vt_judge.close()
+    trainer.judge.close()
 
 
 # -- item 3: dynamic sampling with refill -----------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
     cfg = h.config(model, data, root / "run_refill", max_steps=2, dynamic_sampling=True, max_refill_rounds=30)
     trainer, proc = build_trainer(cfg, T)
     trainer.train()
-    trainer.vt_judge.close()
+    trainer.judge.close()
     tok = proc.tokenizer
     for out in T.trained:  # every trained group is question (2)'s, whatever the sampler drew first
         assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum(dim=1).min()) > 0
@@ -181,7 +181,7 @@ def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
     cfg = h.config(model, data, root / "run_cap", max_steps=1, dynamic_sampling=True, max_refill_rounds=2)
     trainer, _ = build_trainer(cfg, T)
     trainer.train()
-    trainer.vt_judge.close()
+    trainer.judge.close()
     (out,) = T.trained
     assert out["prompt_ids"].shape[0] == 4 and int(out["tool_mask"].sum()) == 0
     m = trainer.state.log_history[0]
@@ -213,14 +213,14 @@ def test_one_judge_grammar_in_every_command(tmp_path):
     from typer.testing import CliRunner
     from vt.cli import app
     from fake_openai import FakeOpenAI
-    from vttrain.train import parse_config, validate
+    from vttrain.train import parse_config
     from vtdata.console import VtError
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(json.dumps(NUMBER_ITEM) + "\n")
     with FakeOpenAI() as srv:
         res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai:fake",
-                                       "--base-url", srv.url, "--judge-scope", "all", "--no-cache"])
+                                       "--judge-base-url", srv.url, "--judge-scope", "all", "--no-cache"])
         assert res.exit_code == 0, res.output
         assert json.loads(out.read_text())["score"] == 0.0 and srv.requests == 1
     res = CliRunner().invoke(app, ["judge", str(src), "--out", str(out), "--judge", "openai", "--model", "fake"])
@@ -230,10 +230,9 @@ def test_one_judge_grammar_in_every_command(tmp_path):
                  ["eval", "--data", str(data), "--model", "x"]):
         res = CliRunner().invoke(app, argv + ["--judge", "auto", "--judge-scope", "all"])
         assert isinstance(res.exception, VtError) and "--judge-scope all needs an LLM judge" in str(res.exception)
-    cfg = parse_config(None, ["--model", "m", "--data_dir", str(data), "--output_dir", str(tmp_path / "r"),
-                              "--judge", "rule:relaxed", "--judge_scope", "all", "--use_cpu", "true"])
-    with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):
-        validate(cfg)
+    with pytest.raises(VtError, match="judge-scope all needs an LLM judge"):  # VtTrainConfig.__post_init__
+        parse_config(None, ["--model", "m", "--data_dir", str(data), "--output_dir", str(tmp_path / "r"),
+                            "--judge", "rule:relaxed", "--judge_scope", "all", "--use_cpu", "true"])
     assert _recipe()["judge_scope"] == "all" and _recipe()["judge"].startswith("openai:")
 
 
@@ -282,7 +281,7 @@ def test_eval_uses_the_release_budget_and_can_evaluate_at_native_resolution(tmp_
     from PIL import Image
     from eval_helpers import _images, answer, eval_data, val_rows
     from fake_openai import FakeOpenAI
-    from vttrain.eval import EvalConfig, run_eval
+    from vttrain.eval import EvalConfig, run as run_eval
 
     data = eval_data()
     rows = val_rows(data)[:2]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI, Reply
 from vtdata.console import VtError
+from vtdata.judge import JudgeSpec
 from vtdata.judge.cli import JudgeConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_cli_llm_errors_are_null_not_zero_and_rerun_is_cached(tmp_path):
     out, db = tmp_path / "out.jsonl", tmp_path / "cache.duckdb"
     with FakeOpenAI() as srv:
         srv.push(Reply(status=500), Reply(status=500))    # the first item(s) to arrive fail (1 attempt each)
-        cfg = JudgeConfig(input=src, out=out, judge="openai:fake", base_url=srv.url, db=db, concurrency=1,
+        cfg = JudgeConfig(input=src, out=out, spec=JudgeSpec("openai:fake", srv.url), db=db, concurrency=1,
                           max_attempts=1, shortcut=False)
         s = run(cfg)
         rows = read(out)
@@ -96,7 +97,7 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
     out, db = tmp_path / "out.jsonl", tmp_path / "vt.duckdb"
     with FakeOpenAI(latency=0.05) as srv:
         proc = subprocess.Popen([sys.executable, "-m", "vt", "-q", "judge", str(src), "--out", str(out),
-                                 "--judge", "openai:fake", "--base-url", srv.url, "--db", str(db), "--concurrency", str(conc),
+                                 "--judge", "openai:fake", "--judge-base-url", srv.url, "--db", str(db), "--concurrency", str(conc),
                                  "--flush-every", str(flush)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while srv.requests < 60 and time.monotonic() < deadline and proc.poll() is None:
@@ -114,6 +115,6 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
         assert paid - conc - (2 * flush - 1) <= saved <= paid
         assert not out.exists()
         srv.reset()
-        s = run(JudgeConfig(input=src, out=out, judge="openai:fake", base_url=srv.url, db=db, concurrency=conc))
+        s = run(JudgeConfig(input=src, out=out, spec=JudgeSpec("openai:fake", srv.url), db=db, concurrency=conc))
         assert srv.requests == n - saved and s["cache_hits"] == saved      # resumes, pays only the rest
         assert len(read(out)) == n and all(r["status"] == "ok" for r in read(out))

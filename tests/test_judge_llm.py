@@ -166,12 +166,10 @@ def test_reuses_the_callers_duckdb_connection(server, tmp_path):
 def test_concurrency_really_overlaps_and_is_bounded(backend):
     with FakeOpenAI(latency=0.2) as srv:
         j = llm(srv, concurrency=8, timeout=5)
-        t = time.monotonic()
         v = j.judge([item(i) for i in range(32)])
-        elapsed = time.monotonic() - t
         assert all(x.status == "ok" for x in v)
-        assert srv.max_in_flight == 8                 # overlapped, and never past the bound
-        assert elapsed < 3.2                          # serial would take 6.4 s; ideal is 0.8 s
+        # 8 requests were in flight together (overlapped), and never more: the behaviour, not a wall time
+        assert srv.max_in_flight == 8
         j.close()
 
 

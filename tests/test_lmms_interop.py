@@ -4,6 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
+from vtdata.judge import JudgeSpec
 from vtdata.judge.cli import JudgeConfig, parse_line, run
 try:
     from vtdata.judge.rules import contains
@@ -45,7 +46,7 @@ def test_vt_judge_on_an_lmms_eval_log(tmp_path):
     src = tmp_path / "samples_chartqa.jsonl"
     src.write_text("".join(json.dumps(x) + "\n" for x in (CHARTQA, OCRBENCH, ARGS_ONLY)))
     out = tmp_path / "judged.jsonl"
-    stats = run(JudgeConfig(input=src, out=out, judge="rule:contains", no_cache=True))
+    stats = run(JudgeConfig(input=src, out=out, spec=JudgeSpec("rule:contains"), no_cache=True))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["doc_id"] for r in rows] == [0, 3, 7] and [r["score"] for r in rows] == [1.0, 1.0, 1.0]
     from vt import cli
@@ -57,7 +58,7 @@ def test_vt_judge_on_an_lmms_eval_log(tmp_path):
 def test_vt_eval_writes_lmms_eval_samples_and_results(tmp_path):
     from eval_helpers import ScriptedThink, eval_data, val_rows
     from fake_openai import FakeOpenAI
-    from vttrain.eval import EvalConfig, run_eval
+    from vttrain.eval import EvalConfig, run as run_eval
 
     data = eval_data()
     rows = val_rows(data)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from fake_openai import FakeOpenAI
 from vtdata.build import iter_samples
 from vtdata.console import VtError
 from vttrain.demo import vt
-from vttrain.eval import EvalConfig, run_eval
+from vttrain.eval import EvalConfig, run as run_eval
 from vttrain.report import NOT_RUN, ReportConfig, build_report, curated_balance, eval_points, scoring_accuracy
 
 
@@ -129,5 +130,91 @@ def test_report_shows_run_configs_example_rollouts_and_flags_all_zero_runs(tmp_p
     body = _training(ReportConfig(runs=[str(run)]), plots).body
     assert "Every logged value is 0" in body
     assert "<td>paper</td>" in body and "<td>3</td>" in body                # the run's config
-    assert body.count("<td>s0</td>") == 1 and "<td>s1</td>" in body and "old" not in body  # one per group, last step
+    assert body.count("<code>s0</code>") == 1 and "<code>s1</code>" in body and "old" not in body  # one per group, last step
     assert "red &amp; blue" in body                                          # turns escaped
+
+
+THUMB_RE = re.compile(r"<img class='thumb' src='data:image/jpeg;base64,([^']+)' width='(\d+)' "
+                      r"alt='(low|high) view (\d+)×(\d+)'")
+
+
+def _thumbs(html: str) -> list[tuple[str, Image.Image, int, tuple[int, int]]]:
+    """(view, decoded thumbnail, shown width, the view's size in the alt text) of every thumbnail."""
+    import base64
+    import io
+    out = []
+    for data, shown, which, w, h in THUMB_RE.findall(html):
+        im = Image.open(io.BytesIO(base64.b64decode(data)))
+        im.load()
+        out.append((which, im, int(shown), (int(w), int(h))))
+    return out
+
+
+def _check_pair(pair, row: dict) -> None:
+    """Low then high view of `row`, both scaled by one factor (longer high side THUMB), shown equally wide."""
+    from vttrain.report_examples import THUMB
+    scale = min(1.0, THUMB / max(row["high_width"], row["high_height"]))
+    for (which, im, shown, alt), view in zip(pair, ("low", "high")):
+        size = (row[f"{view}_width"], row[f"{view}_height"])
+        assert which == view and alt == size and im.format == "JPEG"
+        assert im.size == (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        assert shown == round(row["high_width"] * scale)
+    assert pair[0][1].size[0] * pair[0][1].size[1] < pair[1][1].size[0] * pair[1][1].size[1]
+
+
+def test_example_rollouts_show_both_views_and_survive_a_missing_dataset(tmp_path):
+    import yaml
+
+    from vttrain.report import _training
+    data = eval_data()
+    rows = list(iter_samples(data, split="train"))[:3]
+    run = tmp_path / "train-paper"
+    _write_metrics(run, 2)
+    (run / "vt_train_config.yaml").write_text(yaml.safe_dump({"model": "m", "data_dir": str(data)}))
+    rolls = [{"step": 2, "group": g, "id": r["id"], "used_high": g == 1, "score": float(g != 2), "penalty": 0.0,
+              "reward": 1.0, "turns": ["<tool_call>resize</tool_call>", f"<answer>{r['answers'][0]}</answer>"]}
+             for g, r in enumerate(rows)]
+    (run / "rollouts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rolls))
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    body = _training(ReportConfig(runs=[str(run)]), plots).body
+    thumbs = _thumbs(body)
+    assert len(thumbs) == 2 * len(rows) == body.count("<img")     # two views per example rollout
+    for k, row in enumerate(rows):
+        _check_pair(thumbs[2 * k:2 * k + 2], row)
+        assert html_escape(row["question"]) in body and f"<answer>{row['answers'][0]}" not in body
+    assert "turn 1" in body and "turn 2" in body and "correct (1)" in body and "wrong (0)" in body
+    assert len(body) < 60_000                                      # small inline JPEGs, not the images
+
+    # a sample the dataset lacks: the others keep their pictures, the note says how many are missing
+    rolls[0]["id"] = "not-in-the-set"
+    (run / "rollouts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rolls))
+    body = _training(ReportConfig(runs=[str(run)]), plots).body
+    assert len(_thumbs(body)) == 4 and f"no thumbnails: 1 of these samples not in {data}" in body
+
+    # the dataset is gone: the rollouts are still listed, with a visible note instead of pictures
+    (run / "vt_train_config.yaml").write_text(yaml.safe_dump({"model": "m", "data_dir": str(tmp_path / "gone")}))
+    body = _training(ReportConfig(runs=[str(run)]), plots).body
+    assert "<img" not in body and "no thumbnails: dataset" in body and str(tmp_path / "gone") in body
+    assert all(r["id"] in body for r in rows[1:]) and "not-in-the-set" in body
+    (run / "vt_train_config.yaml").unlink()                        # a run that does not name its data
+    assert "no thumbnails: the run does not name its dataset" in _training(ReportConfig(runs=[str(run)]), plots).body
+
+
+def test_eval_examples_of_a_think_run_show_both_views(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    data, db = eval_data(), tmp_path / "vt.duckdb"
+    rows = val_rows(data)
+    plan = {r["id"]: "call" if r["task"] == "ocr" else "direct" for r in rows}
+    with FakeOpenAI(responder=ScriptedThink(rows, plan)) as srv:
+        run_eval(EvalConfig(data=str(data), policy="openai:s", policy_base_url=srv.url, mode="think", db=str(db),
+                            name="r-think", out=str(tmp_path)))
+    html = build_report(ReportConfig(out=str(tmp_path / "report"), db=str(db))).read_text()
+    section = html[html.index("Example rollouts (think mode"):]
+    thumbs = _thumbs(section)
+    shown = re.findall(r"<code>([0-9a-f]+)</code>", section)
+    assert len(shown) == 4 and len(thumbs) == 8                   # PER_RUN examples, two views each
+    by_id = {r["id"]: r for r in rows}
+    for k, sid in enumerate(shown):
+        _check_pair(thumbs[2 * k:2 * k + 2], by_id[sid])
+    assert {plan[s] for s in shown} == {"call", "direct"}          # resized and direct answers both shown

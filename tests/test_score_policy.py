@@ -56,6 +56,21 @@ def test_openai_policy_inlines_images_and_maps_answers(monkeypatch):
         [models.visual_tokens(proc, (56, 56))]
 
 
+def test_openai_policy_balances_several_servers(monkeypatch):
+    """`--policy-base-url A,B`: every answer comes back once, and a slow server gets fewer requests."""
+    monkeypatch.setenv("VT_TEST_KEY", "sk-test")
+    with FakeOpenAI(lambda req: "<answer>fast</answer>") as fast, \
+            FakeOpenAI(lambda req: "<answer>slow</answer>", latency=0.3) as slow:
+        pol = make_policy("openai:served", base_url=f"{fast.url}, {slow.url}", api_key_env="VT_TEST_KEY",
+                          max_retries=0, concurrency=4)
+        gens = pol.generate([GenRequest(_msgs(_noise((56, 56), i)), n=3) for i in range(8)])
+    assert len(gens) == 24 and all(g.error is None for g in gens)
+    assert fast.requests + slow.requests == 24
+    assert slow.requests >= 1 and fast.requests > 2 * slow.requests
+    assert sorted(g.text for g in gens) == sorted(["<answer>fast</answer>"] * fast.requests
+                                                  + ["<answer>slow</answer>"] * slow.requests)
+
+
 def test_openai_policy_reports_failures_without_text(monkeypatch):
     monkeypatch.setenv("VT_TEST_KEY", "sk-test")
     with FakeOpenAI(lambda req: "<answer>ok</answer>") as srv:

@@ -256,7 +256,7 @@ def test_think_eval_with_zoom_and_n_turns(tmp_path):
     crop + high; per-tool rates and unanswered samples in the summary."""
     from eval_helpers import eval_data, tiny_model, val_rows
     from vtdata.resolution import view_of
-    from vttrain.eval import EvalConfig, run_eval
+    from vttrain.eval import EvalConfig, run as run_eval
     from vttrain.models import load_processor, visual_tokens
     from vttrain.policy import LocalPolicy, message_images
 

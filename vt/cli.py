@@ -23,12 +23,13 @@ COMMANDS = {
     "curate": "vtdata.curate:curate_command",
     "train": "vttrain.train:train_command",
     "eval": "vttrain.eval:eval_command",
+    "compare": "vttrain.summary:compare_command",
     "report": "vttrain.report:report_command",
     "demo": "vttrain.demo:demo_command",
     "sql": "vtdata.sql:sql_command",
 }
 
-app = typer.Typer(help="vt: VisionThink as a toolkit. build-data -> score-judge -> curate -> train -> eval -> report.", no_args_is_help=True, add_completion=True,
+app = typer.Typer(help="vt: VisionThink as a toolkit. build-data -> score-judge -> curate -> train -> eval -> compare / report.", no_args_is_help=True, add_completion=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
 
 

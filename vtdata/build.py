@@ -24,14 +24,13 @@ import time
 import unicodedata
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import typer
-
 from vtdata import db as vtdb
 from vtdata.card import write_dataset_card
+from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar
 from vtdata.resolution import MAX_ASPECT, ResolutionPolicy, load_bytes, open_image, oriented_size, view_sizes
 from vtdata.schema import ANSWER_TYPES, COLUMNS, arrow_schema, sample_id
@@ -46,16 +45,21 @@ ROW_GROUP = 256  # rows per parquet row group of the written shards
 
 @dataclass
 class BuildDataConfig:
-    """Options of `vt build-data`."""
+    """Build a clean, mixed, reproducible VQA/OCR dataset from a manifest: parquet shards + build.json,
+    with `samples` and `rejects` registered in DuckDB."""
 
-    manifest: str
-    """The YAML manifest (see manifests/demo.yaml)."""
-    out: str
+    manifest: str = field(metadata={"argument": True})
+    """The YAML manifest (e.g. manifests/demo.yaml)."""
+    out: str = field(metadata={"flags": ["-o"]})
     """Output directory: DIR/data/*.parquet + DIR/build.json (replaced only when the build completes)."""
     db: str | None = None
-    """DuckDB file for the `samples` and `rejects` tables (default: vt.duckdb next to DIR)."""
-    num_proc: int = 1
+    """DuckDB file for the `samples` and `rejects` tables (default: $VT_DB, else vt.duckdb beside DIR)."""
+    num_proc: int = field(default=1, metadata={"flags": ["-j"]})
     """Processes that read, hash and decode images in parallel."""
+
+    def __post_init__(self):
+        if self.num_proc < 1:
+            raise VtError(f"--num-proc must be >= 1, got {self.num_proc}")
 
 
 # ---- per image work (runs in worker processes) ----------------------------------------------------
@@ -302,8 +306,6 @@ def build(cfg: BuildDataConfig) -> dict:
     t0 = time.time()
     m = load(cfg.manifest)
     out = Path(cfg.out)
-    if cfg.num_proc < 1:
-        raise VtError("--num-proc must be >= 1")
     db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
     check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path))
     pool = _Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
@@ -614,18 +616,15 @@ def _register(con, result: dict, tmp: Path, out: Path) -> None:
         con.unregister("_vt_rejects")
 
 
-def build_data_command(
-    manifest: str = typer.Argument(..., help="YAML manifest (e.g. manifests/demo.yaml)."),
-    out: str = typer.Option(..., "--out", "-o", help="Output dataset directory."),
-    db: str = typer.Option(None, "--db", help="DuckDB file (default: vt.duckdb next to --out)."),
-    num_proc: int = typer.Option(1, "--num-proc", "-j", help="Parallel image-processing processes."),
-):
-    """Build a clean, mixed, reproducible VQA/OCR dataset from a manifest: parquet shards + build.json,
-    with `samples` and `rejects` registered in DuckDB."""
-    r = build(BuildDataConfig(manifest=manifest, out=out, db=db, num_proc=num_proc))
+def run(cfg: BuildDataConfig) -> dict:
+    r = build(cfg)
     c = r["counts"]
-    info(f"built {out}: {c['kept']} rows (train {c['by_split']['train']}, val {c['by_split']['val']}) from "
+    info(f"built {cfg.out}: {c['kept']} rows (train {c['by_split']['train']}, val {c['by_split']['val']}) from "
          f"{c['in']} in; {c['duplicates']} duplicates, {c['rejected']} rejected; {r['timings']['total_s']}s")
+    return r
+
+
+build_data_command = command(BuildDataConfig, run)
 
 
 # ---- reading a built set (contract 1) -------------------------------------------------------------

@@ -5,6 +5,7 @@ All human-facing output goes to stderr so that stdout stays machine-readable (`v
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
@@ -88,3 +89,8 @@ def require(module: str, feature: str, extra: str) -> None:
     import importlib.util
     if importlib.util.find_spec(module) is None:
         raise VtError(f"{feature} needs the optional package `{module}`: pip install 'vt[{extra}]'")
+
+
+def results_console() -> Console:
+    """Where a command prints its results (stdout); tables keep their width in pipes instead of squeezing."""
+    return Console(width=None if sys.stdout.isatty() else 160)

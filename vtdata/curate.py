@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, console, info
 
 CLASSES = ("low_ok", "needs_high")
@@ -39,17 +39,17 @@ CREATE TABLE IF NOT EXISTS curated (
 
 @dataclass
 class CurateConfig:
-    """Options of `vt curate`."""
+    """Pick a balanced, deterministic training set of low_ok (use_tool=false) and needs_high (use_tool=true) samples."""
 
-    db: Path
-    """DuckDB file holding `sufficiency` (from `vt score-judge`)."""
     name: str
     """Name of this curated set (key of its rows in the `curated` table)."""
     per_class: int
     """Samples per class (low_ok and needs_high); the paper used 10,000."""
-    out: Path
-    """Output dataset directory (replaced only once the new one is complete)."""
-    stratify: str | None = None
+    out: Path = field(metadata={"flags": ["-o"]})
+    """Output dataset directory: parquet + build.json (replaced only once the new one is complete)."""
+    db: Path | None = None
+    """DuckDB file holding `sufficiency` (from `vt score-judge`) (default: $VT_DB, else ./vt.duckdb)."""
+    stratify: Literal["source"] | None = None
     """`source`: spread each class evenly over the sources; none: any source."""
     allow_short: bool = False
     """Keep going with fewer than --per-class samples in a class (instead of an error)."""
@@ -64,6 +64,18 @@ class CurateConfig:
     """Selection order seed."""
     shard_rows: int = 2000
     """Rows per output parquet file."""
+
+    def __post_init__(self):
+        from vtdata.db import default_db
+        self.db = Path(self.db) if self.db else default_db()
+        if not self.name.strip():
+            raise VtError("--name must not be empty (it keys this set's rows in the `curated` table)")
+        if self.per_class < 1:
+            raise VtError(f"--per-class must be >= 1, got {self.per_class}")
+        if self.stratify not in (None, "source"):
+            raise VtError(f"--stratify must be `source` (or left out), got {self.stratify!r}")
+        if self.shard_rows < 1:
+            raise VtError(f"--shard-rows must be >= 1, got {self.shard_rows}")
 
 
 def _rank(seed: int, sample_id: str) -> str:
@@ -226,14 +238,6 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
 
 def curate(cfg: CurateConfig) -> dict:
     from vtdata.db import writer
-    if not cfg.name.strip():
-        raise VtError("--name must not be empty (it keys this set's rows in the `curated` table)")
-    if cfg.per_class < 1:
-        raise VtError(f"--per-class must be >= 1, got {cfg.per_class}")
-    if cfg.stratify not in (None, "source"):
-        raise VtError(f"--stratify must be `source` (or left out), got {cfg.stratify!r}")
-    if cfg.shard_rows < 1:
-        raise VtError(f"--shard-rows must be >= 1, got {cfg.shard_rows}")
     if not Path(cfg.db).exists():
         raise VtError(f"database {cfg.db} does not exist (run `vt score-judge` first, or pass --db)")
     _check_out(Path(cfg.out), keep=(cfg.db,))
@@ -300,25 +304,7 @@ def _print_balance(result: dict) -> None:
     console.print(t)
 
 
-def curate_command(
-    db: Path = typer.Option(None, "--db", help="DuckDB file with the `sufficiency` labels of vt score-judge (default: $VT_DB, else ./vt.duckdb)."),
-    name: str = typer.Option(..., "--name", help="Name of the curated set (its key in the `curated` table)."),
-    per_class: int = typer.Option(..., "--per-class", help="Samples of each class, low_ok and needs_high (paper: 10000)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (parquet + build.json)."),
-    stratify: str = typer.Option(None, "--stratify", help="`source`: spread each class evenly over the sources."),
-    allow_short: bool = typer.Option(False, "--allow-short", help="Accept fewer than --per-class in a class."),
-    fill_short: bool = typer.Option(False, "--fill-short", help="Top short classes up with the closest ambiguous "
-                                    "samples (flagged `filled`; for demos with an untrained model)."),
-    policy: str = typer.Option(None, "--policy", help="Scoring policy whose labels to use (when there are several)."),
-    data: Path = typer.Option(None, "--data", help="The scored dataset (default: recorded by score-judge)."),
-    seed: int = typer.Option(0, "--seed", help="Selection seed."),
-    shard_rows: int = typer.Option(2000, "--shard-rows", help="Rows per output parquet file."),
-):
-    """Pick a balanced, deterministic training set of low_ok (use_tool=false) and needs_high (use_tool=true) samples."""
-    from vtdata.db import default_db
-    cfg = CurateConfig(db=db or default_db(), name=name, per_class=per_class, out=out, stratify=stratify, allow_short=allow_short,
-                       fill_short=fill_short,
-                       policy=policy, data=data, seed=seed, shard_rows=shard_rows)
+def run(cfg: CurateConfig) -> dict:
     result = curate(cfg)
     _print_balance(result)
     for s in result["short"]:
@@ -326,3 +312,7 @@ def curate_command(
     if result["filled"]:
         info(f"[yellow]filled:[/yellow] {result['filled']} ambiguous samples stand in for short classes (--fill-short)")
     info(f"wrote {sum(result['chosen'].values())} samples to {result['out']}")
+    return result
+
+
+curate_command = command(CurateConfig, run)

@@ -138,3 +138,15 @@ def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = Fals
     cols = ", ".join(columns)
     with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
         con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")
+
+
+@contextmanager
+def transaction(con):
+    """BEGIN ... COMMIT around the block; ROLLBACK (and re-raise) when it fails."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

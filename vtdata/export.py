@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-
-import typer
+from typing import Literal
 
 from vtdata.build import check_out, iter_samples, publish, shard_files, staging
+from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar
 
 FORMATS = ("verl", "jsonl")
@@ -38,14 +38,18 @@ _MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"), (b"GIF8", "gif"), (b"BM
 
 @dataclass
 class ExportConfig:
-    """Options of `vt export`."""
+    """Export a built set for other trainers: the VisionThink/verl parquet + save_to_disk schema, or JSONL + images."""
 
-    data_dir: str
+    data: str = field(metadata={"argument": True, "flags": ["--data"]})
     """A dataset built by `vt build-data` (or written by `vt curate`)."""
-    out: str
+    out: str = field(metadata={"flags": ["-o"]})
     """Output directory (replaced only when the export completes)."""
-    format: str = "verl"
+    format: Literal["verl", "jsonl"] = field(default="verl", metadata={"flags": ["-f"]})
     """verl (VisionThink release schema) or jsonl (JSONL + image files)."""
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 
 
 def _ext(data: bytes) -> str:
@@ -103,18 +107,16 @@ def _verl_features(image_list: bool):
 
 
 def export(cfg: ExportConfig) -> dict:
-    """Write cfg.data_dir in cfg.format to cfg.out; returns rows per split."""
+    """Write cfg.data in cfg.format to cfg.out; returns rows per split."""
     import pyarrow.parquet as pq
 
-    if cfg.format not in FORMATS:
-        raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    if not sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(cfg.data_dir)):  # not built: VtError
-        raise VtError(f"{cfg.data_dir} has no rows to export (every row was rejected? see the `rejects` table)")
+    if not sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(cfg.data)):  # not built: VtError
+        raise VtError(f"{cfg.data} has no rows to export (every row was rejected? see the `rejects` table)")
     out = Path(cfg.out)
-    check_out(out, "export.json", "a vt export", keep=(cfg.data_dir,))
+    check_out(out, "export.json", "a vt export", keep=(cfg.data,))
     with staging(out) as tmp:
-        counts = (_export_verl if cfg.format == "verl" else _export_jsonl)(cfg.data_dir, tmp)
-        (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data_dir).resolve()),
+        counts = (_export_verl if cfg.format == "verl" else _export_jsonl)(cfg.data, tmp)
+        (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data).resolve()),
                                                      "rows": counts}, indent=2) + "\n")
         publish(tmp, out)
     return counts
@@ -179,11 +181,10 @@ def _export_jsonl(data_dir: str, tmp: Path) -> dict:
     return counts
 
 
-def export_command(
-    data_dir: str = typer.Argument(..., help="Dataset directory written by `vt build-data` or `vt curate`."),
-    format: str = typer.Option("verl", "--format", "-f", help="verl (VisionThink release schema) | jsonl."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
-):
-    """Export a built set for other trainers: the VisionThink/verl parquet + save_to_disk schema, or JSONL + images."""
-    counts = export(ExportConfig(data_dir=data_dir, out=out, format=format))
-    info(f"exported {', '.join(f'{k} {v}' for k, v in counts.items())} rows as {format} to {out}")
+def run(cfg: ExportConfig) -> dict:
+    counts = export(cfg)
+    info(f"exported {', '.join(f'{k} {v}' for k, v in counts.items())} rows as {cfg.format} to {cfg.out}")
+    return counts
+
+
+export_command = command(ExportConfig, run)

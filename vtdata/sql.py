@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-from dataclasses import dataclass
-
-import typer
+from dataclasses import dataclass, field
+from typing import Literal
 
 from vtdata import db as vtdb
+from vtdata.config import command
 from vtdata.console import VtError
 
 READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}  # DuckDB statement types (SHOW, DESCRIBE... are SELECT)
@@ -26,16 +25,21 @@ FORMATS = ("table", "csv", "json")
 
 @dataclass
 class SqlConfig:
-    """Options of `vt sql`."""
+    """Query the vt database read-only (samples, rejects, judgments, rollouts, curated, ...)."""
 
-    query: str
-    """One or more read-only statements (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA, CALL)."""
+    query: str = field(metadata={"argument": True})
+    """One or more read-only statements (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA, CALL),
+    e.g. "SELECT task, count(*) FROM samples GROUP BY ALL"."""
     db: str | None = None
     """DuckDB file (default: $VT_DB, else ./vt.duckdb)."""
-    format: str = "table"
+    format: Literal["table", "csv", "json"] = field(default="table", metadata={"flags": ["-f"]})
     """table (aligned, for people), csv or json (for programs); results go to stdout."""
     allow_files: bool = False
     """Let queries read other files (read_csv, read_parquet, glob, ...) besides the database."""
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 
 
 def sandbox(allow_files: bool) -> dict:
@@ -48,10 +52,7 @@ def run_sql(cfg: SqlConfig):
     """Execute the query on a read-only connection; returns (column names, rows) of the last statement."""
     import duckdb
 
-    if cfg.format not in FORMATS:
-        raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    from vtdata.db import default_db
-    path = cfg.db or str(default_db())
+    path = cfg.db or str(vtdb.default_db())
     con = vtdb.connect(path, read_only=True, config=sandbox(cfg.allow_files))
     try:
         try:
@@ -118,14 +119,8 @@ def print_result(cols, rows, fmt: str, out=None) -> None:
         Console(file=out).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", highlight=False)
 
 
-def sql_command(
-    query: str = typer.Argument(..., help="Read-only SQL, e.g. \"SELECT task, count(*) FROM samples GROUP BY ALL\"."),
-    db: str = typer.Option(None, "--db", help="DuckDB file (default: $VT_DB, else ./vt.duckdb)."),
-    format: str = typer.Option("table", "--format", "-f", help="table | csv | json (to stdout)."),
-    allow_files: bool = typer.Option(False, "--allow-files",
-                                     help="Let queries read other files (read_csv, read_parquet, glob, ...)."),
-):
-    """Query the vt database read-only (samples, rejects, judgments, rollouts, curated, ...)."""
-    cfg = SqlConfig(query=query, db=db, format=format, allow_files=allow_files)
-    cols, rows = run_sql(cfg)
-    print_result(cols, rows, cfg.format)
+def run(cfg: SqlConfig) -> None:
+    print_result(*run_sql(cfg), cfg.format)
+
+
+sql_command = command(SqlConfig, run)

@@ -5,11 +5,12 @@ build-data -> init-model tiny -> score-judge -> curate -> train -> eval (full, l
 Every stage is the real `vt` command, invoked in this process through the CLI itself (one code path
 with what a user types; torch is imported once). What a stage prints to stdout (its result tables,
 the trainer's logs) goes to `OUT/.demo/<stage>.log`; the demo prints one summary line per stage.
-A stage that finished writes a marker `OUT/.demo/<stage>.json` with its arguments and summary; a
-second `vt demo` reuses every stage whose marker matches and whose outputs exist, and redoes the rest
-(the commands are resumable themselves, so an interrupted stage continues where it stopped). When a
-stage reruns, the stages after it rerun too: training starts afresh when its inputs changed (and
-resumes when it was only interrupted), and the eval runs of a retrained model start afresh.
+The stages run through `vtdata.stages`: a stage that finished writes a marker `OUT/.demo/<stage>.json`
+with its arguments and summary; a second `vt demo` reuses every stage whose marker matches and whose
+outputs exist, and redoes the rest (the commands are resumable themselves, so an interrupted stage
+continues where it stopped). When a stage reruns, the stages after it rerun too: training starts
+afresh when its inputs changed (and resumes when it was only interrupted), and the eval runs of a
+retrained model start afresh.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, console, info
+from vtdata.stages import Stage, run_stages
+from vttrain.summary import pct, summarize
 
 from vt import shipped
 
@@ -36,10 +38,15 @@ PENALTY_MODES = ("paper", "none", "always")  # the science run's GRPO runs (pape
 
 @dataclass
 class DemoConfig:
-    """Options of `vt demo` (the defaults run in a few minutes on 2 CPU cores)."""
+    """Run the whole pipeline offline on CPU: build -> warm-started mini model -> score -> curate -> GRPO ->
+    eval -> report.
 
-    out: str = "demo-out"
-    """Directory for everything the demo writes (data, model, database, runs, evals, report)."""
+    A second run reuses every finished stage. Examples: `vt demo --out demo-out`; `vt demo --science`.
+    The defaults run in a few minutes on 2 CPU cores; `--science` changes the defaults marked (science: ...)."""
+
+    out: str | None = field(default=None, metadata={"flags": ["-o"]})
+    """Directory for everything the demo writes: data, model, database, runs, evals, report (default demo-out;
+    science: science-out)."""
     manifest: str = str(shipped("miniature.yaml"))
     """Data manifest (the embedded miniature task: colour questions vs box-pattern detail questions)."""
     train_config: str = str(shipped("train-mini.yaml"))
@@ -49,18 +56,18 @@ class DemoConfig:
     (paper, none, always: Fig. 3a), every eval on the whole val split."""
     warm_steps: int | None = None
     """SFT steps of the warm start (`vt init-model mini --steps`; default its own)."""
-    rollouts: int = 4
-    """Scoring rollouts per view and sample (the paper uses 8)."""
-    score_limit: int = 64
-    """Training samples to score."""
-    per_class: int = 24
-    """Curated samples per class (a class the scoring labels short is topped up with the closest
-    ambiguous samples, `vt curate --fill-short`)."""
+    rollouts: int | None = None
+    """Scoring rollouts per view and sample (default 4; science: 8, the paper's)."""
+    score_limit: int | None = None
+    """Training samples to score (default 64; science: 480)."""
+    per_class: int | None = None
+    """Curated samples per class (default 24; science: 96); a class the scoring labels short is topped up
+    with the closest ambiguous samples (`vt curate --fill-short`)."""
     train_steps: int | None = None
     """Optimiser steps per GRPO run (default: the training config's max_steps, 200: the two classes
     separated between steps 90 and 140 in our runs, after both first fell towards answering directly)."""
-    eval_limit: int = 64
-    """Validation samples per eval run."""
+    eval_limit: int | None = None
+    """Validation samples per eval run (default 64; science: 180, the whole val split)."""
     max_new_tokens: int = 16
     """Generation budget per turn when scoring and evaluating (the mini model's turns are ~7 tokens)."""
     seed: int = 0
@@ -68,30 +75,35 @@ class DemoConfig:
     force: bool = False
     """Start from scratch: delete OUT (only if it is a demo directory) and run every stage."""
 
-    @classmethod
-    def for_science(cls, **kw) -> "DemoConfig":
-        """The `make science` preset; keyword arguments override it."""
-        return cls(**{"out": "science-out", "science": True, "rollouts": 8, "score_limit": 480, "per_class": 96,
-                      "eval_limit": 180, **kw})
+    def __post_init__(self):
+        preset = SCIENCE if self.science else DEFAULTS
+        for name, value in preset.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name in ("warm_steps", "rollouts", "score_limit", "per_class", "train_steps", "eval_limit", "max_new_tokens"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise VtError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("manifest", "train_config"):
+            path = Path(getattr(self, name))
+            if not path.is_file():
+                raise VtError(f"--{name.replace('_', '-')} {path}: no such file")
+            setattr(self, name, str(path.resolve()))
 
     def train_runs(self) -> tuple[str, ...]:
         return PENALTY_MODES if self.science else ("paper",)
 
 
-@dataclass
-class Stage:
-    name: str
-    args: list[str]                      # the command line, which the marker must match
-    outputs: list[Path]
-    summary: Callable[[], str]
-    extra: Callable[[], list[str]] = field(default=lambda: [])  # run-time flags not part of the identity
-    inputs: list[Path] = field(default_factory=list)  # files whose content is part of the identity
-    run_dir: Path | None = None  # a training stage's run directory (trained afresh when upstream changed)
+DEFAULTS = {"out": "demo-out", "rollouts": 4, "score_limit": 64, "per_class": 24, "eval_limit": 64}
+SCIENCE = {"out": "science-out", "rollouts": 8, "score_limit": 480, "per_class": 96, "eval_limit": 180}
 
-    def identity(self) -> dict:
-        import hashlib
-        return {"args": self.args, "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-                                              for p in self.inputs if p.is_file()}}
+
+@dataclass
+class DemoStage(Stage):
+    """A `vt` command as a stage: its one-line summary, run-time flags and training run directory."""
+    summary: Callable[[], str] = field(default=lambda: "")
+    extra: Callable[[], list[str]] = field(default=lambda: [])  # run-time flags not part of the identity
+    run_dir: Path | None = None  # a training stage's run directory (trained afresh when upstream changed)
 
 
 def vt(args: list[str]) -> None:
@@ -144,39 +156,40 @@ class Demo:
         finally:
             con.close()
 
-    def stages(self) -> list[Stage]:
+    def stages(self) -> list[DemoStage]:
         c, db = self.cfg, ["--db", str(self.db)]
         steps = ["--max_steps", str(c.train_steps)] if c.train_steps else []
         warm = ["--steps", str(c.warm_steps)] if c.warm_steps else []
         stages = [
-            Stage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
-                  [self.data / "build.json"], self._sum_build, inputs=[Path(c.manifest)]),
-            Stage("init-model", ["init-model", "mini", str(self.model)] + warm, [self.model / "config.json"],
-                  self._sum_model),
-            Stage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
-                                  "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
-                                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
-                  [self.db], self._sum_score),
-            Stage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
-                             "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
-                  [self.curated / "build.json"], self._sum_curate),
+            DemoStage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
+                      [self.data / "build.json"], inputs=[Path(c.manifest)], summary=self._sum_build),
+            DemoStage("init-model", ["init-model", "mini", str(self.model)] + warm, [self.model / "config.json"],
+                      summary=self._sum_model),
+            DemoStage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
+                                      "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
+                                      "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
+                      [self.db], summary=self._sum_score),
+            DemoStage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
+                                 "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
+                      [self.curated / "build.json"], summary=self._sum_curate),
         ]
         for mode in c.train_runs():
             run = self.run_dir(mode)
-            stages.append(Stage(run.name, ["train", c.train_config, "--model", str(self.model), "--data_dir",
-                                           str(self.curated), "--output_dir", str(run), "--penalty_mode", mode,
-                                           "--seed", str(c.seed)] + steps,
-                                [run / "final", run / "metrics.jsonl"], lambda r=run: self._sum_train(r),
-                                extra=lambda r=run: self._resume_flag(r), inputs=[Path(c.train_config)], run_dir=run))
+            stages.append(DemoStage(run.name, ["train", c.train_config, "--model", str(self.model), "--data_dir",
+                                               str(self.curated), "--output_dir", str(run), "--penalty_mode", mode,
+                                               "--seed", str(c.seed)] + steps,
+                                    [run / "final", run / "metrics.jsonl"], inputs=[Path(c.train_config)],
+                                    summary=lambda r=run: self._sum_train(r),
+                                    extra=lambda r=run: self._resume_flag(r), run_dir=run))
         for name, mode, model in self.eval_runs():
-            stages.append(Stage(f"eval-{name.removeprefix(self.prefix + '-')}",
-                                ["eval", "--model", str(model), "--data", str(self.data), "--mode", mode, "--limit",
-                                 str(c.eval_limit), "--name", name, "--max-new-tokens", str(c.max_new_tokens),
-                                 "--out", str(self.evals)] + db,
-                                [self.evals / f"{name}.jsonl"], lambda n=name: self._sum_eval(n)))
+            stages.append(DemoStage(f"eval-{name.removeprefix(self.prefix + '-')}",
+                                    ["eval", "--model", str(model), "--data", str(self.data), "--mode", mode, "--limit",
+                                     str(c.eval_limit), "--name", name, "--max-new-tokens", str(c.max_new_tokens),
+                                     "--out", str(self.evals)] + db,
+                                    [self.evals / f"{name}.jsonl"], summary=lambda n=name: self._sum_eval(n)))
         runs = [a for m in c.train_runs() for a in ("--runs", str(self.run_dir(m)))]
-        stages.append(Stage("report", ["report", "--out", str(self.report), *runs] + db,
-                            [self.report / "index.html"], lambda: str(self.report / "index.html")))
+        stages.append(DemoStage("report", ["report", "--out", str(self.report), *runs] + db,
+                                [self.report / "index.html"], summary=lambda: str(self.report / "index.html")))
         return stages
 
     # ---------------------------------------------------------------------------------- summaries
@@ -217,7 +230,6 @@ class Demo:
 
     def _sum_eval(self, run: str) -> str:
         from vtdata.db import connect
-        from vttrain.eval import pct, summarize
         con = connect(self.db, read_only=True)
         try:
             rows = summarize(con, run)
@@ -234,16 +246,6 @@ class Demo:
         return ["--resume"] if run.is_dir() and latest_checkpoint(run) else []
 
     # ---------------------------------------------------------------------------------------- running
-    def _reusable(self, stage: Stage) -> dict | None:
-        m = self.marks / f"{stage.name}.json"
-        try:
-            rec = json.loads(m.read_text())
-        except (OSError, ValueError):
-            return None
-        if rec.get("identity") != stage.identity() or not all(p.exists() for p in stage.outputs):
-            return None
-        return rec
-
     def _forget_evals(self) -> None:
         """A retrained model invalidates the demo's eval runs (same names, same model path)."""
         if not self.db.exists():
@@ -261,34 +263,24 @@ class Demo:
             shutil.rmtree(self.out)
         from vttrain.models import make_out_dir
         make_out_dir(make_out_dir(self.out) / ".demo")
-        stages, done, rerun = self.stages(), [], False
         t_all = time.time()
-        for k, stage in enumerate(stages, 1):
-            tag = f"[{k}/{len(stages)}] {stage.name:<{max(len(x.name) for x in stages)}}"
-            rec = None if rerun else self._reusable(stage)
-            if rec is not None:
-                info(f"{tag} reused  {rec['summary']}")
-                done.append({**rec, "reused": True})
-                continue
-            upstream_changed, rerun = rerun, True
-            if stage.run_dir is not None:
-                self._forget_evals()
-                if upstream_changed and stage.run_dir.exists():
-                    shutil.rmtree(stage.run_dir)  # new data or model: train afresh instead of resuming
-            args = stage.args + stage.extra()
-            log = self.marks / f"{stage.name}.log"
-            info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
-            t0 = time.time()
-            with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
-                vt(args)  # results (tables, trainer logs) to the stage's log; progress bars stay on stderr
-            rec = {"stage": stage.name, "identity": stage.identity(), "seconds": round(time.time() - t0, 1),
-                   "summary": stage.summary()}
-            (self.marks / f"{stage.name}.json").write_text(json.dumps(rec, indent=1))
-            info(f"{tag} done in {rec['seconds']:.1f} s: {rec['summary']}")
-            done.append({**rec, "reused": False})
-        info(f"demo: {len(stages)} stages in {time.time() - t_all:.1f} s "
+        done = run_stages(self.stages(), self.marks, self._execute)
+        info(f"demo: {len(done)} stages in {time.time() - t_all:.1f} s "
              f"({sum(1 for d in done if d['reused'])} reused)")
         return done
+
+    def _execute(self, stage: DemoStage, tag: str, upstream_changed: bool) -> str:
+        """Run one stage's `vt` command (its stdout to OUT/.demo/<stage>.log); returns its summary."""
+        if stage.run_dir is not None:
+            self._forget_evals()
+            if upstream_changed and stage.run_dir.exists():
+                shutil.rmtree(stage.run_dir)  # new data or model: train afresh instead of resuming
+        args = stage.args + stage.extra()
+        log = self.marks / f"{stage.name}.log"
+        info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
+        with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+            vt(args)  # results (tables, trainer logs) to the stage's log; progress bars stay on stderr
+        return stage.summary()
 
     def epilogue(self) -> str:
         db = shlex.quote(str(self.db))
@@ -305,7 +297,7 @@ class Demo:
                  "", "Query the database:"]
         lines += [f"  vt sql {shlex.quote(q)} --db {db}" for q in EXAMPLE_QUERIES]
         names = " ".join(name for name, _, _ in self.eval_runs())
-        lines += ["", f"Compare the eval runs again: vt eval --compare {names} --db {db}"]
+        lines += ["", f"Compare the eval runs again: vt compare {names} --db {db}"]
         return "\n".join(lines)
 
 
@@ -318,43 +310,13 @@ EXAMPLE_QUERIES = [
 ]
 
 
-def demo_command(
-    out: str = typer.Option(None, help="Directory for everything the demo writes (default demo-out, "
-                                       "science-out with --science)."),
-    science: bool = typer.Option(False, "--science", help="The miniature experiment (`make science`): GRPO "
-                                 "with penalty modes paper, none and always, larger scoring and evals."),
-    force: bool = typer.Option(False, "--force", help="Start from scratch (deletes OUT if it is a demo directory)."),
-    manifest: str = typer.Option(DemoConfig.manifest, help="Data manifest (default: the embedded miniature task)."),
-    train_config: str = typer.Option(DemoConfig.train_config, help="Training config YAML."),
-    warm_steps: int = typer.Option(None, help="SFT steps of the warm start (default: vt init-model mini's)."),
-    rollouts: int = typer.Option(None, help="Scoring rollouts per view and sample (default 4; science 8, the paper's)."),
-    score_limit: int = typer.Option(None, help="Training samples to score (default 64; science 480)."),
-    per_class: int = typer.Option(None, help="Curated samples per class (default 24; science 96)."),
-    train_steps: int = typer.Option(None, help="Optimiser steps per GRPO run (default: the training config's, 200)."),
-    eval_limit: int = typer.Option(None, help="Validation samples per eval run (default 64; science 180, the whole val split)."),
-    max_new_tokens: int = typer.Option(None, help="Generation budget per turn when scoring and evaluating (16)."),
-    seed: int = typer.Option(0, help="Seed of scoring, curation and GRPO (the warm start stays cached)."),
-) -> None:
-    """Run the whole pipeline offline on CPU: build -> warm-started mini model -> score -> curate -> GRPO ->
-    eval -> report.
-
-    A second run reuses every finished stage. Examples: `vt demo --out demo-out`; `vt demo --science`."""
+def run(cfg: DemoConfig) -> None:
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs is made locally
-    given = {"out": out, "rollouts": rollouts, "score_limit": score_limit, "per_class": per_class,
-             "eval_limit": eval_limit, "max_new_tokens": max_new_tokens, "train_steps": train_steps,
-             "warm_steps": warm_steps}
-    for name, v in given.items():
-        if name != "out" and v is not None and v < 1:
-            raise VtError(f"--{name.replace('_', '-')} must be at least 1")
-    for name, path in (("--manifest", manifest), ("--train-config", train_config)):
-        if not Path(path).is_file():
-            raise VtError(f"{name} {path}: no such file")
-    kw = {k: v for k, v in given.items() if v is not None}
-    kw.update(force=force, seed=seed, manifest=str(Path(manifest).resolve()),
-              train_config=str(Path(train_config).resolve()))
-    cfg = DemoConfig.for_science(**kw) if science else DemoConfig(**kw)
     demo = Demo(cfg)
     demo.run()
-    vt(["eval", "--compare", *[name for name, _, _ in demo.eval_runs()], "--db", str(demo.db)])
+    vt(["compare", *[name for name, _, _ in demo.eval_runs()], "--db", str(demo.db)])
     console.print(demo.epilogue(), highlight=False, soft_wrap=True)
+
+
+demo_command = command(DemoConfig, run)

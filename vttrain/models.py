@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, info
 
 # vt's views: at most 2048x2048-ish area (ResolutionPolicy.max_pixels, rounded to multiples of 56),
@@ -346,12 +345,13 @@ def init_random(config_file: str | os.PathLike, out_dir: str | os.PathLike, seed
 
 @dataclass
 class InitModelConfig:
-    """Options of `vt init-model` (every field is a CLI argument or flag)."""
-    kind: str
+    """Build a model checkpoint offline: `vt init-model tiny|mini OUT` or `vt init-model random --config FILE OUT`."""
+
+    kind: Literal["tiny", "mini", "random"] = field(metadata={"argument": True})
     """`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests), `mini` (a ~1 M-parameter Qwen2.5-VL warm-started
-    by SFT on the miniature task, cached; vttrain/warmstart.py) or `random` (a real architecture size,
-    random weights)."""
-    out: Path
+    by SFT on the miniature task, cached; vttrain/warmstart.py) or `random` (a real architecture size from
+    --config, random weights)."""
+    out: Path = field(metadata={"argument": True, "flags": ["--out", "-o"]})
     """Output checkpoint directory."""
     config: Path | None = None
     """For `random`: a model YAML, e.g. manifests/models/qwen2.5-vl-3b.yaml (not allowed for `tiny`)."""
@@ -360,51 +360,47 @@ class InitModelConfig:
     save_weights: bool = False
     """For `random`: write bf16 safetensors (e.g. for `vllm serve`) instead of drawing the weights at load."""
     steps: int | None = None
-    """For `mini`: SFT steps (default: vttrain.warmstart.MiniConfig.steps)."""
+    """For `mini`: SFT steps of the warm start (default: vttrain.warmstart.MiniConfig.steps)."""
     tools: str = "resize"
-    """For `mini`: the tools its agent trajectories call (resize | zoom | resize,zoom; vtdata/tools.py)."""
+    """For `mini`: the tools its agent trajectories call: resize | zoom | resize,zoom (vtdata/tools.py)."""
 
-    def build(self) -> Path:
+    def __post_init__(self):
+        if self.kind not in ("tiny", "mini", "random"):
+            raise VtError(f"unknown model kind {self.kind!r}: use `tiny`, `mini` or `random`")
         if self.kind != "mini" and self.steps is not None:
             raise VtError("--steps applies to `vt init-model mini` only")
-        if self.kind == "mini":
-            if self.config is not None or self.save_weights:
-                raise VtError("`vt init-model mini` takes no --config/--save-weights (its sizes are fixed)")
-            from vttrain.warmstart import MiniConfig, init_mini
-            from vtdata.tools import selection
-            cfg = MiniConfig(seed=self.seed, tools=selection(self.tools))
-            if self.steps is not None:
-                cfg.steps = self.steps
-            if cfg.steps < 1:
-                raise VtError(f"--steps must be at least 1, got {cfg.steps}")
-            return init_mini(self.out, cfg)
-        if self.kind == "tiny":
-            if self.config is not None:
-                raise VtError("`vt init-model tiny` takes no --config (its sizes are fixed); use `random --config`")
-            return init_tiny(self.out, seed=self.seed)
-        if self.kind == "random":
-            if self.config is None:
-                raise VtError("`vt init-model random` needs --config (e.g. manifests/models/qwen2.5-vl-3b.yaml)")
-            return init_random(self.config, self.out, seed=self.seed, save_weights=self.save_weights)
-        raise VtError(f"unknown model kind {self.kind!r}: use `tiny`, `mini` or `random`")
+        from vtdata.tools import selection
+        if self.kind != "mini" and selection(self.tools) != ("resize",):
+            raise VtError("--tools applies to `vt init-model mini` only")
+        if self.steps is not None and self.steps < 1:
+            raise VtError(f"--steps must be at least 1, got {self.steps}")
+        if self.kind == "mini" and (self.config is not None or self.save_weights):
+            raise VtError("`vt init-model mini` takes no --config/--save-weights (its sizes are fixed)")
+        if self.kind == "tiny" and self.config is not None:
+            raise VtError("`vt init-model tiny` takes no --config (its sizes are fixed); use `random --config`")
+        if self.kind == "random" and self.config is None:
+            raise VtError("`vt init-model random` needs --config (e.g. manifests/models/qwen2.5-vl-3b.yaml)")
 
 
-def init_model_command(
-    kind: str = typer.Argument(..., help="`tiny` (a ~1 MB random Qwen2.5-VL for CPU tests), `mini` (a small "
-                                         "Qwen2.5-VL warm-started offline on the miniature task, cached) or "
-                                         "`random` (a real architecture size from --config, random weights)."),
-    out: Path = typer.Argument(..., help="Output checkpoint directory."),
-    config: Path = typer.Option(None, "--config", help="For `random`: a model YAML, e.g. "
-                                                      "manifests/models/qwen2.5-vl-3b.yaml."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the tokenizer corpus and the weights."),
-    save_weights: bool = typer.Option(False, "--save-weights", help="For `random`: write the weights "
-                                      "(bf16 safetensors, e.g. for `vllm serve`) instead of drawing them at load."),
-    steps: int = typer.Option(None, "--steps", help="For `mini`: SFT steps of the warm start."),
-    tools: str = typer.Option("resize", "--tools", help="For `mini`: tools of the agent trajectories: resize | "
-                                                       "zoom | resize,zoom."),
-):
-    """Build a model checkpoint offline: `vt init-model tiny|mini OUT` or `vt init-model random --config FILE OUT`."""
-    path = InitModelConfig(kind=kind, out=out, config=config, seed=seed, save_weights=save_weights,
-                           steps=steps, tools=tools).build()
+def init_model(cfg: InitModelConfig) -> Path:
+    """Write the checkpoint; returns its directory."""
+    if cfg.kind == "mini":
+        from vttrain.warmstart import MiniConfig, init_mini
+        from vtdata.tools import selection
+        mini = MiniConfig(seed=cfg.seed, tools=selection(cfg.tools))
+        if cfg.steps is not None:
+            mini.steps = cfg.steps
+        return init_mini(cfg.out, mini)
+    if cfg.kind == "tiny":
+        return init_tiny(cfg.out, seed=cfg.seed)
+    return init_random(cfg.config, cfg.out, seed=cfg.seed, save_weights=cfg.save_weights)
+
+
+def run(cfg: InitModelConfig) -> Path:
+    path = init_model(cfg)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    info(f"wrote {kind} model to {path} ({size / 1e6:.1f} MB)")
+    info(f"wrote {cfg.kind} model to {path} ({size / 1e6:.1f} MB)")
+    return path
+
+
+init_model_command = command(InitModelConfig, run)

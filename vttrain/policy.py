@@ -15,7 +15,8 @@ order, n per request, each tagged with its `request` and `index` (0..n-1). A gen
   input ids (image pad tokens), generated tokens up to and including the end-of-turn token.
 - openai: one chat completion per sample (n=1, so token usage is exact per sample), images inlined as
   base64 PNG data URLs, at most `concurrency` requests in flight, the client's retries on transient
-  errors. Visual tokens are computed for Qwen2.5-VL (a 28x28 pixel area per token) from the image sizes:
+  errors. `base_url` may name several servers, comma-separated (e.g. one `vllm serve` per GPU node):
+  each request goes to the server with the fewest requests in flight. Visual tokens are computed for Qwen2.5-VL (a 28x28 pixel area per token) from the image sizes:
   start vLLM with `--mm-processor-kwargs '{"max_pixels": 16777216}'` so it does not shrink vt's views.
   The API key comes from the environment variable named by `api_key_env` (never from a file); with
   none named, $OPENAI_API_KEY goes to OpenAI's API only and a custom `base_url` gets no real key.
@@ -233,6 +234,7 @@ class OpenAIPolicy(Policy):
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 3, seed: int | None = None):
         self.model, self.base_url = model, base_url
+        self.base_urls = [u.strip() for u in (base_url or "").split(",") if u.strip()] or [None]
         self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
         self.timeout_s, self.max_retries, self.seed = timeout_s, max_retries, seed
         from vtdata.judge.llm import api_key
@@ -243,39 +245,42 @@ class OpenAIPolicy(Policy):
         self._key = key
         self.identity = f"openai:{model}"  # the server URL is transport: moving it keeps the rollouts
 
-    def _client(self):
-        from openai import AsyncOpenAI
-        return AsyncOpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s,
-                           max_retries=self.max_retries)
-
     async def agenerate(self, requests):
+        from openai import AsyncOpenAI
         reqs = [as_request(r) for r in requests]
-        client = self._client()  # per call: bound to the running event loop
+        # per call: clients are bound to the running event loop; [client, requests in flight] per server
+        clients = [[AsyncOpenAI(api_key=self._key, base_url=u, timeout=self.timeout_s, max_retries=self.max_retries), 0]
+                   for u in self.base_urls]
         sem = asyncio.Semaphore(self.concurrency)
         try:
             jobs = []
             for i, r in enumerate(reqs):
                 msgs = to_openai_messages(r.messages)
                 visual = sum(qwen_visual_tokens(*im.size) for im in message_images(r.messages))
-                jobs += [self._one(client, sem, msgs, r, visual, i, j) for j in range(r.n)]
+                jobs += [self._one(clients, sem, msgs, r, visual, i, j) for j in range(r.n)]
             return list(await asyncio.gather(*jobs))
         finally:
-            await client.close()
+            for client, _ in clients:
+                await client.close()
 
-    async def _one(self, client, sem, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
+    async def _one(self, clients, sem, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
         import openai
         kw: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
                         top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
         if self.seed is not None:
             kw["seed"] = self.seed + 1000 * i + j
         async with sem:
+            pick = min(clients, key=lambda c: c[1])  # the least busy server
+            pick[1] += 1
             t0 = time.perf_counter()
             try:
-                resp = await client.chat.completions.create(**kw)
+                resp = await pick[0].chat.completions.create(**kw)
             except openai.OpenAIError as err:
                 msg = f"{type(err).__name__}: {str(err)[:200]}"
                 debug(f"policy request failed: {msg}")
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
+            finally:
+                pick[1] -= 1
         latency = time.perf_counter() - t0
         if not resp.choices:
             return Generation("", 0, visual, latency, "error", i, j, error="empty response (no choices)")

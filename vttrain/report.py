@@ -4,10 +4,11 @@ Sections (a stage that has not run shows "not run yet", never an error):
   1. scoring      low- vs high-res accuracy per source (`sufficiency`, else `rollouts`), label counts;
   2. curation     the curated balance per source and class (`curated`);
   3. training     reward, resize-call ratio and penalty share against step (`metrics.jsonl` of each
-                  run directory given with --runs);
+                  run directory given with --runs), each run's config, example rollouts;
   4. evaluation   accuracy against visual tokens, one point per eval run and mode (`eval_runs`,
-                  `eval_predictions`), with the Table-2-like comparison.
-The page references its images by relative path, so the output directory can be copied or served.
+                  `eval_predictions`), with the Table-2-like comparison and example rollouts.
+The page references its plots by relative path, so the output directory can be copied or served; the
+example rollouts' thumbnails are inline. Plots: report_plots.py; example rollouts: report_examples.py.
 """
 from __future__ import annotations
 
@@ -18,26 +19,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, info
-from vttrain.eval import compare, pct, summarize  # light: these import torch only inside functions
+from vttrain.summary import compare, pct, summarize
 from vttrain.models import make_out_dir
+from vttrain.report_examples import eval_blocks, read_jsonl, train_block, train_config
+from vttrain.report_plots import (plot_curated, plot_resize_by_class, plot_scoring, plot_tradeoff,
+                                  plot_training)
 
 NOT_RUN = "not run yet"
 
 
 @dataclass
 class ReportConfig:
-    """Options of `vt report`."""
+    """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
 
-    out: str = "report"
+    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/train --out demo-out/report`."""
+
+    out: str = field(default="report", metadata={"flags": ["-o"]})
     """Output directory: index.html and plots/*.png."""
     db: Optional[str] = None
-    """DuckDB file written by the pipeline (default ./vt.duckdb when it exists)."""
+    """DuckDB file written by the pipeline (default: $VT_DB, else ./vt.duckdb; none is an error)."""
     runs: list[str] = field(default_factory=list)
-    """Training run directories (each with the metrics.jsonl that `vt train` writes); default: every
-    directory up to two levels below the database's folder that holds a metrics.jsonl."""
+    """Training run directories (each with the metrics.jsonl that `vt train` writes; repeatable); default:
+    every directory up to two levels below the database's folder that holds a metrics.jsonl."""
     title: str = "vt report"
     """Page title."""
 
@@ -112,165 +117,9 @@ def eval_points(con) -> list[dict]:
     return out
 
 
-# panel title -> the key `vt train` logs in metrics.jsonl (VtGRPOTrainer's metrics, TRL's reward)
-CURVES = {"reward": "reward", "resize ratio": "resize_ratio", "penalty share": "penalty_share"}
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a crash
-    return rows
-
-
-def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (int, float))]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot_scoring(rows: list[dict], path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 2), 3.4))
-    xs = range(len(rows))
-    low = [100 * (r["low_acc"] or 0) for r in rows]
-    high = [100 * (r["high_acc"] or 0) for r in rows]
-    ax.bar([x - 0.2 for x in xs], low, 0.4, label="low res (1/4 tokens)", color="#8ab4f8")
-    ax.bar([x + 0.2 for x in xs], high, 0.4, label="high res", color="#1a73e8")
-    several = len({r["policy"] for r in rows}) > 1
-    ax.set_xticks(list(xs), [f"{r['source']}\n{r['policy']}" if several else r["source"] for r in rows],
-                  rotation=20, ha="right")
-    ax.set_ylabel("accuracy of scoring rollouts (%)")
-    ax.set_ylim(0, 122)
-    ax.set_yticks(range(0, 101, 20))
-    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
-    ax.set_title("Low vs high resolution accuracy per source")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_curated(rows: list[dict], path: Path) -> None:
-    plt = _plt()
-    sources = sorted({r["source"] for r in rows})
-    classes = sorted({r["class"] for r in rows})
-    colors = {"low_ok": "#34a853", "needs_high": "#ea4335", "low_ok (filled)": "#a8dab5",
-              "needs_high (filled)": "#f4b4ae"}
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(sources) + 2), 3.4))
-    bottom = [0] * len(sources)
-    for c in classes:
-        vals = [sum(r["n"] for r in rows if r["source"] == s and r["class"] == c) for s in sources]
-        ax.bar(sources, vals, bottom=bottom, label=c, color=colors.get(c))
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_ylabel("samples")
-    ax.set_ylim(0, max(bottom or [1]) * 1.3)
-    ax.set_title("Curated set: low_ok vs needs_high per source")
-    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
-    """One panel per curve; returns the metric keys found (for the caption)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
-    found = []
-    for ax, (title, key) in zip(axes, CURVES.items()):
-        any_pts = False
-        for run, rows in runs.items():
-            xs, ys = _curve(rows, key)
-            if xs:
-                any_pts = True
-                found.append(key)
-                ax.plot(xs, ys, marker="o", ms=3, label=run)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if not any_pts:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
-        elif len(runs) > 1:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return sorted(set(found))
-
-
-CLASS_CURVES = {"needs_high": "resize_ratio_needs_high", "low_ok": "resize_ratio_low_ok"}
-
-
-def smooth(xs: list[float], ys: list[float], window: int) -> tuple[list[float], list[float]]:
-    """Trailing moving average over `window` logged points (a step's batch holds only a few groups)."""
-    out = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1]) for i in range(len(ys))]
-    return xs, out
-
-
-def plot_resize_by_class(runs: dict[str, list[dict]], path: Path) -> bool:
-    """The miniature's Fig. 3a: resize ratio on needs_high (solid) and low_ok (dashed) samples against
-    step, one colour per run. False when no run logged the per-class ratios (uncurated data)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    drawn = False
-    for k, (run, rows) in enumerate(runs.items()):
-        for cls, key in CLASS_CURVES.items():
-            xs, ys = _curve(rows, key)
-            if not xs:
-                continue
-            drawn = True
-            ax.plot(*smooth(xs, ys, max(1, len(xs) // 10)), color=f"C{k}", ls="-" if cls == "needs_high" else "--",
-                    label=f"{run}: {cls}")
-    if drawn:
-        ax.set_xlabel("step")
-        ax.set_ylabel("resize ratio (moving average)")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_title("Resize ratio per class (solid: needs_high, dashed: low_ok)")
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return drawn
-
-
-def plot_tradeoff(points: list[dict], path: Path) -> None:
-    plt = _plt()
-    markers = {"full": "s", "low": "v", "think": "*"}
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    names: dict[tuple, list[str]] = {}
-    for p in points:
-        x = 100 * (p["visual_tokens_rel"] or 0)
-        y = 100 * (p["accuracy"] or 0)
-        ax.scatter([x], [y], marker=markers.get(p["mode"], "o"), s=90 if p["mode"] == "think" else 50,
-                   label=p["mode"])
-        names.setdefault((round(x, 1), round(y, 1)), []).append(p["run"])
-    for (x, y), runs in names.items():  # runs on the same spot share one label
-        ax.annotate(", ".join(runs), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    handles, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8, title="mode", loc="center right")
-    ax.set_xlabel("visual tokens used (% of full resolution)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_xlim(0, 130)
-    ax.set_ylim(-3, 110)
-    ax.grid(alpha=0.3)
-    ax.set_title("Accuracy vs visual tokens (one point per eval run)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """The lines of a run's metrics.jsonl (or of the file given); a line cut by a crash is skipped."""
+    return read_jsonl(run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir)
 
 
 # ----------------------------------------------------------------------------------------------- html
@@ -295,7 +144,9 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em} section{margin:2em 0}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0} table{border-collapse:collapse;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right} th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left} .missing{color:#a50;font-style:italic}"""
+td:first-child,th:first-child{text-align:left} .missing{color:#a50;font-style:italic}
+img.thumb{margin:0 .3em 0 0;vertical-align:top} .examples td{text-align:left;vertical-align:top}
+.turn{font-family:monospace;font-size:.85em;white-space:pre-wrap;margin-bottom:.3em}"""
 
 
 def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
@@ -405,7 +256,7 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
     configs = [{"run": r, **run_config(Path(d))} for d in cfg.runs for r in [Path(d).name or d] if r in runs]
     if any(len(c) > 1 for c in configs):
         s.body += "<h3>Run configs</h3>" + _table(configs, [("run", "run")] + [(k, k) for k in CONFIG_KEYS])
-    examples = "".join(example_rollouts(Path(d)) for d in cfg.runs)
+    examples = "".join(train_block(Path(d)) for d in cfg.runs)
     if examples:
         s.body += "<h3>Example rollouts (last logged step, one per group)</h3>" + examples
     return s
@@ -417,39 +268,8 @@ CONFIG_KEYS = ("model", "judge", "penalty_mode", "theta", "num_generations", "le
 
 def run_config(run_dir: Path) -> dict:
     """The settings that tell runs apart, from the resolved config `vt train` writes (vt_train_config.yaml)."""
-    import yaml
-    try:
-        cfg = yaml.safe_load((run_dir / "vt_train_config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    return {k: cfg.get(k) for k in CONFIG_KEYS}
-
-
-def example_rollouts(run_dir: Path, per_run: int = 4) -> str:
-    """A few rollouts of a run's last logged step (rollouts.jsonl): both turns, verdict, penalty, reward."""
-    path = run_dir / "rollouts.jsonl"
-    if not path.is_file():
-        return ""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    if not rows:
-        return ""
-    last = max(r.get("step", 0) for r in rows)
-    seen, picked = set(), []
-    for r in rows:
-        if r.get("step") == last and r.get("group") not in seen:
-            seen.add(r.get("group"))
-            picked.append({"id": r.get("id"), "resized": r.get("used_high"), "score": r.get("score"),
-                           "penalty": r.get("penalty"), "reward": r.get("reward"),
-                           "turns": " ⏎ ".join(r.get("turns") or [])})
-    picked = picked[:per_run]
-    return (f"<p>{html.escape(run_dir.name)}, step {last}</p>"
-            + _table(picked, [("id", "sample"), ("resized", "resized"), ("score", "score"), ("penalty", "penalty"),
-                              ("reward", "reward"), ("turns", "assistant turns")]))
+    cfg = train_config(run_dir)
+    return {k: cfg.get(k) for k in CONFIG_KEYS} if cfg else {}
 
 
 def _evaluation(con, plots: Path) -> Section:
@@ -474,7 +294,11 @@ def _evaluation(con, plots: Path) -> Section:
         s.body += ("<h3>Per source (accuracy %; rel. = mean per-source ratio to the first full run)</h3>"
                    + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, x) for x in srcs]
                             + [("avg", "avg"), ("rel", "rel.")], percent=set(srcs) | {"avg", "rel"}))
+    examples = eval_blocks(con)
+    if examples:
+        s.body += "<h3>Example rollouts (think mode: resized and direct answers)</h3>" + examples
     return s
+
 
 
 def _tool_settings(con, plots: Path) -> Section | None:
@@ -486,6 +310,7 @@ def _tool_settings(con, plots: Path) -> Section | None:
     if not any(t != "resize" for t in tools.values()):
         return None
     s = Section("5. Tools: accuracy vs visual tokens per tool setting")
+    from vttrain.report_plots import _plt
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for p in points:
@@ -510,15 +335,10 @@ def _tool_settings(con, plots: Path) -> Section | None:
                     percent={"accuracy", "visual_tokens_rel", "resize_ratio", "zoom_ratio"})
     return s
 
-
-def report_command(
-    out: str = typer.Option("report", help="Output directory for index.html and plots/*.png."),
-    db: Optional[str] = typer.Option(None, help="DuckDB file of the pipeline (default: $VT_DB, else ./vt.duckdb)."),
-    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run directory with metrics.jsonl (repeatable; default: those found beside the database)."),
-    title: str = typer.Option("vt report", help="Page title."),
-) -> None:
-    """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
-
-    Example: `vt report --db demo-out/vt.duckdb --runs demo-out/train --out demo-out/report`."""
-    page = build_report(ReportConfig(out=out, db=db, runs=list(runs or []), title=title))
+def run(cfg: ReportConfig) -> Path:
+    page = build_report(cfg)
     info(f"report: {page} (open it in a browser)")
+    return page
+
+
+report_command = command(ReportConfig, run)

@@ -12,10 +12,12 @@ A rollout is correct when its judge score is >= 0.5 (scores are 0/1 except ANLS)
 
 DuckDB tables: `rollouts` (one row per answer and its verdict; key policy, sample_id, view, idx) and
 `sufficiency` (one row per policy and sample), plus the views `label_counts`, `low_vs_high_accuracy`
-and `tokens_saved`. Work goes in chunks of --concurrency samples: the chunk's new rollouts are written
-(one transaction) before they are judged, and the verdicts and labels after (another). A rerun (after a
-crash, a kill -9, Ctrl-C, or with a larger k) generates only the missing rollouts and judges only the
-rollouts without a verdict; LLM verdicts already paid for come from the judge's `judgments` cache.
+and `tokens_saved`. Generating, storing and judging are the rollout engine's (`vttrain/engine.py`: 2k
+jobs per sample, key (policy, sample_id, view, idx)); this module adds the labelling. Work goes in chunks
+of --concurrency samples: the chunk's new rollouts are written before they are judged, and the verdicts
+and labels after, in one transaction. A rerun (after a crash, a kill -9, Ctrl-C, or with a larger k)
+generates only the missing rollouts and judges only the rollouts without a verdict; LLM verdicts already
+paid for come from the judge's `judgments` cache.
 Changing thresholds relabels stored counts without any call; changing the judge re-judges stored text.
 """
 from __future__ import annotations
@@ -27,11 +29,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, debug, info, progress_bar
-from vtdata.db import arrow_table, insert_rows
-from vtdata.judge import judge_options
+from vtdata.build import iter_samples, read_split
+from vtdata.db import arrow_table, default_db, writer
+from vtdata.judge import judge_options, make_judge
+from vttrain import engine
+from vttrain.policy import make_policy
 
 VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")
@@ -103,11 +107,6 @@ SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answe
                   "low_width", "low_height", "high_width", "high_height"]
 
 
-def _ids(ids: list[str]):
-    import pyarrow as pa
-    return pa.table({"id": pa.array(ids, pa.string())})
-
-
 @dataclass
 class Thresholds:
     """Labelling rule; None = the paper's rule scaled to k."""
@@ -128,19 +127,8 @@ class Thresholds:
         return t
 
 
-def label(low_correct: int, high_correct: int, k: int, t: Thresholds, complete: bool = True) -> str:
-    """The sufficiency label of one sample (thresholds already resolved for k)."""
-    if not complete:
-        return "incomplete"
-    if low_correct >= t.low_ok_low and high_correct >= t.low_ok_high:
-        return "low_ok"
-    if high_correct - low_correct >= t.needs_high_gap:
-        return "needs_high"
-    return "ambiguous"
-
-
 def label_sql(t: Thresholds) -> str:
-    """The same rule as `label()`, as a SQL expression over a sufficiency row."""
+    """The labelling rule (thresholds resolved for k) as a SQL expression over a sufficiency row."""
     return (f"CASE WHEN low_judged < k OR high_judged < k THEN 'incomplete' "
             f"WHEN low_correct >= {int(t.low_ok_low)} AND high_correct >= {int(t.low_ok_high)} THEN 'low_ok' "
             f"WHEN high_correct - low_correct >= {int(t.needs_high_gap)} THEN 'needs_high' "
@@ -149,15 +137,17 @@ def label_sql(t: Thresholds) -> str:
 
 @dataclass
 class ScoreConfig:
-    """Options of `vt score-judge` (every field is a CLI flag)."""
+    """Pre-score low-res sufficiency: k rollouts on the low and the high view of every sample, judged and
+    labelled low_ok / needs_high / ambiguous (incomplete on judge errors). Resumable; rerun to finish."""
     data: Path
-    """A built dataset directory (`vt build-data ... --out DIR`)."""
+    """Built dataset directory (`vt build-data ... --out DIR`)."""
     db: Path | None = None
-    """DuckDB file (default: vt.duckdb beside the data directory)."""
+    """DuckDB file (default: vt.duckdb beside the data directory, or $VT_DB)."""
     policy: str = ""
     """`local:PATH` (a checkpoint dir or hub id) or `openai:MODEL`."""
     policy_base_url: str | None = None
-    """Base URL of an OpenAI-compatible server for an `openai:` policy (e.g. http://localhost:8000/v1)."""
+    """Base URL(s) of OpenAI-compatible servers for an `openai:` policy, comma-separated (load-balanced),
+    e.g. http://localhost:8000/v1 (`vllm serve`)."""
     policy_api_key_env: str | None = None
     """Environment variable holding the policy server's API key (None: $OPENAI_API_KEY for OpenAI's API;
     no key is sent to a --policy-base-url unless its variable is named)."""
@@ -169,20 +159,20 @@ class ScoreConfig:
     """Environment variable holding the judge's API key (None: as for the policy)."""
     judge_scope: str = "open"
     """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
-    rollouts: int = 8
+    rollouts: int = field(default=8, metadata={"flags": ["-k"]})
     """k: rollouts per view per sample (the paper: 8)."""
     split: str = "train"
     """Which split to score: train | val | all."""
     limit: int | None = None
     """Score only the first N samples of the split (in dataset order)."""
     concurrency: int = 16
-    """Samples in flight at once (a local policy batches their prompts; an openai one sends them together)."""
+    """Samples in flight at once (one chunk: its rollouts are written in one transaction before judging)."""
     batch_size: int = 16
     """Local policy: prompts per generate() call."""
     temperature: float = 1.0
     """Sampling temperature (the paper: 1.0)."""
     max_new_tokens: int = 1024
-    """Longest answer."""
+    """Longest answer in tokens."""
     prompt: str = "score_system"
     """System prompt: a shipped prompt name or a file."""
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -192,7 +182,7 @@ class ScoreConfig:
     seed: int = 0
     """Sampling seed."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         """One-line errors for bad options, before any data or model is loaded."""
         for name in ("rollouts", "concurrency", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
@@ -203,172 +193,43 @@ class ScoreConfig:
             raise VtError(f"--split must be train, val or all, got {self.split!r}")
         if self.temperature < 0:
             raise VtError(f"--temperature must be >= 0, got {self.temperature}")
+        if not self.policy:
+            raise VtError("--policy is required: local:PATH or openai:MODEL")
         self.thresholds.resolve(self.rollouts)
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
 
     def db_path(self) -> Path:
-        from vtdata.db import default_db
         return Path(self.db) if self.db else default_db(self.data)
 
 
-class Scorer:
-    """One run of score-judge on an open writer connection."""
-
-    def __init__(self, cfg: ScoreConfig, con, policy, judge) -> None:
-        from vtdata import prompts
-        self.cfg, self.con, self.policy, self.judge = cfg, con, policy, judge
-        self.k = int(cfg.rollouts)
-        self.t = cfg.thresholds.resolve(self.k)
-        self.system = prompts.load(cfg.prompt)
-        self.pid = policy.identity
-        con.execute(SCHEMA)
-
-    # -- bookkeeping in DuckDB ----------------------------------------------------------------
-    def state(self, ids: list[str]) -> dict:
-        """sample_id -> {'have': {(view, idx)}, 'unjudged': [(view, idx), ...]} for this policy."""
-        out: dict = {i: {"have": set(), "unjudged": []} for i in ids}
-        if not ids:
-            return out
-        with arrow_table(self.con, "_vt_ids", _ids(ids)):
-            rows = self.con.execute(
-                "SELECT sample_id, view, idx, judge_status, judge FROM rollouts r JOIN _vt_ids i ON r.sample_id = i.id "
-                "WHERE policy = ? AND idx < ?", [self.pid, self.k]).fetchall()
-        for sid, view, idx, status, judge in rows:
-            out[sid]["have"].add((view, idx))
-            if status != "ok" or judge != self.judge.identity:
-                out[sid]["unjudged"].append((view, idx))
-        return out
-
-    def insert_rollouts(self, rows: list[dict]) -> None:
-        insert_rows(self.con, "rollouts", rows, ROLLOUT_COLUMNS)  # all of the chunk's rollouts or none
-
-    def write_verdicts(self, verdicts: list[dict], samples: list[dict]) -> None:
-        import pyarrow as pa
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            if verdicts:
-                with arrow_table(self.con, "_vt_v", pa.Table.from_pylist(verdicts)):
-                    self.con.execute(
-                        "UPDATE rollouts r SET score = v.score, judge_status = v.status, judge_reason = v.reason, "
-                        "prediction = v.prediction, judge = v.judge, verdict_by = v.verdict_by, judged = now() "
-                        "FROM _vt_v v WHERE r.policy = v.policy AND r.sample_id = v.sample_id AND r.view = v.view "
-                        "AND r.idx = v.idx")
-            if samples:
-                self._write_sufficiency(samples)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-
-    def _write_sufficiency(self, samples: list[dict]) -> None:
-        """Recount the samples' sufficiency rows from their stored rollouts and label them."""
-        import pyarrow as pa
-        tbl = pa.table({c: [s.get(c) for s in samples] for c in ("id", "source", "task", "split")})
-        with arrow_table(self.con, "_vt_s", tbl):
-            self.con.execute("""
-                INSERT OR REPLACE INTO sufficiency
-                SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
-                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
-                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
-                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
-                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok'),
-                       max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
-                       max(r.visual_tokens) FILTER (WHERE r.view = 'high'),
-                       NULL, ?, now()
-                FROM _vt_s s LEFT JOIN rollouts r
-                  ON r.sample_id = s.id AND r.policy = ? AND r.idx < ?
-                GROUP BY s.id, s.source, s.task, s.split""",
-                [self.pid, str(Path(self.cfg.data).resolve()), self.k, self.judge.identity, self.pid, self.k])
-        self.con.execute(f"UPDATE sufficiency SET label = {label_sql(self.t)} WHERE policy = ? AND label IS NULL",
-                         [self.pid])
-
-    def relabel(self) -> None:
-        """Apply the current thresholds to every stored sample of this policy scored with this k."""
-        self.con.execute(f"UPDATE sufficiency SET label = {label_sql(self.t)} WHERE policy = ? AND k = ?",
-                         [self.pid, self.k])
-
-    def done_ids(self) -> set[str]:
-        """Samples whose labels are final for this policy, k and judge (nothing to do)."""
-        rows = self.con.execute("SELECT sample_id FROM sufficiency WHERE policy = ? AND k = ? AND judge = ? "
-                                "AND label <> 'incomplete'", [self.pid, self.k, self.judge.identity]).fetchall()
-        return {r[0] for r in rows}
-
-    # -- one chunk of samples -----------------------------------------------------------------
-    async def run_chunk(self, samples: list[dict], st: dict | None = None) -> Counter:
-        """Generate what is missing, judge what has no verdict, label; `st` = state() of these samples."""
-        from vtdata import protocol
-        from vtdata.judge import JudgeItem
-        from vtdata.resolution import view_of
-        from vttrain.policy import GenRequest
-        cfg = self.cfg
-        st = st if st is not None else self.state([s["id"] for s in samples])
-        requests, slots = [], []  # slots[i] = (sample, view, missing indices)
-        for s in samples:
-            for view in VIEWS:
-                missing = [i for i in range(self.k) if (view, i) not in st[s["id"]]["have"]]
-                if missing:
-                    try:
-                        image = view_of(s, view)
-                    except (ValueError, OSError) as err:
-                        raise VtError(f"sample {s['id']}: cannot make its {view} view: {err}") from None
-                    requests.append(GenRequest(protocol.direct_messages(self.system, s["question"], image),
-                                               n=len(missing), temperature=cfg.temperature,
-                                               max_new_tokens=cfg.max_new_tokens))
-                    slots.append((s, view, missing))
-        new_rows = []
-        if requests:
-            gens = await self.policy.agenerate(requests)
-            now = _now()
-            for g in gens:
-                s, view, missing = slots[g.request]
-                if g.error:  # not stored: the rerun asks again
-                    debug(f"policy failed on {s['id']} {view}: {g.error}")
-                    continue
-                new_rows.append({"policy": self.pid, "sample_id": s["id"], "view": view, "idx": missing[g.index],
-                                 "text": g.text, "generated_tokens": int(g.generated_tokens),
-                                 "visual_tokens": int(g.visual_tokens), "latency_s": float(g.latency_s),
-                                 "finish_reason": g.finish_reason, "temperature": float(cfg.temperature),
-                                 "created": now})
-            self.insert_rollouts(new_rows)  # paid for: on disk before judging
-        # judge what has no verdict yet: the new rollouts and stored ones left unjudged / judged with errors
-        by_id = {s["id"]: s for s in samples}
-        todo = [(r["sample_id"], r["view"], r["idx"], r["text"]) for r in new_rows]
-        stored = [(sid, v, i) for sid in by_id for v, i in st[sid]["unjudged"]]
-        if stored:
-            todo += self.stored_texts(stored)
-        verdict_rows = []
-        if todo:
-            items = [JudgeItem(by_id[sid]["question"], list(by_id[sid]["answers"] or []), text or "",
-                               by_id[sid].get("answer_type") or "open", by_id[sid].get("choices"))
-                     for sid, _, _, text in todo]
-            verdicts = await self.judge.ajudge(items)
-            for (sid, view, idx, _), v in zip(todo, verdicts):
-                verdict_rows.append({"policy": self.pid, "sample_id": sid, "view": view, "idx": idx,
-                                     "score": None if v.score is None else float(v.score), "status": v.status,
-                                     "reason": v.reason, "prediction": v.prediction, "judge": self.judge.identity,
-                                     "verdict_by": v.judge})
-        self.write_verdicts(verdict_rows, samples)
-        return self.labels_of([s["id"] for s in samples])
-
-    def stored_texts(self, keys: list[tuple]) -> list[tuple]:
-        import pyarrow as pa
-        tbl = pa.table({"sample_id": [k[0] for k in keys], "view": [k[1] for k in keys],
-                        "idx": pa.array([k[2] for k in keys], pa.int32())})
-        with arrow_table(self.con, "_vt_k", tbl):
-            return self.con.execute(
-                "SELECT r.sample_id, r.view, r.idx, r.text FROM rollouts r JOIN _vt_k k USING (sample_id, view, idx) "
-                "WHERE r.policy = ?", [self.pid]).fetchall()
-
-    def labels_of(self, ids: list[str]) -> Counter:
-        with arrow_table(self.con, "_vt_ids", _ids(ids)):
-            rows = self.con.execute("SELECT label, count(*) FROM sufficiency s JOIN _vt_ids i ON s.sample_id = i.id "
-                                    "WHERE policy = ? GROUP BY label", [self.pid]).fetchall()
-        return Counter(dict(rows))
+def write_sufficiency(con, policy: str, k: int, t: Thresholds, judge: str, data: Path, samples: list[dict]) -> None:
+    """Recount the samples' sufficiency rows from their stored rollouts and label them."""
+    import pyarrow as pa
+    tbl = pa.table({c: [s.get(c) for s in samples] for c in ("id", "source", "task", "split")})
+    with arrow_table(con, "_vt_s", tbl):
+        con.execute("""
+            INSERT OR REPLACE INTO sufficiency
+            SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
+                   count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
+                   count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
+                   count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
+                   count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok'),
+                   max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
+                   max(r.visual_tokens) FILTER (WHERE r.view = 'high'),
+                   NULL, ?, now()
+            FROM _vt_s s LEFT JOIN rollouts r
+              ON r.sample_id = s.id AND r.policy = ? AND r.idx < ?
+            GROUP BY s.id, s.source, s.task, s.split""",
+            [policy, str(Path(data).resolve()), k, judge, policy, k])
+    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE policy = ? AND label IS NULL", [policy])
 
 
-def _now():
-    import datetime as dt
-    return dt.datetime.now()
+def label_counts(con, policy: str, ids: list[str]) -> Counter:
+    import pyarrow as pa
+    with arrow_table(con, "_vt_ids", pa.table({"id": pa.array(ids, pa.string())})):
+        rows = con.execute("SELECT label, count(*) FROM sufficiency s JOIN _vt_ids i ON s.sample_id = i.id "
+                           "WHERE policy = ? GROUP BY label", [policy]).fetchall()
+    return Counter(dict(rows))
 
 
 def _status(c: Counter) -> str:
@@ -377,7 +238,6 @@ def _status(c: Counter) -> str:
 
 def _load_samples(cfg: ScoreConfig) -> list[dict]:
     """The samples to score, without image bytes (those are read chunk by chunk)."""
-    from vtdata.build import read_split
     data = Path(cfg.data)
     rows = read_split(data, cfg.split, cfg.limit, columns=[c for c in SAMPLE_COLUMNS if c != "image"])
     ids = [r["id"] for r in rows]
@@ -387,11 +247,12 @@ def _load_samples(cfg: ScoreConfig) -> list[dict]:
     return rows
 
 
-def _stream_with_images(cfg: ScoreConfig, todo: list[dict]):
+def _with_images(cfg: ScoreConfig, todo: list[dict]):
     """The todo samples with their image bytes, in dataset order, in one pass over the shards."""
-    from vtdata.build import iter_samples
     want = {r["id"]: r for r in todo}
     left = len(want)
+    if not left:
+        return
     for row in iter_samples(cfg.data, split=None if cfg.split == "all" else cfg.split, columns=["id", "image"]):
         base = want.get(row["id"])
         if base is not None:
@@ -401,88 +262,67 @@ def _stream_with_images(cfg: ScoreConfig, todo: list[dict]):
                 return
 
 
+def _chunks(rows, size: int):
+    chunk: list = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None = None) -> dict:
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
-    scorer = Scorer(cfg, con, policy, judge)
+    k, pid = int(cfg.rollouts), policy.identity
+    t = cfg.thresholds.resolve(k)
+    con.execute(SCHEMA)
     samples = samples if samples is not None else _load_samples(cfg)
-    scorer.relabel()
-    done = scorer.done_ids()
+    # relabel with the current thresholds (no call), then skip the samples whose labels are final
+    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE policy = ? AND k = ?", [pid, k])
+    done = {r[0] for r in con.execute("SELECT sample_id FROM sufficiency WHERE policy = ? AND k = ? AND judge = ? "
+                                      "AND label <> 'incomplete'", [pid, k, judge.identity]).fetchall()}
     todo = [s for s in samples if s["id"] not in done]
-    stored = scorer.state([s["id"] for s in todo])  # one query; this run is the only writer
-    counts = scorer.labels_of([s["id"] for s in samples if s["id"] in done])
+    counts = label_counts(con, pid, [s["id"] for s in samples if s["id"] in done])
     info(f"score-judge: {len(samples)} samples, {len(samples) - len(todo)} already labelled, "
-         f"{len(todo)} to do (k={scorer.k}, policy {policy.identity}, judge {judge.identity})")
+         f"{len(todo)} to do (k={k}, policy {pid}, judge {judge.identity})")
+    store = engine.Store(con, "rollouts", ("policy", "sample_id", "view", "idx"), ROLLOUT_COLUMNS, "text",
+                         {"score": "score", "status": "judge_status", "reason": "judge_reason",
+                          "prediction": "prediction", "judge": "verdict_by"},
+                         judge_column="judge", judge_identity=judge.identity, stamp="judged")
+    settings = engine.Settings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.prompt)
+
+    def record(r: engine.Rollout, now) -> dict:
+        (_, sid, view, idx), turn = r.job.key, r.turns[-1]
+        return {"policy": pid, "sample_id": sid, "view": view, "idx": idx, "text": turn.text,
+                "generated_tokens": turn.generated_tokens, "visual_tokens": turn.visual_tokens,
+                "latency_s": turn.latency_s, "finish_reason": turn.finish_reason,
+                "temperature": float(cfg.temperature), "created": now}
+
+    def jobs(chunk: list[dict]) -> list[engine.Job]:
+        return [engine.Job((pid, s["id"], view, i), s, view) for s in chunk for view in VIEWS for i in range(k)]
+
+    def relabel(chunk_jobs: list[engine.Job]) -> None:
+        write_sufficiency(con, pid, k, t, judge.identity, cfg.data, list({id(j.sample): j.sample for j in chunk_jobs}.values()))
+
     t0 = time.perf_counter()
-    step = int(cfg.concurrency)
     with progress_bar("scoring", total=len(todo)) as bar:
         bar.advance(0, status=_status(counts))
-        chunk: list[dict] = []
-        for row in _stream_with_images(cfg, todo):
-            chunk.append(row)
-            if len(chunk) == step:
-                counts += await scorer.run_chunk(chunk, {r["id"]: stored[r["id"]] for r in chunk})
-                bar.advance(len(chunk), status=_status(counts))
-                chunk = []
-        if chunk:
-            counts += await scorer.run_chunk(chunk, {r["id"]: stored[r["id"]] for r in chunk})
-            bar.advance(len(chunk), status=_status(counts))
-    elapsed = time.perf_counter() - t0
-    total = scorer.labels_of([s["id"] for s in samples])
-    return {"samples": len(samples), "scored": len(todo), "labels": dict(total), "elapsed_s": elapsed}
-
-
-def score_judge_command(
-    data: Path = typer.Option(..., "--data", help="Built dataset directory (vt build-data --out DIR)."),
-    db: Path = typer.Option(None, "--db", help="DuckDB file (default: vt.duckdb beside the data directory)."),
-    policy: str = typer.Option(..., "--policy", help="local:PATH (checkpoint dir or hub id) or openai:MODEL."),
-    policy_base_url: str = typer.Option(None, "--policy-base-url", help="OpenAI-compatible server of an openai: "
-                                        "policy, e.g. http://localhost:8000/v1 (vllm serve)."),
-    policy_api_key_env: str = typer.Option(None, "--policy-api-key-env", help="Environment variable with the policy server's API key (default: OPENAI_API_KEY without --policy-base-url; none is sent to a base URL unless named)."),
-    judge: str = typer.Option("auto", "--judge", help="auto | rule:<name> | openai:<model>."),
-    judge_base_url: str = typer.Option(None, "--judge-base-url", help="Judge server(s) for an openai: judge "
-                                       "(comma-separated)."),
-    judge_api_key_env: str = typer.Option(None, "--judge-api-key-env", help="Environment variable with the judge's API key (default: OPENAI_API_KEY without a base URL; none is sent to a base URL unless named)."),
-    judge_scope: str = typer.Option("open", "--judge-scope", help="open: an LLM judge judges 'open' items, rules the "
-                                    "rest | all: the LLM judges every item (the paper)."),
-    rollouts: int = typer.Option(8, "--rollouts", "-k", help="Rollouts per view per sample (paper: 8)."),
-    split: str = typer.Option("train", "--split", help="train | val | all."),
-    limit: int = typer.Option(None, "--limit", help="Only the first N samples of the split."),
-    concurrency: int = typer.Option(16, "--concurrency", help="Samples in flight at once (one chunk: its rollouts are written in one transaction before judging)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Local policy: prompts per generate() call."),
-    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (paper: 1.0)."),
-    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Longest answer in tokens."),
-    prompt: str = typer.Option("score_system", "--prompt", help="System prompt: shipped name or a file."),
-    low_ok_low: int = typer.Option(None, "--low-ok-low", help="low_ok: min correct low-view rollouts "
-                                   "(default k)."),
-    low_ok_high: int = typer.Option(None, "--low-ok-high", help="low_ok: min correct high-view rollouts "
-                                    "(default k)."),
-    needs_high_gap: int = typer.Option(None, "--needs-high-gap", help="needs_high: min high-minus-low correct "
-                                       "(default ceil(6k/8))."),
-    device: str = typer.Option(None, "--device", help="Local policy device (default: cuda if available)."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-):
-    """Pre-score low-res sufficiency: k rollouts on the low and the high view of every sample, judged and
-    labelled low_ok / needs_high / ambiguous (incomplete on judge errors). Resumable; rerun to finish."""
-    cfg = ScoreConfig(data=data, db=db, policy=policy, policy_base_url=policy_base_url,
-                      policy_api_key_env=policy_api_key_env, judge=judge, judge_base_url=judge_base_url,
-                      judge_api_key_env=judge_api_key_env, judge_scope=judge_scope, rollouts=rollouts, split=split, limit=limit,
-                      concurrency=concurrency, batch_size=batch_size, temperature=temperature,
-                      max_new_tokens=max_new_tokens, prompt=prompt,
-                      thresholds=Thresholds(low_ok_low, low_ok_high, needs_high_gap), device=device, seed=seed)
-    result = run(cfg)
-    lab = result["labels"]
-    info(f"done: {result['samples']} samples ({result['scored']} scored now in {result['elapsed_s']:.1f}s): "
-         + _status(Counter(lab)))
-    js = result.get("judge_stats") or {}
-    if js.get("requests") or js.get("cache_hits"):
-        info(f"judge: {js.get('requests', 0)} requests, {js.get('cache_hits', 0)} cache hits, "
-             f"{js.get('errors', 0)} errors")
-    if lab.get("incomplete"):
-        info(f"{lab['incomplete']} samples incomplete (judge or policy errors): rerun the same command to finish them")
+        sample_chunks = _chunks(_with_images(cfg, todo), int(cfg.concurrency))
+        async for res in engine.run((jobs(c) for c in sample_chunks), policy=policy, judge=judge, store=store,
+                                    settings=settings, record=record, on_verdicts=relabel):
+            ids = list(dict.fromkeys(j.key[1] for j in res.jobs))
+            for r in res.failed:
+                debug(f"policy failed on {r.job.key[1]} {r.job.mode}: {r.error}")
+            counts += label_counts(con, pid, ids)
+            bar.advance(len(ids), status=_status(counts))
+    total = label_counts(con, pid, [s["id"] for s in samples])
+    return {"samples": len(samples), "scored": len(todo), "labels": dict(total),
+            "elapsed_s": time.perf_counter() - t0}
 
 
 def make_judge_for(cfg: ScoreConfig, con):
-    from vtdata.judge import make_judge
     # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
     opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
                          concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
@@ -490,10 +330,7 @@ def make_judge_for(cfg: ScoreConfig, con):
 
 
 def run(cfg: ScoreConfig) -> dict:
-    """Score per the config in its database (the command's one writer connection)."""
-    from vtdata.db import writer
-    from vttrain.policy import make_policy
-    cfg.validate()
+    """`vt score-judge`: score per the config in its database (the command's one writer connection)."""
     samples = _load_samples(cfg)  # bad --data / --split fail before a model is loaded
     with writer(cfg.db_path(), "vt score-judge") as con:
         judge = make_judge_for(cfg, con)
@@ -503,7 +340,19 @@ def run(cfg: ScoreConfig) -> dict:
         try:
             result = asyncio.run(score(cfg, con, policy, judge, samples))
             result["judge_stats"] = judge.stats()
-            return result
         finally:
             judge.close()
             policy.close()
+    lab = result["labels"]
+    info(f"done: {result['samples']} samples ({result['scored']} scored now in {result['elapsed_s']:.1f}s): "
+         + _status(Counter(lab)))
+    js = result["judge_stats"] or {}
+    if js.get("requests") or js.get("cache_hits"):
+        info(f"judge: {js.get('requests', 0)} requests, {js.get('cache_hits', 0)} cache hits, "
+             f"{js.get('errors', 0)} errors")
+    if lab.get("incomplete"):
+        info(f"{lab['incomplete']} samples incomplete (judge or policy errors): rerun the same command to finish them")
+    return result
+
+
+score_judge_command = command(ScoreConfig, run)

@@ -6,103 +6,61 @@ every field is also a `--flag` (flags win). The run directory (`output_dir`) get
 penalty), `rejected.jsonl` (rows that cannot fit the token budgets) and `final/` (model + processor,
 loadable by `vttrain.models.load`). `--resume` continues from the latest checkpoint at the same
 optimiser step and data position (TRL's seeded sampler + HF Trainer's batch skipping).
+
+Paths in the YAML are relative to the YAML's directory (as in a data manifest); flags are relative to the
+current directory. torch, transformers, TRL and peft (and `VtTrainConfig`, which subclasses TRL's config)
+are imported inside the functions that use them, so `vt --help` stays quick; nothing else is.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
+import yaml
 
-from vtdata.console import VtError, info
+from vtdata import __version__, protocol
+from vtdata.build import load_hf
+from vtdata.console import VtError, console, info, require, track
+from vtdata.db import default_db
+from vtdata.judge import judge_options, make_judge
+from vtdata.sources import resolve_path
+from vtdata.tools import selection
 
-# TRL's GRPOConfig is a heavy import (torch); it is resolved lazily through `config_class()`.
-_CONFIG_CLASS = None
-
-# vt's fields of the config: name -> (type, default, help)
-VT_FIELDS = {
-    "data_dir": ("str | None", None, "Built or curated dataset directory (DIR/data/{split}-*.parquet; `vt build-data`, `vt curate`)."),
-    "split": ("str", "train", "Split of data_dir to train on."),
-    "max_samples": ("int | None", None, "Use only the first N rows (after rejections); None = all."),
-    "model": ("str | None", None, "Policy: a checkpoint dir (`vt init-model tiny OUT`) or a hub id (Qwen/Qwen2.5-VL-7B-Instruct)."),
-    "judge": ("str", "auto", "Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>."),
-    "judge_base_url": ("str | None", None, "Base URL(s) of an OpenAI-compatible judge server (comma-separated)."),
-    "judge_api_key_env": ("str | None", None, "Environment variable holding the judge API key (never written anywhere)."),
-    "judge_scope": ("str", "open", "open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."),
-    "judge_concurrency": ("int | None", None, "Concurrent judge requests (openai judges)."),
-    "db": ("str | None", None, "DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0)."),
-    "penalty_mode": ("str", "paper", "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none | "
-                                     "always (every resize pays: the Fig. 3a ablation)."),
-    "theta": ("float", 0.2, "Threshold θ on r = C_direct / (C_direct + C_high)."),
-    "penalty": ("float", 0.1, "Penalty size (subtracted from the reward)."),
-    "format_weight": ("float", 0.5, "Weight of the format reward (1 when every turn is well-formed)."),
-    "format_rule": ("str", "strict", "When a turn is well-formed: strict (only whitespace outside the tags, a valid "
-                                     "tool call) | release (the released reward's looser rule; vtdata.protocol)."),
-    "max_turns": ("int", 2, "Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the "
-                            "limit ends without an answer (scored 0, logged as unanswered_ratio)."),
-    "tools": ("str", "resize", "Tools the policy may call (vtdata/tools.py): resize (VisionThink) | zoom (a region of the "
-                               "original at the high view's scale) | resize,zoom. YAML may give a list."),
-    "penalty_cost": ("str", "flat", "What a rollout that received extra pixels pays in the penalty: flat (the penalty, "
-                                    "Eq. 5) | tokens (penalty x its extra visual tokens / the high view's: a zoom pays less "
-                                    "than a resize)."),
-    "mask_over_turns": ("bool", False, "Rollouts that end without an answer (still calling at max_turns) contribute no "
-                                       "loss and leave the group baseline, instead of scoring 0."),
-    "dynamic_sampling": ("bool", False, "Drop zero-reward-variance groups from the loss (their share is always logged)."),
-    "max_refill_rounds": ("int", 0, "With dynamic_sampling: extra generation rounds per step that replace dropped groups "
-                                    "with informative ones (the release's rejection sampling); 0 = drop without refill. "
-                                    "Logged: refill_rounds, informative_share."),
-    "system_prompt": ("str", "agent_system", "System prompt: shipped name or file path (vtdata/prompts)."),
-    "user_prompt": ("str", "agent_user", "User prompt template with {question}: shipped name or file path."),
-    "tool_ok_prompt": ("str", "tool_ok", "Instruction after the high-res image in the tool turn."),
-    "tool_error_prompt": ("str", "tool_error", "Instruction after a tool error."),
-    "max_turn_tokens": ("int | None", None, "Most tokens the policy generates in one turn (None = max_completion_length, TRL's default); "
-                                           "the trajectory as a whole is bounded by max_completion_length."),
-    "max_prompt_length": ("int | None", None, "Reject (never truncate) rows whose turn-1 prompt, image tokens included, is longer; "
-                                            "None = the model's context minus max_completion_length."),
-    "min_answer_tokens": ("int", 16, "Reject rows whose high-res tool turn leaves fewer than this many completion tokens."),
-    "use_peft": ("bool", False, "Train a LoRA adapter (peft) instead of all weights; the final model is merged."),
-    "lora_r": ("int", 16, "LoRA rank."),
-    "lora_alpha": ("int", 32, "LoRA alpha."),
-    "lora_dropout": ("float", 0.05, "LoRA dropout."),
-    "lora_target_modules": ("str", "q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps."),
-    "log_rollouts": ("bool", True, "Write every rollout (turns, score, penalty, reward) to output_dir/rollouts.jsonl."),
-    "torch_threads": ("int | None", None, "torch CPU threads (None = torch's default, one per core); on a small shared "
-                                        "CPU one thread can be several times faster than two."),
-    "resume": ("bool", False, "Continue from the latest checkpoint in output_dir (same step count and data position)."),
-}
+# A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
+# the current directory. Both end absolute in the config (and in the vt_train_config.yaml dump).
+PATH_KEYS = ("data_dir", "output_dir", "db")
+# a file or directory beside the YAML, else as written: a hub id (model) or a shipped prompt name
+PATH_OR_NAME_KEYS = ("model", "system_prompt", "user_prompt", "tool_ok_prompt", "tool_error_prompt")
 
 
 def config_class():
-    """`VtTrainConfig`: GRPOConfig + vt's fields (built on first use; TRL imports torch)."""
-    global _CONFIG_CLASS
-    if _CONFIG_CLASS is None:
-        from trl import GRPOConfig
-        ns = {"__annotations__": {name: spec[0] for name, spec in VT_FIELDS.items()}}
-        for name, (_, default, help_) in VT_FIELDS.items():
-            ns[name] = field(default=default, metadata={"help": help_})
-        cls = type("VtTrainConfig", (GRPOConfig,), ns)
-        cls.__module__ = __name__
-        cls.__doc__ = "TRL's GRPOConfig plus vt's fields (see VT_FIELDS for their meaning)."
-        _CONFIG_CLASS = dataclass(cls)
-        globals()["VtTrainConfig"] = _CONFIG_CLASS  # picklable (checkpoints store training_args.bin)
-    return _CONFIG_CLASS
+    """`VtTrainConfig` (vttrain/train_config.py), imported on use: TRL imports torch."""
+    from vttrain.train_config import VtTrainConfig
+    return VtTrainConfig
 
 
-def __getattr__(name: str):
-    """`vttrain.train.VtTrainConfig` resolves (and builds) the config class on first access."""
-    if name == "VtTrainConfig":
-        return config_class()
-    raise AttributeError(name)
+def resolve_paths(values: dict, base: Path) -> dict:
+    """`values` with PATH_KEYS absolute (relative to `base`) and PATH_OR_NAME_KEYS absolute when they name
+    something that exists there (else as written: a hub id, a shipped prompt name)."""
+    out = dict(values)
+    for k in PATH_KEYS:
+        if isinstance(out.get(k), str) and out[k]:
+            out[k] = os.path.abspath(resolve_path(out[k], base))
+    for k in PATH_OR_NAME_KEYS:
+        if isinstance(out.get(k), str) and out[k]:
+            p = resolve_path(out[k], base)
+            if p.exists():
+                out[k] = os.path.abspath(p)
+    return out
 
 
 def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error."""
-    import dataclasses
-
-    import yaml
     from transformers import HfArgumentParser
 
     cls = config_class()
@@ -121,6 +79,8 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     unknown = sorted(set(values) - names)
     if unknown:
         raise VtError(f"unknown train option(s) in {config_file}: {', '.join(unknown)} (see `vt train --options`)")
+    if config_file is not None:
+        values = resolve_paths(values, Path(config_file).resolve().parent)
     parser = HfArgumentParser(cls)
     import torch
     if "bf16" not in values and not torch.cuda.is_available():
@@ -133,50 +93,25 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     namespace, rest = parser.parse_known_args(args=list(overrides))
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
+    values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
     try:
-        cfg = cls(**vars(namespace))
+        return cls(**values)  # value checks: VtTrainConfig.__post_init__
     except (ValueError, TypeError) as err:
         raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
-    return cfg
-
-
-def tool_selection(cfg) -> tuple:
-    from vtdata.tools import selection
-    return selection(cfg.tools)
 
 
 def validate(cfg) -> None:
-    from vttrain.reward import check_cost, check_mode
-    check_mode(cfg.penalty_mode)
-    check_cost(cfg.penalty_cost)
-    tool_selection(cfg)
-    from vtdata.protocol import FORMAT_RULES
-    if cfg.format_rule not in FORMAT_RULES:
-        raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {cfg.format_rule!r}")
+    """What a run needs beyond valid values: the data and the model (a YAML may leave them to flags), and
+    the optional packages the config asks for."""
     if not cfg.data_dir:
-        raise VtError("train config needs data_dir (a `vt build-data` or `vt curate` output)")
+        raise VtError("train config needs data_dir (a `vt build-data` or `vt curate` output; --data_dir DIR)")
     if not cfg.model:
-        raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory)")
-    if cfg.max_turns < 1:
-        raise VtError("max_turns must be >= 1")
-    from vtdata.judge import judge_options
-    judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope)
-    if cfg.max_refill_rounds < 0:
-        raise VtError("max_refill_rounds must be >= 0")
-    if not 0 <= cfg.theta <= 1:
-        raise VtError("theta must be in [0, 1]")
-    if cfg.num_generations is None or cfg.num_generations < 2:
-        raise VtError("num_generations must be >= 2 (GRPO needs a group)")
-    if cfg.torch_threads is not None and cfg.torch_threads < 1:
-        raise VtError(f"torch_threads must be >= 1 (or unset for torch's default), got {cfg.torch_threads}")
-    if cfg.max_samples is not None and cfg.max_samples < 1:
-        raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {cfg.max_samples}")
+        raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory; --model DIR)")
     check_extras(cfg)
 
 
 def check_extras(cfg) -> None:
     """Optional packages the config asks for, as one-line errors naming the extra (not a traceback later)."""
-    from vtdata.console import require
     if cfg.use_vllm:
         require("vllm", "use_vllm: true (never needed on CPU)", "vllm")
     report_to = [cfg.report_to] if isinstance(cfg.report_to, str) else list(cfg.report_to or [])
@@ -193,7 +128,6 @@ def load_rows(data_dir: str, split: str):
     d = Path(data_dir)
     if not d.is_dir():
         raise VtError(f"data_dir {d} is not a directory (build one with `vt build-data`)")
-    from vtdata.build import load_hf
     ds = load_hf(str(d), split)  # a VtError when the split has no rows
     if len(ds) == 0:
         raise VtError(f"{d} split {split!r} is empty")
@@ -214,9 +148,8 @@ def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
     max_prompt = cfg.max_prompt_length or (model_max_len - cfg.max_completion_length)
     keep, rejected = [], []
     cols = ["id", "question", "low_width", "low_height", "high_width", "high_height"]
-    from vtdata.console import track
     for i, row in enumerate(track(ds.select_columns(cols), "checking token budgets", total=len(ds))):
-        p, t = budget(processor, row, cfg.system_prompt, cfg.user_prompt, names, tool_selection(cfg))
+        p, t = budget(processor, row, cfg.system_prompt, cfg.user_prompt, names, selection(cfg.tools))
         if p > max_prompt:
             rejected.append({"id": row["id"], "reason": f"prompt has {p} tokens > max_prompt_length {max_prompt}"})
         elif cfg.max_turns > 1 and t + cfg.min_answer_tokens > cfg.max_completion_length:
@@ -281,7 +214,7 @@ def build_trainer(cfg, trainer_class=None):
         torch.set_num_threads(cfg.torch_threads)
     run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
-    tools = tool_selection(cfg)
+    tools = selection(cfg.tools)
     prepare_processor(processor, tools)
     env = env_class(tools)
     env.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
@@ -317,13 +250,10 @@ def build_trainer(cfg, trainer_class=None):
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt, tools))
 
-    from vtdata.judge import make_judge
-    from vtdata.judge import judge_options
     judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
                                concurrency=cfg.judge_concurrency)
     db = None
     if cfg.judge.startswith("openai:") and int(os.environ.get("RANK", "0")) == 0:
-        from vtdata.db import default_db
         db = cfg.db or str(default_db(cfg.data_dir))
     judge = make_judge(cfg.judge, db=db, **judge_opts)
 
@@ -334,21 +264,20 @@ def build_trainer(cfg, trainer_class=None):
                                  target_modules=[m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()],
                                  task_type="CAUSAL_LM")
     cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
-    stats: dict = {}
     cls = trainer_class or VtGRPOTrainer
-    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, stats, cfg.format_rule, tools), args=cfg, train_dataset=ds,
-                  processing_class=processor, environment_factory=env, peft_config=peft_config, vt=cfg,
+    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, cfg.format_rule, tools), args=cfg, train_dataset=ds,
+                  processing_class=processor, environment_factory=env, peft_config=peft_config, judge=judge,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
-    trainer.vt_judge = judge
     return trainer, processor
 
 
-def save_final(trainer, processor, out: Path) -> Path:
-    """The trained policy + its processor (its own chat template) in `out`, loadable by models.load."""
+def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
+    """The trained policy + its processor with `chat_template` (the model's own, not the training one) in
+    `out`, loadable by models.load."""
     from vttrain.rollout import uninstall_response_parser
     uninstall_response_parser(processor)
-    processor.chat_template = trainer.vt_original_chat_template
-    processor.tokenizer.chat_template = trainer.vt_original_chat_template
+    processor.chat_template = chat_template
+    processor.tokenizer.chat_template = chat_template
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: save the merged weights, not the adapter
         merged = model.merge_and_unload()
@@ -358,7 +287,6 @@ def save_final(trainer, processor, out: Path) -> Path:
     else:
         trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; writes the processor too
     if trainer.accelerator.is_main_process:
-        from vtdata import protocol
         from vttrain.models import name_stock_processor
         (out / "vt_protocol_chat_template.jinja").write_text(protocol.CHAT_TEMPLATE)
         name_stock_processor(out)  # stock AutoProcessor loads Qwen2_5_VLProcessor, not vt's fallback class
@@ -374,9 +302,6 @@ DERIVED = {"generation_batch_size", "logging_dir"}  # set from other fields; giv
 
 def write_config(cfg, path: Path) -> Path:
     """The resolved config (YAML + flags + defaults) as YAML; `vt train path` reruns it."""
-    import dataclasses
-
-    import yaml
     names = {f.name for f in dataclasses.fields(cfg) if f.init} - DERIVED
     values = {k: v for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
     path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
@@ -386,9 +311,6 @@ def write_config(cfg, path: Path) -> Path:
 
 def write_model_card(cfg, out: Path) -> Path:
     """`out/README.md`: base model, data, reward settings, vt version (replaces TRL's card)."""
-    import yaml
-
-    from vtdata import __version__
     base = str(cfg.model)
     front = {"library_name": "transformers", "pipeline_tag": "image-text-to-text",
              "tags": ["vt", "visionthink", "grpo", "trl"], "base_model": base if not Path(base).exists() else None}
@@ -437,7 +359,6 @@ def run(cfg, trainer_class=None):
         # a run that failed before writing anything but its config leaves no directory behind
         # (rejected.jsonl, metrics and checkpoints are kept: they explain the failure or resume it)
         if created and run_dir.is_dir() and all(p.name == CONFIG_FILE for p in run_dir.iterdir()):
-            import shutil
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -449,7 +370,6 @@ def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
     if trainer.accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(cfg, run_dir / CONFIG_FILE)
-    trainer.vt_original_chat_template = original_template
     try:
         if done:
             # transformers' loop runs one optimiser step before it checks max_steps, so resuming a
@@ -458,15 +378,14 @@ def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
         else:
             trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:
-        trainer.vt_judge.close()
-    final = save_final(trainer, processor, run_dir / "final")
+        trainer.judge.close()
+    final = save_final(trainer, processor, run_dir / "final", original_template)
     if trainer.accelerator.is_main_process:
         info(f"saved the trained model to {final}; metrics in {run_dir / 'metrics.jsonl'}")
     return final
 
 
 def options_help() -> str:
-    import dataclasses
     cls = config_class()
     lines = []
     for f in dataclasses.fields(cls):
@@ -501,7 +420,6 @@ def train_command(
 train_command.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (used with accelerate launch)
-    from vtdata.console import console
     try:
         run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
     except VtError as err:

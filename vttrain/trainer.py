@@ -1,6 +1,8 @@
 """`VtGRPOTrainer`: TRL's GRPOTrainer plus the VisionThink group penalty, dynamic sampling and metrics.
 
-Extends TRL 1.16 through two overrides (private methods, hence the `trl>=1.16,<1.17` pin):
+TRL SURFACE: everything vt relies on beyond TRL's public constructor and config (hence the
+`trl>=1.16,<1.17` pin); check this list when moving TRL.
+Private methods overridden (each calls TRL's own first):
 - `_calculate_rewards`: TRL returns the rewards GATHERED across processes (rows grouped by prompt, G
   consecutive rows per group, the layout its advantage code uses). The penalty column is filled here,
   on the whole group, so a group split over several GPUs gets the same penalty as on one.
@@ -8,6 +10,14 @@ Extends TRL 1.16 through two overrides (private methods, hence the `trl>=1.16,<1
   groups leave the loss, and with `max_refill_rounds` > 0 more prompt groups are generated (calling TRL's
   own method again on fresh rows) until the batch holds as many informative groups as asked, as the
   release's "rejection sample" and DAPO do. TRL 1.16 has no such filter or hook.
+- `_tokenize_prompts`: hands TRL's tool loop tensors for image_grid_thw / pixel_values.
+- `_generate_single_turn`: refuses a generated vision token (it would break the next forward).
+- `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
+Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
+per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
+`trl.trainer.utils.split_pixel_values_by_grid` / `unsplit_pixel_values_by_grid`; config fields set by
+vttrain.train: `max_tool_calling_iterations`, `generation_kwargs`, `reward_weights`, `model_init_kwargs`.
+vt's own settings are read from `self.args` (a VtTrainConfig).
 """
 from __future__ import annotations
 
@@ -38,7 +48,7 @@ def assistant_turns(messages: list[dict]) -> list[str]:
     return out
 
 
-def make_reward_funcs(judge, stats: dict, format_rule: str = "strict", tools: tuple = ("resize",)):
+def make_reward_funcs(judge, format_rule: str = "strict", tools: tuple = ("resize",)):
     """The per-process reward functions: accuracy (the judge on the final turn), format, penalty placeholder."""
     from vtdata.judge import JudgeItem
 
@@ -55,7 +65,6 @@ def make_reward_funcs(judge, stats: dict, format_rule: str = "strict", tools: tu
         verdicts = judge.judge(items)
         elapsed = time.perf_counter() - t0
         n = max(len(verdicts), 1)
-        stats["last_verdicts"] = verdicts
         if log_metric:
             log_metric("judge_cache_hit_rate", sum(v.cached for v in verdicts) / n)
             log_metric("judge_latency_s", sum(v.latency_s for v in verdicts) / n)
@@ -74,9 +83,10 @@ def make_reward_funcs(judge, stats: dict, format_rule: str = "strict", tools: tu
 
 
 class VtGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, vt=None, **kwargs):
+    def __init__(self, *args, judge=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.vt = vt
+        self.judge = judge  # the accuracy reward's judge (make_reward_funcs); closed by whoever made it
+        vt = self.args
         tok = self.processing_class.tokenizer
         self._pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
         from vttrain.rollout import vision_token_ids
@@ -85,7 +95,7 @@ class VtGRPOTrainer(GRPOTrainer):
         self._over_rows = None  # rollouts that ended without an answer (mask_over_turns)
         self.run_dir = Path(self.args.output_dir)
         per_process = self.args.per_device_train_batch_size * self.args.steps_per_generation
-        if vt is not None and vt.dynamic_sampling and vt.max_refill_rounds > 0 and per_process % self.num_generations:
+        if getattr(vt, "dynamic_sampling", False) and vt.max_refill_rounds > 0 and per_process % self.num_generations:
             from vtdata.console import VtError
             raise VtError(f"max_refill_rounds needs whole groups per process: per_device_train_batch_size x "
                           f"steps_per_generation ({per_process}) must be a multiple of num_generations "
@@ -123,7 +133,7 @@ class VtGRPOTrainer(GRPOTrainer):
         facts = gather(self._facts(inputs, completions, completion_ids_list))
         mode = "train" if self.model.training else "eval"
         G = self.num_generations if mode == "train" else self.num_generations_eval
-        vt = self.vt
+        vt = self.args
         acc = rewards[:, ACC].tolist()
         fmt = rewards[:, FMT].tolist()
         rolls = [Rollout(score=None if math.isnan(a) else a, used_high=bool(f[0]), attempted=bool(f[1]),
@@ -164,7 +174,7 @@ class VtGRPOTrainer(GRPOTrainer):
         m["accuracy_resized"].append(sum(r.score for r in resized) / len(resized) if resized else math.nan)
         m["penalty_share"].append(sum(p > 0 for p, r in zip(pens, rolls) if r.score is not None) / n)
         m["format_pass_rate"].append(sum(r.format_ok for r in rolls) / n)
-        used = facts[:, 3] + facts[:, 7]  # low view + the extra images' tokens (a resize: the high view's)
+        used = facts[:, 3] + facts[:, 0] * facts[:, 4]
         m["visual_tokens_per_sample"].append(float(used.mean()))
         m["visual_token_ratio"].append(float((used / facts[:, 4]).mean()))  # vs full-res direct answer
         for flag, key in ((1.0, "resize_ratio_needs_high"), (0.0, "resize_ratio_low_ok")):
@@ -172,12 +182,11 @@ class VtGRPOTrainer(GRPOTrainer):
             m[key].append(float(facts[sel, 0].mean()) if bool(sel.any()) else math.nan)
         m["zero_variance_share"].append(float(zero.float().mean()))
         m["unanswered_ratio"].append(float(facts[:, 6].mean()))
-        from vtdata.tools import DEFAULT, selection
-        if selection(getattr(self.vt, "tools", DEFAULT)) != DEFAULT:  # per-tool rates (the default run logs as before)
+        if self._per_tool:  # per-tool rates (a resize-only run logs as before)
             m["zoom_ratio"].append(float(facts[:, 8].mean()))
             m["resize_tool_ratio"].append(float(facts[:, 9].mean()))
             m["extra_visual_tokens"].append(float(facts[:, 7].mean()))
-        m["filtered_share"].append(float(zero.float().mean()) if self.vt.dynamic_sampling else 0.0)
+        m["filtered_share"].append(float(zero.float().mean()) if self.args.dynamic_sampling else 0.0)
 
     def _write_rollouts(self, inputs, completions, rewards, rolls, pens, facts, group_size: int) -> None:
         """One JSON line per rollout in RUN/rollouts.jsonl (what was generated and how it was scored)."""
@@ -240,18 +249,18 @@ class VtGRPOTrainer(GRPOTrainer):
     @property
     def _per_tool(self) -> bool:
         from vtdata.tools import DEFAULT, selection
-        return selection(getattr(self.vt, "tools", DEFAULT)) != DEFAULT
+        return selection(self.args.tools) != DEFAULT
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        over = getattr(self.vt, "mask_over_turns", False) and self._over_rows is not None and self.model.training
-        if over and not self.vt.dynamic_sampling:
+        over = self.args.mask_over_turns and self._over_rows is not None and self.model.training
+        if over and not self.args.dynamic_sampling:
             rank, n = self.accelerator.process_index, len(inputs)
             return _masked(out, (~self._over_rows[rank * n:(rank + 1) * n]).cpu())
-        if not (self.vt.dynamic_sampling and self._zero_var_rows is not None and self.model.training):
+        if not (self.args.dynamic_sampling and self._zero_var_rows is not None and self.model.training):
             return out
         keep = self._local_keep(len(inputs))
-        if self.vt.max_refill_rounds > 0:
+        if self.args.max_refill_rounds > 0:
             out, keep = self._refill(inputs, out, keep)
         return _masked(out, keep)
 
@@ -260,7 +269,7 @@ class VtGRPOTrainer(GRPOTrainer):
         """This process's rows of the last scored batch: True = its group has reward variance."""
         rank = self.accelerator.process_index
         keep = ~self._zero_var_rows[rank * n:(rank + 1) * n]
-        if getattr(self.vt, "mask_over_turns", False) and self._over_rows is not None:
+        if self.args.mask_over_turns and self._over_rows is not None:
             keep = keep & ~self._over_rows[rank * n:(rank + 1) * n]
         return keep.cpu()
 
@@ -284,7 +293,7 @@ class VtGRPOTrainer(GRPOTrainer):
         rounds = [(split_pixel_values_by_grid(out), keep)]
         have = int(keep[::G].sum())
         r = 0
-        while r < self.vt.max_refill_rounds:
+        while r < self.args.max_refill_rounds:
             short = gather(torch.tensor([want - have], device=self.accelerator.device)).max().item()
             if short <= 0:
                 break
@@ -301,7 +310,7 @@ class VtGRPOTrainer(GRPOTrainer):
         m = self._metrics["train"]
         m["refill_rounds"].append(float(r))
         m["informative_share"].append(float(gather(new_keep.float().mean().to(self.accelerator.device)).mean()))
-        if r == self.vt.max_refill_rounds and len([p for p in picks if p[2]]) < want and self.accelerator.is_main_process:
+        if r == self.args.max_refill_rounds and len([p for p in picks if p[2]]) < want and self.accelerator.is_main_process:
             from vtdata.console import info
             info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")

@@ -13,38 +13,59 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-import typer
-
+from vtdata.config import command
 from vtdata.console import VtError, console, info, progress_bar, quiet
+from vtdata.judge import JudgeSpec
 
 
 @dataclass
 class JudgeConfig:
-    """Settings of `vt judge` (each field is a flag)."""
-    input: Path                          # JSONL of predictions
-    out: Path                            # JSONL written: input + score, status, judge, reason, extracted
-    judge: str = "auto"                  # auto (rules by answer_type) | rule:<name> | openai:<model>, as every command
-    base_url: str | None = None          # OpenAI-compatible URL(s), comma-separated = load-balanced
-    api_key_env: str | None = None       # env var holding the API key (None: OPENAI_API_KEY, not sent to a --base-url)
-    db: Path | None = None               # DuckDB cache file (default: vt.duckdb beside the input)
-    no_cache: bool = False               # do not read or write the judgments cache
-    concurrency: int = 64                # max in-flight judge requests
-    rpm: float | None = None             # max judge requests per minute (None: unbounded)
-    timeout: float = 60.0                # seconds per judge request
-    max_attempts: int = 5                # attempts per item (429/5xx/timeouts/no verdict are retried)
-    temperature: float = 0.0             # judge sampling temperature (part of the cache identity)
-    max_tokens: int = 512                # judge reply budget
-    system_prompt: str = "judge_system"  # shipped prompt name or file (paper Table 3 by default)
-    user_prompt: str = "judge_user"      # str.format template with {question} {ground_truth} {prediction}
-    extract: str = "auto"                # auto: <answer> tags if the prediction has one, else the whole text;
-                                         # tags: a prediction without <answer> tag scores 0; none: never extract
-    judge_scope: str = "open"            # open: the LLM judges 'open' items, rules the rest | all: the LLM judges every item
-    shortcut: bool = True                # 'open' predictions equal to a gold answer (normalised) skip the LLM
-    chunk: int = 1024                    # items per judged and written chunk
-    flush_every: int = 64                # cached verdicts per DuckDB write (a kill -9 loses at most these)
+    """Judge predictions against gold answers with rule judges or an LLM judge (cached in DuckDB)."""
+
+    input: Path = field(metadata={"argument": True})
+    """JSONL: vt lines (question, answer|answers, prediction[, answer_type, choices]) or lmms-eval samples."""
+    out: Path = field(metadata={"flags": ["-o"]})
+    """Output JSONL: each input line + score, status, judge, reason, extracted."""
+    spec: JudgeSpec = field(default_factory=JudgeSpec)
+    db: Path | None = None
+    """DuckDB file with the judgments cache (default: $VT_DB, else vt.duckdb beside INPUT)."""
+    no_cache: bool = False
+    """Neither read nor write the judgments cache."""
+    concurrency: int = 64
+    """Max in-flight judge requests."""
+    rpm: float | None = None
+    """Max judge requests per minute (default: unbounded)."""
+    timeout: float = 60.0
+    """Seconds per judge request."""
+    max_attempts: int = 5
+    """Attempts per item on 429/5xx/timeouts/unparseable verdicts."""
+    temperature: float = 0.0
+    """Judge sampling temperature (part of the cache identity)."""
+    max_tokens: int = 512
+    """Judge reply token budget."""
+    system_prompt: str = "judge_system"
+    """Judge system prompt: a shipped name or a file (paper Table 3 by default)."""
+    user_prompt: str = "judge_user"
+    """Judge user template: a shipped name or a file ({question}, {ground_truth}, {prediction})."""
+    extract: Literal["auto", "tags", "none"] = "auto"
+    """auto: the <answer> tag if the prediction has one, else the whole text | tags: a prediction without
+    <answer> tag scores 0 | none: the prediction is the answer."""
+    shortcut: bool = True
+    """Score an 'open' prediction equal to a gold answer (normalised) without asking the LLM."""
+    chunk: int = 1024
+    """Items judged and written per chunk."""
+    flush_every: int = 64
+    """Cached verdicts per DuckDB write (a kill -9 loses at most these)."""
+
+    def __post_init__(self):
+        if self.extract not in ("auto", "tags", "none"):
+            raise VtError("--extract must be auto, tags or none")
+        if self.chunk < 1 or self.flush_every < 1:
+            raise VtError("--chunk and --flush-every must be positive")
 
 
 def _flat(value):
@@ -124,15 +145,16 @@ def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str
 
 
 def build_judge(cfg: JudgeConfig, con):
-    from vtdata.judge import judge_options, make_judge
-    opts = judge_options(cfg.judge, cfg.base_url, cfg.api_key_env, cfg.judge_scope)
-    if not opts:
-        return make_judge(cfg.judge, shortcut=cfg.shortcut)
+    from vtdata.judge import make_judge
     from vtdata.judge.llm import api_key
-    if api_key(cfg.api_key_env, cfg.base_url) is None:
-        raise VtError(f"the judge needs an API key in ${cfg.api_key_env or 'OPENAI_API_KEY'} "
-                      f"(or --base-url for a local server)")
-    return make_judge(cfg.judge, db=con, concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
+    spec = cfg.spec
+    opts = spec.options()
+    if not opts:
+        return make_judge(spec.judge, shortcut=cfg.shortcut)
+    if api_key(spec.judge_api_key_env, spec.judge_base_url) is None:
+        raise VtError(f"the judge needs an API key in ${spec.judge_api_key_env or 'OPENAI_API_KEY'} "
+                      f"(or --judge-base-url for a local server)")
+    return make_judge(spec.judge, db=con, concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
                       max_attempts=cfg.max_attempts, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                       system_prompt=cfg.system_prompt, user_prompt=cfg.user_prompt, shortcut=cfg.shortcut,
                       flush_every=cfg.flush_every, **opts)
@@ -141,10 +163,6 @@ def build_judge(cfg: JudgeConfig, con):
 def run(cfg: JudgeConfig) -> dict:
     from vtdata.db import default_db
     from vtdata.judge import JudgeItem
-    if cfg.extract not in ("auto", "tags", "none"):
-        raise VtError("--extract must be auto, tags or none")
-    if cfg.chunk < 1 or cfg.flush_every < 1:
-        raise VtError("--chunk and --flush-every must be positive")
     rows, bad = read_input(cfg.input)
     for n, why in bad[:20]:
         info(f"[yellow]skipped line {n}[/yellow]: {why}")
@@ -152,7 +170,7 @@ def run(cfg: JudgeConfig) -> dict:
         info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
-    uses_llm = cfg.judge.startswith("openai:")
+    uses_llm = cfg.spec.judge.startswith("openai:")
     db = None if (cfg.no_cache or not uses_llm) else (cfg.db or default_db(cfg.input))
 
     def items_of(chunk):
@@ -216,33 +234,4 @@ def _summary(s: dict, cfg: JudgeConfig) -> None:
         console.print(f"accuracy {acc}; errors {s['errors']}; requests {s['requests']}; cache hits {s['cache_hits']}")
 
 
-def judge_command(
-    input: Path = typer.Argument(..., help="JSONL: vt lines (question, answer|answers, prediction[, answer_type, choices]) or lmms-eval samples."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: each input line + score, status, judge, reason, extracted."),
-    judge: str = typer.Option("auto", help="auto (rules by answer_type) | rule:<exact|relaxed|anls|vqa|mc|math> | openai:<model> "
-                              "(e.g. openai:gpt-4o-mini or the model a vLLM server serves)."),
-    base_url: str = typer.Option(None, help="OpenAI-compatible base URL(s); comma-separated URLs are load-balanced."),
-    api_key_env: str = typer.Option(None, help="Environment variable that holds the API key (default: OPENAI_API_KEY without --base-url; none is sent to a --base-url unless named)."),
-    db: Path = typer.Option(None, help="DuckDB file with the judgments cache (default: vt.duckdb beside INPUT)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the judgments cache."),
-    concurrency: int = typer.Option(64, help="Max in-flight judge requests."),
-    rpm: float = typer.Option(None, help="Max judge requests per minute."),
-    timeout: float = typer.Option(60.0, help="Seconds per judge request."),
-    max_attempts: int = typer.Option(5, help="Attempts per item on 429/5xx/timeouts/unparseable verdicts."),
-    temperature: float = typer.Option(0.0, help="Judge temperature."),
-    max_tokens: int = typer.Option(512, help="Judge reply token budget."),
-    system_prompt: str = typer.Option("judge_system", help="Judge system prompt: shipped name or file."),
-    user_prompt: str = typer.Option("judge_user", help="Judge user template file ({question}, {ground_truth}, {prediction})."),
-    extract: str = typer.Option("auto", help="auto | tags (no <answer> tag scores 0) | none (prediction is the answer)."),
-    judge_scope: str = typer.Option("open", help="open: the LLM judges 'open' items, rules the rest | all: the LLM judges every item (the paper)."),
-    no_shortcut: bool = typer.Option(False, "--no-shortcut", help="Ask the LLM even when the prediction equals a gold answer."),
-    chunk: int = typer.Option(1024, help="Items judged and written per chunk."),
-    flush_every: int = typer.Option(64, help="Cached verdicts per DuckDB write (a kill -9 loses at most these)."),
-):
-    """Judge predictions against gold answers with rule judges or an LLM judge (cached in DuckDB)."""
-    cfg = JudgeConfig(input=input, out=out, judge=judge, base_url=base_url, api_key_env=api_key_env,
-                      db=db, no_cache=no_cache, concurrency=concurrency, rpm=rpm, timeout=timeout,
-                      max_attempts=max_attempts, temperature=temperature, max_tokens=max_tokens,
-                      system_prompt=system_prompt, user_prompt=user_prompt, extract=extract, judge_scope=judge_scope,
-                      shortcut=not no_shortcut, chunk=chunk, flush_every=flush_every)
-    run(cfg)
+judge_command = command(JudgeConfig, run)

@@ -1,0 +1,149 @@
+"""The plots of `vt report` (matplotlib, Agg backend): one PNG per function, written to the path given."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# panel title -> the key `vt train` logs in metrics.jsonl (VtGRPOTrainer's metrics, TRL's reward)
+CURVES = {"reward": "reward", "resize ratio": "resize_ratio", "penalty share": "penalty_share"}
+
+
+def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_scoring(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 2), 3.4))
+    xs = range(len(rows))
+    low = [100 * (r["low_acc"] or 0) for r in rows]
+    high = [100 * (r["high_acc"] or 0) for r in rows]
+    ax.bar([x - 0.2 for x in xs], low, 0.4, label="low res (1/4 tokens)", color="#8ab4f8")
+    ax.bar([x + 0.2 for x in xs], high, 0.4, label="high res", color="#1a73e8")
+    several = len({r["policy"] for r in rows}) > 1
+    ax.set_xticks(list(xs), [f"{r['source']}\n{r['policy']}" if several else r["source"] for r in rows],
+                  rotation=20, ha="right")
+    ax.set_ylabel("accuracy of scoring rollouts (%)")
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    ax.set_title("Low vs high resolution accuracy per source")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curated(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    sources = sorted({r["source"] for r in rows})
+    classes = sorted({r["class"] for r in rows})
+    colors = {"low_ok": "#34a853", "needs_high": "#ea4335", "low_ok (filled)": "#a8dab5",
+              "needs_high (filled)": "#f4b4ae"}
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(sources) + 2), 3.4))
+    bottom = [0] * len(sources)
+    for c in classes:
+        vals = [sum(r["n"] for r in rows if r["source"] == s and r["class"] == c) for s in sources]
+        ax.bar(sources, vals, bottom=bottom, label=c, color=colors.get(c))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("samples")
+    ax.set_ylim(0, max(bottom or [1]) * 1.3)
+    ax.set_title("Curated set: low_ok vs needs_high per source")
+    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
+    """One panel per curve; returns the metric keys found (for the caption)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    found = []
+    for ax, (title, key) in zip(axes, CURVES.items()):
+        any_pts = False
+        for run, rows in runs.items():
+            xs, ys = _curve(rows, key)
+            if xs:
+                any_pts = True
+                found.append(key)
+                ax.plot(xs, ys, marker="o", ms=3, label=run)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if not any_pts:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+        elif len(runs) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return sorted(set(found))
+
+
+CLASS_CURVES = {"needs_high": "resize_ratio_needs_high", "low_ok": "resize_ratio_low_ok"}
+
+
+def smooth(xs: list[float], ys: list[float], window: int) -> tuple[list[float], list[float]]:
+    """Trailing moving average over `window` logged points (a step's batch holds only a few groups)."""
+    out = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1]) for i in range(len(ys))]
+    return xs, out
+
+
+def plot_resize_by_class(runs: dict[str, list[dict]], path: Path) -> bool:
+    """The miniature's Fig. 3a: resize ratio on needs_high (solid) and low_ok (dashed) samples against
+    step, one colour per run. False when no run logged the per-class ratios (uncurated data)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    drawn = False
+    for k, (run, rows) in enumerate(runs.items()):
+        for cls, key in CLASS_CURVES.items():
+            xs, ys = _curve(rows, key)
+            if not xs:
+                continue
+            drawn = True
+            ax.plot(*smooth(xs, ys, max(1, len(xs) // 10)), color=f"C{k}", ls="-" if cls == "needs_high" else "--",
+                    label=f"{run}: {cls}")
+    if drawn:
+        ax.set_xlabel("step")
+        ax.set_ylabel("resize ratio (moving average)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("Resize ratio per class (solid: needs_high, dashed: low_ok)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def plot_tradeoff(points: list[dict], path: Path) -> None:
+    plt = _plt()
+    markers = {"full": "s", "low": "v", "think": "*"}
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    names: dict[tuple, list[str]] = {}
+    for p in points:
+        x = 100 * (p["visual_tokens_rel"] or 0)
+        y = 100 * (p["accuracy"] or 0)
+        ax.scatter([x], [y], marker=markers.get(p["mode"], "o"), s=90 if p["mode"] == "think" else 50,
+                   label=p["mode"])
+        names.setdefault((round(x, 1), round(y, 1)), []).append(p["run"])
+    for (x, y), runs in names.items():  # runs on the same spot share one label
+        ax.annotate(", ".join(runs), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8, title="mode", loc="center right")
+    ax.set_xlabel("visual tokens used (% of full resolution)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(0, 130)
+    ax.set_ylim(-3, 110)
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy vs visual tokens (one point per eval run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,118 @@
+"""`VtTrainConfig`: TRL's `GRPOConfig` plus vt's fields, one dataclass; `vt train`'s YAML keys and
+`--flags` are its fields (HfArgumentParser). Importing this module imports TRL and so torch: `vttrain.train`
+imports it inside functions, so `vt --help` stays quick. Checkpoints pickle the config
+(training_args.bin): the class must stay importable as `vttrain.train_config.VtTrainConfig`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from vtdata.console import VtError
+
+
+@dataclass
+class VtTrainConfig(GRPOConfig):
+    """TRL's GRPOConfig plus vt's fields (each field's `help` says what it means; `vt train --options`)."""
+
+    data_dir: str | None = field(default=None, metadata={"help": (
+        'Built or curated dataset directory (DIR/data/{split}-*.parquet; `vt build-data`, `vt curate`).')})
+    split: str = field(default='train', metadata={"help": 'Split of data_dir to train on.'})
+    max_samples: int | None = field(default=None, metadata={"help": (
+        'Use only the first N rows (after rejections); None = all.')})
+    model: str | None = field(default=None, metadata={"help": (
+        'Policy: a checkpoint dir (`vt init-model tiny OUT`) or a hub id (Qwen/Qwen2.5-VL-7B-Instruct).')})
+    judge: str = field(default='auto', metadata={"help": (
+        'Accuracy judge spec (vtdata.judge.make_judge): auto | rule:<name> | openai:<model>.')})
+    judge_base_url: str | None = field(default=None, metadata={"help": (
+        'Base URL(s) of an OpenAI-compatible judge server (comma-separated).')})
+    judge_api_key_env: str | None = field(default=None, metadata={"help": (
+        'Environment variable holding the judge API key (never written anywhere).')})
+    judge_scope: str = field(default='open', metadata={"help": (
+        'open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper).')})
+    judge_concurrency: int | None = field(default=None, metadata={"help": 'Concurrent judge requests (openai judges).'})
+    db: str | None = field(default=None, metadata={"help": (
+        'DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0).')})
+    penalty_mode: str = field(default='paper', metadata={"help": (
+        "Balanced penalty: paper (Eq. 5) | released (the released code's rule) | none | always (every resize "
+        'pays: the Fig. 3a ablation).')})
+    theta: float = field(default=0.2, metadata={"help": 'Threshold θ on r = C_direct / (C_direct + C_high).'})
+    penalty: float = field(default=0.1, metadata={"help": 'Penalty size (subtracted from the reward).'})
+    format_weight: float = field(default=0.5, metadata={"help": (
+        'Weight of the format reward (1 when every turn is well-formed).')})
+    format_rule: str = field(default='strict', metadata={"help": (
+        'When a turn is well-formed: strict (only whitespace outside the tags, a valid tool call) | release '
+        "(the released reward's looser rule; vtdata.protocol).")})
+    max_turns: int = field(default=2, metadata={"help": (
+        'Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the limit ends '
+        'without an answer (scored 0, logged as unanswered_ratio).')})
+    tools: str = field(default='resize', metadata={"help": (
+        "Tools the policy may call (vtdata/tools.py): resize (VisionThink) | zoom (a region of the original at "
+        "the high view's scale) | resize,zoom. YAML may give a list.")})
+    penalty_cost: str = field(default='flat', metadata={"help": (
+        "What a rollout that received extra pixels pays in the penalty: flat (the penalty, Eq. 5) | tokens "
+        "(penalty x its extra visual tokens / the high view's: a zoom pays less than a resize).")})
+    mask_over_turns: bool = field(default=False, metadata={"help": (
+        'Rollouts that end without an answer (still calling at max_turns) contribute no loss and leave the '
+        'group baseline, instead of scoring 0.')})
+    dynamic_sampling: bool = field(default=False, metadata={"help": (
+        'Drop zero-reward-variance groups from the loss (their share is always logged).')})
+    max_refill_rounds: int = field(default=0, metadata={"help": (
+        'With dynamic_sampling: extra generation rounds per step that replace dropped groups with informative'
+        " ones (the release's rejection sampling); 0 = drop without refill. Logged: refill_rounds, "
+        'informative_share.')})
+    system_prompt: str = field(default='agent_system', metadata={"help": (
+        'System prompt: shipped name or file path (vtdata/prompts).')})
+    user_prompt: str = field(default='agent_user', metadata={"help": (
+        'User prompt template with {question}: shipped name or file path.')})
+    tool_ok_prompt: str = field(default='tool_ok', metadata={"help": (
+        'Instruction after the high-res image in the tool turn.')})
+    tool_error_prompt: str = field(default='tool_error', metadata={"help": 'Instruction after a tool error.'})
+    max_turn_tokens: int | None = field(default=None, metadata={"help": (
+        "Most tokens the policy generates in one turn (None = max_completion_length, TRL's default); the "
+        'trajectory as a whole is bounded by max_completion_length.')})
+    max_prompt_length: int | None = field(default=None, metadata={"help": (
+        'Reject (never truncate) rows whose turn-1 prompt, image tokens included, is longer; None = the '
+        "model's context minus max_completion_length.")})
+    min_answer_tokens: int = field(default=16, metadata={"help": (
+        'Reject rows whose high-res tool turn leaves fewer than this many completion tokens.')})
+    use_peft: bool = field(default=False, metadata={"help": (
+        'Train a LoRA adapter (peft) instead of all weights; the final model is merged.')})
+    lora_r: int = field(default=16, metadata={"help": 'LoRA rank.'})
+    lora_alpha: int = field(default=32, metadata={"help": 'LoRA alpha.'})
+    lora_dropout: float = field(default=0.05, metadata={"help": 'LoRA dropout.'})
+    lora_target_modules: str = field(default='q_proj,k_proj,v_proj,o_proj', metadata={"help": (
+        'Comma-separated module names LoRA wraps.')})
+    log_rollouts: bool = field(default=True, metadata={"help": (
+        'Write every rollout (turns, score, penalty, reward) to output_dir/rollouts.jsonl.')})
+    torch_threads: int | None = field(default=None, metadata={"help": (
+        "torch CPU threads (None = torch's default, one per core); on a small shared CPU one thread can be "
+        'several times faster than two.')})
+    resume: bool = field(default=False, metadata={"help": (
+        'Continue from the latest checkpoint in output_dir (same step count and data position).')})
+
+    def __post_init__(self):
+        super().__post_init__()
+        from vtdata.judge import judge_options
+        from vtdata.protocol import FORMAT_RULES
+        from vtdata.tools import selection
+        from vttrain.reward import check_cost, check_mode
+        check_mode(self.penalty_mode)
+        check_cost(self.penalty_cost)
+        selection(self.tools)
+        if self.format_rule not in FORMAT_RULES:
+            raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {self.format_rule!r}")
+        if self.max_turns < 1:
+            raise VtError("max_turns must be >= 1")
+        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
+        if self.max_refill_rounds < 0:
+            raise VtError("max_refill_rounds must be >= 0")
+        if not 0 <= self.theta <= 1:
+            raise VtError("theta must be in [0, 1]")
+        if self.num_generations is None or self.num_generations < 2:
+            raise VtError("num_generations must be >= 2 (GRPO needs a group)")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise VtError(f"torch_threads must be >= 1 (or unset for torch's default), got {self.torch_threads}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {self.max_samples}")
