@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,7 +26,7 @@ from vtdata.build import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer
-from vtdata.judge import judge_options, make_judge
+from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
 from vttrain.models import check_source, make_out_dir
 from vttrain.policy import make_policy, qwen_visual_tokens
@@ -59,14 +59,8 @@ class EvalConfig:
     policy_api_key_env: Optional[str] = None
     """Environment variable holding the policy server's API key (never written anywhere; None:
     $OPENAI_API_KEY for OpenAI's API, no key sent to a --policy-base-url unless its variable is named)."""
-    judge: str = "auto"
-    """Judge spec (`auto`, `rule:NAME`, `openai:MODEL`), as for `vt judge`."""
-    judge_base_url: Optional[str] = None
-    """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
-    judge_api_key_env: Optional[str] = None
-    """Environment variable holding the judge's API key (None: as for the policy)."""
-    judge_scope: str = "open"
-    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
+    judging: JudgeSpec = field(default_factory=JudgeSpec)
+    """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
     system_prompt: Optional[str] = None
     """System prompt (shipped name or file): default `agent_system` in think mode, `score_system` otherwise."""
     user_prompt: str = "agent_user"
@@ -83,7 +77,7 @@ class EvalConfig:
     """Evaluate only the first N samples (in data order)."""
     name: Optional[str] = None
     """Run name (default `<model>-<mode>-<split>`); rerunning a name resumes it."""
-    out: Optional[str] = None
+    out: Optional[str] = field(default=None, metadata={"flags": ["-o"]})
     """Directory for the predictions JSONL (default `evals/` beside the database)."""
     max_new_tokens: int = 8192
     """Generation budget per assistant turn (the release's 8192: a shorter one cuts a real model's <think>)."""
@@ -121,7 +115,6 @@ class EvalConfig:
             raise VtError("--batch-size, --max-new-tokens and --max-turns must be at least 1")
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)  # openai-only flags
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
                                     if self.mode == "think" else []):
             prompts.load(p)  # a VtError naming the prompt when it is neither shipped nor a file
@@ -147,9 +140,9 @@ class EvalConfig:
         kind, _, target = self.policy_spec.partition(":")
         policy = f"local:{Path(target).resolve()}" if kind == "local" and Path(target).exists() else self.policy_spec
         return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
-                "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
+                "split": self.split, "judge": self.judging.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
-                **({"judge_scope": self.judge_scope} if self.judge_scope != "open" else {}),
+                **({"judge_scope": self.judging.judge_scope} if self.judging.judge_scope != "open" else {}),
                 **({"views": self.views} if self.views != "dataset" else {}),
                 **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
                     "tool_error_prompt": self.tool_error_prompt} if self.mode == "think" else {})}
@@ -213,7 +206,7 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
     config = {"identity": ident, "options": asdict(cfg)}
     con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
-                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judge, json.dumps(config)])
+                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judging.judge, json.dumps(config)])
 
 
 def _rows(cfg: EvalConfig) -> list[dict]:
@@ -317,8 +310,7 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
         exists = _check_run(con, cfg, name)
         own_judge, own_policy = judge is None, policy is None
         if own_judge:
-            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
-                                                                   cfg.judge_scope))
+            judge = make_judge(cfg.judging.judge, db=con, **cfg.judging.options())
         try:
             stored = dict(con.execute("SELECT sample_id, status FROM eval_predictions WHERE run = ?", [name]).fetchall())
             if own_policy and any(r["id"] not in stored for r in rows):

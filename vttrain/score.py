@@ -33,7 +33,7 @@ from vtdata.config import command
 from vtdata.console import VtError, debug, info, progress_bar
 from vtdata.build import iter_samples, read_split
 from vtdata.db import arrow_table, default_db, writer
-from vtdata.judge import judge_options, make_judge
+from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
 from vttrain.policy import make_policy
 
@@ -151,14 +151,8 @@ class ScoreConfig:
     policy_api_key_env: str | None = None
     """Environment variable holding the policy server's API key (None: $OPENAI_API_KEY for OpenAI's API;
     no key is sent to a --policy-base-url unless its variable is named)."""
-    judge: str = "auto"
-    """Judge spec: auto | rule:<name> | openai:<model>."""
-    judge_base_url: str | None = None
-    """Base URL(s) of the judge server for an `openai:` judge (comma-separated for several)."""
-    judge_api_key_env: str | None = None
-    """Environment variable holding the judge's API key (None: as for the policy)."""
-    judge_scope: str = "open"
-    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
+    judging: JudgeSpec = field(default_factory=JudgeSpec)
+    """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
     rollouts: int = field(default=8, metadata={"flags": ["-k"]})
     """k: rollouts per view per sample (the paper: 8)."""
     split: str = "train"
@@ -196,7 +190,6 @@ class ScoreConfig:
         if not self.policy:
             raise VtError("--policy is required: local:PATH or openai:MODEL")
         self.thresholds.resolve(self.rollouts)
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
 
     def db_path(self) -> Path:
         return Path(self.db) if self.db else default_db(self.data)
@@ -324,9 +317,8 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
 
 def make_judge_for(cfg: ScoreConfig, con):
     # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
-    opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
-                         concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
-    return make_judge(cfg.judge, db=con, **opts)
+    opts = cfg.judging.options(concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
+    return make_judge(cfg.judging.judge, db=con, **opts)
 
 
 def run(cfg: ScoreConfig) -> dict:
