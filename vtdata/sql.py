@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from dataclasses import dataclass
 
+import duckdb
 import typer
 
 from vtdata import db as vtdb
+from vtdata import tables
 from vtdata.console import VtError
 
 READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}  # DuckDB statement types (SHOW, DESCRIBE... are SELECT)
@@ -46,12 +47,9 @@ def sandbox(allow_files: bool) -> dict:
 
 def run_sql(cfg: SqlConfig):
     """Execute the query on a read-only connection; returns (column names, rows) of the last statement."""
-    import duckdb
-
     if cfg.format not in FORMATS:
         raise VtError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    from vtdata.db import default_db
-    path = cfg.db or str(default_db())
+    path = cfg.db or str(vtdb.default_db())
     con = vtdb.connect(path, read_only=True, config=sandbox(cfg.allow_files))
     try:
         try:
@@ -87,8 +85,7 @@ def run_sql(cfg: SqlConfig):
 
 
 def _tables(con) -> str:
-    names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
-    return ", ".join(names) or "none"
+    return ", ".join(sorted(tables.existing(con))) or "none"
 
 
 def _cell(v):

@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from vtdata.console import VtError, info
+from vtdata.outdir import make_out_dir
 
 # TRL's GRPOConfig is a heavy import (torch); it is resolved lazily through `config_class()`.
 _CONFIG_CLASS = None
@@ -178,7 +179,7 @@ def load_rows(data_dir: str, split: str):
     d = Path(data_dir)
     if not d.is_dir():
         raise VtError(f"data_dir {d} is not a directory (build one with `vt build-data`)")
-    from vtdata.build import load_hf
+    from vtdata.dataset import load_hf
     ds = load_hf(str(d), split)  # a VtError when the split has no rows
     if len(ds) == 0:
         raise VtError(f"{d} split {split!r} is empty")
@@ -264,7 +265,7 @@ def build_trainer(cfg, trainer_class=None):
     validate(cfg)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
+    run_dir = make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     prepare_processor(processor)
     ResizeEnv.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
