@@ -304,7 +304,7 @@ class Evaluator:
 # ------------------------------------------------------------------------------------------- the run
 
 def _rows(cfg: EvalConfig) -> list[dict]:
-    from vtdata.build import read_split
+    from vtdata.dataset import read_split
     rows = read_split(cfg.data, cfg.split, cfg.limit)
     return [native_views(r) for r in rows] if cfg.views == "native" else rows
 

@@ -377,7 +377,7 @@ def _status(c: Counter) -> str:
 
 def _load_samples(cfg: ScoreConfig) -> list[dict]:
     """The samples to score, without image bytes (those are read chunk by chunk)."""
-    from vtdata.build import read_split
+    from vtdata.dataset import read_split
     data = Path(cfg.data)
     rows = read_split(data, cfg.split, cfg.limit, columns=[c for c in SAMPLE_COLUMNS if c != "image"])
     ids = [r["id"] for r in rows]
@@ -389,7 +389,7 @@ def _load_samples(cfg: ScoreConfig) -> list[dict]:
 
 def _stream_with_images(cfg: ScoreConfig, todo: list[dict]):
     """The todo samples with their image bytes, in dataset order, in one pass over the shards."""
-    from vtdata.build import iter_samples
+    from vtdata.dataset import iter_samples
     want = {r["id"]: r for r in todo}
     left = len(want)
     for row in iter_samples(cfg.data, split=None if cfg.split == "all" else cfg.split, columns=["id", "image"]):
