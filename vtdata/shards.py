@@ -3,8 +3,8 @@ the spill file that lets rows be written in one order and read back in another w
 
 Encoded image bytes (any binary column, e.g. `image.bytes`) are written uncompressed and kept out of
 dictionary encoding and min/max statistics: they are already compressed (JPEG/PNG), so compressing
-them again costs time and saves nothing (bench/build_data.py measures the write). Every other column
-is zstd-compressed.
+them again costs time and saves nothing (the README's build benchmark has the figures). Every other
+column is zstd-compressed.
 """
 from __future__ import annotations
 
