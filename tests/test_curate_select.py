@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from score_helpers import samples, small_data
-from vtdata.build import iter_samples, load_hf
+from vtdata.dataset import iter_samples, load_hf
 from vtdata.console import VtError
 from vtdata.curate import CurateConfig, curate, select
 from vtdata.db import writer

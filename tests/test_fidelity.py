@@ -245,7 +245,7 @@ def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens
     import pyarrow.parquet as pq
     from PIL import Image
     from build_helpers import build, write_manifest
-    from vtdata.build import iter_samples
+    from vtdata.dataset import iter_samples
     from vttrain.policy import qwen_visual_tokens
 
     buf = io.BytesIO()

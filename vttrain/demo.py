@@ -264,7 +264,7 @@ class Demo:
                 raise VtError(f"--force would delete {self.out}, which is not a vt demo directory; "
                               f"pick another --out")
             shutil.rmtree(self.out)
-        from vttrain.models import make_out_dir
+        from vtdata.outdir import make_out_dir
         make_out_dir(make_out_dir(self.out) / ".demo")
         t_all = time.time()
         done = run_stages(self.stages(), self.marks, self._execute)

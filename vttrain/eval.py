@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from vtdata import prompts, protocol
-from vtdata.build import read_split
+from vtdata.dataset import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer

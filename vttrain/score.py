@@ -31,7 +31,7 @@ from pathlib import Path
 
 from vtdata.config import command
 from vtdata.console import VtError, debug, info, progress_bar
-from vtdata.build import iter_samples, read_split
+from vtdata.dataset import iter_samples, read_split
 from vtdata.db import arrow_table, default_db, writer
 from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine

@@ -24,10 +24,11 @@ import typer
 import yaml
 
 from vtdata import __version__, protocol
-from vtdata.build import load_hf
 from vtdata.console import VtError, console, info, require, track
+from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
+from vtdata.outdir import make_out_dir
 from vtdata.sources import resolve_path
 
 # A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
@@ -211,7 +212,7 @@ def build_trainer(cfg, trainer_class=None):
     validate(cfg)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
+    run_dir = make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     prepare_processor(processor)
     ResizeEnv.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}

@@ -279,8 +279,8 @@ def _old_objects_frozen(wanted: bool):
     """While a big batch of LLM requests is in flight, keep Python's cyclic GC off the objects
     that existed before it (gc.freeze). Thousands of in-flight request objects get promoted to
     the oldest generation and trigger full collections, each of which scans the whole process
-    heap and stalls every in-flight request: 70-250 ms per pause with the judge alone (150k
-    objects), more in a trainer. Frozen, a full collection scans only what the batch made.
+    heap and stalls every in-flight request (the README's judge section has the figures). Frozen, a
+    full collection scans only what the batch made.
     gc.unfreeze() when the last such batch ends: nothing stays exempt for longer (garbage among
     the old objects is collected afterwards). Left alone when someone else froze objects."""
     global _frozen_by_us
