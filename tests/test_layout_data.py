@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LEAD_OWNED = {"vttrain/score.py", "vttrain/eval.py"}  # being rewritten; their DDL moves into vtdata/tables.py
+LEAD_OWNED: set[str] = set()
 
 
 def _sources(*dirs):
@@ -88,7 +88,6 @@ def test_one_parquet_writer_for_build_curate_and_export(tmp_path):
 def test_one_visual_token_count_is_the_processors():
     from vtdata.resolution import visual_tokens
     from vttrain import models
-    from vttrain.policy import qwen_visual_tokens
 
     sizes = [(28, 28), (10, 10), (2, 300), (56, 56), (448, 336), (1023, 769), (1024, 2048), (5000, 4000),
              (28, 5000), (99, 13), (2048, 2048), (4096, 4096)]
@@ -100,8 +99,9 @@ def test_one_visual_token_count_is_the_processors():
             want = ip.get_number_of_image_patches(h, w, {}) // ip.merge_size ** 2
             got = visual_tokens(w, h, ip.patch_size, ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
             assert got == want == models.visual_tokens(proc, (w, h)), (bounds, w, h)
-    for w, h in sizes:  # without bounds: the image as it is (what the OpenAI-compatible policy counts)
-        assert visual_tokens(w, h) == qwen_visual_tokens(w, h)
+    # without bounds: the image as it is (what the OpenAI-compatible policy counts), at least one token
+    assert [visual_tokens(w, h) for w, h in [(28, 28), (10, 10), (56, 56), (448, 336), (2, 300), (99, 13)]] == \
+        [1, 1, 4, 192, 11, 4]
 
 
 def test_every_data_module_is_short():

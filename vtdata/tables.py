@@ -40,6 +40,80 @@ DDL: dict[str, str] = {
         rank INTEGER,                 -- position in the output files
         created TIMESTAMP,
         PRIMARY KEY (name, sample_id))""",
+    # vt score-judge: one row per rollout (policy, sample, view, index) and its verdict
+    "rollouts": """CREATE TABLE IF NOT EXISTS rollouts (
+    policy VARCHAR NOT NULL,
+    sample_id VARCHAR NOT NULL,
+    view VARCHAR NOT NULL,            -- 'low' | 'high'
+    idx INTEGER NOT NULL,             -- 0..k-1
+    text VARCHAR,
+    generated_tokens INTEGER,
+    visual_tokens INTEGER,
+    latency_s DOUBLE,
+    finish_reason VARCHAR,
+    temperature DOUBLE,
+    score DOUBLE,                     -- NULL until judged, and when the judge failed
+    judge_status VARCHAR,             -- NULL (not judged yet) | 'ok' | 'error'
+    judge_reason VARCHAR,
+    prediction VARCHAR,
+    judge VARCHAR,                    -- the run's judge (its identity): a different judge re-judges
+    verdict_by VARCHAR,               -- what produced the verdict (an LLM, a rule, the format check)
+    created TIMESTAMP,
+    judged TIMESTAMP,
+    PRIMARY KEY (policy, sample_id, view, idx)
+)""",
+    # vt score-judge: one row per policy and sample: correct counts and the label
+    "sufficiency": """CREATE TABLE IF NOT EXISTS sufficiency (
+    policy VARCHAR NOT NULL,
+    sample_id VARCHAR NOT NULL,
+    source VARCHAR,
+    task VARCHAR,
+    split VARCHAR,
+    dataset VARCHAR,                  -- the scored dataset directory (vt curate reads the rows there)
+    k INTEGER,
+    low_correct INTEGER,
+    high_correct INTEGER,
+    low_judged INTEGER,               -- rollouts with an 'ok' verdict among the first k
+    high_judged INTEGER,
+    low_visual_tokens INTEGER,
+    high_visual_tokens INTEGER,
+    label VARCHAR,
+    judge VARCHAR,
+    updated TIMESTAMP,
+    PRIMARY KEY (policy, sample_id)
+)""",
+    # views over sufficiency (vt score-judge); tokens_saved: visual tokens if every sample used the
+    # high view vs. if the low_ok ones used the low view
+    "label_counts": """CREATE OR REPLACE VIEW label_counts AS
+    SELECT policy, source, label, count(*) AS samples
+    FROM sufficiency GROUP BY ALL ORDER BY policy, source, label""",
+    "low_vs_high_accuracy": """CREATE OR REPLACE VIEW low_vs_high_accuracy AS
+    SELECT policy, source, count(*) AS samples,
+           round(sum(low_correct) / sum(k), 4) AS low_accuracy,
+           round(sum(high_correct) / sum(k), 4) AS high_accuracy,
+           round(sum(high_correct - low_correct) / sum(k), 4) AS high_minus_low
+    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source""",
+    "tokens_saved": """CREATE OR REPLACE VIEW tokens_saved AS
+    SELECT policy, source, count(*) AS samples,
+           count(*) FILTER (WHERE label = 'low_ok') AS low_ok,
+           sum(high_visual_tokens) AS high_visual_tokens,
+           sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END) AS routed_visual_tokens,
+           round(1 - sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END)
+                     / sum(high_visual_tokens), 4) AS share_saved
+    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source""",
+    # vt eval: one row per run / per run and sample (verdict fields NULL until judged)
+    "eval_runs": """CREATE TABLE IF NOT EXISTS eval_runs (
+    run VARCHAR PRIMARY KEY, mode VARCHAR, policy VARCHAR, data VARCHAR, split VARCHAR,
+    judge VARCHAR, config JSON, started TIMESTAMP, finished TIMESTAMP, samples INTEGER,
+    wall_s DOUBLE, predictions_path VARCHAR)""",
+    "eval_predictions": """CREATE TABLE IF NOT EXISTS eval_predictions (
+    run VARCHAR, sample_id VARCHAR, doc_id INTEGER, source VARCHAR, task VARCHAR, mode VARCHAR,
+    question VARCHAR, answers VARCHAR[], answer_type VARCHAR, choices VARCHAR[],
+    turns VARCHAR[], response VARCHAR, prediction VARCHAR, tool_call VARCHAR, resized BOOLEAN,
+    score DOUBLE, status VARCHAR, reason VARCHAR, judge VARCHAR,
+    visual_tokens INTEGER, low_visual_tokens INTEGER, full_visual_tokens INTEGER,
+    generated_tokens INTEGER, latency_s DOUBLE, wall_s DOUBLE, created TIMESTAMP,
+    PRIMARY KEY (run, sample_id))""",
 }
 
 

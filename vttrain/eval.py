@@ -21,15 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from vtdata import prompts, protocol
+from vtdata import prompts, protocol, tables
 from vtdata.dataset import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer
+from vtdata.outdir import make_out_dir
+from vtdata.resolution import visual_tokens
 from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
-from vttrain.models import check_source, make_out_dir
-from vttrain.policy import make_policy, qwen_visual_tokens
+from vttrain.models import check_source
+from vttrain.policy import make_policy
 from vttrain.summary import export_jsonl, summarize, summary_table
 
 MODES = ("full", "low", "think")
@@ -153,36 +155,17 @@ class EvalConfig:
 
 # --------------------------------------------------------------------------------------------- tables
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS eval_runs (
-    run VARCHAR PRIMARY KEY, mode VARCHAR, policy VARCHAR, data VARCHAR, split VARCHAR,
-    judge VARCHAR, config JSON, started TIMESTAMP, finished TIMESTAMP, samples INTEGER,
-    wall_s DOUBLE, predictions_path VARCHAR);
-CREATE TABLE IF NOT EXISTS eval_predictions (
-    run VARCHAR, sample_id VARCHAR, doc_id INTEGER, source VARCHAR, task VARCHAR, mode VARCHAR,
-    question VARCHAR, answers VARCHAR[], answer_type VARCHAR, choices VARCHAR[],
-    turns VARCHAR[], response VARCHAR, prediction VARCHAR, tool_call VARCHAR, resized BOOLEAN,
-    score DOUBLE, status VARCHAR, reason VARCHAR, judge VARCHAR,
-    visual_tokens INTEGER, low_visual_tokens INTEGER, full_visual_tokens INTEGER,
-    generated_tokens INTEGER, latency_s DOUBLE, wall_s DOUBLE, created TIMESTAMP,
-    PRIMARY KEY (run, sample_id));
-"""
 
+TABLES = ("eval_runs", "eval_predictions")  # their DDL: vtdata/tables.py
 PRED_COLUMNS = ["run", "sample_id", "doc_id", "source", "task", "mode", "question", "answers",
                 "answer_type", "choices", "turns", "response", "prediction", "tool_call", "resized",
                 "score", "status", "reason", "judge", "visual_tokens", "low_visual_tokens",
                 "full_visual_tokens", "generated_tokens", "latency_s", "wall_s", "created"]
 
 
-def ensure_tables(con) -> None:
-    for stmt in SCHEMA.strip().split(";"):
-        if stmt.strip():
-            con.execute(stmt)
-
-
 def drop_runs(con, runs: list[str]) -> None:
     """Forget eval runs (their predictions and run rows), e.g. after the model they evaluated changed."""
-    ensure_tables(con)
+    tables.ensure(con, *TABLES)
     for table in ("eval_predictions", "eval_runs"):
         con.execute(f"DELETE FROM {table} WHERE run IN (SELECT unnest(?::VARCHAR[]))", [list(runs)])
 
@@ -231,7 +214,7 @@ def native_views(row: dict) -> dict:
 def _view_tokens(row: dict, view: str) -> int:
     """Visual tokens of the row's low or high view (`full` mode spends the high's): the count the policy
     backends use."""
-    return qwen_visual_tokens(row[f"{view}_width"], row[f"{view}_height"])
+    return visual_tokens(row[f"{view}_width"], row[f"{view}_height"])
 
 
 def _as_list(x) -> Optional[list]:
@@ -306,7 +289,7 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     rows = _rows(cfg)
     t_start = time.time()
     with writer(cfg.db_path(), "vt eval") as con:
-        ensure_tables(con)
+        tables.ensure(con, *TABLES)
         exists = _check_run(con, cfg, name)
         own_judge, own_policy = judge is None, policy is None
         if own_judge:

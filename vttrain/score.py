@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vtdata import tables
 from vtdata.config import command
 from vtdata.console import VtError, debug, info, progress_bar
 from vtdata.dataset import iter_samples, read_split
@@ -40,67 +41,8 @@ from vttrain.policy import make_policy
 VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    policy VARCHAR NOT NULL,
-    sample_id VARCHAR NOT NULL,
-    view VARCHAR NOT NULL,            -- 'low' | 'high'
-    idx INTEGER NOT NULL,             -- 0..k-1
-    text VARCHAR,
-    generated_tokens INTEGER,
-    visual_tokens INTEGER,
-    latency_s DOUBLE,
-    finish_reason VARCHAR,
-    temperature DOUBLE,
-    score DOUBLE,                     -- NULL until judged, and when the judge failed
-    judge_status VARCHAR,             -- NULL (not judged yet) | 'ok' | 'error'
-    judge_reason VARCHAR,
-    prediction VARCHAR,
-    judge VARCHAR,                    -- the run's judge (its identity); a different judge re-judges
-    verdict_by VARCHAR,               -- what produced the verdict (an LLM, a rule, the format check)
-    created TIMESTAMP,
-    judged TIMESTAMP,
-    PRIMARY KEY (policy, sample_id, view, idx)
-);
-CREATE TABLE IF NOT EXISTS sufficiency (
-    policy VARCHAR NOT NULL,
-    sample_id VARCHAR NOT NULL,
-    source VARCHAR,
-    task VARCHAR,
-    split VARCHAR,
-    dataset VARCHAR,                  -- the scored dataset directory (vt curate reads the rows there)
-    k INTEGER,
-    low_correct INTEGER,
-    high_correct INTEGER,
-    low_judged INTEGER,               -- rollouts with an 'ok' verdict among the first k
-    high_judged INTEGER,
-    low_visual_tokens INTEGER,
-    high_visual_tokens INTEGER,
-    label VARCHAR,
-    judge VARCHAR,
-    updated TIMESTAMP,
-    PRIMARY KEY (policy, sample_id)
-);
-CREATE OR REPLACE VIEW label_counts AS
-    SELECT policy, source, label, count(*) AS samples
-    FROM sufficiency GROUP BY ALL ORDER BY policy, source, label;
-CREATE OR REPLACE VIEW low_vs_high_accuracy AS
-    SELECT policy, source, count(*) AS samples,
-           round(sum(low_correct) / sum(k), 4) AS low_accuracy,
-           round(sum(high_correct) / sum(k), 4) AS high_accuracy,
-           round(sum(high_correct - low_correct) / sum(k), 4) AS high_minus_low
-    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source;
-CREATE OR REPLACE VIEW tokens_saved AS
-    SELECT policy, source, count(*) AS samples,
-           count(*) FILTER (WHERE label = 'low_ok') AS low_ok,
-           sum(high_visual_tokens) AS high_visual_tokens,
-           sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END) AS routed_visual_tokens,
-           round(1 - sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END)
-                     / sum(high_visual_tokens), 4) AS share_saved
-    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source;
-"""
-# tokens_saved: visual tokens if every sample used the high view vs. if the low_ok ones used the low view.
 
+TABLES = ("rollouts", "sufficiency", "label_counts", "low_vs_high_accuracy", "tokens_saved")  # DDL: vtdata/tables.py
 ROLLOUT_COLUMNS = ("policy", "sample_id", "view", "idx", "text", "generated_tokens", "visual_tokens",
                    "latency_s", "finish_reason", "temperature", "created")
 SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answer_type", "choices", "image",
@@ -270,7 +212,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
     k, pid = int(cfg.rollouts), policy.identity
     t = cfg.thresholds.resolve(k)
-    con.execute(SCHEMA)
+    tables.ensure(con, *TABLES)
     samples = samples if samples is not None else _load_samples(cfg)
     # relabel with the current thresholds (no call), then skip the samples whose labels are final
     con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE policy = ? AND k = ?", [pid, k])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vtdata import __version__
+from vtdata import __version__, tables
 from vtdata.config import command
 from vtdata.console import VtError, results_console
 from vtdata.db import connect, default_db
@@ -122,8 +122,7 @@ def compare(con, runs: list[str]):
     """Table 2 of the paper for the given runs: accuracy per source, the average accuracy relative
     to the first `full` run (or the first run), resize ratio (overall and per source, as the paper's
     resize-call shares) and visual tokens relative to full."""
-    if not {"eval_runs", "eval_predictions"} <= {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}:
+    if not {"eval_runs", "eval_predictions"} <= tables.existing(con):
         raise VtError("no eval runs in this database yet (run `vt eval` first)")
     known = {r[0]: r[1] for r in con.execute("SELECT run, mode FROM eval_runs").fetchall()}
     missing = [r for r in runs if r not in known]
