@@ -71,9 +71,10 @@ def bench_ingest(tmp: Path, rows: int, chunk: int, baseline_rows: int) -> None:
     import duckdb
 
     from vttrain.engine import Store
-    from vttrain.score import ROLLOUT_COLUMNS, SCHEMA
+    from vtdata import tables
+    from vttrain.score import ROLLOUT_COLUMNS, TABLES
     con = duckdb.connect(str(tmp / "ingest.duckdb"))
-    con.execute(SCHEMA)
+    tables.ensure(con, *TABLES)
     writer = Store(con, "rollouts", ("policy", "sample_id", "view", "idx"), ROLLOUT_COLUMNS, "text", {})  # its insert path
     data = _rows(rows, "a")
     sql = (f"INSERT INTO rollouts ({', '.join(ROLLOUT_COLUMNS)}) VALUES ({', '.join('?' * len(ROLLOUT_COLUMNS))})")

@@ -23,7 +23,7 @@ def tiny_model() -> Path:
 
 
 def val_rows(data: Path) -> list[dict]:
-    from vtdata.build import iter_samples
+    from vtdata.dataset import iter_samples
     return list(iter_samples(data, split="val"))
 
 

@@ -37,7 +37,7 @@ def small_data(n_general: int = 6, n_ocr: int = 6) -> Path:
 
 
 def samples(data: Path) -> list[dict]:
-    from vtdata.build import iter_samples
+    from vtdata.dataset import iter_samples
     return list(iter_samples(data, columns=["id", "source", "question", "answers", "answer_type", "choices",
                                              "low_width", "low_height", "high_width", "high_height"]))
 

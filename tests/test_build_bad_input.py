@@ -9,7 +9,7 @@ from PIL import Image
 
 from build_helpers import build, image_bytes, vt, write_manifest
 from vtdata.console import VtError
-from vtdata.build import iter_samples
+from vtdata.dataset import iter_samples
 
 
 def _bomb_png() -> bytes:  # 6000x6000 1-bit PNG: tiny file, 36 Mpx
@@ -144,10 +144,10 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
     m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6}])
     first = build(m, tmp_path / "out")
     before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "data").iterdir()}
-    import vtdata.build as vb
+    import vtdata.shards as vs
 
     calls = {"n": 0}
-    real = vb.write_shard
+    real = vs.write_shard
 
     def crash(*a, **k):
         calls["n"] += 1
@@ -155,7 +155,7 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
             raise RuntimeError("disk full")
         return real(*a, **k)
 
-    monkeypatch.setattr(vb, "write_shard", crash)
+    monkeypatch.setattr(vs, "write_shard", crash)
     m2 = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 6}],
                         shard_rows=2, seed=5)
     with pytest.raises(RuntimeError):
@@ -167,7 +167,7 @@ def test_failed_build_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, m
     with pytest.raises(RuntimeError):
         build(m2, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
-    monkeypatch.setattr(vb, "write_shard", real)
+    monkeypatch.setattr(vs, "write_shard", real)
     import vtdata.build
 
     def no_rename(tmp, out):
@@ -267,7 +267,7 @@ def test_hf_source_name_is_not_its_config(tmp_path):
 def test_publish_puts_the_old_output_back_when_the_rename_fails(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from vtdata.build import publish
+    from vtdata.outdir import publish
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "build.json").write_text("old")

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from build_helpers import DEMO, build, vt, write_manifest
-from vtdata.build import iter_samples, load_hf
+from vtdata.dataset import iter_samples, load_hf
 from vtdata.resolution import view_of, view_sizes
 from vtdata.manifest import load as load_manifest
 from vtdata.schema import COLUMNS, sample_id

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from build_helpers import REPO, build, image_bytes, vt, write_manifest
-from vtdata.build import iter_samples
+from vtdata.dataset import iter_samples
 from vtdata.console import VtError
 
 

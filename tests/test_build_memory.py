@@ -72,7 +72,8 @@ def test_sampled_parquet_rows_are_the_seeded_permutation(tmp_path):
     import pyarrow.parquet as pq
 
     from build_helpers import build, image_bytes, write_manifest
-    from vtdata.build import _candidates, iter_samples
+    from vtdata.build import _candidates
+    from vtdata.dataset import iter_samples
 
     imgs = [image_bytes((64, 64), color=(k * 8, 0, 0)) for k in range(30)]
     with pq.ParquetWriter(tmp_path / "t.parquet", pa.schema([("id", pa.string()), ("question", pa.string()),

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from build_helpers import build, image_bytes, write_manifest
-from vtdata.build import iter_samples
+from vtdata.dataset import iter_samples
 from vtdata.resolution import ResolutionPolicy
 from vtdata.sources import Context, synthetic
 

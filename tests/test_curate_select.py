@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from score_helpers import samples, small_data
-from vtdata.build import iter_samples, load_hf
+from vtdata.dataset import iter_samples, load_hf
 from vtdata.console import VtError
 from vtdata.curate import CurateConfig, curate, select
 from vtdata.db import writer
@@ -73,9 +73,10 @@ def _labelled_db(tmp_path, plan):
     """A database whose sufficiency labels the small dataset's samples by `plan` (cycled)."""
     data, db = small_data(), tmp_path / "vt.duckdb"
     rows = samples(data)
-    from vttrain.score import SCHEMA
+    from vtdata import tables
+    from vttrain.score import TABLES
     with writer(db, "test") as con:
-        con.execute(SCHEMA)
+        tables.ensure(con, *TABLES)
         for s, lab in zip(rows, plan * len(rows)):
             con.execute("INSERT INTO sufficiency (policy, sample_id, source, dataset, k, low_correct, high_correct, "
                         "low_judged, high_judged, label) VALUES ('p', ?, ?, ?, 8, 0, 0, 8, 8, ?)",

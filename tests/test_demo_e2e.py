@@ -121,3 +121,14 @@ def test_demo_stages_rerun_from_a_change_and_retrain_afresh(tmp_path, monkeypatc
     again = d.run()
     assert [x["reused"] for x in again] == [True] * 3 + [False] * 6 and ran[0] == "curate"
     assert not (d.run_dir("paper") / "checkpoint-7").exists()
+
+
+def test_a_stage_command_that_fails_stops_the_demo_with_one_line():
+    """`vt()` runs a stage's command in-process: a usage error or a non-zero exit is a VtError, never a
+    traceback or a status the demo would ignore (typer bundles its own click exceptions)."""
+    from vtdata.console import VtError
+    from vttrain.demo import vt
+    with pytest.raises(VtError, match="No such option: --bogus"):
+        vt(["eval", "--bogus"])
+    with pytest.raises(VtError, match="missing RUNS"):
+        vt(["compare"])

@@ -8,7 +8,7 @@ import duckdb
 
 from score_helpers import small_data
 from vtdata import protocol
-from vtdata.build import iter_samples
+from vtdata.dataset import iter_samples
 from vtdata.judge import Verdict
 from vttrain import engine
 from vttrain.policy import Generation, Policy, as_request

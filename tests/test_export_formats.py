@@ -4,7 +4,7 @@ import json
 import pytest
 
 from build_helpers import build, vt, write_manifest
-from vtdata.build import iter_samples
+from vtdata.dataset import iter_samples
 from vtdata.console import VtError
 from vtdata.export import ExportConfig, export, verl_row
 from vtdata.prompts import load

@@ -245,8 +245,8 @@ def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens
     import pyarrow.parquet as pq
     from PIL import Image
     from build_helpers import build, write_manifest
-    from vtdata.build import iter_samples
-    from vttrain.policy import qwen_visual_tokens
+    from vtdata.dataset import iter_samples
+    from vtdata.resolution import visual_tokens
 
     buf = io.BytesIO()
     Image.new("RGB", (1400, 1000), (200, 30, 30)).save(buf, format="PNG")
@@ -270,7 +270,7 @@ def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens
     assert sizes["release"] == {"Q1?": ((308, 196), (616, 392)), "Q2?": ((336, 224), (672, 448)), "Q3?": policy}
     assert policy != sizes["release"]["Q1?"]
     for (lw, lh), (hw, hh) in sizes["release"].values():
-        assert 4 * qwen_visual_tokens(lw, lh) == qwen_visual_tokens(hw, hh)
+        assert 4 * visual_tokens(lw, lh) == visual_tokens(hw, hh)
 
 
 # -- item 5: eval defaults --------------------------------------------------------------------------------

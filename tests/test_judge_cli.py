@@ -74,7 +74,7 @@ def test_cli_llm_errors_are_null_not_zero_and_rerun_is_cached(tmp_path):
     out, db = tmp_path / "out.jsonl", tmp_path / "cache.duckdb"
     with FakeOpenAI() as srv:
         srv.push(Reply(status=500), Reply(status=500))    # the first item(s) to arrive fail (1 attempt each)
-        cfg = JudgeConfig(input=src, out=out, spec=JudgeSpec("openai:fake", srv.url), db=db, concurrency=1,
+        cfg = JudgeConfig(input=src, out=out, judging=JudgeSpec("openai:fake", srv.url), db=db, concurrency=1,
                           max_attempts=1, shortcut=False)
         s = run(cfg)
         rows = read(out)
@@ -115,6 +115,6 @@ def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path):
         assert paid - conc - (2 * flush - 1) <= saved <= paid
         assert not out.exists()
         srv.reset()
-        s = run(JudgeConfig(input=src, out=out, spec=JudgeSpec("openai:fake", srv.url), db=db, concurrency=conc))
+        s = run(JudgeConfig(input=src, out=out, judging=JudgeSpec("openai:fake", srv.url), db=db, concurrency=conc))
         assert srv.requests == n - saved and s["cache_hits"] == saved      # resumes, pays only the rest
         assert len(read(out)) == n and all(r["status"] == "ok" for r in read(out))

@@ -46,7 +46,7 @@ def test_vt_judge_on_an_lmms_eval_log(tmp_path):
     src = tmp_path / "samples_chartqa.jsonl"
     src.write_text("".join(json.dumps(x) + "\n" for x in (CHARTQA, OCRBENCH, ARGS_ONLY)))
     out = tmp_path / "judged.jsonl"
-    stats = run(JudgeConfig(input=src, out=out, spec=JudgeSpec("rule:contains"), no_cache=True))
+    stats = run(JudgeConfig(input=src, out=out, judging=JudgeSpec("rule:contains"), no_cache=True))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["doc_id"] for r in rows] == [0, 3, 7] and [r["score"] for r in rows] == [1.0, 1.0, 1.0]
     from vt import cli

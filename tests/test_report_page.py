@@ -11,7 +11,7 @@ from PIL import Image
 
 from eval_helpers import ScriptedScoring, ScriptedThink, eval_data, val_rows
 from fake_openai import FakeOpenAI
-from vtdata.build import iter_samples
+from vtdata.dataset import iter_samples
 from vtdata.console import VtError
 from vttrain.demo import vt
 from vttrain.eval import EvalConfig, run as run_eval

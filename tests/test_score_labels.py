@@ -15,7 +15,8 @@ from vtdata.db import writer
 from vtdata.judge import make_judge
 from vttrain import models
 from vttrain.policy import LocalPolicy
-from vttrain.score import ScoreConfig, Thresholds, label_sql, make_judge_for, score
+from vtdata import tables
+from vttrain.score import TABLES, ScoreConfig, Thresholds, label_sql, make_judge_for, score
 
 
 def expected_label(low: int, high: int, t: Thresholds) -> str:
@@ -98,8 +99,7 @@ def _store_rollouts(db, rows, k, policy, plan):
                 text = f"<think>t</think><answer>{s['answers'][0] if i < c else 'qqqqqqqqqqqqqqqqqq'}</answer>"
                 out.append((policy, s["id"], view, i, text, 5, 16 if view == "low" else 64, 0.1, "stop", 1.0, now))
     with writer(db, "test") as con:
-        from vttrain.score import SCHEMA
-        con.execute(SCHEMA)
+        tables.ensure(con, *TABLES)
         con.executemany("INSERT INTO rollouts (policy, sample_id, view, idx, text, generated_tokens, visual_tokens, "
                         "latency_s, finish_reason, temperature, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)", out)
 

@@ -10,6 +10,7 @@ A class with fewer candidates than asked is an error unless `--allow-short`. No 
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -17,24 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vtdata import tables
+from vtdata.card import write_dataset_card
 from vtdata.config import command
 from vtdata.console import VtError, console, info
+from vtdata.db import arrow_table, default_db, transaction, writer
+from vtdata.outdir import check_out, publish, staging
+from vtdata.shards import RowSpill, write_shards
 
 CLASSES = ("low_ok", "needs_high")
-CURATED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS curated (
-    name VARCHAR NOT NULL,
-    sample_id VARCHAR NOT NULL,
-    source VARCHAR,
-    label VARCHAR,
-    use_tool BOOLEAN,
-    filled BOOLEAN,               -- an `ambiguous` sample chosen by --fill-short
-    policy VARCHAR,
-    dataset VARCHAR,
-    rank INTEGER,                 -- position in the output files
-    created TIMESTAMP,
-    PRIMARY KEY (name, sample_id)
-)"""
 
 
 @dataclass
@@ -66,7 +62,6 @@ class CurateConfig:
     """Rows per output parquet file."""
 
     def __post_init__(self):
-        from vtdata.db import default_db
         self.db = Path(self.db) if self.db else default_db()
         if not self.name.strip():
             raise VtError("--name must not be empty (it keys this set's rows in the `curated` table)")
@@ -130,8 +125,7 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
 
 
 def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "sufficiency" not in tables:
+    if "sufficiency" not in tables.existing(con):
         raise VtError(f"{cfg.db} has no `sufficiency` table: run `vt score-judge` first")
     policies = [r[0] for r in con.execute("SELECT DISTINCT policy FROM sufficiency ORDER BY 1").fetchall()]
     policy = cfg.policy
@@ -161,8 +155,6 @@ def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:
 
 def _check_out(out: Path, keep: tuple) -> None:
     """--out may be new, empty, or an earlier curated set; never a built set, a foreign dir or an input."""
-    from vtdata.build import check_out
-
     check_out(out, "build.json", "a vt dataset", keep=keep)
     if (out / "build.json").exists():
         try:
@@ -177,12 +169,6 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     """Copy the chosen rows (all sample columns + use_tool) into out/, in rank order; returns file names.
     One pass over the source in file order spills the chosen rows to disk; the shards are then written
     from the spill in rank order, a row group at a time (memory does not grow with the data)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from vtdata.build import ROW_GROUP, RowSpill, publish, staging, write_shard
-
     files = sorted((src / "data").glob("*.parquet"))
     if not (src / "build.json").exists() or not files:
         raise VtError(f"{src} is not a built dataset (needs build.json and data/*.parquet)")
@@ -192,7 +178,6 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
     chosen = list(rows_by_id)
     rank = {sid: k for k, sid in enumerate(chosen)}
     use_tool = pa.array([rows_by_id[i]["use_tool"] for i in chosen], pa.bool_())
-    names = []
     with staging(out) as tmp:
         spill = RowSpill(tmp / "chosen.arrow", schema)
         at: dict[int, int] = {}  # position in `chosen` -> row in the spill
@@ -219,25 +204,20 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
                           f"was the dataset rebuilt after scoring? pass --data or rescore")
         (tmp / "data").mkdir()
         ordered = [at[k] for k in range(len(chosen))]
-        for n, start in enumerate(range(0, max(len(ordered), 1), cfg.shard_rows)):
-            idx = ordered[start:start + cfg.shard_rows]
-            name = f"train-{n:05d}.parquet"
-            parts = (spill.take(idx[j:j + ROW_GROUP]) for j in range(0, len(idx), ROW_GROUP))
-            write_shard(tmp / "data" / name, schema, parts if idx else iter([schema.empty_table()]), digest=False)
-            names.append(name)
+        shards = write_shards(tmp / "data", "train", spill, ordered, cfg.shard_rows, schema, digest=False,
+                              at_least_one=True)
+        names = [Path(s["file"]).name for s in shards]
         spill.remove()
         meta = json.loads((src / "build.json").read_text())
         meta.update(name=cfg.name, curated=summary, counts={"kept": len(ordered), "by_split": {"train": len(ordered), "val": 0}},
                     shards=[{"file": f"data/{n}"} for n in names])
         (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        from vtdata.card import write_dataset_card
         write_dataset_card(tmp, meta)
         publish(tmp, out)
     return names
 
 
 def curate(cfg: CurateConfig) -> dict:
-    from vtdata.db import writer
     if not Path(cfg.db).exists():
         raise VtError(f"database {cfg.db} does not exist (run `vt score-judge` first, or pass --db)")
     _check_out(Path(cfg.out), keep=(cfg.db,))
@@ -262,33 +242,26 @@ def curate(cfg: CurateConfig) -> dict:
                    "filled": sum(c["filled"] for c in picked),
                    "from": str(src), "db": str(cfg.db), "selected": dict(Counter(c["label"] for c in picked)),
                    "available": dict(avail), "short": short}
-        _record(con, cfg.name, policy, src, picked)  # committed once the files are in place
-        write_dataset(src, Path(cfg.out), by_id, cfg, summary)
-        con.execute("COMMIT")
+        tables.ensure(con, "curated")
+        with transaction(con):  # the table changes only once the files are in place
+            _record(con, cfg.name, policy, src, picked)
+            write_dataset(src, Path(cfg.out), by_id, cfg, summary)
     return {"policy": policy, "chosen": {k: len(v) for k, v in chosen.items()}, "balance": balance,
             "filled": summary["filled"],
             "available": avail, "short": short, "out": str(cfg.out)}
 
 
 def _record(con, name: str, policy: str, src: Path, picked: list[dict]) -> None:
-    """The `curated` rows of this set (rank = position in the files), replacing an earlier set of that name;
-    the transaction is left open for the caller to commit."""
-    import datetime as dt
-
-    import pyarrow as pa
-
+    """The `curated` rows of this set (rank = position in the files), replacing an earlier set of that name."""
     n = len(picked)
     tbl = pa.table({"name": [name] * n, "sample_id": [c["sample_id"] for c in picked],
                     "source": [c["source"] for c in picked], "label": [c["label"] for c in picked],
                     "use_tool": [c["label"] == "needs_high" for c in picked], "filled": [c["filled"] for c in picked],
                     "policy": [policy] * n, "dataset": [str(src)] * n, "rank": pa.array(range(n), pa.int32()),
                     "created": [dt.datetime.now()] * n})
-    con.execute(CURATED_SCHEMA)
-    con.execute("BEGIN TRANSACTION")
     con.execute("DELETE FROM curated WHERE name = ?", [name])
-    con.register("_vt_cur", tbl)
-    con.execute("INSERT INTO curated SELECT * FROM _vt_cur")
-    con.unregister("_vt_cur")
+    with arrow_table(con, "_vt_cur", tbl):
+        con.execute("INSERT INTO curated SELECT * FROM _vt_cur")
 
 
 def _print_balance(result: dict) -> None:

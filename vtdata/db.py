@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import pyarrow as pa
 
 from vtdata.console import VtError
 
@@ -120,6 +121,21 @@ def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb
 
 
 @contextmanager
+def transaction(con) -> Iterator[None]:
+    """One transaction around the block: committed when it ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the error that got us here is the one to report
+        raise
+    con.execute("COMMIT")
+
+
+@contextmanager
 def arrow_table(con, name: str, table):
     """A pyarrow table visible to SQL as `name` for the duration of the block."""
     con.register(name, table)
@@ -134,19 +150,6 @@ def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = Fals
     score-judge's rollouts and eval's predictions are written this way (see bench/score.py for the gain)."""
     if not rows:
         return
-    import pyarrow as pa
     cols = ", ".join(columns)
     with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
         con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")
-
-
-@contextmanager
-def transaction(con):
-    """BEGIN ... COMMIT around the block; ROLLBACK (and re-raise) when it fails."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")

@@ -26,9 +26,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-from vtdata.build import check_out, iter_samples, publish, shard_files, staging
+import pyarrow as pa
+
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar
+from vtdata.dataset import count_rows, iter_samples
+from vtdata.outdir import check_out, publish, staging
+from vtdata.prompts import load
+from vtdata.shards import ROW_GROUP, write_shard
 
 FORMATS = ("verl", "jsonl")
 REQUIRE_HIGH_LABELS = ("open_source_require_high", "open_source_no_require_high")  # the release's data_source
@@ -91,7 +96,7 @@ def verl_row(row: dict, system: str, user: str, index: int) -> dict:
 
 def _verl_features(image_list: bool):
     """The parquet file's schema (image_list: `images` a list, RLHFDataset) or the save_to_disk dir's (one Image)."""
-    import datasets
+    import datasets  # slow to import: see vtdata/__init__.py
 
     s = datasets.Value("string")
     return datasets.Features({
@@ -108,9 +113,7 @@ def _verl_features(image_list: bool):
 
 def export(cfg: ExportConfig) -> dict:
     """Write cfg.data in cfg.format to cfg.out; returns rows per split."""
-    import pyarrow.parquet as pq
-
-    if not sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(cfg.data)):  # not built: VtError
+    if not count_rows(cfg.data):  # not built: VtError
         raise VtError(f"{cfg.data} has no rows to export (every row was rejected? see the `rejects` table)")
     out = Path(cfg.out)
     check_out(out, "export.json", "a vt export", keep=(cfg.data,))
@@ -124,25 +127,19 @@ def export(cfg: ExportConfig) -> dict:
 
 def _export_verl(data_dir: str, tmp: Path) -> dict:
     """tmp/{split}.parquet and the same as a save_to_disk dir tmp/{split}/; returns rows per split."""
-    import datasets
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from vtdata.prompts import load
+    import datasets  # slow to import: see vtdata/__init__.py
 
     system, user = load("agent_system"), load("agent_user")
     feats, disk_feats = _verl_features(image_list=True), _verl_features(image_list=False)
     counts = {}
     for split in ("train", "val"):
-        n = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(data_dir, split))
+        n = count_rows(data_dir, split)
         if not n:
             continue
         path = tmp / f"{split}.parquet"
-        with pq.ParquetWriter(path, feats.arrow_schema) as w, progress_bar(f"export {split}", n) as bar:
-            rows = (verl_row(row, system, user, i) for i, row in enumerate(iter_samples(data_dir, split)))
-            while batch := list(islice(rows, 256)):
-                w.write_table(pa.Table.from_pylist(batch, schema=feats.arrow_schema))
-                bar.advance(len(batch))
+        with progress_bar(f"export {split}", n) as bar:
+            write_shard(path, feats.arrow_schema, _verl_parts(data_dir, split, system, user, feats.arrow_schema, bar),
+                        digest=False)
         was_on = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         try:
@@ -157,6 +154,14 @@ def _export_verl(data_dir: str, tmp: Path) -> dict:
         counts[split] = n
     shutil.rmtree(tmp / ".cache", ignore_errors=True)
     return counts
+
+
+def _verl_parts(data_dir: str, split: str, system: str, user: str, schema, bar):
+    """The split's rows in the verl schema, ROW_GROUP at a time."""
+    rows = (verl_row(row, system, user, i) for i, row in enumerate(iter_samples(data_dir, split)))
+    while batch := list(islice(rows, ROW_GROUP)):
+        yield pa.Table.from_pylist(batch, schema=schema)
+        bar.advance(len(batch))
 
 
 def _export_jsonl(data_dir: str, tmp: Path) -> dict:

@@ -105,6 +105,23 @@ def view_sizes(width: int, height: int, policy: ResolutionPolicy = ResolutionPol
     return (hw // policy.low_factor, hh // policy.low_factor), (hw, hh)
 
 
+def visual_tokens(width: int, height: int, patch: int = 14, merge: int = 2,
+                  min_pixels: int | None = None, max_pixels: int | None = None) -> int:
+    """Visual tokens a Qwen2-VL/2.5-VL vision tower spends on a width x height image: each side rounded
+    to a multiple of patch x merge (28 px), one token per 28 x 28 tile. Given the processor's pixel
+    bounds, an image outside them is first rescaled as the processor does (its `smart_resize`); without
+    bounds it is taken as it is. The one count behind every visual-token figure of vt."""
+    f = patch * merge
+    h, w = round(height / f) * f, round(width / f) * f
+    if max_pixels is not None and h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h, w = max(f, math.floor(height / beta / f) * f), max(f, math.floor(width / beta / f) * f)
+    elif min_pixels is not None and h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
+    return max(1, h // f) * max(1, w // f)
+
+
 def open_image(data: bytes, pixel_cap: int = PIXEL_CAP) -> Image.Image:
     """Open encoded bytes lazily (header only), refusing decompression bombs. Raises ValueError."""
     if not data:

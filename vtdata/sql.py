@@ -15,7 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
+import duckdb
+
 from vtdata import db as vtdb
+from vtdata import tables
 from vtdata.config import command
 from vtdata.console import VtError
 
@@ -50,8 +53,6 @@ def sandbox(allow_files: bool) -> dict:
 
 def run_sql(cfg: SqlConfig):
     """Execute the query on a read-only connection; returns (column names, rows) of the last statement."""
-    import duckdb
-
     path = cfg.db or str(vtdb.default_db())
     con = vtdb.connect(path, read_only=True, config=sandbox(cfg.allow_files))
     try:
@@ -88,8 +89,7 @@ def run_sql(cfg: SqlConfig):
 
 
 def _tables(con) -> str:
-    names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
-    return ", ".join(names) or "none"
+    return ", ".join(sorted(tables.existing(con))) or "none"
 
 
 def _cell(v):

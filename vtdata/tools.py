@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from vtdata import prompts, protocol
 from vtdata.console import VtError
+from vtdata.resolution import visual_tokens
 
 FUNCTIONS = {"resize": protocol.TOOL_NAME, "zoom": "zoom_image"}  # selection name -> function name
 TOOL_OF = {v: k for k, v in FUNCTIONS.items()}
@@ -93,11 +94,6 @@ def parse_call(text: str, tools: tuple = DEFAULT) -> protocol.ToolCall | str | N
 
 
 # ------------------------------------------------------------------------------------------- geometry
-
-def visual_tokens(width: int, height: int) -> int:
-    """Visual tokens of an image Qwen2.5-VL leaves unresized (sides rounded to 28 px)."""
-    return max(1, round(height / PATCH)) * max(1, round(width / PATCH))
-
 
 def _sizes(row: dict) -> tuple[int, int, int, int]:
     return (int(row["low_width"]), int(row["low_height"]), int(row["high_width"]), int(row["high_height"]))

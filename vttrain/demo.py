@@ -107,19 +107,22 @@ class DemoStage(Stage):
 
 
 def vt(args: list[str]) -> None:
-    """Run one `vt` command in this process exactly as the CLI would (its VtError propagates)."""
-    import click
+    """Run one `vt` command in this process exactly as the CLI would (its VtError propagates; a usage
+    error or a non-zero exit becomes a VtError). Typer bundles its own click: its exceptions derive from
+    `typer.TyperException`, and `standalone_mode=False` returns an exit status instead of raising it."""
     import typer.main
 
     from vt import cli
     cmd = typer.main.get_command(cli.app)
     try:
-        cmd.main(args=[str(a) for a in args], prog_name="vt", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        if e.exit_code:
-            raise VtError(f"`vt {shlex.join(map(str, args))}` exited with status {e.exit_code}") from None
-    except click.ClickException as e:
-        raise VtError(f"`vt {shlex.join(map(str, args))}`: {e.format_message()}") from None
+        status = cmd.main(args=[str(a) for a in args], prog_name="vt", standalone_mode=False)
+    except typer.Exit as e:
+        status = e.exit_code
+    except typer.TyperException as e:
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        raise VtError(f"`vt {shlex.join(map(str, args))}`: {message}") from None
+    if type(status) is int and status:  # no command's run() returns an int
+        raise VtError(f"`vt {shlex.join(map(str, args))}` exited with status {status}")
 
 
 class Demo:
@@ -261,7 +264,7 @@ class Demo:
                 raise VtError(f"--force would delete {self.out}, which is not a vt demo directory; "
                               f"pick another --out")
             shutil.rmtree(self.out)
-        from vttrain.models import make_out_dir
+        from vtdata.outdir import make_out_dir
         make_out_dir(make_out_dir(self.out) / ".demo")
         t_all = time.time()
         done = run_stages(self.stages(), self.marks, self._execute)

@@ -17,19 +17,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from vtdata import prompts, protocol
-from vtdata.build import read_split
+from vtdata import prompts, protocol, tables
+from vtdata.dataset import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer
-from vtdata.judge import judge_options, make_judge
+from vtdata.outdir import make_out_dir
+from vtdata.resolution import visual_tokens
+from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
-from vttrain.models import check_source, make_out_dir
-from vttrain.policy import make_policy, qwen_visual_tokens
+from vttrain.models import check_source
+from vttrain.policy import make_policy
 from vttrain.summary import export_jsonl, summarize, summary_table
 
 MODES = ("full", "low", "think")
@@ -59,14 +61,8 @@ class EvalConfig:
     policy_api_key_env: Optional[str] = None
     """Environment variable holding the policy server's API key (never written anywhere; None:
     $OPENAI_API_KEY for OpenAI's API, no key sent to a --policy-base-url unless its variable is named)."""
-    judge: str = "auto"
-    """Judge spec (`auto`, `rule:NAME`, `openai:MODEL`), as for `vt judge`."""
-    judge_base_url: Optional[str] = None
-    """Base URL(s) of the OpenAI-compatible judge server (comma-separated) for `openai:` judges."""
-    judge_api_key_env: Optional[str] = None
-    """Environment variable holding the judge's API key (None: as for the policy)."""
-    judge_scope: str = "open"
-    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
+    judging: JudgeSpec = field(default_factory=JudgeSpec)
+    """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
     system_prompt: Optional[str] = None
     """System prompt (shipped name or file): default `agent_system` in think mode, `score_system` otherwise."""
     user_prompt: str = "agent_user"
@@ -83,7 +79,7 @@ class EvalConfig:
     """Evaluate only the first N samples (in data order)."""
     name: Optional[str] = None
     """Run name (default `<model>-<mode>-<split>`); rerunning a name resumes it."""
-    out: Optional[str] = None
+    out: Optional[str] = field(default=None, metadata={"flags": ["-o"]})
     """Directory for the predictions JSONL (default `evals/` beside the database)."""
     max_new_tokens: int = 8192
     """Generation budget per assistant turn (the release's 8192: a shorter one cuts a real model's <think>)."""
@@ -124,7 +120,6 @@ class EvalConfig:
         if self.temperature < 0:
             raise VtError("--temperature must be >= 0")
         self.tool_selection  # a VtError naming the tools when they are not resize / zoom
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)  # openai-only flags
         for p in [self.system()] + ([self.user_prompt, self.tool_ok_prompt, self.tool_error_prompt]
                                     if self.mode == "think" else []):
             prompts.load(p)  # a VtError naming the prompt when it is neither shipped nor a file
@@ -150,9 +145,9 @@ class EvalConfig:
         kind, _, target = self.policy_spec.partition(":")
         policy = f"local:{Path(target).resolve()}" if kind == "local" and Path(target).exists() else self.policy_spec
         return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
-                "split": self.split, "judge": self.judge, "max_new_tokens": self.max_new_tokens,
+                "split": self.split, "judge": self.judging.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
-                **({"judge_scope": self.judge_scope} if self.judge_scope != "open" else {}),
+                **({"judge_scope": self.judging.judge_scope} if self.judging.judge_scope != "open" else {}),
                 **({"views": self.views} if self.views != "dataset" else {}),
                 **({"tools": ",".join(self.tool_selection)} if self.tool_selection != ("resize",) else {}),
                 **({"user_prompt": self.user_prompt, "tool_ok_prompt": self.tool_ok_prompt,
@@ -169,37 +164,17 @@ class EvalConfig:
 
 # --------------------------------------------------------------------------------------------- tables
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS eval_runs (
-    run VARCHAR PRIMARY KEY, mode VARCHAR, policy VARCHAR, data VARCHAR, split VARCHAR,
-    judge VARCHAR, config JSON, started TIMESTAMP, finished TIMESTAMP, samples INTEGER,
-    wall_s DOUBLE, predictions_path VARCHAR);
-CREATE TABLE IF NOT EXISTS eval_predictions (
-    run VARCHAR, sample_id VARCHAR, doc_id INTEGER, source VARCHAR, task VARCHAR, mode VARCHAR,
-    question VARCHAR, answers VARCHAR[], answer_type VARCHAR, choices VARCHAR[],
-    turns VARCHAR[], response VARCHAR, prediction VARCHAR, tool_call VARCHAR, resized BOOLEAN,
-    score DOUBLE, status VARCHAR, reason VARCHAR, judge VARCHAR,
-    visual_tokens INTEGER, low_visual_tokens INTEGER, full_visual_tokens INTEGER,
-    generated_tokens INTEGER, latency_s DOUBLE, wall_s DOUBLE, created TIMESTAMP,
-    PRIMARY KEY (run, sample_id));
-ALTER TABLE eval_predictions ADD COLUMN IF NOT EXISTS zoomed BOOLEAN;
-"""
 
+TABLES = ("eval_runs", "eval_predictions", "eval_predictions.zoomed")  # their DDL: vtdata/tables.py
 PRED_COLUMNS = ["run", "sample_id", "doc_id", "source", "task", "mode", "question", "answers",
                 "answer_type", "choices", "turns", "response", "prediction", "tool_call", "resized",
                 "score", "status", "reason", "judge", "visual_tokens", "low_visual_tokens",
                 "full_visual_tokens", "generated_tokens", "latency_s", "wall_s", "created", "zoomed"]
 
 
-def ensure_tables(con) -> None:
-    for stmt in SCHEMA.strip().split(";"):
-        if stmt.strip():
-            con.execute(stmt)
-
-
 def drop_runs(con, runs: list[str]) -> None:
     """Forget eval runs (their predictions and run rows), e.g. after the model they evaluated changed."""
-    ensure_tables(con)
+    tables.ensure(con, *TABLES)
     for table in ("eval_predictions", "eval_runs"):
         con.execute(f"DELETE FROM {table} WHERE run IN (SELECT unnest(?::VARCHAR[]))", [list(runs)])
 
@@ -223,7 +198,7 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
     config = {"identity": ident, "options": asdict(cfg)}
     con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
-                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judge, json.dumps(config)])
+                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judging.judge, json.dumps(config)])
 
 
 def _rows(cfg: EvalConfig) -> list[dict]:
@@ -248,7 +223,7 @@ def native_views(row: dict) -> dict:
 def _view_tokens(row: dict, view: str) -> int:
     """Visual tokens of the row's low or high view (`full` mode spends the high's): the count the policy
     backends use."""
-    return qwen_visual_tokens(row[f"{view}_width"], row[f"{view}_height"])
+    return visual_tokens(row[f"{view}_width"], row[f"{view}_height"])
 
 
 def _as_list(x) -> Optional[list]:
@@ -325,12 +300,11 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     rows = _rows(cfg)
     t_start = time.time()
     with writer(cfg.db_path(), "vt eval") as con:
-        ensure_tables(con)
+        tables.ensure(con, *TABLES)
         exists = _check_run(con, cfg, name)
         own_judge, own_policy = judge is None, policy is None
         if own_judge:
-            judge = make_judge(cfg.judge, db=con, **judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env,
-                                                                   cfg.judge_scope))
+            judge = make_judge(cfg.judging.judge, db=con, **cfg.judging.options())
         try:
             stored = dict(con.execute("SELECT sample_id, status FROM eval_predictions WHERE run = ?", [name]).fetchall())
             if own_policy and any(r["id"] not in stored for r in rows):

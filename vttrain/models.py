@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vtdata.config import command
+from vtdata import resolution
 from vtdata.console import VtError, info
+from vtdata.outdir import make_out_dir
 
 # vt's views: at most 2048x2048-ish area (ResolutionPolicy.max_pixels, rounded to multiples of 56),
 # at least 28x28. The processor must never resize them again, so its bounds sit outside that range.
@@ -67,17 +69,6 @@ TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, f
                    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
 TINY_VOCAB = 1024
 INIT_FILE = "vt_init.json"  # provenance of a model vt built (kind, seed, config)
-
-
-def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create an output directory; a path that cannot be one (a file, no permission) is a VtError.
-    Shared by init-model, eval, report and demo."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise VtError(f"{flag} {out}: cannot create the directory ({err.strerror})") from None
-    return out
 
 
 def _image_only_processor_class():
@@ -149,10 +140,11 @@ def load_processor(path_or_id: str | os.PathLike):
 
 
 def visual_tokens(processor, image) -> int:
-    """Visual tokens the model spends on `image` (a PIL image or a (width, height) pair)."""
+    """Visual tokens the model spends on `image` (a PIL image or a (width, height) pair): the count of
+    vtdata.resolution with this processor's patch, merge and pixel bounds."""
     w, h = image if isinstance(image, (tuple, list)) else image.size
     ip = processor.image_processor
-    return ip.get_number_of_image_patches(h, w, {}) // (ip.merge_size ** 2)
+    return resolution.visual_tokens(w, h, ip.patch_size, ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
 
 
 def _has_weights(path: Path) -> bool:

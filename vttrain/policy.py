@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vtdata.console import VtError, debug
+from vtdata.resolution import visual_tokens
 
 
 @dataclass
@@ -89,12 +90,6 @@ def message_images(messages: Sequence[dict]) -> list:
         if isinstance(m.get("content"), list):
             out += [p["image"] for p in m["content"] if p.get("type") == "image" or "image" in p]
     return out
-
-
-def qwen_visual_tokens(width: int, height: int, patch: int = 14, merge: int = 2) -> int:
-    """Visual tokens of an image Qwen2-VL/2.5-VL leaves unresized (sides rounded to 28 px)."""
-    f = patch * merge
-    return max(1, round(height / f)) * max(1, round(width / f))
 
 
 class Policy:
@@ -256,7 +251,7 @@ class OpenAIPolicy(Policy):
             jobs = []
             for i, r in enumerate(reqs):
                 msgs = to_openai_messages(r.messages)
-                visual = sum(qwen_visual_tokens(*im.size) for im in message_images(r.messages))
+                visual = sum(visual_tokens(*im.size) for im in message_images(r.messages))
                 jobs += [self._one(clients, sem, msgs, r, visual, i, j) for j in range(r.n)]
             return list(await asyncio.gather(*jobs))
         finally:

@@ -21,11 +21,12 @@ from typing import Optional
 
 from vtdata.config import command
 from vtdata.console import VtError, info
-from vttrain.summary import compare, pct, summarize
-from vttrain.models import make_out_dir
+from vtdata.outdir import make_out_dir
+from vtdata.tables import columns, existing
 from vttrain.report_examples import eval_blocks, read_jsonl, train_block, train_config
 from vttrain.report_plots import (plot_curated, plot_resize_by_class, plot_scoring, plot_tradeoff,
                                   plot_training)
+from vttrain.summary import compare, pct, summarize
 
 NOT_RUN = "not run yet"
 
@@ -57,17 +58,6 @@ class Section:
 
 # --------------------------------------------------------------------------------------- data access
 
-def _tables(con) -> set[str]:
-    if con is None:
-        return set()
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-
-
-def _columns(con, table: str) -> set[str]:
-    return {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
-
-
 def _query(con, sql: str, params=None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
@@ -77,7 +67,7 @@ def _query(con, sql: str, params=None) -> list[dict]:
 def scoring_accuracy(con) -> list[dict]:
     """Per scoring policy and source: low- and high-view accuracy of the scoring rollouts and the label
     counts, from the views `vt score-judge` creates (`low_vs_high_accuracy`, `label_counts`)."""
-    if not {"low_vs_high_accuracy", "label_counts"} <= _tables(con):
+    if not {"low_vs_high_accuracy", "label_counts"} <= existing(con):
         return []
     return _query(con, """
         SELECT a.policy, a.source, a.samples, a.low_accuracy AS low_acc, a.high_accuracy AS high_acc,
@@ -93,9 +83,9 @@ def scoring_accuracy(con) -> list[dict]:
 def curated_balance(con) -> list[dict]:
     """Per curated set and source: samples per class (`use_tool` true = needs_high); classes topped up
     with ambiguous samples (`vt curate --fill-short`) are shown apart."""
-    if "curated" not in _tables(con):
+    if "curated" not in existing(con):
         return []
-    cols = _columns(con, "curated")
+    cols = columns(con, "curated")
     if not {"name", "source", "use_tool"} <= cols:
         return []
     filled = "CASE WHEN filled THEN ' (filled)' ELSE '' END" if "filled" in cols else "''"
@@ -107,7 +97,7 @@ def curated_balance(con) -> list[dict]:
 
 def eval_points(con) -> list[dict]:
     """One point per eval run with predictions: its mode and `vt eval`'s all-sources summary row."""
-    if not {"eval_runs", "eval_predictions"} <= _tables(con):
+    if not {"eval_runs", "eval_predictions"} <= existing(con):
         return []
     out = []
     for run, mode, policy in con.execute("SELECT run, mode, policy FROM eval_runs ORDER BY started, run").fetchall():

@@ -20,7 +20,7 @@ from typing import Optional
 
 from PIL import Image
 
-from vtdata.build import shard_files
+from vtdata.dataset import shard_files
 from vtdata.console import VtError
 from vtdata.resolution import view_of
 

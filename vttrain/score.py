@@ -29,78 +29,20 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vtdata import tables
 from vtdata.config import command
 from vtdata.console import VtError, debug, info, progress_bar
-from vtdata.build import iter_samples, read_split
+from vtdata.dataset import iter_samples, read_split
 from vtdata.db import arrow_table, default_db, writer
-from vtdata.judge import judge_options, make_judge
+from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
 from vttrain.policy import make_policy
 
 VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    policy VARCHAR NOT NULL,
-    sample_id VARCHAR NOT NULL,
-    view VARCHAR NOT NULL,            -- 'low' | 'high'
-    idx INTEGER NOT NULL,             -- 0..k-1
-    text VARCHAR,
-    generated_tokens INTEGER,
-    visual_tokens INTEGER,
-    latency_s DOUBLE,
-    finish_reason VARCHAR,
-    temperature DOUBLE,
-    score DOUBLE,                     -- NULL until judged, and when the judge failed
-    judge_status VARCHAR,             -- NULL (not judged yet) | 'ok' | 'error'
-    judge_reason VARCHAR,
-    prediction VARCHAR,
-    judge VARCHAR,                    -- the run's judge (its identity); a different judge re-judges
-    verdict_by VARCHAR,               -- what produced the verdict (an LLM, a rule, the format check)
-    created TIMESTAMP,
-    judged TIMESTAMP,
-    PRIMARY KEY (policy, sample_id, view, idx)
-);
-CREATE TABLE IF NOT EXISTS sufficiency (
-    policy VARCHAR NOT NULL,
-    sample_id VARCHAR NOT NULL,
-    source VARCHAR,
-    task VARCHAR,
-    split VARCHAR,
-    dataset VARCHAR,                  -- the scored dataset directory (vt curate reads the rows there)
-    k INTEGER,
-    low_correct INTEGER,
-    high_correct INTEGER,
-    low_judged INTEGER,               -- rollouts with an 'ok' verdict among the first k
-    high_judged INTEGER,
-    low_visual_tokens INTEGER,
-    high_visual_tokens INTEGER,
-    label VARCHAR,
-    judge VARCHAR,
-    updated TIMESTAMP,
-    PRIMARY KEY (policy, sample_id)
-);
-CREATE OR REPLACE VIEW label_counts AS
-    SELECT policy, source, label, count(*) AS samples
-    FROM sufficiency GROUP BY ALL ORDER BY policy, source, label;
-CREATE OR REPLACE VIEW low_vs_high_accuracy AS
-    SELECT policy, source, count(*) AS samples,
-           round(sum(low_correct) / sum(k), 4) AS low_accuracy,
-           round(sum(high_correct) / sum(k), 4) AS high_accuracy,
-           round(sum(high_correct - low_correct) / sum(k), 4) AS high_minus_low
-    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source;
-CREATE OR REPLACE VIEW tokens_saved AS
-    SELECT policy, source, count(*) AS samples,
-           count(*) FILTER (WHERE label = 'low_ok') AS low_ok,
-           sum(high_visual_tokens) AS high_visual_tokens,
-           sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END) AS routed_visual_tokens,
-           round(1 - sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END)
-                     / sum(high_visual_tokens), 4) AS share_saved
-    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source;
-"""
-# tokens_saved: visual tokens if every sample used the high view vs. if the low_ok ones used the low view.
 
+TABLES = ("rollouts", "sufficiency", "label_counts", "low_vs_high_accuracy", "tokens_saved")  # DDL: vtdata/tables.py
 ROLLOUT_COLUMNS = ("policy", "sample_id", "view", "idx", "text", "generated_tokens", "visual_tokens",
                    "latency_s", "finish_reason", "temperature", "created")
 SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answer_type", "choices", "image",
@@ -151,14 +93,8 @@ class ScoreConfig:
     policy_api_key_env: str | None = None
     """Environment variable holding the policy server's API key (None: $OPENAI_API_KEY for OpenAI's API;
     no key is sent to a --policy-base-url unless its variable is named)."""
-    judge: str = "auto"
-    """Judge spec: auto | rule:<name> | openai:<model>."""
-    judge_base_url: str | None = None
-    """Base URL(s) of the judge server for an `openai:` judge (comma-separated for several)."""
-    judge_api_key_env: str | None = None
-    """Environment variable holding the judge's API key (None: as for the policy)."""
-    judge_scope: str = "open"
-    """open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper)."""
+    judging: JudgeSpec = field(default_factory=JudgeSpec)
+    """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
     rollouts: int = field(default=8, metadata={"flags": ["-k"]})
     """k: rollouts per view per sample (the paper: 8)."""
     split: str = "train"
@@ -196,7 +132,6 @@ class ScoreConfig:
         if not self.policy:
             raise VtError("--policy is required: local:PATH or openai:MODEL")
         self.thresholds.resolve(self.rollouts)
-        judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
 
     def db_path(self) -> Path:
         return Path(self.db) if self.db else default_db(self.data)
@@ -277,7 +212,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
     k, pid = int(cfg.rollouts), policy.identity
     t = cfg.thresholds.resolve(k)
-    con.execute(SCHEMA)
+    tables.ensure(con, *TABLES)
     samples = samples if samples is not None else _load_samples(cfg)
     # relabel with the current thresholds (no call), then skip the samples whose labels are final
     con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE policy = ? AND k = ?", [pid, k])
@@ -324,9 +259,8 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
 
 def make_judge_for(cfg: ScoreConfig, con):
     # verdicts reach the judgments cache within a second: a kill loses at most that much paid work
-    opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
-                         concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
-    return make_judge(cfg.judge, db=con, **opts)
+    opts = cfg.judging.options(concurrency=cfg.concurrency * 2 * cfg.rollouts, flush_every=64, flush_seconds=1.0)
+    return make_judge(cfg.judging.judge, db=con, **opts)
 
 
 def run(cfg: ScoreConfig) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vtdata import __version__
+from vtdata import __version__, tables
 from vtdata.config import command
 from vtdata.console import VtError, results_console
 from vtdata.db import connect, default_db
@@ -95,9 +95,8 @@ def summarize(con, run: str) -> list[dict]:
     """Per (source, task) rows, then an `all` row: accuracy over judged-ok samples, resize and zoom ratios,
     samples left without an answer (still calling at the turn limit), visual tokens used relative to the
     full-res view, mean generated tokens, summed generation time."""
-    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                      "WHERE table_name = 'eval_predictions'").fetchall()}
-    zoom = "avg(CASE WHEN zoomed THEN 1.0 ELSE 0.0 END)" if "zoomed" in cols else "0.0"  # a database from before zoom
+    zoom = "avg(CASE WHEN zoomed THEN 1.0 ELSE 0.0 END)" if "zoomed" in tables.columns(con, "eval_predictions") \
+        else "0.0"  # a database written before the zoom tool
     out = []
     for keys, group in (("source, task", "GROUP BY source, task ORDER BY source, task"),
                         ("'all' AS source, '' AS task", "")):
@@ -129,8 +128,7 @@ def compare(con, runs: list[str]):
     """Table 2 of the paper for the given runs: accuracy per source, the average accuracy relative
     to the first `full` run (or the first run), resize ratio (overall and per source, as the paper's
     resize-call shares) and visual tokens relative to full."""
-    if not {"eval_runs", "eval_predictions"} <= {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}:
+    if not {"eval_runs", "eval_predictions"} <= tables.existing(con):
         raise VtError("no eval runs in this database yet (run `vt eval` first)")
     known = {r[0]: r[1] for r in con.execute("SELECT run, mode FROM eval_runs").fetchall()}
     missing = [r for r in runs if r not in known]

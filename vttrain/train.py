@@ -24,10 +24,11 @@ import typer
 import yaml
 
 from vtdata import __version__, protocol
-from vtdata.build import load_hf
 from vtdata.console import VtError, console, info, require, track
+from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
+from vtdata.outdir import make_out_dir
 from vtdata.sources import resolve_path
 from vtdata.tools import selection
 
@@ -212,7 +213,7 @@ def build_trainer(cfg, trainer_class=None):
     validate(cfg)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    run_dir = models.make_out_dir(cfg.output_dir, "output_dir")
+    run_dir = make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     tools = selection(cfg.tools)
     prepare_processor(processor, tools)

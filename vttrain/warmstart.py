@@ -347,7 +347,8 @@ def cache_dir() -> Path:
 
 def init_mini(out_dir: str | os.PathLike, cfg: MiniConfig | None = None) -> Path:
     """Build (or take from the cache) the warm-started mini model; a copy lands in `out_dir`."""
-    from vttrain.models import INIT_FILE, make_out_dir
+    from vtdata.outdir import make_out_dir
+    from vttrain.models import INIT_FILE
     cfg = cfg or MiniConfig()
     key = cfg.key()
     out = Path(out_dir)

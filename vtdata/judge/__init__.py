@@ -22,15 +22,15 @@ import gc
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 from vtdata.console import VtError
 from vtdata.judge.extract import answer_of, extract_answer
 from vtdata.judge.rules import BY_TYPE, RULE_VERSION, RULES, SYNC_RULES, vqa_normalize
+from vtdata.judge.spec import SCOPES, JudgeSpec, judge_options
 
 __all__ = ["JudgeItem", "Verdict", "Judge", "JudgeSpec", "make_judge", "extract_answer", "judge_options", "ANSWER_TYPES",
            "SCOPES"]
-SCOPES = ("open", "all")  # what an LLM judge judges: 'open' items only, or every item
 ANSWER_TYPES = tuple(BY_TYPE)
 FORMAT_REASON = "format: no <answer> tag"
 
@@ -279,8 +279,8 @@ def _old_objects_frozen(wanted: bool):
     """While a big batch of LLM requests is in flight, keep Python's cyclic GC off the objects
     that existed before it (gc.freeze). Thousands of in-flight request objects get promoted to
     the oldest generation and trigger full collections, each of which scans the whole process
-    heap and stalls every in-flight request: 70-250 ms per pause with the judge alone (150k
-    objects), more in a trainer. Frozen, a full collection scans only what the batch made.
+    heap and stalls every in-flight request (the README's judge section has the figures). Frozen, a
+    full collection scans only what the batch made.
     gc.unfreeze() when the last such batch ends: nothing stays exempt for longer (garbage among
     the old objects is collected afterwards). Left alone when someone else froze objects."""
     global _frozen_by_us
@@ -367,43 +367,3 @@ def make_judge(spec: str = "auto", db=None, **opts) -> Judge:
         from vtdata.judge.cache import Cache
         cache = Cache(db, **cache_opts)
     return Judge(llm=llm, cache=cache, **judge_opts)
-
-
-@dataclass
-class JudgeSpec:
-    """The judge flags every judging command shares (`vt judge`, `vt score-judge`, `vt eval`; `vt train`'s
-    YAML keys of the same names): a config holds one as a nested field (vtdata.config flattens it)."""
-
-    judge: str = "auto"
-    """auto (a rule judge by answer_type) | rule:<exact|contains|relaxed|anls|vqa|mc|math> | openai:<model>
-    (e.g. openai:gpt-4o-mini, or the model a vLLM server serves)."""
-    judge_base_url: str | None = None
-    """OpenAI-compatible judge server URL(s); comma-separated URLs are load-balanced (openai: judges)."""
-    judge_api_key_env: str | None = None
-    """Environment variable with the judge's API key (default: OPENAI_API_KEY without a base URL; none is
-    sent to a base URL unless named)."""
-    judge_scope: Literal["open", "all"] = "open"
-    """open: an LLM judge judges 'open' items, rules the rest | all: the LLM judges every item (the paper)."""
-
-    def __post_init__(self):
-        self.options()  # a VtError for an openai-only option with a rule judge
-
-    def options(self, **extra) -> dict:
-        """`make_judge` keyword options (see judge_options)."""
-        return judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope, **extra)
-
-
-def judge_options(spec: str, base_url: str | None = None, api_key_env: str | None = None, scope: str = "open",
-                  **extra) -> dict:
-    """`make_judge` options from a command's --judge-* flags (judge, score-judge, eval, train share this):
-    the openai-only ones are refused for a rule judge instead of being silently ignored."""
-    if scope not in SCOPES:
-        raise VtError(f"--judge-scope must be one of {', '.join(SCOPES)}; got {scope!r}")
-    if not (spec or "").startswith("openai:"):
-        if base_url:
-            raise VtError("--judge-base-url applies to openai: judges only")
-        if scope != "open":
-            raise VtError("--judge-scope all needs an LLM judge (--judge openai:<model>)")
-        return {}
-    opts = dict(base_url=base_url, api_key_env=api_key_env, scope=scope, **extra)
-    return {k: v for k, v in opts.items() if v is not None}

@@ -11,25 +11,19 @@ batch being inserted and those buffered since: under 2 x flush_every) and never 
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS judgments (
-    key VARCHAR PRIMARY KEY,
-    judge VARCHAR,
-    question VARCHAR,
-    answers VARCHAR[],
-    prediction VARCHAR,
-    score DOUBLE,
-    reason VARCHAR,
-    tokens INTEGER,
-    latency_s DOUBLE,
-    created TIMESTAMP
-)"""
+import pyarrow as pa
+
+from vtdata import tables
+from vtdata.console import console
+from vtdata.db import connect
+
 COLUMNS = ("key", "judge", "question", "answers", "prediction", "score", "reason", "tokens", "latency_s", "created")
 
 
@@ -42,11 +36,10 @@ class Cache:
     def __init__(self, db, flush_every: int = 256, flush_seconds: float = 5.0) -> None:
         """db: a path (opened read-write here) or an open DuckDB connection (a cursor of it is used,
         so the caller's connection can live in another thread)."""
-        from vtdata.db import connect
         self._owned = not hasattr(db, "execute")
         self._db = connect(db) if self._owned else db
         with self._cursor() as cur:
-            cur.execute(SCHEMA)
+            tables.ensure(cur, "judgments")
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self._rows: list[tuple] = []
         self._oldest = 0.0
@@ -69,7 +62,6 @@ class Cache:
         """key -> (score, reason, tokens, latency_s) for the keys present; one query."""
         if not keys:
             return {}
-        import pyarrow as pa
         wanted = pa.table({"key": pa.array(list(dict.fromkeys(keys)), pa.string())})
         with self._cursor() as cur:
             cur.register("_vt_wanted", wanted)
@@ -97,9 +89,6 @@ class Cache:
             self._pending.result()
 
     def _insert(self, rows: list[tuple]) -> None:
-        import datetime as dt
-
-        import pyarrow as pa
         cols = list(zip(*rows))
         table = pa.table({
             "key": pa.array(cols[0], pa.string()), "judge": pa.array(cols[1], pa.string()),
@@ -115,7 +104,6 @@ class Cache:
                 cur.execute(f"INSERT OR IGNORE INTO judgments SELECT {', '.join(COLUMNS)} FROM _vt_batch")
                 cur.unregister("_vt_batch")
         except Exception as err:  # the verdicts are still returned; only their caching failed
-            from vtdata.console import console
             self.failed += len(rows)
             console.print(f"[yellow]warning:[/yellow] could not cache {len(rows)} judgments: {err}", highlight=False)
             return

@@ -30,7 +30,8 @@ class JudgeConfig:
     """JSONL: vt lines (question, answer|answers, prediction[, answer_type, choices]) or lmms-eval samples."""
     out: Path = field(metadata={"flags": ["-o"]})
     """Output JSONL: each input line + score, status, judge, reason, extracted."""
-    spec: JudgeSpec = field(default_factory=JudgeSpec)
+    judging: JudgeSpec = field(default_factory=JudgeSpec)
+    """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
     db: Path | None = None
     """DuckDB file with the judgments cache (default: $VT_DB, else vt.duckdb beside INPUT)."""
     no_cache: bool = False
@@ -147,7 +148,7 @@ def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str
 def build_judge(cfg: JudgeConfig, con):
     from vtdata.judge import make_judge
     from vtdata.judge.llm import api_key
-    spec = cfg.spec
+    spec = cfg.judging
     opts = spec.options()
     if not opts:
         return make_judge(spec.judge, shortcut=cfg.shortcut)
@@ -170,7 +171,7 @@ def run(cfg: JudgeConfig) -> dict:
         info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
-    uses_llm = cfg.spec.judge.startswith("openai:")
+    uses_llm = cfg.judging.judge.startswith("openai:")
     db = None if (cfg.no_cache or not uses_llm) else (cfg.db or default_db(cfg.input))
 
     def items_of(chunk):

@@ -180,7 +180,7 @@ class LLMJudge:
     def _make_clients(self) -> list[tuple]:
         """openai clients with the SDK's own retries off (vt retries). HTTP goes through the SDK's
         aiohttp transport (`openai.DefaultAioHttpClient`, the `openai[aiohttp]` extra) when it is
-        installed: about 35 % less CPU per request than the default httpx2 transport, and CPU is
+        installed: less CPU per request than the default httpx2 transport (README, judge benchmark), and CPU is
         what bounds throughput at high concurrency on few cores. One client per URL then; with
         httpx2, one client per 2 concurrent requests, because its connection pool scans every
         connection on each request (small pools keep that cost flat)."""
@@ -194,7 +194,7 @@ class LLMJudge:
         def http():
             return openai.DefaultAioHttpClient(timeout=self.timeout) if aio else None
         # the SDK's telemetry headers (OS, CPU, Python and package versions, sent with every request)
-        # are left out: about 6 % less client CPU per request; auth and content headers are unchanged
+        # are left out (less client CPU per request); auth and content headers are unchanged
         quiet = {h: openai.Omit() for h in TELEMETRY_HEADERS} if hasattr(openai, "Omit") else None
         clients = [openai.AsyncOpenAI(api_key=key, base_url=u, max_retries=0, timeout=self.timeout,
                                       http_client=http(), default_headers=quiet)
@@ -252,7 +252,7 @@ class LLMJudge:
             try:
                 # the client's low-level post: same auth, URL handling and error types as
                 # chat.completions.create, without its per-request type transforms and response
-                # models (about 30 % less CPU per request, which bounds throughput at high concurrency)
+                # models (less CPU per request, which bounds throughput at high concurrency)
                 request = client.post(url, cast_to=httpx2.Response, body={
                     "model": self.model, "messages": messages, "temperature": temperature,
                     "max_tokens": self.max_tokens})

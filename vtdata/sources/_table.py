@@ -5,7 +5,11 @@ import bisect
 import glob
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from vtdata.console import VtError
+from vtdata.shards import RowSpill
 from vtdata.sources import resolve_path
 
 
@@ -18,8 +22,6 @@ class ParquetRows:
     WINDOW = 64
 
     def __init__(self, files: list[str]):
-        import pyarrow.parquet as pq
-
         self.files = files
         self.groups: list[tuple[int, int]] = []   # (file index, row group) in row order
         self.starts: list[int] = [0]
@@ -65,11 +67,6 @@ class ParquetRows:
         """The same rows with cheap random access: one sequential pass copies them into an Arrow IPC
         file at `path` (one row per record batch); a row is then one read. For sampled sources, whose
         rows are visited in a random order that would otherwise re-read row groups again and again."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from vtdata.build import RowSpill
-
         schema = pq.read_schema(self.files[0])
         spill = RowSpill(path, schema)
         try:
@@ -83,8 +80,6 @@ class ParquetRows:
         return SpilledRows(spill, self.columns)
 
     def _open(self, g: int) -> None:
-        import pyarrow.parquet as pq
-
         k, rg = self.groups[g]
         pf = pq.ParquetFile(self.files[k], buffer_size=1 << 20, pre_buffer=False)
         self._group, self._first, self._window = g, self.starts[g], []

@@ -1,0 +1,119 @@
+"""Output directories of every command: refuse one that a command would destroy, write into a temp
+dir beside it under a lock, and put the finished dir in place by renames (no half-written output is
+ever seen, and a killed command leaves nothing that the next one does not clean up).
+"""
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+import re
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from vtdata.console import VtError
+from vtdata.db import pid_alive
+
+
+def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create an output directory; a path that cannot be one (a file, no permission) is a VtError.
+    For outputs written in place (init-model, eval, report, demo, train)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VtError(f"{flag} {out}: cannot create the directory ({err.strerror})") from None
+    return out
+
+
+def check_out(out: Path, marker: str, what: str, keep: tuple = ()) -> None:
+    """Refuse an output directory that publish() would destroy: a file, a non-empty directory without
+    `marker` (not written by vt), or one holding a path in `keep` (the input data, the database)."""
+    if out.exists() and not out.is_dir():
+        raise VtError(f"{out} is a file; --out must be a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise VtError(f"{out} exists and is not {what} (no {marker}); choose another --out")
+    o = out.resolve()
+    for p in keep:
+        p = Path(p).resolve()
+        if p == o or o in p.parents:
+            raise VtError(f"--out {out} would replace {p}, which this command needs; choose another --out")
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out.
+    Holds `out`'s lock throughout (a second command writing the same `out` is refused), and first
+    removes temp dirs that killed commands left for `out` (their pid is gone)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+    with out_lock(out):
+        for left in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+            m = re.fullmatch(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)", left.name)
+            if not m or not left.is_dir() or pid_alive(int(m.group(2))):
+                continue
+            if m.group(1) == "old" and not out.exists():
+                left.rename(out)  # killed inside publish(): the previous output comes back
+            else:
+                shutil.rmtree(left, ignore_errors=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+        except OSError as err:
+            raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on writing `out` (flock on `.OUT.lock` beside it: the kernel releases it when
+    the process dies, so a killed command never leaves it held); the lock file is removed on exit."""
+    lock = out.parent / f".{out.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise VtError(f"{out} is being written by {who}; wait for it to finish or choose another --out") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and flock: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`vt {' '.join(sys.argv[1:2])}` (pid {os.getpid()})".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Put a finished directory in place of `out` by renames, so no half-written output is ever seen."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)  # put the previous one back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
