@@ -297,3 +297,17 @@ def test_think_eval_with_zoom_and_n_turns(tmp_path):
     from vttrain.report import ReportConfig, build_report
     page = build_report(ReportConfig(out=str(tmp_path / "report"), db=str(db), runs=[]))
     assert "5. Tools" in page.read_text() and (tmp_path / "report" / "plots" / "tools.png").is_file()
+
+
+def test_an_eval_table_from_before_zoom_gets_the_column(tmp_path):
+    import duckdb
+
+    from vtdata import tables
+    from vttrain.summary import summarize
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    old = tables.DDL["eval_predictions"].split(";")[0].replace(" zoomed BOOLEAN,", "")
+    con.execute(old)
+    assert "zoomed" not in tables.columns(con, "eval_predictions")
+    assert summarize(con, "none")[-1]["zoom_ratio"] == 0.0  # read-only readers cope with the old table
+    tables.ensure(con, "eval_predictions")
+    assert "zoomed" in tables.columns(con, "eval_predictions")

@@ -113,9 +113,8 @@ DDL: dict[str, str] = {
     score DOUBLE, status VARCHAR, reason VARCHAR, judge VARCHAR,
     visual_tokens INTEGER, low_visual_tokens INTEGER, full_visual_tokens INTEGER,
     generated_tokens INTEGER, latency_s DOUBLE, wall_s DOUBLE, created TIMESTAMP, zoomed BOOLEAN,
-    PRIMARY KEY (run, sample_id))""",
-    # the zoom tool's column (vtdata/tools.py) in a database written before it
-    "eval_predictions.zoomed": "ALTER TABLE eval_predictions ADD COLUMN IF NOT EXISTS zoomed BOOLEAN",
+    PRIMARY KEY (run, sample_id));
+    ALTER TABLE eval_predictions ADD COLUMN IF NOT EXISTS zoomed BOOLEAN""",  # a database from before the zoom tool
 }
 
 

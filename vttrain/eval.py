@@ -165,7 +165,7 @@ class EvalConfig:
 # --------------------------------------------------------------------------------------------- tables
 
 
-TABLES = ("eval_runs", "eval_predictions", "eval_predictions.zoomed")  # their DDL: vtdata/tables.py
+TABLES = ("eval_runs", "eval_predictions")  # their DDL: vtdata/tables.py
 PRED_COLUMNS = ["run", "sample_id", "doc_id", "source", "task", "mode", "question", "answers",
                 "answer_type", "choices", "turns", "response", "prediction", "tool_call", "resized",
                 "score", "status", "reason", "judge", "visual_tokens", "low_visual_tokens",

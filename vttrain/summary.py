@@ -96,7 +96,7 @@ def summarize(con, run: str) -> list[dict]:
     samples left without an answer (still calling at the turn limit), visual tokens used relative to the
     full-res view, mean generated tokens, summed generation time."""
     zoom = "avg(CASE WHEN zoomed THEN 1.0 ELSE 0.0 END)" if "zoomed" in tables.columns(con, "eval_predictions") \
-        else "0.0"  # a database written before the zoom tool
+        else "0.0::DOUBLE"  # a database written before the zoom tool: no zoom
     out = []
     for keys, group in (("source, task", "GROUP BY source, task ORDER BY source, task"),
                         ("'all' AS source, '' AS task", "")):
