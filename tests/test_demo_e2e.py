@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import duckdb
 import pytest
@@ -29,14 +28,11 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     # (a 10-step warm start: the real one is built and checked by the `science` tests)
     args = ["demo", "--out", str(out), "--score-limit", "8", "--eval-limit", "4", "--train-steps", "1",
             "--warm-steps", "10"]
-    t0 = time.time()
     first = _vt(args)
-    took = time.time() - t0
     assert first.returncode == 0, first.stderr[-3000:]
     err = first.stderr
     for i, stage in enumerate(STAGES, 1):  # one summary line per stage
         assert re.search(rf"\[{i}/9\] {re.escape(stage)}\s+done in [\d.]+ s: \S", err), stage
-    assert took < 600
     # artefacts where the epilogue says they are
     for rel in ("data/build.json", "model/config.json", "curated/build.json", "train/metrics.jsonl",
                 "train/final/config.json", "report/index.html"):

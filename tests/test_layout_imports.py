@@ -1,7 +1,6 @@
 """Architecture rules that a refactor could silently break."""
 import subprocess
 import sys
-import time
 
 BLOCK_TORCH = """
 import sys
@@ -26,11 +25,10 @@ def test_vtdata_and_cli_import_without_torch():
     assert int(out.stdout.strip()) == len(cli.COMMANDS)
 
 
-def test_help_is_fast_and_lists_every_command():
-    t0 = time.perf_counter()
+def test_help_lists_every_command():
+    """(`vt --help` stays quick because no command module imports torch: the test above.)"""
     out = subprocess.run([sys.executable, "-m", "vt", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    assert time.perf_counter() - t0 < 10
     from vt import cli
     for name in cli.COMMANDS:
         assert name in out.stdout
