@@ -47,7 +47,8 @@ def full_res_copy(src: Path, dst: Path) -> Path:
 
 def run_arm(name, model, data, out, steps, turn_tokens, call_share, max_turns):
     from vttrain import scripted
-    from vttrain.train import build_trainer, parse_config
+    from vttrain.train import build_trainer
+    from vttrain.train_config import parse_config
 
     def script(turn, index, prompt):
         if turn == 1 and (index % 4) < round(4 * call_share):

@@ -213,7 +213,7 @@ def test_one_judge_grammar_in_every_command(tmp_path):
     from typer.testing import CliRunner
     from vt.cli import app
     from fake_openai import FakeOpenAI
-    from vttrain.train import parse_config
+    from vttrain.train_config import parse_config
     from vtdata.console import VtError
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"

@@ -42,7 +42,8 @@ def test_trained_model_processor_card_and_config(tmp_path):
 
     import train_helpers as h
     from vttrain import scripted
-    from vttrain.train import CONFIG_FILE, parse_config, run
+    from vttrain.train import CONFIG_FILE, run
+    from vttrain.train_config import parse_config
 
     model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data")
     final = run(h.config(model, data, tmp_path / "run", max_steps=1, penalty_mode="released"),

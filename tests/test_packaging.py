@@ -76,7 +76,7 @@ def test_missing_extras_are_one_line_errors(monkeypatch):
     from types import SimpleNamespace
 
     from vtdata.console import VtError
-    from vttrain.train import check_extras
+    from vttrain.train_config import check_extras
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

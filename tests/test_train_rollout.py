@@ -157,7 +157,8 @@ def test_sampled_rollouts_never_contain_vision_tokens(tiny):
 
 
 def test_config_errors(tiny, tmp_path):
-    from vttrain.train import parse_config, run
+    from vttrain.train import run
+    from vttrain.train_config import parse_config
 
     root, model, data = tiny
     bad = tmp_path / "bad.yaml"
@@ -202,7 +203,7 @@ def test_lora_run_saves_a_merged_model(tiny):
 
 
 def test_shipped_configs_parse():
-    from vttrain.train import parse_config
+    from vttrain.train_config import parse_config
 
     demo = parse_config(h.ROOT / "manifests" / "train-demo.yaml", [])
     assert demo.use_cpu and demo.num_generations == 4 and demo.penalty_mode == "paper"

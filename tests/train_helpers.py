@@ -60,7 +60,7 @@ def tiny_model(tmp_root: Path) -> Path:
 
 
 def config(model: Path, data: Path, out: Path, **kw):
-    from vttrain.train import parse_config
+    from vttrain.train_config import parse_config
     base = dict(model=str(model), data_dir=str(data), output_dir=str(out), num_generations=4,
                 per_device_train_batch_size=4, max_steps=2, max_completion_length=256, learning_rate=1e-3,
                 logging_steps=1, save_strategy="no", report_to="none", seed=0, temperature=1.0,

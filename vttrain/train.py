@@ -8,12 +8,12 @@ loadable by `vttrain.models.load`). `--resume` continues from the latest checkpo
 optimiser step and data position (TRL's seeded sampler + HF Trainer's batch skipping).
 
 Paths in the YAML are relative to the YAML's directory (as in a data manifest); flags are relative to the
-current directory. torch, transformers, TRL and peft (and `VtTrainConfig`, which subclasses TRL's config)
-are imported inside the functions that use them, so `vt --help` stays quick; nothing else is.
+current directory (`vttrain/train_config.py`: the config, its parsing and its dump). torch, transformers,
+TRL and peft (and `vttrain.train_config`, which subclasses TRL's config) are imported inside the functions
+that use them, so `vt --help` stays quick; nothing else is.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -24,104 +24,14 @@ import typer
 import yaml
 
 from vtdata import __version__, protocol
-from vtdata.console import VtError, console, info, require, track
+from vtdata.console import VtError, console, info, track
 from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
 from vtdata.outdir import make_out_dir
-from vtdata.sources import resolve_path
 from vtdata.tools import selection
 
-# A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
-# the current directory. Both end absolute in the config (and in the vt_train_config.yaml dump).
-PATH_KEYS = ("data_dir", "output_dir", "db")
-# a file or directory beside the YAML, else as written: a hub id (model) or a shipped prompt name
-PATH_OR_NAME_KEYS = ("model", "system_prompt", "user_prompt", "tool_ok_prompt", "tool_error_prompt")
-
-
-def config_class():
-    """`VtTrainConfig` (vttrain/train_config.py), imported on use: TRL imports torch."""
-    from vttrain.train_config import VtTrainConfig
-    return VtTrainConfig
-
-
-def resolve_paths(values: dict, base: Path) -> dict:
-    """`values` with PATH_KEYS absolute (relative to `base`) and PATH_OR_NAME_KEYS absolute when they name
-    something that exists there (else as written: a hub id, a shipped prompt name)."""
-    out = dict(values)
-    for k in PATH_KEYS:
-        if isinstance(out.get(k), str) and out[k]:
-            out[k] = os.path.abspath(resolve_path(out[k], base))
-    for k in PATH_OR_NAME_KEYS:
-        if isinstance(out.get(k), str) and out[k]:
-            p = resolve_path(out[k], base)
-            if p.exists():
-                out[k] = os.path.abspath(p)
-    return out
-
-
-def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
-    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error."""
-    from transformers import HfArgumentParser
-
-    cls = config_class()
-    values = {}
-    if config_file is not None:
-        p = Path(config_file)
-        if not p.is_file():
-            raise VtError(f"train config {p} not found")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise VtError(f"train config {p} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(values, dict):
-            raise VtError(f"train config {p} must be a mapping of option: value")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise VtError(f"unknown train option(s) in {config_file}: {', '.join(unknown)} (see `vt train --options`)")
-    if config_file is not None:
-        values = resolve_paths(values, Path(config_file).resolve().parent)
-    parser = HfArgumentParser(cls)
-    import torch
-    if "bf16" not in values and not torch.cuda.is_available():
-        values["bf16"] = False  # GRPOConfig defaults to bf16, which a CPU-only machine refuses
-    parser.set_defaults(**values)
-
-    def refuse(message: str):  # argparse would print its usage and exit; one line instead
-        raise VtError(f"bad train option: {message} (see `vt train --options`)")
-    parser.error = refuse
-    namespace, rest = parser.parse_known_args(args=list(overrides))
-    if rest:
-        raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
-    values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
-    try:
-        return cls(**values)  # value checks: VtTrainConfig.__post_init__
-    except (ValueError, TypeError) as err:
-        raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
-
-
-def validate(cfg) -> None:
-    """What a run needs beyond valid values: the data and the model (a YAML may leave them to flags), and
-    the optional packages the config asks for."""
-    if not cfg.data_dir:
-        raise VtError("train config needs data_dir (a `vt build-data` or `vt curate` output; --data_dir DIR)")
-    if not cfg.model:
-        raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory; --model DIR)")
-    check_extras(cfg)
-
-
-def check_extras(cfg) -> None:
-    """Optional packages the config asks for, as one-line errors naming the extra (not a traceback later)."""
-    if cfg.use_vllm:
-        require("vllm", "use_vllm: true (never needed on CPU)", "vllm")
-    report_to = [cfg.report_to] if isinstance(cfg.report_to, str) else list(cfg.report_to or [])
-    for name in ("tensorboard", "wandb"):
-        if name in report_to:
-            require(name, f"report_to: {name}", name)
-    if cfg.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        require("deepspeed", "DeepSpeed (an accelerate ZeRO config or `deepspeed:`)", "deepspeed")
-
+CONFIG_FILE = "vt_train_config.yaml"  # the resolved config of a run, in output_dir and final/
 
 def load_rows(data_dir: str, split: str):
     """The split as a `datasets.Dataset` with the image column undecoded (original bytes)."""
@@ -208,6 +118,7 @@ def build_trainer(cfg, trainer_class=None):
 
     from vttrain import models
     from vttrain.rollout import env_class, make_transform, prepare_processor, vision_token_ids
+    from vttrain.train_config import validate
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
@@ -276,6 +187,7 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
     """The trained policy + its processor with `chat_template` (the model's own, not the training one) in
     `out`, loadable by models.load."""
     from vttrain.rollout import uninstall_response_parser
+    from vttrain.train_config import write_config
     uninstall_response_parser(processor)
     processor.chat_template = chat_template
     processor.tokenizer.chat_template = chat_template
@@ -295,19 +207,6 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
         write_model_card(trainer.args, out)
     trainer.accelerator.wait_for_everyone()
     return out
-
-
-CONFIG_FILE = "vt_train_config.yaml"
-DERIVED = {"generation_batch_size", "logging_dir"}  # set from other fields; giving them back is refused or moot
-
-
-def write_config(cfg, path: Path) -> Path:
-    """The resolved config (YAML + flags + defaults) as YAML; `vt train path` reruns it."""
-    names = {f.name for f in dataclasses.fields(cfg) if f.init} - DERIVED
-    values = {k: v for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
-    path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
-                    + yaml.safe_dump(values, sort_keys=True, default_flow_style=None))
-    return path
 
 
 def write_model_card(cfg, out: Path) -> Path:
@@ -366,6 +265,7 @@ def run(cfg, trainer_class=None):
 
 def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
     from vttrain.models import load_processor
+    from vttrain.train_config import write_config
     original_template = load_processor(cfg.model).chat_template
     trainer, processor = build_trainer(cfg, trainer_class)
     if trainer.accelerator.is_main_process:
@@ -386,18 +286,6 @@ def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
     return final
 
 
-def options_help() -> str:
-    cls = config_class()
-    lines = []
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name.startswith("_"):
-            continue
-        help_ = " ".join((f.metadata or {}).get("help", "").split())
-        default = f.default if f.default is not dataclasses.MISSING else "(factory)"
-        lines.append(f"--{f.name} (default {default!r}): {help_}")
-    return "\n".join(lines)
-
-
 def train_command(
     ctx: typer.Context,
     config: Path = typer.Argument(None, help="Train config YAML (e.g. manifests/train-demo.yaml)."),
@@ -408,6 +296,7 @@ def train_command(
 
     Every config option is also a flag (`--learning_rate 1e-6 --num_generations 8`); flags override the
     YAML. Writes checkpoints, metrics.jsonl, rollouts.jsonl and final/ into output_dir."""
+    from vttrain.train_config import options_help, parse_config
     if options:
         typer.echo(options_help())
         return
@@ -421,6 +310,7 @@ def train_command(
 train_command.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (used with accelerate launch)
+    from vttrain.train_config import parse_config
     try:
         run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
     except VtError as err:

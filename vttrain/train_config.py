@@ -1,15 +1,23 @@
 """`VtTrainConfig`: TRL's `GRPOConfig` plus vt's fields, one dataclass; `vt train`'s YAML keys and
-`--flags` are its fields (HfArgumentParser). Importing this module imports TRL and so torch: `vttrain.train`
+`--flags` are its fields (HfArgumentParser). Also the config's way in (`parse_config`: YAML + flags, paths
+resolved) and out (`write_config`: the resolved config of a run, `options_help`). Importing this module imports TRL and so torch: `vttrain.train`
 imports it inside functions, so `vt --help` stays quick. Checkpoints pickle the config
 (training_args.bin): the class must stay importable as `vttrain.train_config.VtTrainConfig`.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
+import yaml
+from transformers import HfArgumentParser
 from trl import GRPOConfig
 
-from vtdata.console import VtError
+from vtdata.console import VtError, require
+from vtdata.sources import resolve_path
 
 
 @dataclass
@@ -116,3 +124,109 @@ class VtTrainConfig(GRPOConfig):
             raise VtError(f"torch_threads must be >= 1 (or unset for torch's default), got {self.torch_threads}")
         if self.max_samples is not None and self.max_samples < 1:
             raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {self.max_samples}")
+
+
+# A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
+# the current directory. Both end absolute in the config (and in the vt_train_config.yaml dump).
+PATH_KEYS = ("data_dir", "output_dir", "db")
+# a file or directory beside the YAML, else as written: a hub id (model) or a shipped prompt name
+PATH_OR_NAME_KEYS = ("model", "system_prompt", "user_prompt", "tool_ok_prompt", "tool_error_prompt")
+
+
+def resolve_paths(values: dict, base: Path) -> dict:
+    """`values` with PATH_KEYS absolute (relative to `base`) and PATH_OR_NAME_KEYS absolute when they name
+    something that exists there (else as written: a hub id, a shipped prompt name)."""
+    out = dict(values)
+    for k in PATH_KEYS:
+        if isinstance(out.get(k), str) and out[k]:
+            out[k] = os.path.abspath(resolve_path(out[k], base))
+    for k in PATH_OR_NAME_KEYS:
+        if isinstance(out.get(k), str) and out[k]:
+            p = resolve_path(out[k], base)
+            if p.exists():
+                out[k] = os.path.abspath(p)
+    return out
+
+
+def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
+    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error."""
+    cls = VtTrainConfig
+    values = {}
+    if config_file is not None:
+        p = Path(config_file)
+        if not p.is_file():
+            raise VtError(f"train config {p} not found")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise VtError(f"train config {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise VtError(f"train config {p} must be a mapping of option: value")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise VtError(f"unknown train option(s) in {config_file}: {', '.join(unknown)} (see `vt train --options`)")
+    if config_file is not None:
+        values = resolve_paths(values, Path(config_file).resolve().parent)
+    parser = HfArgumentParser(cls)
+    if "bf16" not in values and not torch.cuda.is_available():
+        values["bf16"] = False  # GRPOConfig defaults to bf16, which a CPU-only machine refuses
+    parser.set_defaults(**values)
+
+    def refuse(message: str):  # argparse would print its usage and exit; one line instead
+        raise VtError(f"bad train option: {message} (see `vt train --options`)")
+    parser.error = refuse
+    namespace, rest = parser.parse_known_args(args=list(overrides))
+    if rest:
+        raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
+    values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
+    try:
+        return cls(**values)  # value checks: VtTrainConfig.__post_init__
+    except (ValueError, TypeError) as err:
+        raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
+
+
+def validate(cfg) -> None:
+    """What a run needs beyond valid values: the data and the model (a YAML may leave them to flags), and
+    the optional packages the config asks for."""
+    if not cfg.data_dir:
+        raise VtError("train config needs data_dir (a `vt build-data` or `vt curate` output; --data_dir DIR)")
+    if not cfg.model:
+        raise VtError("train config needs model (e.g. a `vt init-model tiny OUT` directory; --model DIR)")
+    check_extras(cfg)
+
+
+def check_extras(cfg) -> None:
+    """Optional packages the config asks for, as one-line errors naming the extra (not a traceback later)."""
+    if cfg.use_vllm:
+        require("vllm", "use_vllm: true (never needed on CPU)", "vllm")
+    report_to = [cfg.report_to] if isinstance(cfg.report_to, str) else list(cfg.report_to or [])
+    for name in ("tensorboard", "wandb"):
+        if name in report_to:
+            require(name, f"report_to: {name}", name)
+    if cfg.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        require("deepspeed", "DeepSpeed (an accelerate ZeRO config or `deepspeed:`)", "deepspeed")
+
+
+DERIVED = {"generation_batch_size", "logging_dir"}  # set from other fields; giving them back is refused or moot
+
+
+def write_config(cfg, path: Path) -> Path:
+    """The resolved config (YAML + flags + defaults) as YAML; `vt train path` reruns it."""
+    names = {f.name for f in dataclasses.fields(cfg) if f.init} - DERIVED
+    values = {k: v for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
+    path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
+                    + yaml.safe_dump(values, sort_keys=True, default_flow_style=None))
+    return path
+
+
+def options_help() -> str:
+    cls = VtTrainConfig
+    lines = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name.startswith("_"):
+            continue
+        help_ = " ".join((f.metadata or {}).get("help", "").split())
+        default = f.default if f.default is not dataclasses.MISSING else "(factory)"
+        lines.append(f"--{f.name} (default {default!r}): {help_}")
+    return "\n".join(lines)
