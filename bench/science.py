@@ -29,13 +29,14 @@ def run_seed(out: Path, seed: int, extra: list[str]) -> float:
     return time.time() - t0
 
 
-def figures(db: Path) -> dict:
-    """{run: {class or 'all': summary row}} of every eval run in the science database."""
+def figures(db: Path, runs: list[str] | None = None) -> dict:
+    """{run: {class or 'all': summary row}} of the eval runs (default: every run in the database)."""
     from vtdata.db import connect
     from vttrain.summary import summarize
     con = connect(db, read_only=True)
     try:
-        runs = [r[0] for r in con.execute("SELECT DISTINCT run FROM eval_predictions ORDER BY run").fetchall()]
+        if runs is None:
+            runs = [r[0] for r in con.execute("SELECT DISTINCT run FROM eval_predictions ORDER BY run").fetchall()]
         out = {}
         for run in runs:
             rows = {r["source"]: r for r in summarize(con, run)}

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-CLASSES = {"general": "mini-general", "detail": "mini-detail"}
+from science import figures  # bench/science.py: per-class summaries of eval runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,23 +35,8 @@ def vt(*args: str) -> None:
     print(f"  vt {args[0]} {' '.join(a for a in args[1:3])} ... {time.time() - t0:.0f} s", flush=True)
 
 
-def figures(db: Path, runs: list[str]) -> dict:
-    """{run: {class or 'all': summary row}}."""
-    from vtdata.db import connect
-    from vttrain.summary import summarize
-    con = connect(db, read_only=True)
-    try:
-        out = {}
-        for run in runs:
-            rows = {r["source"]: r for r in summarize(con, run)}
-            out[run] = {c: rows.get(src) for c, src in CLASSES.items()} | {"all": rows.get("all")}
-        return out
-    finally:
-        con.close()
-
-
 def table(fig: dict) -> list[str]:
-    lines = [f"| run | class | accuracy | resize | zoom | visual tokens | tokens / full |", "|---|---|---|---|---|---|---|"]
+    lines = ["| run | class | accuracy | resize | zoom | visual tokens | tokens / full |", "|---|---|---|---|---|---|---|"]
     for run, per in fig.items():
         for cls in ("general", "detail", "all"):
             r = per.get(cls)

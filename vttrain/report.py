@@ -30,7 +30,6 @@ from vttrain.summary import compare, pct, summarize
 
 NOT_RUN = "not run yet"
 
-
 @dataclass
 class ReportConfig:
     """Write a static HTML report with plots: scoring, curation, training curves, eval trade-off.
@@ -47,7 +46,6 @@ class ReportConfig:
     title: str = "vt report"
     """Page title."""
 
-
 @dataclass
 class Section:
     title: str
@@ -55,14 +53,12 @@ class Section:
     images: list[str] = field(default_factory=list)
     missing: Optional[str] = None  # why the stage shows "not run yet"
 
-
 # --------------------------------------------------------------------------------------- data access
 
 def _query(con, sql: str, params=None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, v)) for v in cur.fetchall()]
-
 
 def scoring_accuracy(con) -> list[dict]:
     """Per scoring policy and source: low- and high-view accuracy of the scoring rollouts and the label
@@ -79,7 +75,6 @@ def scoring_accuracy(con) -> list[dict]:
         FROM low_vs_high_accuracy a LEFT JOIN label_counts l USING (policy, source)
         GROUP BY ALL ORDER BY a.policy, a.source""")
 
-
 def curated_balance(con) -> list[dict]:
     """Per curated set and source: samples per class (`use_tool` true = needs_high); classes topped up
     with ambiguous samples (`vt curate --fill-short`) are shown apart."""
@@ -94,7 +89,6 @@ def curated_balance(con) -> list[dict]:
                                   count(*) AS n
                            FROM curated GROUP BY ALL ORDER BY 1, 2, 3""")
 
-
 def eval_points(con) -> list[dict]:
     """One point per eval run with predictions: its mode and `vt eval`'s all-sources summary row."""
     if not {"eval_runs", "eval_predictions"} <= existing(con):
@@ -106,11 +100,9 @@ def eval_points(con) -> list[dict]:
             out.append({**total, "run": run, "mode": mode, "policy": policy})
     return out
 
-
 def read_metrics(run_dir: Path) -> list[dict]:
     """The lines of a run's metrics.jsonl (or of the file given); a line cut by a crash is skipped."""
     return read_jsonl(run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir)
-
 
 # ----------------------------------------------------------------------------------------------- html
 
@@ -129,7 +121,6 @@ def _table(rows: list[dict], cols: list[tuple[str, str]], percent: set[str] = fr
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
-
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em} section{margin:2em 0}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0} table{border-collapse:collapse;font-size:.9em}
@@ -137,7 +128,6 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right} th{background:#
 td:first-child,th:first-child{text-align:left} .missing{color:#a50;font-style:italic}
 img.thumb{margin:0 .3em 0 0;vertical-align:top} .examples td{text-align:left;vertical-align:top}
 .turn{font-family:monospace;font-size:.85em;white-space:pre-wrap;margin-bottom:.3em}"""
-
 
 def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.title)}</title>"
@@ -153,7 +143,6 @@ def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
         parts.append(s.body + "</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
 
 # ------------------------------------------------------------------------------------------- building
 
@@ -184,7 +173,6 @@ def build_report(cfg: ReportConfig) -> Path:
     page.write_text(render_html(cfg, sections), encoding="utf-8")
     return page
 
-
 def _scoring(con, plots: Path) -> Section:
     s = Section("1. Scoring: does the low-res view suffice?")
     rows = scoring_accuracy(con) if con is not None else []
@@ -202,7 +190,6 @@ def _scoring(con, plots: Path) -> Section:
               + _table(rows, cols, percent={"low_acc", "high_acc"}))
     return s
 
-
 def _curation(con, plots: Path) -> Section:
     s = Section("2. Curation: balance of the training set")
     rows = curated_balance(con) if con is not None else []
@@ -216,7 +203,6 @@ def _curation(con, plots: Path) -> Section:
               "\"(filled)\" marks ambiguous samples that topped up a short class.</p>"
               + _table(rows, [("name", "set"), ("source", "source"), ("class", "class"), ("n", "samples")]))
     return s
-
 
 def _training(cfg: ReportConfig, plots: Path) -> Section:
     s = Section("3. Training curves")
@@ -251,16 +237,13 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
         s.body += "<h3>Example rollouts (last logged step, one per group)</h3>" + examples
     return s
 
-
 CONFIG_KEYS = ("model", "judge", "penalty_mode", "theta", "num_generations", "learning_rate", "beta", "max_steps",
                "seed")
-
 
 def run_config(run_dir: Path) -> dict:
     """The settings that tell runs apart, from the resolved config `vt train` writes (vt_train_config.yaml)."""
     cfg = train_config(run_dir)
     return {k: cfg.get(k) for k in CONFIG_KEYS} if cfg else {}
-
 
 def _evaluation(con, plots: Path) -> Section:
     s = Section("4. Evaluation: accuracy vs visual tokens")
@@ -289,8 +272,6 @@ def _evaluation(con, plots: Path) -> Section:
         s.body += "<h3>Example rollouts (think mode: resized and direct answers)</h3>" + examples
     return s
 
-
-
 def _tool_settings(con, plots: Path) -> Section | None:
     """Accuracy vs visual tokens with one point per tool setting (`vt eval --tools`), when any think run used a
     tool other than resize (vtdata/tools.py); full/low runs are the reference points."""
@@ -300,24 +281,9 @@ def _tool_settings(con, plots: Path) -> Section | None:
     if not any(t != "resize" for t in tools.values()):
         return None
     s = Section("5. Tools: accuracy vs visual tokens per tool setting")
-    from vttrain.report_plots import _plt
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
     for p in points:
-        label = tools.get(p["run"], "resize") if p["mode"] == "think" else p["mode"]
-        x, y = 100 * (p["visual_tokens_rel"] or 0), 100 * (p["accuracy"] or 0)
-        ax.scatter([x], [y], marker="*" if p["mode"] == "think" else "s", s=80)
-        ax.annotate(f"{label} ({p['run']})", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        p["tools"] = label
-    ax.set_xlabel("visual tokens used (% of full resolution)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_xlim(0, 130)
-    ax.set_ylim(-3, 110)
-    ax.grid(alpha=0.3)
-    ax.set_title("Accuracy vs visual tokens (one point per tool setting)")
-    fig.tight_layout()
-    fig.savefig(plots / "tools.png", dpi=110)
-    plt.close(fig)
+        p["tools"] = tools.get(p["run"], "resize") if p["mode"] == "think" else p["mode"]
+    plot_tradeoff(points, plots / "tools.png", group="tools", what="tool setting")
     s.images.append("plots/tools.png")
     s.body = _table(points, [("run", "run"), ("tools", "tools"), ("accuracy", "acc %"),
                              ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
@@ -329,6 +295,5 @@ def run(cfg: ReportConfig) -> Path:
     page = build_report(cfg)
     info(f"report: {page} (open it in a browser)")
     return page
-
 
 report_command = command(ReportConfig, run)

@@ -122,7 +122,9 @@ def plot_resize_by_class(runs: dict[str, list[dict]], path: Path) -> bool:
     return drawn
 
 
-def plot_tradeoff(points: list[dict], path: Path) -> None:
+def plot_tradeoff(points: list[dict], path: Path, group: str = "mode", what: str = "eval run") -> None:
+    """Accuracy against visual tokens, a point per eval run; the legend groups points by `group` (the eval
+    mode, or the tool setting), the marker is the mode."""
     plt = _plt()
     markers = {"full": "s", "low": "v", "think": "*"}
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -131,19 +133,19 @@ def plot_tradeoff(points: list[dict], path: Path) -> None:
         x = 100 * (p["visual_tokens_rel"] or 0)
         y = 100 * (p["accuracy"] or 0)
         ax.scatter([x], [y], marker=markers.get(p["mode"], "o"), s=90 if p["mode"] == "think" else 50,
-                   label=p["mode"])
+                   label=p[group])
         names.setdefault((round(x, 1), round(y, 1)), []).append(p["run"])
     for (x, y), runs in names.items():  # runs on the same spot share one label
         ax.annotate(", ".join(runs), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8, title="mode", loc="center right")
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8, title=group, loc="center right")
     ax.set_xlabel("visual tokens used (% of full resolution)")
     ax.set_ylabel("accuracy (%)")
     ax.set_xlim(0, 130)
     ax.set_ylim(-3, 110)
     ax.grid(alpha=0.3)
-    ax.set_title("Accuracy vs visual tokens (one point per eval run)")
+    ax.set_title(f"Accuracy vs visual tokens (one point per {what})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
