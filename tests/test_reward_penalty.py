@@ -1,17 +1,13 @@
-"""Exact rewards of constructed groups in every penalty mode (paper Eq. 4-5 and the released code)."""
-import math
-
+"""Exact penalties of constructed groups in every penalty mode (paper Eq. 4-5 and the released code): the
+functions the trainer runs on the gathered batch (the reward is accuracy + format_weight x format - penalty;
+the trainer tests check that sum)."""
 import pytest
 
-from vttrain.reward import Rollout, batch_penalties, group_penalties, group_ratio, group_rewards
+from vttrain.reward import Rollout, batch_penalties, group_penalties, group_ratio
 
 
 def R(score, high=False, attempted=None, fmt=True):
     return Rollout(score=score, used_high=high, attempted=high if attempted is None else attempted, format_ok=fmt)
-
-
-def approx(xs):
-    return [pytest.approx(x) if not (isinstance(x, float) and math.isnan(x)) else x for x in xs]
 
 
 # direct right, direct wrong, high right, high wrong -> C_direct 1, C_high 1, r = 0.5 >= 0.2
@@ -31,22 +27,22 @@ def test_ratio():
 
 def test_paper_mode_penalises_every_rollout_of_the_kind():
     # r >= theta: every high-res rollout pays, right or wrong
-    assert group_rewards(BALANCED, "paper") == approx([1.5, 0.5, 1.4, 0.4])
+    assert group_penalties(BALANCED, "paper") == [0.0, 0.0, 0.1, 0.1]
     # r < theta: every direct rollout pays
-    assert group_rewards(MOSTLY_HIGH, "paper") == approx([1.4, 0.4] + [1.5] * 5 + [0.5])
+    assert group_penalties(MOSTLY_HIGH, "paper") == [0.1, 0.1] + [0.0] * 6
     # r = 0 is < theta too (the paper has no exemption)
-    assert group_rewards(ONLY_HIGH, "paper") == approx([0.4, 0.4, 1.5, 1.5])
+    assert group_penalties(ONLY_HIGH, "paper") == [0.1, 0.1, 0.0, 0.0]
     # no correct answer: r undefined, nobody pays
-    assert group_rewards([R(0.0), R(0.0, high=True)], "paper") == approx([0.5, 0.5])
+    assert group_penalties([R(0.0), R(0.0, high=True)], "paper") == [0.0, 0.0]
 
 
 def test_released_mode():
     # a correct tool answer always pays; wrong answers never; r = 0.5 -> direct exempt
-    assert group_rewards(BALANCED, "released") == approx([1.5, 0.5, 1.4, 0.5])
+    assert group_penalties(BALANCED, "released") == [0.0, 0.0, 0.1, 0.0]
     # 0 < r < theta: correct direct answers pay too
-    assert group_rewards(MOSTLY_HIGH, "released") == approx([1.4, 0.5] + [1.4] * 5 + [0.5])
+    assert group_penalties(MOSTLY_HIGH, "released") == [0.1, 0.0] + [0.1] * 5 + [0.0]
     # r = 0 exempt (no correct direct answer to penalise anyway); correct tool answers still pay
-    assert group_rewards(ONLY_HIGH, "released") == approx([0.5, 0.5, 1.4, 1.4])
+    assert group_penalties(ONLY_HIGH, "released") == [0.0, 0.0, 0.1, 0.1]
 
 
 def test_released_counts_attempts_paper_counts_successes():
@@ -58,10 +54,10 @@ def test_released_counts_attempts_paper_counts_successes():
     assert group_penalties(group, "released") == [0.0, 0.0, 0.1, 0.1]
 
 
-def test_none_mode_and_format_weight():
+def test_none_mode_never_pays():
     group = [R(1.0, fmt=False), R(0.0), R(1.0, high=True), R(0.0, high=True, fmt=False)]
-    assert group_rewards(group, "none") == approx([1.0, 0.5, 1.5, 0.0])
-    assert group_rewards(group, "none", format_weight=1.0) == approx([1.0, 1.0, 2.0, 0.0])
+    assert group_penalties(group, "none") == [0.0] * 4
+    assert group_penalties(MOSTLY_HIGH, "none") == [0.0] * 8
 
 
 def test_theta_and_penalty_size():
@@ -72,11 +68,11 @@ def test_theta_and_penalty_size():
 def test_judge_failure_is_not_wrong():
     # the failed rollout is left out of the counts: without it r = 0 (only a high answer is right)
     group = [R(None), R(0.0), R(1.0, high=True), R(0.0, high=True)]
-    rewards = group_rewards(group, "paper")
-    assert math.isnan(rewards[0])
-    assert rewards[1:] == approx([0.4, 1.5, 0.5])
+    assert group_ratio(group) == 0.0
+    assert group_penalties(group, "paper")[1:] == [0.1, 0.0, 0.0]  # r = 0 < theta: the direct one pays
     # counted as a correct direct answer it would have flipped the penalty to the high-res side
-    assert group_rewards([R(1.0)] + group[1:], "paper")[2] == pytest.approx(1.4)
+    assert group_ratio([R(1.0)] + group[1:]) == 0.5
+    assert group_penalties([R(1.0)] + group[1:], "paper")[1:] == [0.0, 0.1, 0.1]
 
 
 def test_batch_is_grouped_consecutively():

@@ -24,8 +24,9 @@ its reward is NaN, which TRL treats as unscorable (advantage 0, excluded from th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from vtdata.console import VtError
 
 MODES = ("paper", "released", "none", "always")
 COSTS = ("flat", "tokens")
@@ -47,14 +48,12 @@ class Rollout:
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        from vtdata.console import VtError
         raise VtError(f"penalty_mode must be one of {', '.join(MODES)}; got {mode!r}")
     return mode
 
 
 def check_cost(cost: str) -> str:
     if cost not in COSTS:
-        from vtdata.console import VtError
         raise VtError(f"penalty_cost must be one of {', '.join(COSTS)}; got {cost!r}")
     return cost
 
@@ -97,14 +96,6 @@ def group_penalties(group: list[Rollout], mode: str = "paper", theta: float = 0.
         else:
             out.append(penalty if r is not None and 0 < r < theta else 0.0)
     return out
-
-
-def group_rewards(group: list[Rollout], mode: str = "paper", theta: float = 0.2, penalty: float = 0.1,
-                  format_weight: float = 0.5, cost: str = "flat") -> list[float]:
-    """Total reward of each rollout: score + format_weight x format - penalty (NaN on a judge failure)."""
-    pens = group_penalties(group, mode, theta, penalty, cost)
-    return [math.nan if x.score is None else x.score + format_weight * float(x.format_ok) - p
-            for x, p in zip(group, pens)]
 
 
 def batch_penalties(rollouts: list[Rollout], group_size: int, **kw) -> list[float]:
