@@ -275,3 +275,30 @@ def test_generated_vision_token_stops_the_run(tiny, monkeypatch):
     assert isinstance(trainer, VtGRPOTrainer)
     with pytest.raises(RuntimeError, match="generated 4 vision token"):
         trainer.train()
+
+
+def test_each_run_gets_environments_with_its_own_prompts(tmp_path):
+    """The run's tool-turn prompts reach its environments through the factory, not a class attribute that
+    a second run in the process would overwrite."""
+    from vttrain.rollout import ResizeEnv, env_factory
+    (tmp_path / "ok.txt").write_text("Answer now, from the larger image.")
+    mine = env_factory(("resize",), {"ok_prompt": str(tmp_path / "ok.txt"), "error_prompt": "tool_error"})
+    other = env_factory(("resize",), {"ok_prompt": "tool_ok", "error_prompt": "tool_error"})
+    a, b = mine(), other()
+    assert type(a) is type(b) is ResizeEnv and "prompt_names" not in vars(ResizeEnv)
+    assert a.prompt_names["ok_prompt"] != b.prompt_names["ok_prompt"]
+    row = {"id": "x", "image_bytes": _png(), "low_width": 28, "low_height": 28, "high_width": 56, "high_height": 56}
+    a.reset(**row)
+    b.reset(**row)
+    text = lambda msg: " ".join(p.get("text", "") for p in msg if isinstance(p, dict))  # noqa: E731
+    assert "Answer now, from the larger image." in text(a.resize_image("resize"))
+    assert "Answer now, from the larger image." not in text(b.resize_image("resize"))
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (56, 56), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()

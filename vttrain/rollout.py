@@ -26,6 +26,7 @@ Where vt goes around TRL (TRL has no hook for it):
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any
 
@@ -46,10 +47,10 @@ class ResizeEnv:
     a tool turn that overflows `max_completion_length`), `errors` (texts sent back in error turns), `used`
     (successful calls per tool) and `extra_tokens` (visual tokens the returned images add)."""
 
-    prompt_names: dict = {}  # tool_ok / tool_error prompt overrides, set by the trainer setup
     tools: tuple = ("resize",)
 
-    def __init__(self) -> None:
+    def __init__(self, prompt_names: dict | None = None) -> None:
+        self.prompt_names = dict(prompt_names or {})  # tool_ok / tool_error prompt overrides of the run
         self.row: dict = {}
         self.calls = 0
         self.ok = 0
@@ -115,6 +116,11 @@ def env_class(tools) -> type:
     """The environment class exposing exactly the selected tools."""
     from vtdata.tools import selection
     return ENVS[selection(tools)]
+
+
+def env_factory(tools, prompt_names: dict):
+    """TRL's `environment_factory` for a run: new environments of the tools' class with the run's prompts."""
+    return functools.partial(env_class(tools), prompt_names=prompt_names)
 
 
 def _env_view(row: dict, which: str):

@@ -117,7 +117,7 @@ def build_trainer(cfg, trainer_class=None):
     import torch
 
     from vttrain import models
-    from vttrain.rollout import env_class, make_transform, prepare_processor, vision_token_ids
+    from vttrain.rollout import env_factory, make_transform, prepare_processor, vision_token_ids
     from vttrain.train_config import validate
     from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
@@ -128,8 +128,7 @@ def build_trainer(cfg, trainer_class=None):
     processor = models.load_processor(cfg.model)
     tools = selection(cfg.tools)
     prepare_processor(processor, tools)
-    env = env_class(tools)
-    env.prompt_names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
+    env = env_factory(tools, {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt})
 
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
     # a random-weight dir without weights (`vt init-model random`) is built by vttrain.models.load.
