@@ -29,7 +29,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from transformers import TrainerCallback
 
 from vtdata import prompts, protocol, tools
 from vtdata.console import info
@@ -239,108 +238,6 @@ def build_tokenizer(cfg: MiniConfig):
 
 # ------------------------------------------------------------------------------------------ the build
 
-def check_rows(cfg: MiniConfig) -> list[dict]:
-    """The accuracy check's held-out questions: (task, view, question, answer, image), never SFT rows."""
-    from vtdata.resolution import view
-    rows = []
-    for task, side in (("general", cfg.size // 2), ("ocr", cfg.size)):
-        for i in range(cfg.check_size):
-            s = miniature.sample(task, f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
-            rows.append({"task": task, "question": s["question"], "answer": s["answer"],
-                         "image": view(miniature.render(s["spec"]), (side, side))})
-    return rows
-
-
-def check_accuracy(model, processor, rows: list[dict]) -> dict:
-    """Greedy direct answers (the score-judge prompt) -> accuracy per task."""
-    import re
-
-    import torch
-    msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"]) for r in rows]
-    tok = processor.tokenizer
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                               return_tensors="pt", padding=True)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-        model.train(was_training)
-    finally:
-        tok.padding_side = side
-    texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=False)
-    acc: dict = {}
-    for r, t in zip(rows, texts):
-        m = re.search(r"<answer>(.*?)</answer>", t)
-        acc.setdefault(r["task"], []).append(bool(m) and m.group(1).strip() == r["answer"])
-    return {k: sum(v) / len(v) for k, v in acc.items()}
-
-
-def check_boxes(model, processor, cfg: MiniConfig) -> float:
-    """With the zoom tool: the share of held-out detail questions (low view) on which, among the four
-    quadrant zoom calls, the model finds the most likely the one holding the grey box (`zoom_box`). (Whether
-    to call, and which tool, is not checked: not taught.)"""
-    import torch
-    from vtdata.resolution import view
-    tok = processor.tokenizer
-    q = cfg.size // 4
-    boxes = [[x, y, x + q, y + q] for y in (0, q) for x in (0, q)]
-    calls = [tools.call_text("zoom", b)[len("<tool_call>"):] for b in boxes]
-    texts, images, want, spans = [], [], [], []
-    for i in range(cfg.check_size):
-        s = miniature.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
-        img = view(miniature.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
-        msgs = protocol.agent_messages(s["question"], img, tools=tuple(cfg.tools))
-        head = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                             chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["ocr"] + "<tool_call>"
-        for call in calls:
-            texts.append(head + call)
-            images.append([img])
-            spans.append(len(tok(call, add_special_tokens=False)["input_ids"]))
-        want.append(boxes.index(zoom_box(s["spec"], cfg.size)))
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-        model.train(was_training)
-    finally:
-        tok.padding_side = side
-    ids = inputs["input_ids"][:, 1:]
-    tok_logp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    scores = [float(tok_logp[k, -n:].sum()) for k, n in enumerate(spans)]
-    ok = sum(max(range(4), key=lambda b: scores[4 * i + b]) == w for i, w in enumerate(want))
-    return ok / len(want)
-
-
-class AccuracyCheck(TrainerCallback):
-    """Stops SFT once both classes pass the accuracy check (see MiniConfig.check_every), and with the zoom
-    tool once its boxes do too (`check_boxes`)."""
-
-    def __init__(self, processor, cfg: MiniConfig):
-        self.processor, self.cfg = processor, cfg
-        self.rows = check_rows(cfg)
-        self.history: list[dict] = []
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if state.global_step % self.cfg.check_every:
-            return
-        acc = check_accuracy(model, self.processor, self.rows)  # the training template renders the same text
-        if "zoom" in self.cfg.tools:
-            acc["zoom_box"] = check_boxes(model, self.processor, self.cfg)
-        self.history.append({"step": state.global_step, **acc})
-        info(f"warm start: step {state.global_step}: held-out accuracy general (low view) "
-             f"{acc['general']:.2f}, detail (high view) {acc['ocr']:.2f}"
-             + (f", zoom box {acc['zoom_box']:.2f}" if "zoom_box" in acc else ""))
-        if min(acc.values()) >= self.cfg.check_accuracy:
-            control.should_training_stop = True
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("VT_CACHE") or Path.home() / ".cache" / "vt")
 
@@ -382,6 +279,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from vttrain import models
+    from vttrain.warmstart_check import AccuracyCheck, check_accuracy  # it imports this module
     models._quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
