@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import AsyncIterator, Callable, Iterable
 
-from vtdata import prompts, protocol
+from vtdata import prompts, protocol, tools
 from vtdata.console import VtError
 from vtdata.db import arrow_table, insert_rows, transaction
 from vtdata.judge import JudgeItem, Verdict
@@ -211,7 +211,6 @@ async def _direct(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
 
 async def _think(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
     """The agent protocol, turn by turn, batched across jobs."""
-    from vtdata import tools
     names = {"ok_prompt": s.tool_ok_prompt, "error_prompt": s.tool_error_prompt}
     convs = [protocol.agent_messages(j.sample["question"], _image(j.sample, "low"), s.agent_system_prompt,
                                      s.agent_user_prompt, s.tools) for j in jobs]
