@@ -21,7 +21,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator, Callable, Iterable
+from typing import AsyncIterator, Callable, Iterable, Iterator
+
+import pyarrow as pa
 
 from vtdata import prompts, protocol, tools
 from vtdata.console import VtError
@@ -125,7 +127,6 @@ class Store:
 
     def pending(self, jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]]]:
         """(jobs with no stored rollout, [(job, stored text)] of stored rollouts without a good verdict)."""
-        import pyarrow as pa
         if not jobs:
             return [], []
         keys = pa.table({c: [j.key[i] for j in jobs] for i, c in enumerate(self.key)})
@@ -148,7 +149,6 @@ class Store:
         insert_rows(self.con, self.table, rows, self.columns, replace=True)
 
     def write_verdicts(self, judged: list[tuple[Job, Verdict]]) -> None:
-        import pyarrow as pa
         if not judged:
             return
         cols = {c: [j.key[i] for j, _ in judged] for i, c in enumerate(self.key)}
@@ -166,6 +166,18 @@ class Store:
         on = " AND ".join(f"t.{c} = v.{c}" for c in self.key)
         with arrow_table(self.con, "_vt_verdicts", pa.table(cols)):
             self.con.execute(f"UPDATE {self.table} t SET {', '.join(sets)} FROM _vt_verdicts v WHERE {on}", params)
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter), from any iterable."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def judge_item(sample: dict, text: str) -> JudgeItem:

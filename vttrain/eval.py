@@ -232,11 +232,6 @@ def _as_list(x) -> Optional[list]:
     return [str(a) for a in x]
 
 
-def _chunks(rows: list[dict], size: int):
-    for b in range(0, len(rows), size):
-        yield rows[b:b + size]
-
-
 async def _evaluate(cfg: EvalConfig, run: str, con, rows: list[dict], stored: dict, policy, judge) -> int:
     """Generate and judge what the run lacks (the rows without a prediction, and the stored predictions
     without a good verdict: `stored` = sample_id -> status), a batch at a time; returns how many
@@ -271,7 +266,7 @@ async def _evaluate(cfg: EvalConfig, run: str, con, rows: list[dict], stored: di
 
     def chunks():  # the stored predictions to judge again first, then the rows to generate
         for part in (unjudged, todo):
-            for chunk in _chunks(part, cfg.batch_size):
+            for chunk in engine.chunks(part, cfg.batch_size):
                 yield [engine.Job((run, r["id"]), r, mode) for r in chunk]
 
     n = {"new": 0, "correct": 0, "judged": 0, "resized": 0, "failed": 0}
@@ -280,7 +275,7 @@ async def _evaluate(cfg: EvalConfig, run: str, con, rows: list[dict], stored: di
                                     record=record):
             n["new"] += len(res.generated)
             n["failed"] += len(res.failed)
-            n["resized"] += sum(r.tool_call == "ok" for r in res.generated)
+            n["resized"] += sum("resize" in r.used for r in res.generated)
             n["judged"] += len(res.judged)
             n["correct"] += sum(bool(v.score) for _, v in res.judged)
             bar.advance(len(res.jobs), status=f"correct {n['correct']}/{n['judged']} resized {n['resized']}")
@@ -294,7 +289,6 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     """`vt eval`: evaluate, resuming a run of the same name; prints the summary and returns
     {'run', 'done', 'new', 'summary', 'jsonl', 'db'}. `policy` / `judge` replace the ones `cfg` names
     (tests pass scripted ones; the caller closes them)."""
-
     name = cfg.run_name()
     make_out_dir(cfg.out_dir())  # before any work: the JSONL is written at the end
     rows = _rows(cfg)

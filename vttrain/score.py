@@ -197,17 +197,6 @@ def _with_images(cfg: ScoreConfig, todo: list[dict]):
                 return
 
 
-def _chunks(rows, size: int):
-    chunk: list = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None = None) -> dict:
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
     k, pid = int(cfg.rollouts), policy.identity
@@ -244,7 +233,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
     t0 = time.perf_counter()
     with progress_bar("scoring", total=len(todo)) as bar:
         bar.advance(0, status=_status(counts))
-        sample_chunks = _chunks(_with_images(cfg, todo), int(cfg.concurrency))
+        sample_chunks = engine.chunks(_with_images(cfg, todo), int(cfg.concurrency))
         async for res in engine.run((jobs(c) for c in sample_chunks), policy=policy, judge=judge, store=store,
                                     settings=settings, record=record, on_verdicts=relabel):
             ids = list(dict.fromkeys(j.key[1] for j in res.jobs))
