@@ -70,7 +70,7 @@ class ResizeEnv:
         call = bad[len(INVALID_CALL):] if bad is not None else protocol.ToolCall(name, arguments)
         if name == protocol.TOOL_NAME and bad is None and arguments.get("action") != protocol.TOOL_ACTION:
             call = f"unknown action {arguments.get('action')!r}; the only available action is {protocol.TOOL_ACTION!r}"
-        reply = tools.respond(call, {**self.row, "image": self.row["image_bytes"]}, self.tools, view=_env_view,
+        reply = tools.respond(call, {**self.row, "image": self.row["image_bytes"]}, self.tools, view=_view,
                               **self.prompt_names)
         if reply.error is not None:
             self.errors.append(reply.error)
@@ -123,22 +123,18 @@ def env_factory(tools, prompt_names: dict):
     return functools.partial(env_class(tools), prompt_names=prompt_names)
 
 
-def _env_view(row: dict, which: str):
-    return _view({**row, "image_bytes": row["image"]}, which)
-
-
 _VIEWS: "OrderedDict[tuple, Any]" = OrderedDict()
 _VIEW_CACHE_SIZE = 64  # a prompt's G rollouts ask for the same views in a row
 
 
 def _view(row: dict, which: str):
-    """The row's low/high view (vtdata.resolution.view_of on the original bytes), LRU-cached by row id."""
+    """The row's low/high view (vtdata.resolution.view_of; `image` = the original bytes), LRU-cached by row id."""
     from vtdata.resolution import view_of
     key = (row.get("id"), row.get("image_sha256"), which, row.get(f"{which}_width"), row.get(f"{which}_height"))
     if key[0] is not None and key in _VIEWS:
         _VIEWS.move_to_end(key)
         return _VIEWS[key]
-    img = view_of({**row, "image": row["image_bytes"]}, which)
+    img = view_of(row, which)
     if key[0] is not None:
         _VIEWS[key] = img
         while len(_VIEWS) > _VIEW_CACHE_SIZE:
@@ -147,11 +143,8 @@ def _view(row: dict, which: str):
 
 
 def high_view(row: dict):
-    return _view(row, "high")
-
-
-def low_view(row: dict):
-    return _view(row, "low")
+    """The high view of a TRL row (original bytes in `image_bytes`)."""
+    return _view({**row, "image": row["image_bytes"]}, "high")
 
 
 def install_response_parser(processor, tools=("resize",)) -> None:
@@ -219,7 +212,7 @@ def make_transform(system_prompt: str = "agent_system", user_prompt: str = "agen
         out["image_bytes"] = batch["image"]
         n = len(batch["image"])
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
-        out["prompt"] = [protocol.agent_messages(r["question"], low_view({**r, "image_bytes": r["image"]}),
+        out["prompt"] = [protocol.agent_messages(r["question"], _view(r, "low"),
                                                  system_prompt, user_prompt, tools) for r in rows]
         return out
 
