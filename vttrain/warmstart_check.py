@@ -4,6 +4,7 @@ pass. Held-out questions come from their own seed namespace, never from the SFT 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 import torch
 from transformers import TrainerCallback
@@ -26,22 +27,29 @@ def check_rows(cfg: MiniConfig) -> list[dict]:
     return rows
 
 
+@contextmanager
+def _inference(model, tokenizer):
+    """Left padding, eval mode and no gradients for the block; the model's mode and the tokenizer's padding
+    side are restored after it (the check runs in the middle of training)."""
+    side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+
+
 def check_accuracy(model, processor, rows: list[dict]) -> dict:
     """Greedy direct answers (the score-judge prompt) -> accuracy per task."""
     msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"]) for r in rows]
     tok = processor.tokenizer
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
+    with _inference(model, tok):
         inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
                                                return_tensors="pt", padding=True)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-        model.train(was_training)
-    finally:
-        tok.padding_side = side
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=False)
     acc: dict = {}
     for r, t in zip(rows, texts):
@@ -70,17 +78,9 @@ def check_boxes(model, processor, cfg: MiniConfig) -> float:
             images.append([img])
             spans.append(len(tok(call, add_special_tokens=False)["input_ids"]))
         want.append(boxes.index(zoom_box(s["spec"], cfg.size)))
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
+    with _inference(model, tok):
         inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-        model.train(was_training)
-    finally:
-        tok.padding_side = side
+        logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
     ids = inputs["input_ids"][:, 1:]
     tok_logp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     scores = [float(tok_logp[k, -n:].sum()) for k, n in enumerate(spans)]
