@@ -183,12 +183,9 @@ def command(cfg_cls: type, run: Callable[[Any], Any], context_settings: dict | N
     if dup or "ctx" in names:
         raise TypeError(f"{cfg_cls.__name__}: option name(s) {', '.join(sorted(dup or {'ctx'}))} used twice")
     docs = field_docs(cfg_cls)
-    nested = {}
-    for f in dataclasses.fields(cfg_cls):
-        tp, _ = _unwrap(typing.get_type_hints(cfg_cls)[f.name])
-        if dataclasses.is_dataclass(tp) and f.init:
-            nested[f.name] = tp
-            docs.update({k: v for k, v in field_docs(tp).items() if k not in docs})
+    nested = _nested(cfg_cls)
+    for tp in nested.values():
+        docs.update({k: v for k, v in field_docs(tp).items() if k not in docs})
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     # positional arguments first, in field order; then options
     ordered = [o for o in opts if o.field.metadata.get("argument")] + [o for o in opts if not o.field.metadata.get("argument")]
@@ -228,19 +225,26 @@ def command(cfg_cls: type, run: Callable[[Any], Any], context_settings: dict | N
     return fn
 
 
+def _nested(cfg_cls: type) -> dict:
+    """field name -> dataclass type of the config's nested configs (flattened on the command line)."""
+    hints = typing.get_type_hints(cfg_cls)
+    return {f.name: tp for f in dataclasses.fields(cfg_cls)
+            if f.init and dataclasses.is_dataclass(tp := _unwrap(hints[f.name])[0])}
+
+
+def _flag(o: _Opt) -> str:
+    """How the command line names an option: ARG for a positional argument, else --its-flag."""
+    return o.name.upper() if o.field.metadata.get("argument") else "--" + o.name.replace("_", "-")
+
+
 def build(cfg_cls: type, values: dict, opts: list[_Opt] | None = None, nested: dict | None = None):
     """`cfg_cls(**values)` with nested configs built from their flat fields; a missing required option
     or a value of the wrong type is a one-line VtError."""
     opts = _options(cfg_cls) if opts is None else opts
-    if nested is None:
-        hints = typing.get_type_hints(cfg_cls)
-        nested = {f.name: _unwrap(hints[f.name])[0] for f in dataclasses.fields(cfg_cls)
-                  if dataclasses.is_dataclass(_unwrap(hints[f.name])[0])}
+    nested = _nested(cfg_cls) if nested is None else nested
     missing = [o for o in opts if o.required and o.name not in values]
     if missing:
-        raise VtError("missing " + ", ".join(("" if o.field.metadata.get("argument") else "--")
-                                             + (o.name.upper() if o.field.metadata.get("argument") else o.name.replace("_", "-"))
-                                             for o in missing))
+        raise VtError("missing " + ", ".join(_flag(o) for o in missing))
     top, sub = {}, {k: {} for k in nested}
     for o in opts:
         if o.name in values:
@@ -258,7 +262,7 @@ def _convert(o: _Opt, v):
     """A flag's or a file's value as the field's type; a value that is not one is a one-line VtError."""
     if v is None:
         return None
-    flag = o.name.upper() if o.field.metadata.get("argument") else "--" + o.name.replace("_", "-")
+    flag = _flag(o)
     if typing.get_origin(o.type) is Literal:
         choices = typing.get_args(o.type)
         match = [c for c in choices if str(c) == str(v)]
