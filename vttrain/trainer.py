@@ -95,7 +95,7 @@ class VtGRPOTrainer(GRPOTrainer):
         self._over_rows = None  # rollouts that ended without an answer (mask_over_turns)
         self.run_dir = Path(self.args.output_dir)
         per_process = self.args.per_device_train_batch_size * self.args.steps_per_generation
-        if getattr(vt, "dynamic_sampling", False) and vt.max_refill_rounds > 0 and per_process % self.num_generations:
+        if vt.dynamic_sampling and vt.max_refill_rounds > 0 and per_process % self.num_generations:
             from vtdata.console import VtError
             raise VtError(f"max_refill_rounds needs whole groups per process: per_device_train_batch_size x "
                           f"steps_per_generation ({per_process}) must be a multiple of num_generations "
@@ -140,13 +140,13 @@ class VtGRPOTrainer(GRPOTrainer):
                          format_ok=bool(fo >= 0.5), cost=f[7] / max(f[4], 1.0))
                  for a, f, fo in zip(acc, facts.tolist(), fmt)]
         pens = batch_penalties(rolls, G, mode=vt.penalty_mode, theta=vt.theta, penalty=vt.penalty,
-                               cost=getattr(vt, "penalty_cost", "flat"))
+                               cost=vt.penalty_cost)
         rewards[:, PEN] = -torch.tensor(pens, dtype=rewards.dtype, device=rewards.device)
         failed = torch.isnan(rewards[:, ACC])
         rewards[failed] = torch.nan  # a judge failure is unscorable, never wrong (advantage 0 in TRL)
         over = facts[:, 6] > 0
         self._over_rows = over
-        if getattr(vt, "mask_over_turns", False):
+        if vt.mask_over_turns:
             rewards[over] = torch.nan  # out of the group baseline; their loss is masked in _generate_and_score_completions
 
         # zero-variance groups (no gradient signal); optionally filtered from the loss
@@ -155,7 +155,7 @@ class VtGRPOTrainer(GRPOTrainer):
         zero = torch.tensor([len(g) < 2 or max(g) - min(g) < 1e-6 for g in spread], device=rewards.device)
         self._zero_var_rows = zero.repeat_interleave(G)
         self._log_metrics(mode, rolls, pens, facts, zero)
-        if getattr(vt, "log_rollouts", True):
+        if vt.log_rollouts:
             self._write_rollouts(inputs, completions, rewards, rolls, pens, facts, G)
         return rewards
 
