@@ -1,5 +1,5 @@
-"""The miniature: its task family (the detail class is erased at the low view) and the warm start's SFT
-data (the tool-call rate does not depend on the question type)."""
+"""The two-question miniature family (the detail class is erased at the low view) and the warm start's SFT
+data (the image-decision family: the tool-call rate does not depend on the source)."""
 import itertools
 
 import numpy as np
@@ -55,9 +55,13 @@ def test_sft_tool_rate_does_not_depend_on_the_question_type():
     cfg = MiniConfig()
     rows = [trajectory(i, cfg) for i in range(3000)]
     agent = [r for r in rows if r["kind"] == "agent"]
-    rate = {t: np.mean([r["tool"] for r in agent if r["task"] == t]) for t in ("general", "ocr")}
-    assert abs(rate["general"] - cfg.tool_rate) < 0.05 and abs(rate["ocr"] - cfg.tool_rate) < 0.05
-    assert abs(rate["general"] - rate["ocr"]) < 0.06
+    rate = {s: np.mean([r["tool"] for r in agent if r["source"] == s]) for s in ("general", "coarse", "fine")}
+    assert all(abs(v - cfg.tool_rate) < 0.06 for v in rate.values()), rate
+    assert max(rate.values()) - min(rate.values()) < 0.08, rate
+    # coarse and fine ask the same question and think the same sentence before the choice
+    first = {s: {[m for m in r["messages"] if m["role"] == "assistant"][0]["content"][0]["text"].split("</think>")[0]
+                 for r in agent if r["source"] == s} for s in ("coarse", "fine")}
+    assert first["coarse"] == first["fine"] and len(first["fine"]) == 1
     # every tool trajectory: the call is well-formed and followed by the high view, then an answer
     from vtdata import protocol
     for r in agent:

@@ -1,6 +1,8 @@
-"""The warm start's held-out checks (`vt init-model mini`): answer accuracy per class, and with the zoom tool
-whether the likeliest zoom box is the quadrant holding the grey box; `AccuracyCheck` stops SFT once they
-pass. Held-out questions come from their own seed namespace, never from the SFT rows."""
+"""The warm start's held-out checks (`vt init-model mini`): answer accuracy per source, the probability of
+calling the tool per source (`call_probability`: it must not depend on the source, WHEN to resize is GRPO's
+to learn), and with the zoom tool whether the likeliest zoom box is the quadrant holding the grey box;
+`AccuracyCheck` stops SFT once the accuracies (and boxes) pass. Held-out questions come from their own seed
+namespaces, never from the SFT rows."""
 from __future__ import annotations
 
 import re
@@ -12,18 +14,24 @@ from transformers import TrainerCallback
 from vtdata import prompts, protocol, tools
 from vtdata.console import info
 from vtdata.resolution import view
-from vtdata.sources import miniature
+from vtdata.sources import sufficiency
 from vttrain.warmstart import SEED_SPACE, THINK_FIRST, MiniConfig, zoom_box
 
+# Where each source is answerable: general and coarse at the low view, fine at the high view only.
+CHECK_VIEW = {"general": "low", "coarse": "low", "fine": "high"}
 
-def check_rows(cfg: MiniConfig) -> list[dict]:
-    """The accuracy check's held-out questions: (task, view, question, answer, image), never SFT rows."""
+
+def check_rows(cfg: MiniConfig, space: str = "check", n: int | None = None, views: dict | None = None) -> list[dict]:
+    """Held-out questions per source: (source, task, question, answer, image at the source's view of `views`),
+    from their own seed namespace `space`, never SFT rows."""
     rows = []
-    for task, side in (("general", cfg.size // 2), ("ocr", cfg.size)):
-        for i in range(cfg.check_size):
-            s = miniature.sample(task, f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
-            rows.append({"task": task, "question": s["question"], "answer": s["answer"],
-                         "image": view(miniature.render(s["spec"]), (side, side))})
+    for source, which in (views or CHECK_VIEW).items():
+        task, scale = sufficiency.SOURCES[source]
+        side = cfg.size if which == "high" else cfg.size // 2
+        for i in range(n or cfg.check_size):
+            s = sufficiency.sample(task, f"{SEED_SPACE}-{space}-{cfg.seed}", i, cfg.size, scale)
+            rows.append({"source": source, "task": task, "question": s["question"], "answer": s["answer"],
+                         "image": view(sufficiency.render(s["spec"]), (side, side))})
     return rows
 
 
@@ -43,7 +51,7 @@ def _inference(model, tokenizer):
 
 
 def check_accuracy(model, processor, rows: list[dict]) -> dict:
-    """Greedy direct answers (the score-judge prompt) -> accuracy per task."""
+    """Greedy direct answers (the score-judge prompt) -> accuracy per source."""
     msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"]) for r in rows]
     tok = processor.tokenizer
     with _inference(model, tok):
@@ -54,8 +62,37 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     acc: dict = {}
     for r, t in zip(rows, texts):
         m = re.search(r"<answer>(.*?)</answer>", t)
-        acc.setdefault(r["task"], []).append(bool(m) and m.group(1).strip() == r["answer"])
+        acc.setdefault(r["source"], []).append(bool(m) and m.group(1).strip() == r["answer"])
     return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def call_probability(model, processor, cfg: MiniConfig, n: int = 200, batch: int = 50) -> dict:
+    """The warm start's probability of calling the tool, per source, on `n` held-out rows each (the agent
+    prompt with the low view, as `vt train` and `vt eval --mode think` pose it): after turn 1's think
+    sentence the next token is the whole choice, `<tool_call>` or `<answer>`, so P(call) is read exactly at
+    that position: p(<tool_call>) / (p(<tool_call>) + p(<answer>)). Returns {source: mean P(call)} and
+    `choice_mass`, the smallest share of the next-token probability those two tokens hold (~1: the choice is
+    one token)."""
+    tok = processor.tokenizer
+    call_id, answer_id = tok.convert_tokens_to_ids("<tool_call>"), tok.convert_tokens_to_ids("<answer>")
+    rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
+    out: dict = {}
+    mass = 1.0
+    with _inference(model, tok):
+        for k in range(0, len(rows), batch):
+            part = rows[k:k + batch]
+            texts = [processor.apply_chat_template(protocol.agent_messages(r["question"], r["image"],
+                                                                           tools=tuple(cfg.tools)),
+                                                   tokenize=False, add_generation_prompt=True,
+                                                   chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST[r["task"]]
+                     for r in part]
+            inputs = processor(text=texts, images=[[r["image"]] for r in part], return_tensors="pt", padding=True)
+            p = torch.softmax(model(**inputs).logits[:, -1].float(), dim=-1)
+            pc, pa = p[:, call_id], p[:, answer_id]
+            mass = min(mass, float((pc + pa).min()))
+            for r, v in zip(part, (pc / (pc + pa)).tolist()):
+                out.setdefault(r["source"], []).append(v)
+    return {k: round(sum(v) / len(v), 4) for k, v in out.items()} | {"choice_mass": round(mass, 4)}
 
 
 def check_boxes(model, processor, cfg: MiniConfig) -> float:
@@ -68,8 +105,8 @@ def check_boxes(model, processor, cfg: MiniConfig) -> float:
     calls = [tools.call_text("zoom", b)[len("<tool_call>"):] for b in boxes]
     texts, images, want, spans = [], [], [], []
     for i in range(cfg.check_size):
-        s = miniature.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
-        img = view(miniature.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
+        s = sufficiency.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size, "fine")
+        img = view(sufficiency.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
         msgs = protocol.agent_messages(s["question"], img, tools=tuple(cfg.tools))
         head = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
                                              chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["ocr"] + "<tool_call>"
@@ -104,8 +141,8 @@ class AccuracyCheck(TrainerCallback):
         if "zoom" in self.cfg.tools:
             acc["zoom_box"] = check_boxes(model, self.processor, self.cfg)
         self.history.append({"step": state.global_step, **acc})
-        info(f"warm start: step {state.global_step}: held-out accuracy general (low view) "
-             f"{acc['general']:.2f}, detail (high view) {acc['ocr']:.2f}"
+        info(f"warm start: step {state.global_step}: held-out accuracy "
+             + ", ".join(f"{s} ({CHECK_VIEW[s]} view) {acc[s]:.2f}" for s in CHECK_VIEW)
              + (f", zoom box {acc['zoom_box']:.2f}" if "zoom_box" in acc else ""))
         if min(acc.values()) >= self.cfg.check_accuracy:
             control.should_training_stop = True
