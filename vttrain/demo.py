@@ -221,7 +221,7 @@ class Demo:
         calls = meta.get("call_probability") or {}
         return (f"warm-started mini Qwen2.5-VL in {self.model} ({meta.get('steps_trained')} SFT steps; held-out "
                 f"accuracy " + ", ".join(f"{k} {v}" for k, v in last.items() if k != "step")
-                + "; P(call) " + ", ".join(f"{k} {v:.2f}" for k, v in calls.items() if k != "choice_mass") + ")")
+                + "; P(call) " + ", ".join(f"{k} {v:.2f}" for k, v in calls.items() if not k.endswith("_mass")) + ")")
 
     def _sum_train(self, run: Path) -> str:
         from vttrain.report import read_metrics

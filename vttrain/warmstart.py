@@ -10,9 +10,11 @@ it erases) in the exact formats vt's stages use:
 - the direct prompt of `vt score-judge` and `vt eval --mode full|low`, on either view.
 The decision to call the tool is NOT taught: every agent trajectory calls it with probability
 `tool_rate`, whatever the question and the image, so after SFT the resize ratio is ~tool_rate on every
-source and GRPO has to learn when the high view is worth it. Think text is one short sentence per turn;
-turn 1's names the question's subject, so coarse and fine rows (the same question) share it word for word
-and the token on which the model chooses between answering and calling: only the pixels tell them apart.
+source and GRPO has to learn when the high view is worth it. Think text is one short sentence per turn. Turn 1's
+says what the model sees: the background for the colour question; for the box question (coarse and fine
+rows ask it word for word) whether the box in the view it was shown looks striped or flat, read from that
+view's pixels (`sufficiency.box_contrast`), never from the row's source. The tool is called at the same
+rate after either sentence.
 `vt init-model mini` measures that choice's probability per source on held-out rows (`call_probability`
 in vt_init.json and the model's README.md).
 
@@ -43,16 +45,19 @@ MINI_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, nu
                  rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4})
 MINI_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1],
                    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-# Turn 1's think names what the question is about (as a real model's reasoning would). Coarse and fine rows
-# ask the same question, so they share it: nothing in the text before the choice tells them apart.
+# Turn 1's think says what the view shows (as a real model's reasoning would). For the box question the
+# sentence comes from the pixels of the view: a box whose pattern the view keeps looks striped, one the view
+# erased looks flat. (With one shared sentence for coarse and fine, GRPO moved both in lockstep: to never
+# resizing with per-group reward scaling, to always resizing with batch or no scaling.)
 THINK_FIRST = {"general": "<think>The question is about the background.</think>",
-               "ocr": "<think>The question is about the grey box.</think>"}
+               "striped": "<think>The grey box looks striped.</think>",
+               "flat": "<think>The grey box looks flat.</think>"}
+VISIBLE = 10.0  # grey-level spread inside the box above which a view shows the pattern (fine low views: < 1)
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
              % (protocol.TOOL_NAME, protocol.TOOL_ACTION))
 # One token each in the mini tokenizer. `</think>` is not among them: it merges with the sentence before it
-# ("The question is about the small box.</think>"): the decision token is the question's own, the same for
-# coarse and fine.
+# ("The grey box looks flat.</think>"): the decision token is the sentence's own.
 TAGS = ["<think>", "<answer>", "</answer>"]
 ZOOM_HEAD = tools.ZOOM_HEAD
 ZOOM_THINK = "quadrant of the grey box; box check"  # (key only) the zoom box rule of `zoom_box`, its check
@@ -113,7 +118,7 @@ class MiniConfig:
             fields["tools"] = list(self.tools)
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
-                           "think": [THINK_FIRST, THINK_AFTER], "protocol": protocol_text,
+                           "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
                            "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -131,8 +136,9 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     data = sufficiency.render(s["spec"])
     high = view(data, (cfg.size, cfg.size))
     low = view(data, (cfg.size // 2, cfg.size // 2))
-    answer = f"{THINK_FIRST[task]}<answer>{s['answer']}</answer>"
     if rng.random() < cfg.agent_share:
+        think = first_think(task, s["spec"], low)
+        answer = f"{think}<answer>{s['answer']}</answer>"
         msgs = protocol.agent_messages(s["question"], None, tools=tuple(cfg.tools))
         if rng.random() < cfg.tool_rate:
             name = cfg.tools[0] if len(cfg.tools) == 1 else rng.choice(list(cfg.tools))
@@ -147,20 +153,29 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
                 r = tools.respond(tools.parse_call(call, cfg.tools), row, cfg.tools)
                 reply, image = r.message, r.image
             tool = [{"type": "image"} if b.get("type") == "image" else b for b in reply]
-            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}{call}"}]},
+            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{think}{call}"}]},
                      {"role": "user", "content": tool},
                      {"role": "assistant", "content": [{"type": "text",
                                                         "text": f"{THINK_AFTER}<answer>{s['answer']}</answer>"}]}]
-            return {"messages": msgs, "images": [low, image], "task": task, "source": source, "kind": "agent", "tool": True,
-                    "tool_name": name}
+            return {"messages": msgs, "images": [low, image], "task": task, "source": source, "kind": "agent",
+                    "tool": True, "tool_name": name, "think": think}
         msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        return {"messages": msgs, "images": [low], "task": task, "source": source, "kind": "agent", "tool": False}
+        return {"messages": msgs, "images": [low], "task": task, "source": source, "kind": "agent", "tool": False,
+                "think": think}
     img = high if rng.random() < cfg.direct_high_share else low
+    answer = f"{first_think(task, s['spec'], img)}<answer>{s['answer']}</answer>"
     msgs = protocol.direct_messages(prompts.load("score_system"), s["question"], None)
     msgs[1]["content"][0] = {"type": "image"}
     msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return {"messages": msgs, "images": [img], "task": task, "source": source, "kind": "high" if img is high else "low",
             "tool": False}
+
+
+def first_think(task: str, spec: dict, img) -> str:
+    """Turn 1's think sentence for a view `img` of a row: what that view shows (see THINK_FIRST)."""
+    if task == "general":
+        return THINK_FIRST["general"]
+    return THINK_FIRST["striped" if sufficiency.box_contrast(img, spec) > VISIBLE else "flat"]
 
 
 def zoom_box(spec: dict, size: int) -> list[int]:
@@ -212,10 +227,10 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
     rng = random.Random(f"vt-warmstart-corpus:{cfg.seed}")
     for _ in range(n):
         task = rng.choice(("general", "ocr"))
+        think = THINK_FIRST["general"] if task == "general" else THINK_FIRST[rng.choice(("striped", "flat"))]
         ans = rng.choice(sufficiency.ANSWERS[task])
         texts += [sufficiency.QUESTIONS[task], "\n" + sufficiency.QUESTIONS[task],
-                  f"{THINK_FIRST[task]}<answer>{ans}</answer>", f"{THINK_FIRST[task]}{TOOL_CALL}",
-                  f"{THINK_AFTER}<answer>{ans}</answer>"]
+                  f"{think}<answer>{ans}</answer>", f"{think}{TOOL_CALL}", f"{THINK_AFTER}<answer>{ans}</answer>"]
     texts.append("".join(chr(c) for c in range(32, 127)))
     return texts
 
@@ -279,7 +294,7 @@ def _is_build(path: Path, key: str) -> bool:
 def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls: dict) -> Path:
     """`out/README.md`: what the warm start is, its held-out accuracy and its per-source call probability."""
     last = checks[-1] if checks else {}
-    sources = [k for k in calls if k != "choice_mass"]
+    sources = [k for k in calls if not k.endswith("_mass")]
     spread = max(calls[k] for k in sources) - min(calls[k] for k in sources)
     lines = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags: [vt, visionthink, qwen2_5_vl]",
              "---", "", "# vt mini warm start", "",
@@ -292,8 +307,10 @@ def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls
     for k in sources:
         acc = last.get(k)
         lines.append(f"| {k} | {'n/a' if acc is None else f'{acc:.2f}'} ({CHECK_VIEW.get(k, '?')}) | {calls[k]:.3f} |")
-    lines += ["", f"Spread of P(call) across sources: {spread:.3f} (untaught: should be < 0.05). The two choice tokens "
-              f"hold at least {calls['choice_mass']:.3f} of the next-token probability there.", ""]
+    lines += ["", f"Spread of P(call) across sources: {spread:.3f} (untaught: should be < 0.05). P(call) sums over turn 1's "
+              f"think sentences (the box question: striped or flat, which the model reads off the view) the sentence's "
+              f"probability times the choice's; the sentences hold at least {calls['sentence_mass']:.3f} of turn 1's "
+              f"probability, the two choice tokens at least {calls['choice_mass']:.3f} of the next token's.", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

@@ -1,10 +1,11 @@
 """The warm start's held-out checks (`vt init-model mini`): answer accuracy per source, the probability of
-calling the tool per source (`call_probability`: it must not depend on the source, WHEN to resize is GRPO's
+calling the tool per source (`call_probability`: it must not depend on the source: WHEN to resize is GRPO's
 to learn), and with the zoom tool whether the likeliest zoom box is the quadrant holding the grey box;
 `AccuracyCheck` stops SFT once the accuracies (and boxes) pass. Held-out questions come from their own seed
 namespaces, never from the SFT rows."""
 from __future__ import annotations
 
+import math
 import re
 from contextlib import contextmanager
 
@@ -66,33 +67,47 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def call_probability(model, processor, cfg: MiniConfig, n: int = 200, batch: int = 50) -> dict:
+def call_probability(model, processor, cfg: MiniConfig, n: int = 200, batch: int = 48) -> dict:
     """The warm start's probability of calling the tool, per source, on `n` held-out rows each (the agent
-    prompt with the low view, as `vt train` and `vt eval --mode think` pose it): after turn 1's think
-    sentence the next token is the whole choice, `<tool_call>` or `<answer>`, so P(call) is read exactly at
-    that position: p(<tool_call>) / (p(<tool_call>) + p(<answer>)). Returns {source: mean P(call)} and
-    `choice_mass`, the smallest share of the next-token probability those two tokens hold (~1: the choice is
-    one token)."""
+    prompt with the low view, as `vt train` and `vt eval --mode think` pose it), computed exactly: turn 1 is
+    one of the think sentences of its question (THINK_FIRST; the model picks "striped" or "flat" for the box)
+    followed by ONE choice token, `<tool_call>` or `<answer>`. So P(call) = sum over the sentences s of
+    P(s) * p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)), normalised over the sentences.
+    Returns {source: mean P(call)}, `choice_mass` (the smallest share of the next-token probability the two
+    choice tokens hold) and `sentence_mass` (the smallest probability the candidate sentences hold together):
+    both ~1 mean the sum covers what the model would sample."""
     tok = processor.tokenizer
     call_id, answer_id = tok.convert_tokens_to_ids("<tool_call>"), tok.convert_tokens_to_ids("<answer>")
+    sentences = {"general": ["general"], "ocr": ["striped", "flat"]}
     rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
-    out: dict = {}
-    mass = 1.0
+    items = [(k, key) for k, r in enumerate(rows) for key in sentences[r["task"]]]
+    per_row: dict = {}
+    choice = 1.0
     with _inference(model, tok):
-        for k in range(0, len(rows), batch):
-            part = rows[k:k + batch]
-            texts = [processor.apply_chat_template(protocol.agent_messages(r["question"], r["image"],
+        for j in range(0, len(items), batch):
+            part = items[j:j + batch]
+            heads = [processor.apply_chat_template(protocol.agent_messages(rows[k]["question"], rows[k]["image"],
                                                                            tools=tuple(cfg.tools)),
                                                    tokenize=False, add_generation_prompt=True,
-                                                   chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST[r["task"]]
-                     for r in part]
-            inputs = processor(text=texts, images=[[r["image"]] for r in part], return_tensors="pt", padding=True)
-            p = torch.softmax(model(**inputs).logits[:, -1].float(), dim=-1)
-            pc, pa = p[:, call_id], p[:, answer_id]
-            mass = min(mass, float((pc + pa).min()))
-            for r, v in zip(part, (pc / (pc + pa)).tolist()):
-                out.setdefault(r["source"], []).append(v)
-    return {k: round(sum(v) / len(v), 4) for k, v in out.items()} | {"choice_mass": round(mass, 4)}
+                                                   chat_template=protocol.CHAT_TEMPLATE) for k, _ in part]
+            inputs = processor(text=[h + THINK_FIRST[key] for h, (_, key) in zip(heads, part)],
+                               images=[[rows[k]["image"]] for k, _ in part], return_tensors="pt", padding=True)
+            logp = torch.log_softmax(model(**inputs).logits.float(), dim=-1)  # left padding: sentences end last
+            ids = inputs["input_ids"]
+            for b, (k, key) in enumerate(part):
+                m = len(tok(THINK_FIRST[key], add_special_tokens=False)["input_ids"])
+                lp_sentence = float(logp[b, -m - 1:-1].gather(-1, ids[b, -m:].unsqueeze(-1)).sum())
+                pc, pa = float(logp[b, -1, call_id].exp()), float(logp[b, -1, answer_id].exp())
+                choice = min(choice, pc + pa)
+                per_row.setdefault(k, []).append((lp_sentence, pc / (pc + pa)))
+    out: dict = {}
+    sentence_mass = 1.0
+    for k, cands in per_row.items():
+        weights = [math.exp(lp) for lp, _ in cands]
+        sentence_mass = min(sentence_mass, sum(weights))
+        out.setdefault(rows[k]["source"], []).append(sum(w * p for w, (_, p) in zip(weights, cands)) / sum(weights))
+    return ({k: round(sum(v) / len(v), 4) for k, v in out.items()}
+            | {"choice_mass": round(choice, 4), "sentence_mass": round(sentence_mass, 4)})
 
 
 def check_boxes(model, processor, cfg: MiniConfig) -> float:
@@ -109,7 +124,7 @@ def check_boxes(model, processor, cfg: MiniConfig) -> float:
         img = view(sufficiency.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
         msgs = protocol.agent_messages(s["question"], img, tools=tuple(cfg.tools))
         head = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                             chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["ocr"] + "<tool_call>"
+                                             chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["flat"] + "<tool_call>"
         for call in calls:
             texts.append(head + call)
             images.append([img])

@@ -96,13 +96,20 @@ def render(spec: dict) -> bytes:
     return buf.getvalue()
 
 
-def low_view_contrast(data: bytes, spec: dict) -> float:
-    """What the low view keeps of the pattern: the standard deviation of the grey levels inside the box of
-    the half-size view (vt's own LANCZOS view), its outer taper ring left out. ~0 where halving erased it."""
-    from vtdata.resolution import view
-    s = spec["size"] // 2
-    low = view(data, (s, s)).convert("L")
-    x0, y0, n = spec["box"][0] // 2, spec["box"][1] // 2, spec["box_size"] // 2
-    vals = [low.getpixel((x, y)) for y in range(y0 + 2, y0 + n - 2) for x in range(x0 + 2, x0 + n - 2)]
+def box_contrast(img, spec: dict) -> float:
+    """What a view (a PIL image of any size, e.g. vt's LANCZOS low view) shows of the pattern: the standard
+    deviation of the grey levels inside the box, its outer taper ring left out. ~0 where the view erased it."""
+    k = img.size[0] / spec["size"]
+    grey = img.convert("L")
+    x0, y0, n = round(spec["box"][0] * k), round(spec["box"][1] * k), round(spec["box_size"] * k)
+    m = max(1, round(4 * k))
+    vals = [grey.getpixel((x, y)) for y in range(y0 + m, y0 + n - m) for x in range(x0 + m, x0 + n - m)]
     mean = sum(vals) / len(vals)
     return (sum((v - mean) ** 2 for v in vals) / len(vals)) ** 0.5
+
+
+def low_view_contrast(data: bytes, spec: dict) -> float:
+    """`box_contrast` of the half-size view (the low view vt's stages show)."""
+    from vtdata.resolution import view
+    s = spec["size"] // 2
+    return box_contrast(view(data, (s, s)), spec)
