@@ -67,47 +67,56 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def call_probability(model, processor, cfg: MiniConfig, n: int = 200, batch: int = 48) -> dict:
-    """The warm start's probability of calling the tool, per source, on `n` held-out rows each (the agent
-    prompt with the low view, as `vt train` and `vt eval --mode think` pose it), computed exactly: turn 1 is
-    one of the think sentences of its question (THINK_FIRST; the model picks "striped" or "flat" for the box)
-    followed by ONE choice token, `<tool_call>` or `<answer>`. So P(call) = sum over the sentences s of
-    P(s) * p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)), normalised over the sentences.
-    Returns {source: mean P(call)}, `choice_mass` (the smallest share of the next-token probability the two
-    choice tokens hold) and `sentence_mass` (the smallest probability the candidate sentences hold together):
-    both ~1 mean the sum covers what the model would sample."""
+def call_probability(model, processor, cfg: MiniConfig, n: int = 200) -> dict:
+    """The warm start's probability of calling the tool per source, on `n` held-out rows each at the low view
+    (`row_call_probability`). Returns {source: mean P(call)}, `choice_mass` and `sentence_mass` (their
+    smallest values over the rows: both ~1 mean the exact sum covers what the model would sample)."""
+    rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
+    probs = row_call_probability(model, processor, rows, tuple(cfg.tools))
+    out: dict = {}
+    for r, (p, _, _) in zip(rows, probs):
+        out.setdefault(r["source"], []).append(p)
+    return ({k: round(sum(v) / len(v), 4) for k, v in out.items()}
+            | {"choice_mass": round(min(c for _, c, _ in probs), 4),
+               "sentence_mass": round(min(m for _, _, m in probs), 4)})
+
+
+def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("resize",),
+                         batch: int = 48) -> list[tuple[float, float, float]]:
+    """Per row (task, question, image: the view turn 1 shows), the mini model's exact probability of calling
+    the tool under the agent prompt of `vt train` / `vt eval --mode think`. Turn 1 is one of its question's think
+    sentences (THINK_FIRST; for the box question the model picks "striped" or "flat"), then ONE choice token,
+    `<tool_call>` or `<answer>`: P(call) = sum over the sentences s of P(s) * q(s) / sum of P(s), with
+    q(s) = p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)). Returns (P(call), the two choice
+    tokens' smallest share of the next-token probability, the sentences' total probability) per row."""
     tok = processor.tokenizer
     call_id, answer_id = tok.convert_tokens_to_ids("<tool_call>"), tok.convert_tokens_to_ids("<answer>")
     sentences = {"general": ["general"], "ocr": ["striped", "flat"]}
-    rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
     items = [(k, key) for k, r in enumerate(rows) for key in sentences[r["task"]]]
-    per_row: dict = {}
-    choice = 1.0
+    cands: dict = {}
     with _inference(model, tok):
         for j in range(0, len(items), batch):
             part = items[j:j + batch]
-            heads = [processor.apply_chat_template(protocol.agent_messages(rows[k]["question"], rows[k]["image"],
-                                                                           tools=tuple(cfg.tools)),
+            texts = [processor.apply_chat_template(protocol.agent_messages(rows[k]["question"], rows[k]["image"],
+                                                                           tools=tools),
                                                    tokenize=False, add_generation_prompt=True,
-                                                   chat_template=protocol.CHAT_TEMPLATE) for k, _ in part]
-            inputs = processor(text=[h + THINK_FIRST[key] for h, (_, key) in zip(heads, part)],
-                               images=[[rows[k]["image"]] for k, _ in part], return_tensors="pt", padding=True)
+                                                   chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST[key]
+                     for k, key in part]
+            inputs = processor(text=texts, images=[[rows[k]["image"]] for k, _ in part], return_tensors="pt",
+                               padding=True)
             logp = torch.log_softmax(model(**inputs).logits.float(), dim=-1)  # left padding: sentences end last
             ids = inputs["input_ids"]
             for b, (k, key) in enumerate(part):
                 m = len(tok(THINK_FIRST[key], add_special_tokens=False)["input_ids"])
-                lp_sentence = float(logp[b, -m - 1:-1].gather(-1, ids[b, -m:].unsqueeze(-1)).sum())
+                lp = float(logp[b, -m - 1:-1].gather(-1, ids[b, -m:].unsqueeze(-1)).sum())
                 pc, pa = float(logp[b, -1, call_id].exp()), float(logp[b, -1, answer_id].exp())
-                choice = min(choice, pc + pa)
-                per_row.setdefault(k, []).append((lp_sentence, pc / (pc + pa)))
-    out: dict = {}
-    sentence_mass = 1.0
-    for k, cands in per_row.items():
-        weights = [math.exp(lp) for lp, _ in cands]
-        sentence_mass = min(sentence_mass, sum(weights))
-        out.setdefault(rows[k]["source"], []).append(sum(w * p for w, (_, p) in zip(weights, cands)) / sum(weights))
-    return ({k: round(sum(v) / len(v), 4) for k, v in out.items()}
-            | {"choice_mass": round(choice, 4), "sentence_mass": round(sentence_mass, 4)})
+                cands.setdefault(k, []).append((math.exp(lp), pc / (pc + pa), pc + pa))
+    out = []
+    for k in range(len(rows)):
+        c = cands[k]
+        mass = sum(w for w, _, _ in c)
+        out.append((sum(w * q for w, q, _ in c) / mass, min(x for _, _, x in c), mass))
+    return out
 
 
 def check_boxes(model, processor, cfg: MiniConfig) -> float:
