@@ -96,3 +96,46 @@ def test_training_template_renders_the_protocol_text_and_masks_only_assistant_tu
     # exactly the two assistant turns (with their end tokens), nothing of the prompt or the tool turn
     assert learned.count("<|im_end|>") == 2 and "<tool_call>" in learned and "<answer>" in learned
     assert "resized image" not in learned and "<|image_pad|>" not in learned and "You are" not in learned
+
+
+def test_turn_one_think_sentence_is_read_off_the_shown_view():
+    """The box question's sentence comes from the pixels of the view the model is shown: a fine box looks flat
+    at the low view and striped at the high view; a coarse box looks striped at both."""
+    from vtdata.sources import sufficiency
+    from vttrain.warmstart import THINK_FIRST, first_think
+    for i in range(10):
+        for scale, low_says in (("fine", "flat"), ("coarse", "striped")):
+            s = sufficiency.sample("ocr", 0, i, 112, scale)
+            data = sufficiency.render(s["spec"])
+            assert first_think("ocr", s["spec"], view(data, (56, 56))) == THINK_FIRST[low_says]
+            assert first_think("ocr", s["spec"], view(data, (112, 112))) == THINK_FIRST["striped"]
+
+
+def test_call_probability_is_exact_and_independent_of_batching():
+    """`row_call_probability` on a (random) mini model: batched with left padding it gives what one row at a time
+    gives, and for the colour question (one sentence) it is the choice token's share computed by hand."""
+    torch = pytest.importorskip("torch")
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from vtdata import protocol
+    from vttrain import models
+    from vttrain.warmstart import MINI_TEXT, MINI_VISION, THINK_FIRST, MiniConfig, build_tokenizer
+    from vttrain.warmstart_check import check_rows, row_call_probability
+    cfg = MiniConfig(check_size=2)
+    proc = models._image_only_processor_class()(models._pil_image_processor(min_pixels=models.MIN_PIXELS,
+                                                                          max_pixels=models.MAX_PIXELS),
+                                                build_tokenizer(cfg), chat_template=models.CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(models.make_config(MINI_TEXT, MINI_VISION, proc.tokenizer))
+    rows = check_rows(cfg, "calls", 2, {"general": "low", "coarse": "low", "fine": "low"})
+    batched = row_call_probability(model, proc, rows, batch=48)
+    single = row_call_probability(model, proc, rows, batch=1)
+    for (a, _, ma), (b, _, mb) in zip(batched, single):
+        assert 0.0 <= a <= 1.0 and abs(a - b) < 1e-4 and abs(ma - mb) < 1e-4 * max(1.0, mb)
+    r = rows[0]
+    text = proc.apply_chat_template(protocol.agent_messages(r["question"], r["image"]), tokenize=False,
+                                    add_generation_prompt=True, chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["general"]
+    with torch.no_grad():
+        p = torch.softmax(model(**proc(text=[text], images=[[r["image"]]], return_tensors="pt")).logits[0, -1], -1)
+    tok = proc.tokenizer
+    pc, pa = float(p[tok.convert_tokens_to_ids("<tool_call>")]), float(p[tok.convert_tokens_to_ids("<answer>")])
+    assert abs(batched[0][0] - pc / (pc + pa)) < 1e-4

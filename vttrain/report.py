@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,11 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
     if plot_resize_curves(runs, plots / "resize_by_class.png", CLASS_CURVES,
                           "Resize ratio per curated class (score-judge's label)"):
         s.images.append("plots/resize_by_class.png")
+    for d in cfg.runs:  # bench/resolvability.py's curve, written beside a run
+        if (Path(d) / "resolvability.png").is_file():
+            name = f"resolvability-{Path(d).name}.png"
+            shutil.copyfile(Path(d) / "resolvability.png", plots / name)
+            s.images.append(f"plots/{name}")
     last = []
     for r, rows in runs.items():
         logged = [x for x in rows if any(isinstance(x.get(k), (int, float)) for k in keys)]
