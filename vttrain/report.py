@@ -219,7 +219,7 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
     keys = plot_training(runs, plots / "training.png")
     s.images.append("plots/training.png")
     if plot_resize_curves(runs, plots / "resize_by_source.png", source_curves(runs),
-                          "Resize ratio per data source (the same question on fine and coarse images)"):
+                          "Resize ratio per data source"):
         s.images.append("plots/resize_by_source.png")
     if plot_resize_curves(runs, plots / "resize_by_class.png", CLASS_CURVES,
                           "Resize ratio per curated class (score-judge's label)"):

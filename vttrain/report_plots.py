@@ -106,7 +106,7 @@ def plot_resize_curves(runs: dict[str, list[dict]], path: Path, curves: dict[str
     """Resize ratio against step (moving average), one panel per run, one colour per curve (`curves`: label ->
     metric key). False when no run logged any of them."""
     plt = _plt()
-    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(3.2 * max(1, len(runs)) + 1.2, 3.2), squeeze=False,
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(3.2 * max(1, len(runs)) + 2.4, 3.4), squeeze=False,
                              sharey=True)
     drawn = False
     for ax, (run, rows) in zip(axes[0], runs.items()):
@@ -122,7 +122,7 @@ def plot_resize_curves(runs: dict[str, list[dict]], path: Path, curves: dict[str
     if drawn:
         axes[0][0].set_ylabel("resize ratio (moving average)")
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     plt.close(fig)
