@@ -45,13 +45,16 @@ def test_coarse_low_views_differ_plainly_across_answers():
 
 @pytest.mark.parametrize("scale", ["fine", "coarse"])
 def test_the_box_mean_is_the_same_for_every_pattern_and_scale(scale):
-    """Brightness gives nothing away: the box's mean grey is (dark + light) / 2 exactly, at the high view
-    (as drawn) for each pattern, and the low views' box means agree within a level."""
+    """Brightness gives nothing away: the box's mean grey is (dark + light) / 2 up to its pixel noise (sd 8 over
+    3,136 pixels: ~0.14 levels) at the high view for each pattern, and the low views' box means agree within a
+    level."""
     for i in range(30):
+        means = []
         for spec in _patterns(scale, i):
             dark, light = spec["grey"]
-            high = np.asarray(S.image(spec).convert("L"), dtype=float)
-            assert _box(spec, high).mean() == (dark + light) / 2
+            means.append(_box(spec, np.asarray(S.image(spec).convert("L"), dtype=float)).mean())
+            assert abs(means[-1] - (dark + light) / 2) < 0.6
+        assert max(means) - min(means) < 0.25, means  # the same noise for every pattern of an image
         lows = [_box(s, _view(s, 56), 2).mean() for s in _patterns(scale, i)]
         assert max(lows) - min(lows) <= 1.0, lows
 
@@ -59,7 +62,7 @@ def test_the_box_mean_is_the_same_for_every_pattern_and_scale(scale):
 def test_low_view_contrast_separates_the_scales():
     fine = [S.low_view_contrast(S.render(s), s) for i in range(20) for s in _patterns("fine", i)]
     coarse = [S.low_view_contrast(S.render(s), s) for i in range(20) for s in _patterns("coarse", i)]
-    assert max(fine) < 2 and min(coarse) > 40
+    assert max(fine) < 6 and min(coarse) > 40  # fine: only the pixel noise is left
 
 
 def test_samples_are_deterministic_by_seed():
@@ -101,3 +104,36 @@ def test_shipped_manifest_builds_three_sources_with_one_detail_question(tmp_path
                                    "scale": "medium", "take": 4}])
     with pytest.raises(VtError, match="odd: scale must be"):
         build(m, tmp_path / "bad")
+
+
+def _low_boxes(n, seed):
+    X, y = [], []
+    for i in range(n):
+        spec = S.sample("ocr", seed, i, 112, "fine")["spec"]
+        box = _box(spec, _view(spec, 56), 2).astype(np.float32)
+        X.append((box - box.mean()).ravel())
+        y.append(S.PATTERNS.index(spec["pattern"]))
+    return np.array(X), np.array(y)
+
+
+@pytest.mark.slow
+def test_a_trained_classifier_cannot_read_fine_patterns_off_the_low_view():
+    """The claim's premise, tested the way GRPO would break it: an MLP fitted to 2,000 fine low views (the
+    box's pixels) does not tell the pattern on 600 held-out ones much above chance (1/3). With a 3-px linear
+    contrast ramp and no noise the filter's edge residue let it read 100 %."""
+    torch = pytest.importorskip("torch")
+    Xtr, ytr = _low_boxes(2000, 1)
+    Xte, yte = _low_boxes(600, 2)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(Xtr.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    opt = torch.optim.Adam(mlp.parameters(), 1e-3)
+    xt, yt = torch.tensor(Xtr), torch.tensor(ytr)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(mlp(xt), yt).backward()
+        opt.step()
+    with torch.no_grad():
+        train = (mlp(xt).argmax(1) == yt).float().mean().item()
+        held_out = (mlp(torch.tensor(Xte)).argmax(1) == torch.tensor(yte)).float().mean().item()
+    assert train > 0.9  # it fitted its training set: the probe had the capacity
+    assert held_out < 0.5, held_out

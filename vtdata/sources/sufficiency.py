@@ -14,9 +14,10 @@ the four quadrant positions, filled with a pattern of a dark and a light grey:
     the three patterns differ plainly;
   - any even period in 2..16 (`scale: 4`, `scale: 6`, ...): the resolvability curve's intermediate scales,
     with a random phase (period 4 keeps or loses its stripes at the low view depending on it).
-The box's mean grey is (dark + light) / 2 for every pattern and scale (stripes are balanced, the contrast
-taper at the box's edge is symmetric), so brightness gives nothing away. The question text is identical
-for every scale.
+The box's mean grey is (dark + light) / 2 for every pattern and scale up to its pixel noise (stripes are
+balanced, the contrast taper at the box's edge is symmetric), so brightness gives nothing away. The question
+text is identical for every scale. The taper and the noise keep the fine low views from carrying the answer
+in the filter's edge residue (see TAPER).
 
 Deterministic by (seed, task, scale, index). The warm start (`vt init-model mini`) draws its SFT rows from
 the same generator under its own seed namespace.
@@ -24,6 +25,7 @@ the same generator under its own seed namespace.
 from __future__ import annotations
 
 import io
+import math
 import random
 
 from PIL import Image
@@ -36,9 +38,16 @@ ANSWERS = {"general": tuple(COLORS), "ocr": PATTERNS}
 SCALES = {"fine": 2, "coarse": 8}  # named scales -> period in pixels of the original image
 # The shipped manifest's three sources (manifests/sufficiency.yaml): name -> (task, scale).
 SOURCES = {"general": ("general", "fine"), "coarse": ("ocr", "coarse"), "fine": ("ocr", "fine")}
-# The pattern's contrast ramps up over the box's outer 3 pixels: a hard edge would let the LANCZOS filter's
-# ringing differ by pattern at the border; symmetric, so the box's mean is unchanged.
-TAPER = (0.2, 0.5, 0.8)
+# Halving erases a 1-px pattern exactly only where its contrast is constant: wherever the contrast changes
+# (the box's edge) the LANCZOS filter leaves a residue that differs by orientation. With a 3-px linear ramp
+# that residue was 1-2 grey levels along whole edges, and a small MLP read the fine pattern off the low view on
+# 100 % of held-out images; GRPO learnt the same and answered fine boxes directly (95 % right) instead of
+# resizing. So the contrast ramps up over 14 px (raised cosine), which shrinks the residue several times, and
+# every box pixel carries Gaussian grey noise (sd NOISE, the same for every pattern of an image), which buries
+# what is left: the same MLP then reads 44 % (chance 33 %) after overfitting its training set. Symmetric, so the
+# box's mean is (dark + light) / 2 up to the noise.
+TAPER = tuple(0.5 - 0.5 * math.cos(math.pi * (k + 0.5) / 14) for k in range(14))
+NOISE = 8.0
 
 
 def period_of(scale) -> int:
@@ -55,13 +64,14 @@ def sample(task: str, seed, i: int, size: int = 112, scale="fine") -> dict:
     rng = random.Random(f"vt-sufficiency:{seed}:{task}:{scale if task == 'ocr' else ''}:{i}")
     half = size // 2
     box = (half * rng.randrange(2), half * rng.randrange(2))
-    dark = rng.randrange(0, 48)
-    light = rng.randrange(208, 256, 2) + dark % 2  # dark + light even: the mean grey is a whole level
+    dark = rng.randrange(24, 48)  # 3 noise sds inside 0..255 (clipping would shift the mean)
+    light = rng.randrange(208, 232, 2) + dark % 2  # dark + light even: the mean grey is a whole level
     # named scales keep the stripes on the low view's pixel grid (phase a multiple of period/2): the coarse
     # patterns then differ at the low view on every image, and the box mean is exact
     phase = rng.randrange(0, period, period // 2) if scale in SCALES else rng.randrange(period)
     spec = {"size": size, "color": rng.choice(sorted(COLORS)), "box": box, "box_size": half,
-            "pattern": rng.choice(PATTERNS), "period": period, "phase": phase, "grey": (dark, light)}
+            "pattern": rng.choice(PATTERNS), "period": period, "phase": phase, "grey": (dark, light),
+            "noise": rng.getrandbits(32)}
     answer = spec["color"] if task == "general" else spec["pattern"]
     return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
 
@@ -79,14 +89,15 @@ def image(spec: dict) -> Image.Image:
     img = Image.new("RGB", (s, s), COLORS[spec["color"]])
     x0, y0 = spec["box"]
     dark, light = spec["grey"]
-    mid, amp = (dark + light) // 2, (light - dark) // 2
+    mid, amp = (dark + light) / 2, (light - dark) / 2
+    noise = random.Random(spec["noise"])  # drawn per image, not per pattern: it tells nothing about the answer
     px = img.load()
     for y in range(n):
         for x in range(n):
             edge = min(x, y, n - 1 - x, n - 1 - y)
-            a = round(amp * (TAPER[edge] if edge < len(TAPER) else 1.0))  # mid +- a: symmetric, mean exact
-            g = mid + a * _sign(spec["pattern"], x, y, spec["period"], spec["phase"])
-            px[x0 + x, y0 + y] = (g, g, g)
+            a = amp * (TAPER[edge] if edge < len(TAPER) else 1.0)
+            g = mid + a * _sign(spec["pattern"], x, y, spec["period"], spec["phase"]) + noise.gauss(0.0, NOISE)
+            px[x0 + x, y0 + y] = (min(255, max(0, round(g))),) * 3
     return img
 
 
