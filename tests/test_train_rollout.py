@@ -211,9 +211,9 @@ def test_shipped_configs_parse():
                          ["--bf16", "false", "--use_vllm", "false", "--report_to", "none"])
     assert (paper.learning_rate, paper.num_generations, paper.temperature, paper.beta) == (1e-6, 16, 1.0, 0.001)
     assert (paper.format_weight, paper.penalty, paper.theta, paper.loss_type) == (0.5, 0.1, 0.2, "grpo")
-    # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 4 per GPU x 32 GPUs x 4 accumulation
+    # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 1 per GPU x 32 GPUs x 16 accumulation
     assert paper.generation_batch_size == 512 * 16
-    assert paper.per_device_train_batch_size * 32 * paper.gradient_accumulation_steps == 32 * 16
+    assert paper.per_device_train_batch_size * paper.gpus * paper.gradient_accumulation_steps == 32 * 16
 
 
 def test_trl_accepts_vt_template_not_the_stock_one(tiny):

@@ -290,6 +290,9 @@ def train_command(
     config: Path = typer.Argument(None, help="Train config YAML (e.g. manifests/train-demo.yaml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
     options: bool = typer.Option(False, "--options", help="List every config option (TRL's GRPOConfig + vt's) and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=(
+        "Print the resolved recipe and its per-GPU memory estimate (model on the meta device, no data, no "
+        "weights) and exit; refuses a config that cannot fit the GPUs it names.")),
 ):
     """Train the policy with VisionThink GRPO: `vt train CONFIG.yaml [--key value ...]`.
 
@@ -302,7 +305,11 @@ def train_command(
     if config is None:
         raise VtError("usage: vt train CONFIG.yaml [--key value ...] (or --options)")
     extra = list(ctx.args) + (["--resume", "true"] if resume else [])
-    cfg = parse_config(config, extra)
+    cfg = parse_config(config, extra, dry_run=dry_run)
+    if dry_run:
+        from vttrain.memory import dry_run as estimate
+        estimate(cfg, echo=typer.echo)
+        return
     run(cfg)
 
 

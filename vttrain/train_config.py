@@ -97,6 +97,12 @@ class VtTrainConfig(GRPOConfig):
     torch_threads: int | None = field(default=None, metadata={"help": (
         "torch CPU threads (None = torch's default, one per core); on a small shared CPU one thread can be "
         'several times faster than two.')})
+    accelerate_config: str | None = field(default=None, metadata={"help": (
+        'The accelerate config the run is launched with (manifests/accelerate/zero3.yaml); `vt train --dry-run` '
+        'reads its ZeRO stage, offloads and process count.')})
+    gpus: int | None = field(default=None, metadata={"help": (
+        "GPUs of the whole run (all nodes) for `--dry-run`'s estimate; None = accelerate_config's num_processes.")})
+    gpu_memory_gb: float = field(default=80.0, metadata={"help": 'Memory of each GPU (GB) for `--dry-run`.'})
     resume: bool = field(default=False, metadata={"help": (
         'Continue from the latest checkpoint in output_dir (same step count and data position).')})
 
@@ -128,7 +134,7 @@ class VtTrainConfig(GRPOConfig):
 
 # A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
 # the current directory. Both end absolute in the config (and in the vt_train_config.yaml dump).
-PATH_KEYS = ("data_dir", "output_dir", "db")
+PATH_KEYS = ("data_dir", "output_dir", "db", "accelerate_config")
 # a file or directory beside the YAML, else as written: a hub id (model) or a shipped prompt name
 PATH_OR_NAME_KEYS = ("model", "system_prompt", "user_prompt", "tool_ok_prompt", "tool_error_prompt")
 
@@ -148,8 +154,9 @@ def resolve_paths(values: dict, base: Path) -> dict:
     return out
 
 
-def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
-    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error."""
+def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dry_run: bool = False):
+    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error. `dry_run`: the
+    precision flags are checked against the GPUs the config names, not this machine's (set back after)."""
     cls = VtTrainConfig
     values = {}
     if config_file is not None:
@@ -180,8 +187,13 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
     values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
+    precision = {k: values[k] for k in ("bf16", "fp16")} if dry_run and not torch.cuda.is_available() else {}
+    values.update(dict.fromkeys(precision, False))
     try:
-        return cls(**values)  # value checks: VtTrainConfig.__post_init__
+        cfg = cls(**values)  # value checks: VtTrainConfig.__post_init__
+        for k, v in precision.items():
+            setattr(cfg, k, v)
+        return cfg
     except (ValueError, TypeError) as err:
         raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
 
