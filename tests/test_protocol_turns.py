@@ -83,11 +83,11 @@ def test_tool_turns_use_the_shipped_prompts():
         protocol.tool_content()
 
 
-def _render(messages, **kw):
+def _render(messages, template=protocol.CHAT_TEMPLATE, **kw):
     from jinja2 import Environment
     env = Environment()
     env.filters["tojson"] = __import__("json").dumps
-    return env.from_string(protocol.CHAT_TEMPLATE).render(messages=messages, **kw)
+    return env.from_string(template).render(messages=messages, **kw)
 
 
 def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving():
@@ -102,6 +102,12 @@ def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving()
     assert as_tool == as_user  # train (TRL's tool message) and eval (a user turn) see the same text
     assert as_tool.startswith(first)
     assert "<|im_start|>assistant\n" + turn + "<|im_end|>\n<|im_start|>user\n<tool_response>" in as_tool
+    # turn2_bytes: release (the default): the tool turn straight after the model's <|im_end|>, as the release
+    release = _render(msgs + [{"role": "assistant", "content": turn}, {"role": "tool", "content": tool}],
+                      template=protocol.chat_template("release"), add_generation_prompt=True)
+    assert release.startswith(first)
+    assert "<|im_start|>assistant\n" + turn + "<|im_end|><|im_start|>user\n<tool_response>" in release
+    assert release.endswith("<|im_end|>\n<|im_start|>assistant\n")
     # tool_calls are rendered only when the text does not hold the call already
     with_calls = _render([{"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "resize_image", "arguments": {"action": "resize"}}}]}])

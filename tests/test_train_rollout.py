@@ -97,7 +97,7 @@ def test_two_optimiser_steps_with_the_tool_turn(tiny):
         assert model_ids == expected
         if i < 2:
             env_text = tok.decode(env_ids)
-            assert env_text.startswith("\n<|im_start|>user\n<tool_response>\nThe resized image is shown below:")
+            assert env_text.startswith("<|im_start|>user\n<tool_response>\nThe resized image is shown below:")
             assert env_text.endswith(protocol.prompts.load("tool_ok") + "<|im_end|>\n<|im_start|>assistant\n")
             assert env_ids.count(pad) == high_tokens
         else:
@@ -128,7 +128,7 @@ def test_invalid_call_gets_the_error_turn_and_dynamic_sampling(tiny):
     pad = tok.convert_tokens_to_ids("<|image_pad|>")
     ids, cm = out["completion_ids"][0], out["completion_mask"][0].bool()
     text = tok.decode(ids[cm])
-    assert text.startswith(bad + "<|im_end|>\n<|im_start|>user\n<tool_response>\nERROR occurs during the "
+    assert text.startswith(bad + "<|im_end|><|im_start|>user\n<tool_response>\nERROR occurs during the "
                            "function tool call. Error Information: unknown action 'zoom'")
     assert int((out["completion_ids"] == pad).sum()) == 0  # no image for an invalid call
     rolls = _jsonl(root / "run_err" / "rollouts.jsonl")

@@ -78,6 +78,32 @@ CHAT_TEMPLATE = (
 )
 
 
+def _release_bytes(template: str) -> str:
+    """`template` with the newline that ends a turn written before the NEXT turn, and none after an assistant
+    turn: the release appends its tool turn (`<|im_start|>user...`) right after the model's `<|im_end|>`.
+    Still prefix-preserving (an assistant turn renders the same whatever follows)."""
+    first = "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}{%- endif -%}"
+    end, prompt = "{{- '<|im_end|>\\n' -}}", "{{- '<|im_start|>assistant\\n' -}}"
+    assert template.count(first) == template.count(end) == template.count(prompt) == 1
+    return (template.replace(first, first[:-len("{%- endif -%}")]
+                             + "{%- elif not loop.first and loop.previtem.role != 'assistant' -%}{{- '\\n' -}}"
+                             + "{%- endif -%}")
+            .replace(end, "{{- '<|im_end|>' -}}").replace(prompt, "{{- '\\n<|im_start|>assistant\\n' -}}"))
+
+
+# How turn 2 follows turn 1 (`vt train --turn2_bytes`): `release` (the default) = the release's bytes, the
+# tool turn straight after the model's <|im_end|>; `chatml` = CHAT_TEMPLATE, a newline between (what TRL's
+# concatenation gives with a stock ChatML template; vt before issue 21; the mini warm start's SFT text).
+CHAT_TEMPLATES = {"release": _release_bytes(CHAT_TEMPLATE), "chatml": CHAT_TEMPLATE}
+TURN2_BYTES = tuple(CHAT_TEMPLATES)
+
+
+def chat_template(turn2_bytes: str = "release") -> str:
+    if turn2_bytes not in CHAT_TEMPLATES:
+        raise VtError(f"turn2_bytes must be one of {', '.join(TURN2_BYTES)}; got {turn2_bytes!r}")
+    return CHAT_TEMPLATES[turn2_bytes]
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A validated call of the resize tool."""

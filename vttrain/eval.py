@@ -325,7 +325,7 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
 def _make_policy(cfg: EvalConfig):
     kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env}
     if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
-        kw["chat_template"] = protocol.CHAT_TEMPLATE  # the tokens training saw for tool turns
+        kw["chat_template"] = protocol.chat_template()  # the tokens training saw (turn2_bytes: release)
     return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)
 
 

@@ -127,7 +127,7 @@ def build_trainer(cfg, trainer_class=None):
     run_dir = make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     tools = selection(cfg.tools)
-    prepare_processor(processor, tools)
+    prepare_processor(processor, tools, cfg.turn2_bytes)
     env = env_factory(tools, {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt})
 
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
@@ -200,7 +200,7 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
         trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; writes the processor too
     if trainer.accelerator.is_main_process:
         from vttrain.models import name_stock_processor
-        (out / "vt_protocol_chat_template.jinja").write_text(protocol.CHAT_TEMPLATE)
+        (out / "vt_protocol_chat_template.jinja").write_text(protocol.chat_template(trainer.args.turn2_bytes))
         name_stock_processor(out)  # stock AutoProcessor loads Qwen2_5_VLProcessor, not vt's fallback class
         write_config(trainer.args, out / CONFIG_FILE)
         write_model_card(trainer.args, out)

@@ -52,6 +52,10 @@ class VtTrainConfig(GRPOConfig):
     format_rule: str = field(default='strict', metadata={"help": (
         'When a turn is well-formed: strict (only whitespace outside the tags, a valid tool call) | release '
         "(the released reward's looser rule; vtdata.protocol).")})
+    turn2_bytes: str = field(default='release', metadata={"help": (
+        "How the tool turn follows the model's turn: release (the release's bytes: `<|im_start|>user` straight "
+        "after the model's `<|im_end|>`) | chatml (a newline between, as a stock ChatML template; vt before "
+        'issue 21).')})
     max_turns: int = field(default=2, metadata={"help": (
         'Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the limit ends '
         'without an answer (scored 0, logged as unanswered_ratio).')})
@@ -109,6 +113,7 @@ class VtTrainConfig(GRPOConfig):
     def __post_init__(self):
         super().__post_init__()
         from vtdata.judge import judge_options
+        from vtdata import protocol
         from vtdata.protocol import FORMAT_RULES
         from vtdata.tools import selection
         from vttrain.reward import check_cost, check_mode
@@ -117,6 +122,7 @@ class VtTrainConfig(GRPOConfig):
         selection(self.tools)
         if self.format_rule not in FORMAT_RULES:
             raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {self.format_rule!r}")
+        protocol.chat_template(self.turn2_bytes)
         if self.max_turns < 1:
             raise VtError("max_turns must be >= 1")
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
