@@ -309,8 +309,10 @@ def test_eval_uses_the_release_budget_and_can_evaluate_at_native_resolution(tmp_
 RELEASE_TOOL_OK = ("Please carefully analyze the content returned from the image resize tool in combination with the "
                    "original question and image from the user, continue your reasoning process inside <think> and "
                    "</think> and then write your final answer inside <answer> and </answer>.")
+# the release writes "Countinue"; vt's tool_error prompt spells it right (a documented difference: the mini
+# warm start's cache key hashes the prompts)
 RELEASE_TOOL_ERROR = ("Please analyze the error information obtained from the function tool and adjust your response. "
-                      "Countinue your reasoning process inside <think> and </think>.")
+                      "Countinue your reasoning process inside <think> and </think>.").replace("Countinue", "Continue")
 IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 
 

@@ -66,6 +66,30 @@ def test_direct_messages_are_system_then_image_then_question():
     assert sys_msg == {"role": "system", "content": system}
     assert user == {"role": "user", "content": [{"type": "image", "image": img},
                                                 {"type": "text", "text": "How many cats?"}]}
+    _, user = protocol.direct_messages(system, "How many cats?", img, newline=True)
+    assert user["content"][1]["text"] == "\nHow many cats?"  # the release's "<image>\n" + question
+
+
+def test_score_judge_and_eval_ask_the_direct_prompt_with_the_release_newline(monkeypatch):
+    """Issue 21: score-judge and eval full|low (engine._direct) put the release's newline between image and
+    question by default; direct_newline false gives vt's old prompt."""
+    import asyncio
+    from vttrain import engine
+    from vttrain.eval import EvalConfig
+    from vttrain.score import ScoreConfig
+
+    seen = []
+
+    async def turns(policy, conversations, s):
+        seen.extend(m for m, _ in conversations)
+        return [[engine.Turn("<answer>1</answer>", 1, 1, 0.0, "stop", None)] * n for _, n in conversations]
+    monkeypatch.setattr(engine, "_turns", turns)
+    monkeypatch.setattr(engine, "_image", lambda sample, view: "IMG")
+    job = engine.Job((1,), {"id": 1, "question": "How many cats?"}, "low")
+    for flag in (engine.Settings().direct_newline, False):
+        asyncio.run(engine._direct(None, [job], engine.Settings(direct_newline=flag)))
+    assert [m[1]["content"][1]["text"] for m in seen] == ["\nHow many cats?", "How many cats?"]
+    assert ScoreConfig.direct_newline is True and EvalConfig.direct_newline is True
 
 
 def test_tool_turns_use_the_shipped_prompts():

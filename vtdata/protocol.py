@@ -144,13 +144,18 @@ def agent_messages(question: str, image: Any, system_prompt: str = "agent_system
             {"role": "user", "content": blocks}]
 
 
-def direct_messages(system: str, question: str, image: Any) -> list[dict]:
+def direct_messages(system: str, question: str, image: Any, newline: bool = False) -> list[dict]:
     """A one-turn prompt without the tool: [system = `system` (the prompt's text), user = image + question].
+
+    `newline`: a `\n` between the image and the question, as the release's general-QA `problem`
+    ("<image>\n" + question); score-judge and eval ask with it (`engine.Settings.direct_newline`), the mini
+    warm start's SFT text (vttrain/warmstart.py) without.
 
     What `vt score-judge` asks on each view and `vt eval --mode full|low` asks, so full-mode eval and scoring
     see the same tokens."""
     return [{"role": "system", "content": system},
-            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+            {"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": ("\n" if newline else "") + question}]}]
 
 
 def tool_content(image: Any = None, error: str | None = None, ok_prompt: str = "tool_ok",

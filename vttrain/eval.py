@@ -83,6 +83,9 @@ class EvalConfig:
     """Directory for the predictions JSONL (default `evals/` beside the database)."""
     max_new_tokens: int = 8192
     """Generation budget per assistant turn (the release's 8192: a shorter one cuts a real model's <think>)."""
+    direct_newline: bool = True
+    """full/low: a newline between the image and the question (the release's general-QA prompt); false = vt
+    before issue 21."""
     views: str = "dataset"
     """`dataset`: the row's low/high views (what training saw) | `native`: high = the original image, low =
     original // 2 per side (the release's evaluation, for Table-2 numbers)."""
@@ -248,7 +251,7 @@ async def _evaluate(cfg: EvalConfig, run: str, con, rows: list[dict], stored: di
                                system_prompt=cfg.system(), agent_system_prompt=cfg.system(),
                                agent_user_prompt=cfg.user_prompt, tool_ok_prompt=cfg.tool_ok_prompt,
                                tool_error_prompt=cfg.tool_error_prompt, max_turns=cfg.max_turns,
-                               tools=cfg.tool_selection)
+                               tools=cfg.tool_selection, direct_newline=cfg.direct_newline)
     mode = ENGINE_MODE[cfg.mode]
 
     def record(r, now) -> dict:
