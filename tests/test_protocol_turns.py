@@ -136,3 +136,50 @@ def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving()
     with_calls = _render([{"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "resize_image", "arguments": {"action": "resize"}}}]}])
     assert '<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>' in with_calls
+
+
+# -- issue 21: tool_call_parse: release ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, strict_fires, release_fires", [
+    (OK, True, True),
+    ('<tool_call>{"name": "zoom", "arguments": {"action": "resize"}}</tool_call>', False, True),        # any name
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "resize", "x": 1}}</tool_call>', False, True),
+    ('<tool_call>\n{"name": "resize_image", "arguments": {"action": "crop"}}\n</tool_call>', False, False),
+    ('<tool_call>{name: resize_image}</tool_call>', False, False),                                      # no JSON
+    (OK + OK, False, False),                                                                          # two calls
+])
+def test_release_tool_call_acceptance(text, strict_fires, release_fires):
+    from vtdata.tools import parse_call
+    for rule, fires in (("strict", strict_fires), ("release", release_fires)):
+        call = parse_call(f"<think>x</think>{text}", ("resize",), rule)
+        assert isinstance(call, ToolCall) == fires, (rule, call)
+        assert fires or isinstance(call, str)  # not fired: the error turn (a string), never silently nothing
+
+
+def test_release_reads_an_unclosed_call_as_a_direct_answer():
+    from vtdata.tools import parse_call
+    text = '<think>x</think><tool_call>{"name": "resize_image", "arguments": {"action": "resize"}}'
+    assert isinstance(parse_call(text, ("resize",), "strict"), str)   # vt: the error turn
+    assert parse_call(text, ("resize",), "release") is None            # the release: no call, the rollout ends
+
+
+def test_tool_call_parse_is_a_train_option_and_reaches_the_turn_parser(tmp_path):
+    import train_helpers as h
+    from vtdata.console import VtError
+    from vttrain.models import load_processor
+    from vttrain.rollout import prepare_processor
+    from vttrain.train_config import parse_config
+    model = h.tiny_model(tmp_path)
+    proc = load_processor(model)
+    extra = '<tool_call>{"name": "resize_image", "arguments": {"action": "resize", "scale": 2}}</tool_call>'
+    ids = proc.tokenizer(f"<think>x</think>{extra}<|im_end|>", add_special_tokens=False)["input_ids"]
+    for rule, invalid in (("strict", True), ("release", False)):
+        prepare_processor(proc, tool_call_parse=rule)
+        (call,) = proc.tokenizer.parse_response(ids)["tool_calls"]
+        assert str(call["function"]["arguments"]["action"]).startswith("\x00invalid-call") == invalid
+    base = ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"), "--use_cpu", "true"]
+    assert parse_config(None, base + ["--tool_call_parse", "release"]).tool_call_parse == "release"
+    with pytest.raises(VtError, match="resize tool only"):
+        parse_config(None, base + ["--tool_call_parse", "release", "--tools", "zoom"])
+    with pytest.raises(VtError, match="tool_call_parse must be one of"):
+        parse_config(None, base + ["--tool_call_parse", "loose"])

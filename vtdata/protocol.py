@@ -227,6 +227,39 @@ def parse_tool_call(text: str) -> ToolCall | str | None:
     return ToolCall(TOOL_NAME, {"action": TOOL_ACTION})
 
 
+_RELEASE_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_RELEASE_JSON = re.compile(r"\{.*?\}\}")
+
+
+def parse_tool_call_release(text: str) -> ToolCall | str | None:
+    """The release's acceptance (its vLLM rollout): a turn calls the tool when it holds a CLOSED
+    `<tool_call>...</tool_call>` (an unclosed one is a direct answer: None). Inside the closed blocks every
+    `{...}}` span is read as JSON; exactly one object whose `arguments.action` is "resize" fires the tool,
+    whatever its "name" and any other argument. Anything else gets the error turn."""
+    blocks = _RELEASE_BLOCK.findall(text)
+    if not blocks:
+        return None
+    objs = []
+    for block in blocks:
+        for span in _RELEASE_JSON.findall(block):
+            try:
+                objs.append(json.loads(span))
+            except json.JSONDecodeError as err:
+                return f"the tool call is not valid JSON ({err.msg} at position {err.pos})"
+    if not objs:
+        return 'the tool call must be a JSON object {"name": ..., "arguments": {...}}'
+    action = [o.get("arguments", {}).get("action") if isinstance(o, dict) and isinstance(o.get("arguments"), dict)
+              else None for o in objs]
+    if any(a != TOOL_ACTION for a in action):
+        return f"unknown action {action[0]!r}; the only available action is {TOOL_ACTION!r}"
+    if len(objs) > 1:
+        return f"you should only call function `{TOOL_NAME}` once per function call"
+    return ToolCall(TOOL_NAME, {"action": TOOL_ACTION})
+
+
+TOOL_CALL_PARSERS = {"strict": parse_tool_call, "release": parse_tool_call_release}
+
+
 _FINAL = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
 _CALL = re.compile(r"\s*<think>(.*?)</think>\s*<tool_call>(.*?)</tool_call>\s*", re.DOTALL)
 

@@ -147,9 +147,10 @@ def high_view(row: dict):
     return _view({**row, "image": row["image_bytes"]}, "high")
 
 
-def install_response_parser(processor, tools=("resize",)) -> None:
+def install_response_parser(processor, tools=("resize",), rule: str = "strict") -> None:
     """Bind vt's turn parser on the processor's tokenizer (see the module docstring for why). An invalid call
-    goes to the selection's first function with the error in its argument (`INVALID_CALL`)."""
+    goes to the selection's first function with the error in its argument (`INVALID_CALL`). `rule`: which
+    calls are valid (`vtdata.tools.parse_call`: strict | release)."""
     from vtdata.tools import FUNCTIONS, parse_call, selection
     selected = selection(tools)
     first = FUNCTIONS[selected[0]]
@@ -164,7 +165,7 @@ def install_response_parser(processor, tools=("resize",)) -> None:
             if cut >= 0:
                 text = text[:cut]
         message = {"role": "assistant", "content": text}
-        call = parse_call(text, selected)  # (TRL passes its own `tools=`: the schema list)
+        call = parse_call(text, selected, rule)  # (TRL passes its own `tools=`: the schema list)
         if isinstance(call, protocol.ToolCall):
             message["tool_calls"] = [{"type": "function", "function": {"name": call.name, "arguments": call.arguments}}]
         elif call is not None:
@@ -184,12 +185,13 @@ def uninstall_response_parser(processor) -> None:
     tokenizer.response_template = None
 
 
-def prepare_processor(processor, tools=("resize",), turn2_bytes: str = "release") -> None:
+def prepare_processor(processor, tools=("resize",), turn2_bytes: str = "release",
+                      tool_call_parse: str = "strict") -> None:
     """Make a Qwen-VL processor ready for the tool loop: vt's chat template (`protocol.chat_template`) and
     turn parser."""
     processor.chat_template = protocol.chat_template(turn2_bytes)
     processor.tokenizer.chat_template = processor.chat_template
-    install_response_parser(processor, tools)
+    install_response_parser(processor, tools, tool_call_parse)
 
 
 def vision_token_ids(tokenizer) -> list[int]:

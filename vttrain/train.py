@@ -127,7 +127,7 @@ def build_trainer(cfg, trainer_class=None):
     run_dir = make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     tools = selection(cfg.tools)
-    prepare_processor(processor, tools, cfg.turn2_bytes)
+    prepare_processor(processor, tools, cfg.turn2_bytes, cfg.tool_call_parse)
     env = env_factory(tools, {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt})
 
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);

@@ -56,6 +56,11 @@ class VtTrainConfig(GRPOConfig):
         "How the tool turn follows the model's turn: release (the release's bytes: `<|im_start|>user` straight "
         "after the model's `<|im_end|>`) | chatml (a newline between, as a stock ChatML template; vt before "
         'issue 21).')})
+    tool_call_parse: str = field(default='strict', metadata={"help": (
+        'Which tool calls fire the tool: strict (valid JSON, name resize_image, arguments exactly {"action": '
+        '"resize"}; anything else gets the error turn) | release (the release: any closed <tool_call> holding one '
+        'JSON object whose arguments.action is "resize", whatever its name or other arguments; an unclosed tag '
+        'is a direct answer). resize only.')})
     max_turns: int = field(default=2, metadata={"help": (
         'Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the limit ends '
         'without an answer (scored 0, logged as unanswered_ratio).')})
@@ -115,11 +120,12 @@ class VtTrainConfig(GRPOConfig):
         from vtdata.judge import judge_options
         from vtdata import protocol
         from vtdata.protocol import FORMAT_RULES
-        from vtdata.tools import selection
+        from vtdata.tools import parse_call, selection
         from vttrain.reward import check_cost, check_mode
         check_mode(self.penalty_mode)
         check_cost(self.penalty_cost)
         selection(self.tools)
+        parse_call("", self.tools, self.tool_call_parse)  # a VtError for an unknown rule or release with zoom
         if self.format_rule not in FORMAT_RULES:
             raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {self.format_rule!r}")
         protocol.chat_template(self.turn2_bytes)
