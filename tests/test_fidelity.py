@@ -374,3 +374,81 @@ def _png(side):
     buf = io.BytesIO()
     Image.new("RGB", (side, side), (9, 9, 9)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# -- issue 21: judge_input release|vt, global judge concurrency ---------------------------------------------
+
+def _judge_cfg(tmp_path, *flags):
+    from vttrain.train_config import parse_config
+    return parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"),
+                               "--use_cpu", "true", "--judge", "openai:fake", "--judge_scope", "all", *flags])
+
+
+def test_judge_input_release_sends_what_the_release_sent(tmp_path, monkeypatch):
+    """All turns joined, what follows the last <answer> (no \\boxed unwrap; the whole text without a tag), the
+    whole user turn as the question, the judge prompt without vt's note, always a call, max_tokens 16384."""
+    import re
+    from fake_openai import FakeOpenAI
+    from vtdata.judge.llm import PREDICTION_NOTE
+    from vttrain.train import run_judge
+    from vttrain.trainer import make_reward_funcs
+
+    requests = []
+
+    def responder(request):
+        requests.append(request)
+        return "The prediction matches.\nScore: 1"
+    turns = [[{"role": "assistant", "content": f"<think>a</think>{protocol.CALL_EXAMPLE}"},
+              {"role": "assistant", "content": "<think>b</think><answer>\\boxed{4.0}</answer>"}],
+             [{"role": "assistant", "content": "<think>b</think> it is 4"}],                 # no tag
+             [{"role": "assistant", "content": "<think>b</think><answer>4</answer>"}]]        # an exact match
+    kw = dict(question=["What is the total?"] * 3, answers=[["4"]] * 3)
+    got = {}
+    with FakeOpenAI(responder=responder) as srv:
+        for mode in ("vt", "release"):
+            requests.clear()
+            cfg = _judge_cfg(tmp_path, "--judge_base_url", srv.url, "--judge_input", mode)
+            judge = run_judge(cfg)
+            accuracy = make_reward_funcs(judge, "release", ("resize",), cfg.judge_input, cfg.user_prompt)[0]
+            scores = accuracy([None] * 3, turns, **kw)
+            judge.close()
+            got[mode] = (scores, list(requests))
+    (scores, reqs) = got["vt"]
+    assert scores == [1.0, 0.0, 1.0] and len(reqs) == 1       # no tag: 0 without a call; exact match: no call
+    assert reqs[0]["messages"][0]["content"].endswith(PREDICTION_NOTE) and reqs[0]["max_tokens"] == 512
+    assert "<prediction>\n4.0\n</prediction>" in reqs[0]["messages"][1]["content"]    # \boxed unwrapped, quoted
+    assert "**Question Related to the Image**: What is the total?\n" in reqs[0]["messages"][1]["content"]
+    (scores, reqs) = got["release"]
+    assert scores == [1.0, 1.0, 1.0] and len(reqs) == 3       # every item is sent
+    user = RELEASE_USER.format(Question="<image>\nWhat is the total?")
+    for r in reqs:
+        assert PREDICTION_NOTE not in r["messages"][0]["content"] and r["max_tokens"] == 16384
+        assert f"**Question Related to the Image**: {user}\n" in r["messages"][1]["content"]
+    sent = sorted(re.search(r"\*\*Model Predicted Answer\*\*: (.*?)\n\n", r["messages"][1]["content"], re.S).group(1)
+                  for r in reqs)
+    assert sent == sorted(["\\boxed{4.0}", "<think>b</think> it is 4", "4"])
+
+
+def test_judge_input_release_needs_an_llm_on_every_item(tmp_path):
+    from vtdata.console import VtError
+    from vttrain.train_config import parse_config
+    with pytest.raises(VtError, match="judge_input: release needs an LLM judge"):
+        parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"),
+                            "--use_cpu", "true", "--judge_input", "release"])
+
+
+@pytest.mark.parametrize("world, share", [("1", 100), ("8", 13), ("32", 4)])
+def test_judge_concurrency_is_for_the_whole_run(tmp_path, monkeypatch, world, share):
+    """The release's 100 judge threads served every GPU: 32 processes x 100 would be 3,200 in flight."""
+    from vttrain.train import run_judge
+    cfg = _judge_cfg(tmp_path, "--judge_base_url", "http://127.0.0.1:9", "--judge_concurrency", "100")
+    monkeypatch.setenv("WORLD_SIZE", world)  # as accelerate sets it in each process
+    judge = run_judge(cfg)
+    assert judge.llm.concurrency == share
+    judge.close()
+
+
+def test_recipes_ask_the_judge_the_release_way():
+    for name in ("train-visionthink-7b.yaml", "train-visionthink-3b.yaml"):
+        r = yaml.safe_load((h.ROOT / "manifests" / name).read_text())
+        assert (r["judge"], r["judge_input"], r["judge_scope"]) == ("openai:gpt-4o-2024-11-20", "release", "all")

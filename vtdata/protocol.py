@@ -125,6 +125,12 @@ def _user_blocks(question: str, image: Any, user_prompt: str) -> list[dict]:
             {"type": "text", "text": "\n" + question + tail}]
 
 
+def user_text(question: str, user_prompt: str = "agent_user") -> str:
+    """The agent user turn as text with `<image>` where the image goes: what the release's judge is sent as
+    the question (its `raw_prompt`: instruction + "<image>\\n" + question)."""
+    return "".join("<image>" if b["type"] == "image" else b["text"] for b in _user_blocks(question, None, user_prompt))
+
+
 def agent_messages(question: str, image: Any, system_prompt: str = "agent_system",
                    user_prompt: str = "agent_user", tools: tuple = ("resize",)) -> list[dict]:
     """Turn 1: [system = agent prompt, user = instruction + image + question] (image = the LOW-res view).

@@ -39,7 +39,15 @@ class VtTrainConfig(GRPOConfig):
         'Environment variable holding the judge API key (never written anywhere).')})
     judge_scope: str = field(default='open', metadata={"help": (
         'open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper).')})
-    judge_concurrency: int | None = field(default=None, metadata={"help": 'Concurrent judge requests (openai judges).'})
+    judge_input: str = field(default='vt', metadata={"help": (
+        "What the accuracy judge is given: vt (the final turn's <answer>, \\boxed{} unwrapped; no tag = 0 without "
+        "a call; a VQA-normalised exact match = 1 without a call; the bare question; vt's note in the judge "
+        "prompt) | release (the release: all turns joined, what follows the last <answer> or the whole text, "
+        "the whole user turn as the question, the judge prompt as is, every item sent to the LLM, max_tokens "
+        "16384; needs an openai: judge with judge_scope all).")})
+    judge_concurrency: int | None = field(default=None, metadata={"help": (
+        'Judge requests in flight over the whole run (openai judges): each of the WORLD_SIZE processes gets '
+        'its share, rounded up (None = the judge default per process).')})
     db: str | None = field(default=None, metadata={"help": (
         'DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0).')})
     penalty_mode: str = field(default='paper', metadata={"help": (
@@ -132,6 +140,10 @@ class VtTrainConfig(GRPOConfig):
         if self.max_turns < 1:
             raise VtError("max_turns must be >= 1")
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
+        if self.judge_input not in ("vt", "release"):
+            raise VtError(f"judge_input must be vt or release; got {self.judge_input!r}")
+        if self.judge_input == "release" and not (self.judge.startswith("openai:") and self.judge_scope == "all"):
+            raise VtError("judge_input: release needs an LLM judge on every item (judge: openai:<model>, judge_scope: all)")
         if self.max_refill_rounds < 0:
             raise VtError("max_refill_rounds must be >= 0")
         if not 0 <= self.theta <= 1:
