@@ -44,7 +44,9 @@ def _recipe() -> dict:
 
 def test_turn_one_renders_byte_for_byte_as_the_release():
     msgs = protocol.agent_messages("What is the total?", "IMG")
-    got = jinja2.Template(protocol.CHAT_TEMPLATE).render(messages=msgs, add_generation_prompt=True)
+    got, other = (jinja2.Template(protocol.chat_template(t)).render(messages=msgs, add_generation_prompt=True)
+                  for t in ("release", "chatml"))
+    assert got == other  # turn2_bytes changes turn 2 only
     user = RELEASE_USER.format(Question="<image>\nWhat is the total?")
     want = (f"<|im_start|>system\n{RELEASE_SYSTEM}<|im_end|>\n<|im_start|>user\n"
             + user.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
@@ -300,3 +302,153 @@ def test_eval_uses_the_release_budget_and_can_evaluate_at_native_resolution(tmp_
     low = {(r["width"] // 2, r["height"] // 2) for r in rows}
     assert set(seen[:2]) == full and set(seen[2:]) == low and full != {(r["high_width"], r["high_height"]) for r in rows}
     assert budgets == [8192] * 4
+
+
+# -- issue 21: turn 2 byte for byte -----------------------------------------------------------------------
+
+RELEASE_TOOL_OK = ("Please carefully analyze the content returned from the image resize tool in combination with the "
+                   "original question and image from the user, continue your reasoning process inside <think> and "
+                   "</think> and then write your final answer inside <answer> and </answer>.")
+# the release writes "Countinue"; vt's tool_error prompt spells it right (a documented difference: the mini
+# warm start's cache key hashes the prompts)
+RELEASE_TOOL_ERROR = ("Please analyze the error information obtained from the function tool and adjust your response. "
+                      "Countinue your reasoning process inside <think> and </think>.").replace("Countinue", "Continue")
+IMG = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def _release_trajectory(question, turn1, turn2, tool_text):
+    """The release's rollout bytes: its prompt, the model's turn 1 (ending <|im_end|>), then its tool turn
+    `<|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n` appended straight after, then turn 2."""
+    user = RELEASE_USER.format(Question="<image>\n" + question).replace("<image>", IMG)
+    prompt = f"<|im_start|>system\n{RELEASE_SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    return (prompt + turn1 + "<|im_end|>" + "<|im_start|>user\n" + tool_text
+            + "<|im_end|>\n<|im_start|>assistant\n" + turn2 + "<|im_end|>")
+
+
+@pytest.mark.parametrize("call, tool_text", [
+    (protocol.CALL_EXAMPLE,
+     f"<tool_response>\nThe resized image is shown below:\n{IMG}\n</tool_response>\n" + RELEASE_TOOL_OK),
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "crop"}}</tool_call>',
+     "<tool_response>\nERROR occurs during the function tool call. Error Information: {err}.\n</tool_response>\n"
+     + RELEASE_TOOL_ERROR),
+])
+@pytest.mark.parametrize("turn2", ["release", "chatml"])
+def test_a_two_turn_trajectory_renders_byte_for_byte_as_the_release(tiny, call, tool_text, turn2):
+    """TRL's own concatenation (prompt ids + completion ids + `_get_tool_suffix_ids`) with vt's template and
+    processor, decoded: the release's bytes, the tool turn straight after the model's <|im_end|>."""
+    import re
+    from types import SimpleNamespace
+    from PIL import Image
+    from trl import GRPOTrainer
+    from vttrain.models import load_processor
+    from vttrain.rollout import ResizeEnv, prepare_processor
+    _, model, _ = tiny
+    proc = load_processor(model)
+    prepare_processor(proc, turn2_bytes=turn2)
+    tok = proc.tokenizer
+    low, q = Image.new("RGB", (56, 56)), "What is the total?"
+    turn1, answer_text = f"<think>too small</think>{call}", "<think>now</think><answer>4</answer>"
+    prompt = proc.apply_chat_template([protocol.agent_messages(q, low)], add_generation_prompt=True,
+                                      tokenize=True, return_dict=False)[0]
+    completion = tok(turn1 + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    env = ResizeEnv()
+    env.reset(id=1, image_bytes={"bytes": _png(112), "path": None}, low_width=56, low_height=56,
+              high_width=112, high_height=112)
+    message = tok.parse_response(completion)
+    (fn,) = [c["function"] for c in message["tool_calls"]]
+    content = env.resize_image(**fn["arguments"])
+    trainer = SimpleNamespace(processing_class=proc, _is_vlm=True, chat_template=None, chat_template_kwargs={},
+                              _tokenizer=tok)
+    suffix = GRPOTrainer._get_tool_suffix_ids(trainer, [{"role": "tool", "name": fn["name"], "content": content}])
+    answer = tok(answer_text + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    got = re.sub(r"(<\|image_pad\|>)+", "<|image_pad|>", tok.decode(prompt + completion + suffix + answer))
+    want = _release_trajectory(q, turn1, answer_text, tool_text.format(err=env.errors[0] if env.errors else ""))
+    if turn2 == "chatml":  # vt before issue 21: one newline token between the model's <|im_end|> and the tool turn
+        want = want.replace("<|im_end|><|im_start|>user", "<|im_end|>\n<|im_start|>user")
+    assert got == want
+
+
+def _png(side):
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (9, 9, 9)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# -- issue 21: judge_input release|vt, global judge concurrency ---------------------------------------------
+
+def _judge_cfg(tmp_path, *flags):
+    from vttrain.train_config import parse_config
+    return parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"),
+                               "--use_cpu", "true", "--judge", "openai:fake", "--judge_scope", "all", *flags])
+
+
+def test_judge_input_release_sends_what_the_release_sent(tmp_path, monkeypatch):
+    """All turns joined, what follows the last <answer> (no \\boxed unwrap; the whole text without a tag), the
+    whole user turn as the question, the judge prompt without vt's note, always a call, max_tokens 16384."""
+    import re
+    from fake_openai import FakeOpenAI
+    from vtdata.judge.llm import PREDICTION_NOTE
+    from vttrain.train import run_judge
+    from vttrain.trainer import make_reward_funcs
+
+    requests = []
+
+    def responder(request):
+        requests.append(request)
+        return "The prediction matches.\nScore: 1"
+    turns = [[{"role": "assistant", "content": f"<think>a</think>{protocol.CALL_EXAMPLE}"},
+              {"role": "assistant", "content": "<think>b</think><answer>\\boxed{4.0}</answer>"}],
+             [{"role": "assistant", "content": "<think>b</think> it is 4"}],                 # no tag
+             [{"role": "assistant", "content": "<think>b</think><answer>4</answer>"}]]        # an exact match
+    kw = dict(question=["What is the total?"] * 3, answers=[["4"]] * 3)
+    got = {}
+    with FakeOpenAI(responder=responder) as srv:
+        for mode in ("vt", "release"):
+            requests.clear()
+            cfg = _judge_cfg(tmp_path, "--judge_base_url", srv.url, "--judge_input", mode)
+            judge = run_judge(cfg)
+            accuracy = make_reward_funcs(judge, "release", ("resize",), cfg.judge_input, cfg.user_prompt)[0]
+            scores = accuracy([None] * 3, turns, **kw)
+            judge.close()
+            got[mode] = (scores, list(requests))
+    (scores, reqs) = got["vt"]
+    assert scores == [1.0, 0.0, 1.0] and len(reqs) == 1       # no tag: 0 without a call; exact match: no call
+    assert reqs[0]["messages"][0]["content"].endswith(PREDICTION_NOTE) and reqs[0]["max_tokens"] == 512
+    assert "<prediction>\n4.0\n</prediction>" in reqs[0]["messages"][1]["content"]    # \boxed unwrapped, quoted
+    assert "**Question Related to the Image**: What is the total?\n" in reqs[0]["messages"][1]["content"]
+    (scores, reqs) = got["release"]
+    assert scores == [1.0, 1.0, 1.0] and len(reqs) == 3       # every item is sent
+    user = RELEASE_USER.format(Question="<image>\nWhat is the total?")
+    for r in reqs:
+        assert PREDICTION_NOTE not in r["messages"][0]["content"] and r["max_tokens"] == 16384
+        assert f"**Question Related to the Image**: {user}\n" in r["messages"][1]["content"]
+    sent = sorted(re.search(r"\*\*Model Predicted Answer\*\*: (.*?)\n\n", r["messages"][1]["content"], re.S).group(1)
+                  for r in reqs)
+    assert sent == sorted(["\\boxed{4.0}", "<think>b</think> it is 4", "4"])
+
+
+def test_judge_input_release_needs_an_llm_on_every_item(tmp_path):
+    from vtdata.console import VtError
+    from vttrain.train_config import parse_config
+    with pytest.raises(VtError, match="judge_input: release needs an LLM judge"):
+        parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"),
+                            "--use_cpu", "true", "--judge_input", "release"])
+
+
+@pytest.mark.parametrize("world, share", [("1", 100), ("8", 13), ("32", 4)])
+def test_judge_concurrency_is_for_the_whole_run(tmp_path, monkeypatch, world, share):
+    """The release's 100 judge threads served every GPU: 32 processes x 100 would be 3,200 in flight."""
+    from vttrain.train import run_judge
+    cfg = _judge_cfg(tmp_path, "--judge_base_url", "http://127.0.0.1:9", "--judge_concurrency", "100")
+    monkeypatch.setenv("WORLD_SIZE", world)  # as accelerate sets it in each process
+    judge = run_judge(cfg)
+    assert judge.llm.concurrency == share
+    judge.close()
+
+
+def test_recipes_ask_the_judge_the_release_way():
+    for name in ("train-visionthink-7b.yaml", "train-visionthink-3b.yaml"):
+        r = yaml.safe_load((h.ROOT / "manifests" / name).read_text())
+        assert (r["judge"], r["judge_input"], r["judge_scope"]) == ("openai:gpt-4o-2024-11-20", "release", "all")

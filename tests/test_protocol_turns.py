@@ -66,6 +66,30 @@ def test_direct_messages_are_system_then_image_then_question():
     assert sys_msg == {"role": "system", "content": system}
     assert user == {"role": "user", "content": [{"type": "image", "image": img},
                                                 {"type": "text", "text": "How many cats?"}]}
+    _, user = protocol.direct_messages(system, "How many cats?", img, newline=True)
+    assert user["content"][1]["text"] == "\nHow many cats?"  # the release's "<image>\n" + question
+
+
+def test_score_judge_and_eval_ask_the_direct_prompt_with_the_release_newline(monkeypatch):
+    """Issue 21: score-judge and eval full|low (engine._direct) put the release's newline between image and
+    question by default; direct_newline false gives vt's old prompt."""
+    import asyncio
+    from vttrain import engine
+    from vttrain.eval import EvalConfig
+    from vttrain.score import ScoreConfig
+
+    seen = []
+
+    async def turns(policy, conversations, s):
+        seen.extend(m for m, _ in conversations)
+        return [[engine.Turn("<answer>1</answer>", 1, 1, 0.0, "stop", None)] * n for _, n in conversations]
+    monkeypatch.setattr(engine, "_turns", turns)
+    monkeypatch.setattr(engine, "_image", lambda sample, view: "IMG")
+    job = engine.Job((1,), {"id": 1, "question": "How many cats?"}, "low")
+    for flag in (engine.Settings().direct_newline, False):
+        asyncio.run(engine._direct(None, [job], engine.Settings(direct_newline=flag)))
+    assert [m[1]["content"][1]["text"] for m in seen] == ["\nHow many cats?", "How many cats?"]
+    assert ScoreConfig.direct_newline is True and EvalConfig.direct_newline is True
 
 
 def test_tool_turns_use_the_shipped_prompts():
@@ -83,11 +107,11 @@ def test_tool_turns_use_the_shipped_prompts():
         protocol.tool_content()
 
 
-def _render(messages, **kw):
+def _render(messages, template=protocol.CHAT_TEMPLATE, **kw):
     from jinja2 import Environment
     env = Environment()
     env.filters["tojson"] = __import__("json").dumps
-    return env.from_string(protocol.CHAT_TEMPLATE).render(messages=messages, **kw)
+    return env.from_string(template).render(messages=messages, **kw)
 
 
 def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving():
@@ -102,7 +126,60 @@ def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving()
     assert as_tool == as_user  # train (TRL's tool message) and eval (a user turn) see the same text
     assert as_tool.startswith(first)
     assert "<|im_start|>assistant\n" + turn + "<|im_end|>\n<|im_start|>user\n<tool_response>" in as_tool
+    # turn2_bytes: release (the default): the tool turn straight after the model's <|im_end|>, as the release
+    release = _render(msgs + [{"role": "assistant", "content": turn}, {"role": "tool", "content": tool}],
+                      template=protocol.chat_template("release"), add_generation_prompt=True)
+    assert release.startswith(first)
+    assert "<|im_start|>assistant\n" + turn + "<|im_end|><|im_start|>user\n<tool_response>" in release
+    assert release.endswith("<|im_end|>\n<|im_start|>assistant\n")
     # tool_calls are rendered only when the text does not hold the call already
     with_calls = _render([{"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "resize_image", "arguments": {"action": "resize"}}}]}])
     assert '<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>' in with_calls
+
+
+# -- issue 21: tool_call_parse: release ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, strict_fires, release_fires", [
+    (OK, True, True),
+    ('<tool_call>{"name": "zoom", "arguments": {"action": "resize"}}</tool_call>', False, True),        # any name
+    ('<tool_call>{"name": "resize_image", "arguments": {"action": "resize", "x": 1}}</tool_call>', False, True),
+    ('<tool_call>\n{"name": "resize_image", "arguments": {"action": "crop"}}\n</tool_call>', False, False),
+    ('<tool_call>{name: resize_image}</tool_call>', False, False),                                      # no JSON
+    (OK + OK, False, False),                                                                          # two calls
+])
+def test_release_tool_call_acceptance(text, strict_fires, release_fires):
+    from vtdata.tools import parse_call
+    for rule, fires in (("strict", strict_fires), ("release", release_fires)):
+        call = parse_call(f"<think>x</think>{text}", ("resize",), rule)
+        assert isinstance(call, ToolCall) == fires, (rule, call)
+        assert fires or isinstance(call, str)  # not fired: the error turn (a string), never silently nothing
+
+
+def test_release_reads_an_unclosed_call_as_a_direct_answer():
+    from vtdata.tools import parse_call
+    text = '<think>x</think><tool_call>{"name": "resize_image", "arguments": {"action": "resize"}}'
+    assert isinstance(parse_call(text, ("resize",), "strict"), str)   # vt: the error turn
+    assert parse_call(text, ("resize",), "release") is None            # the release: no call, the rollout ends
+
+
+def test_tool_call_parse_is_a_train_option_and_reaches_the_turn_parser(tmp_path):
+    import train_helpers as h
+    from vtdata.console import VtError
+    from vttrain.models import load_processor
+    from vttrain.rollout import prepare_processor
+    from vttrain.train_config import parse_config
+    model = h.tiny_model(tmp_path)
+    proc = load_processor(model)
+    extra = '<tool_call>{"name": "resize_image", "arguments": {"action": "resize", "scale": 2}}</tool_call>'
+    ids = proc.tokenizer(f"<think>x</think>{extra}<|im_end|>", add_special_tokens=False)["input_ids"]
+    for rule, invalid in (("strict", True), ("release", False)):
+        prepare_processor(proc, tool_call_parse=rule)
+        (call,) = proc.tokenizer.parse_response(ids)["tool_calls"]
+        assert str(call["function"]["arguments"]["action"]).startswith("\x00invalid-call") == invalid
+    base = ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"), "--use_cpu", "true"]
+    assert parse_config(None, base + ["--tool_call_parse", "release"]).tool_call_parse == "release"
+    with pytest.raises(VtError, match="resize tool only"):
+        parse_config(None, base + ["--tool_call_parse", "release", "--tools", "zoom"])
+    with pytest.raises(VtError, match="tool_call_parse must be one of"):
+        parse_config(None, base + ["--tool_call_parse", "loose"])

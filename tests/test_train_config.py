@@ -57,6 +57,6 @@ def test_shipped_train_configs_name_no_paths():
 
     from vt import shipped
 
-    for name in ("train-demo.yaml", "train-mini.yaml", "train-visionthink-7b.yaml"):
+    for name in ("train-demo.yaml", "train-mini.yaml", "train-visionthink-7b.yaml", "train-visionthink-3b.yaml"):
         keys = set(yaml.safe_load(shipped(name).read_text()))
         assert not keys & {"data_dir", "output_dir", "db"}, name

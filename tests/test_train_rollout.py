@@ -97,7 +97,7 @@ def test_two_optimiser_steps_with_the_tool_turn(tiny):
         assert model_ids == expected
         if i < 2:
             env_text = tok.decode(env_ids)
-            assert env_text.startswith("\n<|im_start|>user\n<tool_response>\nThe resized image is shown below:")
+            assert env_text.startswith("<|im_start|>user\n<tool_response>\nThe resized image is shown below:")
             assert env_text.endswith(protocol.prompts.load("tool_ok") + "<|im_end|>\n<|im_start|>assistant\n")
             assert env_ids.count(pad) == high_tokens
         else:
@@ -128,7 +128,7 @@ def test_invalid_call_gets_the_error_turn_and_dynamic_sampling(tiny):
     pad = tok.convert_tokens_to_ids("<|image_pad|>")
     ids, cm = out["completion_ids"][0], out["completion_mask"][0].bool()
     text = tok.decode(ids[cm])
-    assert text.startswith(bad + "<|im_end|>\n<|im_start|>user\n<tool_response>\nERROR occurs during the "
+    assert text.startswith(bad + "<|im_end|><|im_start|>user\n<tool_response>\nERROR occurs during the "
                            "function tool call. Error Information: unknown action 'zoom'")
     assert int((out["completion_ids"] == pad).sum()) == 0  # no image for an invalid call
     rolls = _jsonl(root / "run_err" / "rollouts.jsonl")
@@ -211,9 +211,9 @@ def test_shipped_configs_parse():
                          ["--bf16", "false", "--use_vllm", "false", "--report_to", "none"])
     assert (paper.learning_rate, paper.num_generations, paper.temperature, paper.beta) == (1e-6, 16, 1.0, 0.001)
     assert (paper.format_weight, paper.penalty, paper.theta, paper.loss_type) == (0.5, 0.1, 0.2, "grpo")
-    # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 4 per GPU x 32 GPUs x 4 accumulation
+    # batch 512 prompts x G per rollout round; mini-batch 32 prompts = 1 per GPU x 32 GPUs x 16 accumulation
     assert paper.generation_batch_size == 512 * 16
-    assert paper.per_device_train_batch_size * 32 * paper.gradient_accumulation_steps == 32 * 16
+    assert paper.per_device_train_batch_size * paper.gpus * paper.gradient_accumulation_steps == 32 * 16
 
 
 def test_trl_accepts_vt_template_not_the_stock_one(tiny):

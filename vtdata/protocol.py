@@ -78,6 +78,32 @@ CHAT_TEMPLATE = (
 )
 
 
+def _release_bytes(template: str) -> str:
+    """`template` with the newline that ends a turn written before the NEXT turn, and none after an assistant
+    turn: the release appends its tool turn (`<|im_start|>user...`) right after the model's `<|im_end|>`.
+    Still prefix-preserving (an assistant turn renders the same whatever follows)."""
+    first = "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}{%- endif -%}"
+    end, prompt = "{{- '<|im_end|>\\n' -}}", "{{- '<|im_start|>assistant\\n' -}}"
+    assert template.count(first) == template.count(end) == template.count(prompt) == 1
+    return (template.replace(first, first[:-len("{%- endif -%}")]
+                             + "{%- elif not loop.first and loop.previtem.role != 'assistant' -%}{{- '\\n' -}}"
+                             + "{%- endif -%}")
+            .replace(end, "{{- '<|im_end|>' -}}").replace(prompt, "{{- '\\n<|im_start|>assistant\\n' -}}"))
+
+
+# How turn 2 follows turn 1 (`vt train --turn2_bytes`): `release` (the default) = the release's bytes, the
+# tool turn straight after the model's <|im_end|>; `chatml` = CHAT_TEMPLATE, a newline between (what TRL's
+# concatenation gives with a stock ChatML template; vt before issue 21; the mini warm start's SFT text).
+CHAT_TEMPLATES = {"release": _release_bytes(CHAT_TEMPLATE), "chatml": CHAT_TEMPLATE}
+TURN2_BYTES = tuple(CHAT_TEMPLATES)
+
+
+def chat_template(turn2_bytes: str = "release") -> str:
+    if turn2_bytes not in CHAT_TEMPLATES:
+        raise VtError(f"turn2_bytes must be one of {', '.join(TURN2_BYTES)}; got {turn2_bytes!r}")
+    return CHAT_TEMPLATES[turn2_bytes]
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A validated call of the resize tool."""
@@ -99,6 +125,12 @@ def _user_blocks(question: str, image: Any, user_prompt: str) -> list[dict]:
             {"type": "text", "text": "\n" + question + tail}]
 
 
+def user_text(question: str, user_prompt: str = "agent_user") -> str:
+    """The agent user turn as text with `<image>` where the image goes: what the release's judge is sent as
+    the question (its `raw_prompt`: instruction + "<image>\\n" + question)."""
+    return "".join("<image>" if b["type"] == "image" else b["text"] for b in _user_blocks(question, None, user_prompt))
+
+
 def agent_messages(question: str, image: Any, system_prompt: str = "agent_system",
                    user_prompt: str = "agent_user", tools: tuple = ("resize",)) -> list[dict]:
     """Turn 1: [system = agent prompt, user = instruction + image + question] (image = the LOW-res view).
@@ -118,13 +150,18 @@ def agent_messages(question: str, image: Any, system_prompt: str = "agent_system
             {"role": "user", "content": blocks}]
 
 
-def direct_messages(system: str, question: str, image: Any) -> list[dict]:
+def direct_messages(system: str, question: str, image: Any, newline: bool = False) -> list[dict]:
     """A one-turn prompt without the tool: [system = `system` (the prompt's text), user = image + question].
+
+    `newline`: a `\n` between the image and the question, as the release's general-QA `problem`
+    ("<image>\n" + question); score-judge and eval ask with it (`engine.Settings.direct_newline`), the mini
+    warm start's SFT text (vttrain/warmstart.py) without.
 
     What `vt score-judge` asks on each view and `vt eval --mode full|low` asks, so full-mode eval and scoring
     see the same tokens."""
     return [{"role": "system", "content": system},
-            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+            {"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": ("\n" if newline else "") + question}]}]
 
 
 def tool_content(image: Any = None, error: str | None = None, ok_prompt: str = "tool_ok",
@@ -194,6 +231,39 @@ def parse_tool_call(text: str) -> ToolCall | str | None:
     if extra:
         return f"unexpected argument(s) {', '.join(map(repr, extra))}; {TOOL_NAME} takes only \"action\""
     return ToolCall(TOOL_NAME, {"action": TOOL_ACTION})
+
+
+_RELEASE_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_RELEASE_JSON = re.compile(r"\{.*?\}\}")
+
+
+def parse_tool_call_release(text: str) -> ToolCall | str | None:
+    """The release's acceptance (its vLLM rollout): a turn calls the tool when it holds a CLOSED
+    `<tool_call>...</tool_call>` (an unclosed one is a direct answer: None). Inside the closed blocks every
+    `{...}}` span is read as JSON; exactly one object whose `arguments.action` is "resize" fires the tool,
+    whatever its "name" and any other argument. Anything else gets the error turn."""
+    blocks = _RELEASE_BLOCK.findall(text)
+    if not blocks:
+        return None
+    objs = []
+    for block in blocks:
+        for span in _RELEASE_JSON.findall(block):
+            try:
+                objs.append(json.loads(span))
+            except json.JSONDecodeError as err:
+                return f"the tool call is not valid JSON ({err.msg} at position {err.pos})"
+    if not objs:
+        return 'the tool call must be a JSON object {"name": ..., "arguments": {...}}'
+    action = [o.get("arguments", {}).get("action") if isinstance(o, dict) and isinstance(o.get("arguments"), dict)
+              else None for o in objs]
+    if any(a != TOOL_ACTION for a in action):
+        return f"unknown action {action[0]!r}; the only available action is {TOOL_ACTION!r}"
+    if len(objs) > 1:
+        return f"you should only call function `{TOOL_NAME}` once per function call"
+    return ToolCall(TOOL_NAME, {"action": TOOL_ACTION})
+
+
+TOOL_CALL_PARSERS = {"strict": parse_tool_call, "release": parse_tool_call_release}
 
 
 _FINAL = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)

@@ -63,12 +63,19 @@ def system_prompt(name_or_path: str, tools: tuple = DEFAULT) -> str:
     return head + sep + "\n".join(decl[t] for t in tools) + sep2 + tail
 
 
-def parse_call(text: str, tools: tuple = DEFAULT) -> protocol.ToolCall | str | None:
+def parse_call(text: str, tools: tuple = DEFAULT, rule: str = "strict") -> protocol.ToolCall | str | None:
     """The call in one assistant turn: a ToolCall, an error string (for the error turn), or None (no call).
 
     Checks the JSON, that the function is one of `tools` and the shape of its arguments; whether a zoom box
-    fits the image is `respond`'s check (it needs the row's sizes)."""
+    fits the image is `respond`'s check (it needs the row's sizes). `rule` release: the release's looser
+    acceptance of a resize call (`protocol.parse_tool_call_release`; the resize tool only)."""
     tools = selection(tools)
+    if rule not in protocol.TOOL_CALL_PARSERS:
+        raise VtError(f"tool_call_parse must be one of {', '.join(protocol.TOOL_CALL_PARSERS)}; got {rule!r}")
+    if rule != "strict":
+        if tools != DEFAULT:
+            raise VtError(f"tool_call_parse: {rule} applies to the resize tool only (tools: resize)")
+        return protocol.TOOL_CALL_PARSERS[rule](text)
     if tools == DEFAULT:
         return protocol.parse_tool_call(text)
     obj = protocol.parse_payload(text)

@@ -103,6 +103,9 @@ class Settings:
     """Think mode: assistant turns at most."""
     tools: tuple = ("resize",)
     """Think mode: the tools the policy may call (vtdata/tools.py)."""
+    direct_newline: bool = True
+    """Direct modes: a newline between the image and the question (the release's "<image>\\n" + question);
+    False = vt before issue 21."""
 
     def __post_init__(self) -> None:
         self.system = prompts.load(self.system_prompt)
@@ -213,7 +216,8 @@ async def _direct(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
     groups: dict[tuple, list[Job]] = {}
     for j in jobs:
         groups.setdefault((id(j.sample), j.mode), []).append(j)
-    convs = [(protocol.direct_messages(s.system, g[0].sample["question"], _image(g[0].sample, g[0].mode)), len(g))
+    convs = [(protocol.direct_messages(s.system, g[0].sample["question"], _image(g[0].sample, g[0].mode),
+                                       s.direct_newline), len(g))
              for g in groups.values()]
     out = []
     for g, turns in zip(groups.values(), await _turns(policy, convs, s)):

@@ -83,6 +83,9 @@ class EvalConfig:
     """Directory for the predictions JSONL (default `evals/` beside the database)."""
     max_new_tokens: int = 8192
     """Generation budget per assistant turn (the release's 8192: a shorter one cuts a real model's <think>)."""
+    direct_newline: bool = True
+    """full/low: a newline between the image and the question (the release's general-QA prompt); false = vt
+    before issue 21."""
     views: str = "dataset"
     """`dataset`: the row's low/high views (what training saw) | `native`: high = the original image, low =
     original // 2 per side (the release's evaluation, for Table-2 numbers)."""
@@ -248,7 +251,7 @@ async def _evaluate(cfg: EvalConfig, run: str, con, rows: list[dict], stored: di
                                system_prompt=cfg.system(), agent_system_prompt=cfg.system(),
                                agent_user_prompt=cfg.user_prompt, tool_ok_prompt=cfg.tool_ok_prompt,
                                tool_error_prompt=cfg.tool_error_prompt, max_turns=cfg.max_turns,
-                               tools=cfg.tool_selection)
+                               tools=cfg.tool_selection, direct_newline=cfg.direct_newline)
     mode = ENGINE_MODE[cfg.mode]
 
     def record(r, now) -> dict:
@@ -325,7 +328,7 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
 def _make_policy(cfg: EvalConfig):
     kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env}
     if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
-        kw["chat_template"] = protocol.CHAT_TEMPLATE  # the tokens training saw for tool turns
+        kw["chat_template"] = protocol.chat_template()  # the tokens training saw (turn2_bytes: release)
     return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)
 
 

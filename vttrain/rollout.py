@@ -11,7 +11,7 @@ How a rollout runs (TRL's `environment_factory` hook, one environment per rollou
   sends through the processor, so the high-res pixels reach both generation and the loss forward;
 - TRL masks every tool turn out of the loss (`tool_mask`), bounds calls by `max_tool_calling_iterations`
   (= max_turns - 1: a call in the last turn is not answered) and renders turns with
-  `vtdata.protocol.CHAT_TEMPLATE`.
+  `vtdata.protocol.chat_template(turn2_bytes)`.
 
 Where vt goes around TRL (TRL has no hook for it):
 - Tool-call parsing. TRL parses a turn with `tokenizer.parse_response` (transformers' response template)
@@ -147,9 +147,10 @@ def high_view(row: dict):
     return _view({**row, "image": row["image_bytes"]}, "high")
 
 
-def install_response_parser(processor, tools=("resize",)) -> None:
+def install_response_parser(processor, tools=("resize",), rule: str = "strict") -> None:
     """Bind vt's turn parser on the processor's tokenizer (see the module docstring for why). An invalid call
-    goes to the selection's first function with the error in its argument (`INVALID_CALL`)."""
+    goes to the selection's first function with the error in its argument (`INVALID_CALL`). `rule`: which
+    calls are valid (`vtdata.tools.parse_call`: strict | release)."""
     from vtdata.tools import FUNCTIONS, parse_call, selection
     selected = selection(tools)
     first = FUNCTIONS[selected[0]]
@@ -164,7 +165,7 @@ def install_response_parser(processor, tools=("resize",)) -> None:
             if cut >= 0:
                 text = text[:cut]
         message = {"role": "assistant", "content": text}
-        call = parse_call(text, selected)  # (TRL passes its own `tools=`: the schema list)
+        call = parse_call(text, selected, rule)  # (TRL passes its own `tools=`: the schema list)
         if isinstance(call, protocol.ToolCall):
             message["tool_calls"] = [{"type": "function", "function": {"name": call.name, "arguments": call.arguments}}]
         elif call is not None:
@@ -184,11 +185,13 @@ def uninstall_response_parser(processor) -> None:
     tokenizer.response_template = None
 
 
-def prepare_processor(processor, tools=("resize",)) -> None:
-    """Make a Qwen-VL processor ready for the tool loop: vt's chat template and turn parser."""
-    processor.chat_template = protocol.CHAT_TEMPLATE
-    processor.tokenizer.chat_template = protocol.CHAT_TEMPLATE
-    install_response_parser(processor, tools)
+def prepare_processor(processor, tools=("resize",), turn2_bytes: str = "release",
+                      tool_call_parse: str = "strict") -> None:
+    """Make a Qwen-VL processor ready for the tool loop: vt's chat template (`protocol.chat_template`) and
+    turn parser."""
+    processor.chat_template = protocol.chat_template(turn2_bytes)
+    processor.tokenizer.chat_template = processor.chat_template
+    install_response_parser(processor, tools, tool_call_parse)
 
 
 def vision_token_ids(tokenizer) -> list[int]:
@@ -219,6 +222,12 @@ def make_transform(system_prompt: str = "agent_system", user_prompt: str = "agen
     return transform
 
 
+def _template(processor) -> str:
+    """The processor's template when `prepare_processor` set one of vt's, else the default."""
+    t = getattr(processor, "chat_template", None)
+    return t if t in protocol.CHAT_TEMPLATES.values() else protocol.chat_template()
+
+
 def budget(processor, row: dict, system_prompt: str, user_prompt: str, prompt_names: dict,
            tools=("resize",)) -> tuple[int, int]:
     """(prompt tokens, tool-turn tokens) of a row, images counted at their view sizes (a tool turn at the
@@ -227,7 +236,7 @@ def budget(processor, row: dict, system_prompt: str, user_prompt: str, prompt_na
     low = (row["low_width"], row["low_height"])
     high = (row["high_width"], row["high_height"])
     msgs = protocol.agent_messages(row["question"], "IMG", system_prompt, user_prompt, tools)  # size-only stand-in
-    text = processor.apply_chat_template(msgs, chat_template=protocol.CHAT_TEMPLATE, tokenize=False,
+    text = processor.apply_chat_template(msgs, chat_template=_template(processor), tokenize=False,
                                          add_generation_prompt=True)
     prompt = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) - 1 + visual_tokens(processor, low)
     text_tokens = max(_tool_turn_text_tokens(processor, prompt_names, t) for t in tools)
@@ -239,7 +248,7 @@ _TOOL_TOKENS: dict = {}
 
 
 def _tool_turn_text_tokens(processor, prompt_names: dict, tool: str = "resize") -> int:
-    key = (id(processor), tuple(sorted(prompt_names.items())), tool)
+    key = (id(processor), tuple(sorted(prompt_names.items())), tool, _template(processor))
     if key not in _TOOL_TOKENS:
         if tool == "resize":
             content = protocol.tool_content(image="IMG", **prompt_names)
@@ -249,13 +258,13 @@ def _tool_turn_text_tokens(processor, prompt_names: dict, tool: str = "resize") 
             content = [{"type": "text", "text": ZOOM_HEAD}, {"type": "image", "image": "IMG"},
                        {"type": "text", "text": protocol.TOOL_OK_TAIL + prompts.load("zoom_ok")}]
         msg = {"role": "tool", "content": content}
-        text = processor.apply_chat_template([{"role": "system", "content": "s"}, msg],
-                                             chat_template=protocol.CHAT_TEMPLATE, tokenize=False,
+        base = [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]  # ends at <|im_end|>
+        text = processor.apply_chat_template(base + [msg], chat_template=_template(processor), tokenize=False,
                                              add_generation_prompt=True)
-        head = processor.apply_chat_template([{"role": "system", "content": "s"}],
-                                             chat_template=protocol.CHAT_TEMPLATE, tokenize=False)
+        head = processor.apply_chat_template(base, chat_template=_template(processor), tokenize=False)
+        head = head[:head.rindex("<|im_end|>") + len("<|im_end|>")]  # TRL cuts the prefix at its last EOS
         tok = processor.tokenizer
-        # +1: the newline after the model's <|im_end|> belongs to the tool suffix in TRL's concatenation
+        # exactly the suffix TRL appends after the model's <|im_end|>
         _TOOL_TOKENS[key] = len(tok(text, add_special_tokens=False)["input_ids"]) - \
-            len(tok(head, add_special_tokens=False)["input_ids"]) + 1
+            len(tok(head, add_special_tokens=False)["input_ids"])
     return _TOOL_TOKENS[key]

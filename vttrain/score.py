@@ -111,6 +111,8 @@ class ScoreConfig:
     """Longest answer in tokens."""
     prompt: str = "score_system"
     """System prompt: a shipped prompt name or a file."""
+    direct_newline: bool = True
+    """A newline between the image and the question (the release's general-QA prompt); false = vt before issue 21."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     """Labelling thresholds (see Thresholds)."""
     device: str | None = None
@@ -215,7 +217,8 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
                          {"score": "score", "status": "judge_status", "reason": "judge_reason",
                           "prediction": "prediction", "judge": "verdict_by"},
                          judge_column="judge", judge_identity=judge.identity, stamp="judged")
-    settings = engine.Settings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.prompt)
+    settings = engine.Settings(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.prompt,
+                               direct_newline=cfg.direct_newline)
 
     def record(r: engine.Rollout, now) -> dict:
         (_, sid, view, idx), turn = r.job.key, r.turns[-1]

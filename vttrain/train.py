@@ -32,6 +32,7 @@ from vtdata.outdir import make_out_dir
 from vtdata.tools import selection
 
 CONFIG_FILE = "vt_train_config.yaml"  # the resolved config of a run, in output_dir and final/
+RELEASE_JUDGE_MAX_TOKENS = 16384  # the release's judge request
 
 def load_rows(data_dir: str, split: str):
     """The split as a `datasets.Dataset` with the image column undecoded (original bytes)."""
@@ -111,6 +112,18 @@ def weights_dtype(cfg):
     return torch.float32
 
 
+def run_judge(cfg, db=None):
+    """The accuracy judge of a run. `judge_concurrency` bounds the requests in flight over the whole run: each
+    of the WORLD_SIZE processes (one per GPU) gets its share (rounded up), as the release's 100 judge threads
+    served all GPUs. `judge_input: release` asks the release's way (`make_reward_funcs`)."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    share = -(-cfg.judge_concurrency // world) if cfg.judge_concurrency else None
+    opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope, concurrency=share)
+    if cfg.judge_input == "release":  # no shortcut, the judge prompt as is, the release's max_tokens
+        opts.update(shortcut=False, release_input=True, max_tokens=RELEASE_JUDGE_MAX_TOKENS)
+    return make_judge(cfg.judge, db=db, **opts)
+
+
 def build_trainer(cfg, trainer_class=None):
     """(trainer, processor): the VtGRPOTrainer for a config (also used by tests and bench/train_step.py)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -127,7 +140,7 @@ def build_trainer(cfg, trainer_class=None):
     run_dir = make_out_dir(cfg.output_dir, "output_dir")
     processor = models.load_processor(cfg.model)
     tools = selection(cfg.tools)
-    prepare_processor(processor, tools)
+    prepare_processor(processor, tools, cfg.turn2_bytes, cfg.tool_call_parse)
     env = env_factory(tools, {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt})
 
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
@@ -161,12 +174,10 @@ def build_trainer(cfg, trainer_class=None):
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     ds = ds.with_transform(make_transform(cfg.system_prompt, cfg.user_prompt, tools))
 
-    judge_opts = judge_options(cfg.judge, cfg.judge_base_url, cfg.judge_api_key_env, cfg.judge_scope,
-                               concurrency=cfg.judge_concurrency)
     db = None
     if cfg.judge.startswith("openai:") and int(os.environ.get("RANK", "0")) == 0:
         db = cfg.db or str(default_db(cfg.data_dir))
-    judge = make_judge(cfg.judge, db=db, **judge_opts)
+    judge = run_judge(cfg, db)
 
     peft_config = None
     if cfg.use_peft:
@@ -176,7 +187,8 @@ def build_trainer(cfg, trainer_class=None):
                                  task_type="CAUSAL_LM")
     cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
     cls = trainer_class or VtGRPOTrainer
-    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, cfg.format_rule, tools), args=cfg, train_dataset=ds,
+    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, cfg.format_rule, tools, cfg.judge_input,
+                                                                  cfg.user_prompt), args=cfg, train_dataset=ds,
                   processing_class=processor, environment_factory=env, peft_config=peft_config, judge=judge,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
     return trainer, processor
@@ -200,7 +212,7 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
         trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; writes the processor too
     if trainer.accelerator.is_main_process:
         from vttrain.models import name_stock_processor
-        (out / "vt_protocol_chat_template.jinja").write_text(protocol.CHAT_TEMPLATE)
+        (out / "vt_protocol_chat_template.jinja").write_text(protocol.chat_template(trainer.args.turn2_bytes))
         name_stock_processor(out)  # stock AutoProcessor loads Qwen2_5_VLProcessor, not vt's fallback class
         write_config(trainer.args, out / CONFIG_FILE)
         write_model_card(trainer.args, out)
@@ -290,6 +302,9 @@ def train_command(
     config: Path = typer.Argument(None, help="Train config YAML (e.g. manifests/train-demo.yaml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
     options: bool = typer.Option(False, "--options", help="List every config option (TRL's GRPOConfig + vt's) and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=(
+        "Print the resolved recipe and its per-GPU memory estimate (model on the meta device, no data, no "
+        "weights) and exit; refuses a config that cannot fit the GPUs it names.")),
 ):
     """Train the policy with VisionThink GRPO: `vt train CONFIG.yaml [--key value ...]`.
 
@@ -302,7 +317,11 @@ def train_command(
     if config is None:
         raise VtError("usage: vt train CONFIG.yaml [--key value ...] (or --options)")
     extra = list(ctx.args) + (["--resume", "true"] if resume else [])
-    cfg = parse_config(config, extra)
+    cfg = parse_config(config, extra, dry_run=dry_run)
+    if dry_run:
+        from vttrain.memory import dry_run as estimate
+        estimate(cfg, echo=typer.echo)
+        return
     run(cfg)
 
 

@@ -39,7 +39,15 @@ class VtTrainConfig(GRPOConfig):
         'Environment variable holding the judge API key (never written anywhere).')})
     judge_scope: str = field(default='open', metadata={"help": (
         'open: an LLM judge judges `open` items, rules the rest | all: the LLM judges every item (the paper).')})
-    judge_concurrency: int | None = field(default=None, metadata={"help": 'Concurrent judge requests (openai judges).'})
+    judge_input: str = field(default='vt', metadata={"help": (
+        "What the accuracy judge is given: vt (the final turn's <answer>, \\boxed{} unwrapped; no tag = 0 without "
+        "a call; a VQA-normalised exact match = 1 without a call; the bare question; vt's note in the judge "
+        "prompt) | release (the release: all turns joined, what follows the last <answer> or the whole text, "
+        "the whole user turn as the question, the judge prompt as is, every item sent to the LLM, max_tokens "
+        "16384; needs an openai: judge with judge_scope all).")})
+    judge_concurrency: int | None = field(default=None, metadata={"help": (
+        'Judge requests in flight over the whole run (openai judges): each of the WORLD_SIZE processes gets '
+        'its share, rounded up (None = the judge default per process).')})
     db: str | None = field(default=None, metadata={"help": (
         'DuckDB file for the judge cache (default: vt.duckdb beside data_dir; openai judges only, rank 0).')})
     penalty_mode: str = field(default='paper', metadata={"help": (
@@ -52,6 +60,15 @@ class VtTrainConfig(GRPOConfig):
     format_rule: str = field(default='strict', metadata={"help": (
         'When a turn is well-formed: strict (only whitespace outside the tags, a valid tool call) | release '
         "(the released reward's looser rule; vtdata.protocol).")})
+    turn2_bytes: str = field(default='release', metadata={"help": (
+        "How the tool turn follows the model's turn: release (the release's bytes: `<|im_start|>user` straight "
+        "after the model's `<|im_end|>`) | chatml (a newline between, as a stock ChatML template; vt before "
+        'issue 21).')})
+    tool_call_parse: str = field(default='strict', metadata={"help": (
+        'Which tool calls fire the tool: strict (valid JSON, name resize_image, arguments exactly {"action": '
+        '"resize"}; anything else gets the error turn) | release (the release: any closed <tool_call> holding one '
+        'JSON object whose arguments.action is "resize", whatever its name or other arguments; an unclosed tag '
+        'is a direct answer). resize only.')})
     max_turns: int = field(default=2, metadata={"help": (
         'Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the limit ends '
         'without an answer (scored 0, logged as unanswered_ratio).')})
@@ -97,23 +114,36 @@ class VtTrainConfig(GRPOConfig):
     torch_threads: int | None = field(default=None, metadata={"help": (
         "torch CPU threads (None = torch's default, one per core); on a small shared CPU one thread can be "
         'several times faster than two.')})
+    accelerate_config: str | None = field(default=None, metadata={"help": (
+        'The accelerate config the run is launched with (manifests/accelerate/zero3.yaml); `vt train --dry-run` '
+        'reads its ZeRO stage, offloads and process count.')})
+    gpus: int | None = field(default=None, metadata={"help": (
+        "GPUs of the whole run (all nodes) for `--dry-run`'s estimate; None = accelerate_config's num_processes.")})
+    gpu_memory_gb: float = field(default=80.0, metadata={"help": 'Memory of each GPU (GB) for `--dry-run`.'})
     resume: bool = field(default=False, metadata={"help": (
         'Continue from the latest checkpoint in output_dir (same step count and data position).')})
 
     def __post_init__(self):
         super().__post_init__()
         from vtdata.judge import judge_options
+        from vtdata import protocol
         from vtdata.protocol import FORMAT_RULES
-        from vtdata.tools import selection
+        from vtdata.tools import parse_call, selection
         from vttrain.reward import check_cost, check_mode
         check_mode(self.penalty_mode)
         check_cost(self.penalty_cost)
         selection(self.tools)
+        parse_call("", self.tools, self.tool_call_parse)  # a VtError for an unknown rule or release with zoom
         if self.format_rule not in FORMAT_RULES:
             raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {self.format_rule!r}")
+        protocol.chat_template(self.turn2_bytes)
         if self.max_turns < 1:
             raise VtError("max_turns must be >= 1")
         judge_options(self.judge, self.judge_base_url, self.judge_api_key_env, self.judge_scope)
+        if self.judge_input not in ("vt", "release"):
+            raise VtError(f"judge_input must be vt or release; got {self.judge_input!r}")
+        if self.judge_input == "release" and not (self.judge.startswith("openai:") and self.judge_scope == "all"):
+            raise VtError("judge_input: release needs an LLM judge on every item (judge: openai:<model>, judge_scope: all)")
         if self.max_refill_rounds < 0:
             raise VtError("max_refill_rounds must be >= 0")
         if not 0 <= self.theta <= 1:
@@ -128,7 +158,7 @@ class VtTrainConfig(GRPOConfig):
 
 # A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
 # the current directory. Both end absolute in the config (and in the vt_train_config.yaml dump).
-PATH_KEYS = ("data_dir", "output_dir", "db")
+PATH_KEYS = ("data_dir", "output_dir", "db", "accelerate_config")
 # a file or directory beside the YAML, else as written: a hub id (model) or a shipped prompt name
 PATH_OR_NAME_KEYS = ("model", "system_prompt", "user_prompt", "tool_ok_prompt", "tool_error_prompt")
 
@@ -148,8 +178,9 @@ def resolve_paths(values: dict, base: Path) -> dict:
     return out
 
 
-def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
-    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error."""
+def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dry_run: bool = False):
+    """YAML file + `--key value` overrides -> VtTrainConfig. Unknown keys are a user error. `dry_run`: the
+    precision flags are checked against the GPUs the config names, not this machine's (set back after)."""
     cls = VtTrainConfig
     values = {}
     if config_file is not None:
@@ -180,8 +211,13 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
     values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
+    precision = {k: values[k] for k in ("bf16", "fp16")} if dry_run and not torch.cuda.is_available() else {}
+    values.update(dict.fromkeys(precision, False))
     try:
-        return cls(**values)  # value checks: VtTrainConfig.__post_init__
+        cfg = cls(**values)  # value checks: VtTrainConfig.__post_init__
+        for k, v in precision.items():
+            setattr(cfg, k, v)
+        return cfg
     except (ValueError, TypeError) as err:
         raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
 

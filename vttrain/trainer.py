@@ -48,17 +48,24 @@ def assistant_turns(messages: list[dict]) -> list[str]:
     return out
 
 
-def make_reward_funcs(judge, format_rule: str = "strict", tools: tuple = ("resize",)):
-    """The per-process reward functions: accuracy (the judge on the final turn), format, penalty placeholder."""
+def make_reward_funcs(judge, format_rule: str = "strict", tools: tuple = ("resize",), judge_input: str = "vt",
+                      user_prompt: str = "agent_user"):
+    """The per-process reward functions: accuracy (the judge), format, penalty placeholder.
+
+    judge_input vt: the final turn's `<answer>` (its `\\boxed{}` unwrapped) against the bare question;
+    release: every turn joined by a space, what follows the last `<answer>` (the whole text without one),
+    against the whole user turn (instruction + question), as the release's reward did."""
     from vtdata.judge import JudgeItem
+    release = judge_input == "release"
 
     def accuracy(prompts, completions, question, answers, answer_type=None, choices=None, log_metric=None,
                  **_):
         items = []
         for i, c in enumerate(completions):
             turns = assistant_turns(c)
-            items.append(JudgeItem(question=question[i], answers=list(answers[i] or []),
-                                   response=turns[-1] if turns else "",
+            items.append(JudgeItem(question=protocol.user_text(question[i], user_prompt) if release else question[i],
+                                   answers=list(answers[i] or []), release=release,
+                                   response=" ".join(turns) if release else (turns[-1] if turns else ""),
                                    answer_type=(answer_type[i] if answer_type else None) or "open",
                                    choices=list(choices[i]) if choices and choices[i] is not None else None))
         t0 = time.perf_counter()

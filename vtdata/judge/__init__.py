@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from vtdata.console import VtError
-from vtdata.judge.extract import answer_of, extract_answer
+from vtdata.judge.extract import answer_of, extract_answer, release_answer
 from vtdata.judge.rules import BY_TYPE, RULE_VERSION, RULES, SYNC_RULES, vqa_normalize
 from vtdata.judge.spec import SCOPES, JudgeSpec, judge_options
 
@@ -43,6 +43,7 @@ class JudgeItem:
     answer_type: str = "open"        # open | number | mc | math | anls
     choices: list[str] | None = None
     is_answer: bool = False          # vt extension: response is already the final answer (no tags needed)
+    release: bool = False            # the release's extraction (extract.release_answer: no tag = the whole text)
 
 
 @dataclass
@@ -204,7 +205,7 @@ class Judge:
                     out[i] = self._done(Verdict(None, "error", f"error: {err}", None, self.identity), progress)
                     continue
                 text = it.response if isinstance(it.response, str) else ""
-                pred = answer_of(text) if it.is_answer else extract_answer(text)
+                pred = release_answer(text) if it.release else answer_of(text) if it.is_answer else extract_answer(text)
                 if pred is None:
                     self._stats.format_failures += 1
                     out[i] = self._done(Verdict(0.0, "ok", FORMAT_REASON, None, "format"), progress)

@@ -52,3 +52,9 @@ def answer_of(text: str) -> str:
     content when present, else the stripped text."""
     boxed = last_boxed(text)
     return boxed if boxed is not None else text.strip()
+
+
+def release_answer(text: str) -> str:
+    """The release's extraction (`extract_answer_tags: split`): what follows the last `<answer>`, up to the
+    next `</answer>`, stripped; the whole text when there is no tag. No `\\boxed{}` unwrapping, never None."""
+    return text.split("<answer>")[-1].split("</answer>")[0].strip()

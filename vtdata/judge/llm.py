@@ -63,6 +63,14 @@ def parse_score(reply: str | None, prediction: str | None = None) -> int | None:
     return verdict
 
 
+def parse_release_score(reply: str | None) -> int | None:
+    """A reply to the release's prompt (no instruction where to put the verdict): the `Score: x` it holds,
+    None when there is none or they disagree (retried, then an error: never a wrong answer). The release
+    itself reads `'1' in reply`."""
+    found = {int(x) for x in _SCORE.findall(reply or "")}
+    return found.pop() if len(found) == 1 else None
+
+
 def quote_prediction(prediction: str) -> str:
     safe = re.sub(r"</?\s*prediction\s*>", lambda m: m.group(0).replace("<", "‹").replace(">", "›"),
                   prediction, flags=re.IGNORECASE)
@@ -142,13 +150,15 @@ class LLMJudge:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     max_retry_after: float = 120.0
+    release_input: bool = False  # the release's request: the judge prompts as they are (no note, the
+    #                              prediction unquoted); a verdict is every `Score: x` of the reply agreeing
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.max_attempts < 1 or self.timeout <= 0 or self.max_tokens < 1:
             raise VtError("judge concurrency, max_attempts, max_tokens and timeout must be positive")
         if self.rpm is not None and self.rpm <= 0:
             raise VtError("judge rpm must be positive (or unset for no bound)")
-        self.system = prompts.load(self.system_prompt) + PREDICTION_NOTE
+        self.system = prompts.load(self.system_prompt) + ("" if self.release_input else PREDICTION_NOTE)
         self.template = prompts.load(self.user_prompt)
         try:
             self.template.format(question="q", ground_truth="g", prediction="p")
@@ -156,7 +166,8 @@ class LLMJudge:
             raise VtError(f"judge user prompt must be a str.format template with {{question}}, "
                           f"{{ground_truth}} and {{prediction}} only ({err!r})") from None
         version = hashlib.sha256((self.system + "\0" + self.template).encode()).hexdigest()[:10]
-        self.identity = f"openai:{self.model}|prompt={version}|t={self.temperature:g}|max_tokens={self.max_tokens}"
+        self.identity = (f"openai:{self.model}|prompt={version}|t={self.temperature:g}|max_tokens={self.max_tokens}"
+                         + ("|input=release" if self.release_input else ""))
         self.requests = 0
         self.tokens = 0
         self.request_latency = 0.0
@@ -276,7 +287,7 @@ class LLMJudge:
         if self._fatal:
             return LLMResult(None, f"error: {self._fatal}")
         user = self.template.format(question=question, ground_truth=ground_truth(answers),
-                                    prediction=quote_prediction(prediction))
+                                    prediction=prediction if self.release_input else quote_prediction(prediction))
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
         t0, tokens, last = time.monotonic(), 0, "no attempt"
         for attempt in range(1, self.max_attempts + 1):
@@ -284,7 +295,7 @@ class LLMJudge:
             try:
                 content, used = await self._call(messages, self.temperature + 0.2 * (attempt - 1) * (last.startswith("no verdict")))
                 tokens += used
-                score = parse_score(content, prediction)
+                score = parse_release_score(content) if self.release_input else parse_score(content, prediction)
                 if score is not None:
                     return LLMResult(float(score), f"llm: Score: {score}", time.monotonic() - t0, tokens)
                 last = f"no verdict (a last line 'Score: 0|1', nothing contradicting it) in reply {str(content)[-80:]!r}"
