@@ -83,7 +83,7 @@ def test_training_template_renders_the_protocol_text_and_masks_only_assistant_tu
     from vtdata import protocol
     from trl.data_utils import prepare_multimodal_messages
     proc = _image_only_processor_class()(_pil_image_processor(), build_tokenizer(MiniConfig()),
-                                        chat_template=protocol.CHAT_TEMPLATE)
+                                        chat_template=protocol.chat_template())
     row = next(r for r in (trajectory(i, MiniConfig()) for i in range(50)) if r["tool"])
     msgs = prepare_multimodal_messages(row["messages"], images=row["images"])
     plain = proc.apply_chat_template(msgs, tokenize=False)
@@ -133,7 +133,7 @@ def test_call_probability_is_exact_and_independent_of_batching():
         assert 0.0 <= a <= 1.0 and abs(a - b) < 1e-4 and abs(ma - mb) < 1e-4 * max(1.0, mb)
     r = rows[0]
     text = proc.apply_chat_template(protocol.agent_messages(r["question"], r["image"]), tokenize=False,
-                                    add_generation_prompt=True, chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["general"]
+                                    add_generation_prompt=True, chat_template=protocol.chat_template()) + THINK_FIRST["general"]
     with torch.no_grad():
         p = torch.softmax(model(**proc(text=[text], images=[[r["image"]]], return_tensors="pt")).logits[0, -1], -1)
     tok = proc.tokenizer

@@ -110,7 +110,7 @@ class MiniConfig:
 
     def key(self) -> str:
         protocol_text = [prompts.load(n) for n in prompts.NAMES] + [protocol.TOOL_OK_HEAD, protocol.TOOL_OK_TAIL,
-                                                                    protocol.CHAT_TEMPLATE]
+                                                                    protocol.chat_template(), "direct newline"]
         fields = asdict(self)
         if tuple(self.tools) == ("resize",):
             del fields["tools"]  # the resize-only key predates the field
@@ -164,7 +164,7 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
                 "think": think}
     img = high if rng.random() < cfg.direct_high_share else low
     answer = f"{first_think(task, s['spec'], img)}<answer>{s['answer']}</answer>"
-    msgs = protocol.direct_messages(prompts.load("score_system"), s["question"], None)
+    msgs = protocol.direct_messages(prompts.load("score_system"), s["question"], None, newline=True)
     msgs[1]["content"][0] = {"type": "image"}
     msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return {"messages": msgs, "images": [img], "task": task, "source": source, "kind": "high" if img is high else "low",
@@ -198,16 +198,16 @@ def sft_rows(rows: range, cfg: MiniConfig):
 
 
 def training_chat_template() -> str:
-    """protocol.CHAT_TEMPLATE with `{% generation %}` around each assistant turn's text and <|im_end|>
-    (TRL's assistant-only loss): identical text, so SFT and the RL/eval stages see the same tokens."""
-    t = protocol.CHAT_TEMPLATE
-    emit, end = "{{- ns.text -}}", "{{- '<|im_end|>\\n' -}}"
+    """protocol.chat_template() (the bytes `vt train` and `vt eval` render: the release's, turn 2 straight after
+    the model's <|im_end|>) with `{% generation %}` around each assistant turn's text and <|im_end|> (TRL's
+    assistant-only loss): identical text, so SFT and the RL/eval stages see the same tokens."""
+    t = protocol.chat_template()
+    emit, end = "{{- ns.text -}}", "{{- '<|im_end|>' -}}"
     assert t.count(emit) == 1 and t.count(end) == 1
     head, rest = t.split(emit)
     calls, tail = rest.split(end)  # `calls` renders an assistant's tool_calls (nothing for other roles)
-    return (head + "{%- if message.role == 'assistant' -%}{%- generation -%}" + emit + calls
-            + "{{- '<|im_end|>' -}}{%- endgeneration -%}{{- '\\n' -}}{%- else -%}" + emit + end
-            + "{%- endif -%}" + tail)
+    return (head + "{%- if message.role == 'assistant' -%}{%- generation -%}" + emit + calls + end
+            + "{%- endgeneration -%}{%- else -%}" + emit + end + "{%- endif -%}" + tail)
 
 
 # ----------------------------------------------------------------------------------- the tokenizer

@@ -53,7 +53,8 @@ def _inference(model, tokenizer):
 
 def check_accuracy(model, processor, rows: list[dict]) -> dict:
     """Greedy direct answers (the score-judge prompt) -> accuracy per source."""
-    msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"]) for r in rows]
+    msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"], newline=True)
+            for r in rows]
     tok = processor.tokenizer
     with _inference(model, tok):
         inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
@@ -100,7 +101,7 @@ def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("re
             texts = [processor.apply_chat_template(protocol.agent_messages(rows[k]["question"], rows[k]["image"],
                                                                            tools=tools),
                                                    tokenize=False, add_generation_prompt=True,
-                                                   chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST[key]
+                                                   chat_template=protocol.chat_template()) + THINK_FIRST[key]
                      for k, key in part]
             inputs = processor(text=texts, images=[[rows[k]["image"]] for k, _ in part], return_tensors="pt",
                                padding=True)
@@ -133,7 +134,7 @@ def check_boxes(model, processor, cfg: MiniConfig) -> float:
         img = view(sufficiency.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
         msgs = protocol.agent_messages(s["question"], img, tools=tuple(cfg.tools))
         head = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                             chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["flat"] + "<tool_call>"
+                                             chat_template=protocol.chat_template()) + THINK_FIRST["flat"] + "<tool_call>"
         for call in calls:
             texts.append(head + call)
             images.append([img])
