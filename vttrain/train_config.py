@@ -153,9 +153,10 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     cls = VtTrainConfig
     values = {}
     if config_file is not None:
-        p = Path(config_file)
+        from vt import find  # a shipped train config by name (`train-demo.yaml`) from any directory
+        p = find(config_file)
         if not p.is_file():
-            raise VtError(f"train config {p} not found")
+            raise VtError(f"train config {p} not found (a file, or a shipped name such as train-demo.yaml)")
         try:
             values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:
