@@ -227,7 +227,9 @@ def write_model_card(cfg, out: Path) -> Path:
             f"| learning rate / steps | {cfg.learning_rate} / {cfg.max_steps} |", f"| seed | {cfg.seed} |",
             f"| vt version | {__version__} |", "",
             f"The resolved training config is `{CONFIG_FILE}`. Load with "
-            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`."]
+            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`, or "
+            "`pipeline(\"image-text-to-text\", model=dir)` (the stock processor needs `torchvision`); without "
+            "torchvision, `from vttrain.models import load; model, processor = load(dir)`."]
     path = out / "README.md"
     path.write_text("\n".join(text) + "\n")
     return path
