@@ -139,3 +139,14 @@ def test_make_install_torch_build_is_chosen(args, spec, index, tmp_path):
     r = subprocess.run(["make", "-B", "install", f"BIN={tmp_path}/bin", "TORCH=rocm", "PY=false"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode != 0 and "use TORCH=cpu or TORCH=cuda" in r.stdout + r.stderr
+
+
+def test_top_level_cli_runs_the_same_cli_from_a_checkout(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, REPO / "cli.py", "--version"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=120)
+    from vt import __version__
+    assert r.returncode == 0 and r.stdout.strip() == f"vt {__version__}", r.stderr
+    r = subprocess.run([sys.executable, REPO / "cli.py", "sql", "SELECT 1", "--db", tmp_path / "none.duckdb"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and (r.stdout + r.stderr).startswith("error: database")  # vt's one-line errors, not a trace
