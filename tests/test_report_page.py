@@ -38,8 +38,17 @@ def _write_metrics(run_dir: Path, steps: int) -> None:
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_report_with_every_stage(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+@pytest.fixture(scope="module")
+def every_stage(tmp_path_factory):
+    """A database with every stage (scoring, curation, full / low / think eval runs), two training runs'
+    metrics and the report of all of it: (tmp dir, db, report dir, dataset rows, val rows)."""
+    tmp_path = tmp_path_factory.mktemp("every-stage")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", "sk-test")
+        return _build_every_stage(tmp_path)
+
+
+def _build_every_stage(tmp_path):
     data, db = eval_data(), tmp_path / "vt.duckdb"
     everything = list(iter_samples(data))
     with FakeOpenAI(responder=ScriptedScoring(everything, {"synth-general"})) as srv:
@@ -60,6 +69,11 @@ def test_report_with_every_stage(tmp_path, monkeypatch):
     out = tmp_path / "report"
     vt(["report", "--db", str(db), "--out", str(out), "--runs", str(tmp_path / "run-a"), "--runs",
         str(tmp_path / "run-b")])
+    return tmp_path, db, out, everything, rows
+
+
+def test_report_with_every_stage(every_stage):
+    tmp_path, db, out, everything, rows = every_stage
 
     page = out / "index.html"
     html = page.read_text()
@@ -109,6 +123,54 @@ def test_report_with_every_stage(tmp_path, monkeypatch):
     # without --runs, the run directories beside the database are found
     found = build_report(ReportConfig(out=str(tmp_path / "report2"), db=str(db))).read_text()
     assert "<td>run-a</td>" in found and "<td>run-b</td>" in found and NOT_RUN not in found
+
+
+PROBE = """<script>window.addEventListener('load', () => {
+  const cells = t => [...t.querySelectorAll('tr')].map(r => [...r.children].map(c => c.innerText.trim()));
+  const out = {images: [...document.images].map(i => [i.getAttribute('src').slice(0, 40), i.complete, i.naturalWidth,
+                                                         i.getBoundingClientRect().width]),
+               sections: [...document.querySelectorAll('h2')].map(h => h.innerText),
+               first: cells(document.querySelector('section table')),
+               text: document.body.innerText};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _browser():
+    import shutil
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
+
+
+def test_report_renders_in_a_headless_browser(every_stage, tmp_path):
+    """The page as a browser shows it: every plot and thumbnail loads and has a size, the summary comes first
+    with its per-source numbers, no Python reprs. Skips where no Chromium is installed (`apt-get install
+    chromium`)."""
+    import html as html_lib
+    import subprocess
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless browser (chromium) installed")
+    _, _, out, _, rows = every_stage
+    probe = out / "probe.html"  # beside index.html, so the plots' relative paths resolve
+    probe.write_text((out / "index.html").read_text().replace("</body>", PROBE + "</body>"))
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+                        "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                       capture_output=True, text=True, timeout=180)
+    found = re.search(r"<pre id=\"probe\">(.*?)</pre>", r.stdout, re.S)
+    assert found, r.stderr[-2000:]
+    page = json.loads(html_lib.unescape(found.group(1)))
+    plots = [i for i in page["images"] if i[0].startswith("plots/")]
+    thumbs = [i for i in page["images"] if i[0].startswith("data:image/jpeg")]
+    assert len(plots) == 5 and len(thumbs) == len(page["images"]) - 5 > 0
+    for src, complete, natural, shown in page["images"]:  # loaded, decoded and laid out
+        assert complete and natural >= (300 if src.startswith("plots/") else 20) and shown > 20, src
+    assert page["sections"][0].startswith("Summary") and len(page["sections"]) == 5
+    head, *body = page["first"]
+    by_source = {row[0]: dict(zip(head, row)) for row in body}
+    assert set(by_source) == {r["source"] for r in rows} | {"all"}
+    assert by_source["synth-ocr"]["think resize %"] == "100.0" and by_source["synth-general"]["think resize %"] == "0.0"
+    assert "True" not in page["text"] and "False" not in page["text"] and "None" not in page["text"]
 
 
 def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
