@@ -177,6 +177,7 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str]):
     def refuse(message: str):  # argparse would print its usage and exit; one line instead
         raise VtError(f"bad train option: {message} (see `vt train --options`)")
     parser.error = refuse
+    parser.allow_abbrev = False  # `--learning_rat` is a typo, not `--learning_rate`
     namespace, rest = parser.parse_known_args(args=list(overrides))
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
