@@ -60,6 +60,9 @@ def test_quiet_train_has_no_progress_bar_or_printed_metrics(tmp_path):
         finally:
             set_verbosity()
         kinds.append({type(c) for c in trainer.callback_handler.callbacks})
+        trainer.create_model_card(model_name="run")  # what TRL calls at every checkpoint
+        card = (tmp_path / f"run-{quiet}" / "README.md").read_text()
+        assert "VisionThink policy trained with vt" in card and "[None]" not in card and str(model) in card
         trainer.judge.close()
     assert ProgressCallback in kinds[0] or PrinterCallback in kinds[0]
     assert not {ProgressCallback, PrinterCallback} & kinds[1]
