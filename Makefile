@@ -2,13 +2,28 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Which torch `make install` puts in .venv, before vt (vt itself accepts any torch >= 2.4):
+#   make install                  TORCH=cpu, the default: torch==$(TORCH_VERSION)+cpu, PyTorch's CPU build (~200 MB);
+#                                 it fails, rather than falling back to CUDA, where no CPU wheel can be found
+#   make install TORCH=cuda       torch==$(TORCH_VERSION) from pip's index (the CUDA build on Linux, ~3 GB with
+#                                 the nvidia-* wheels); use this on a GPU machine
+#   make install TORCH=cuda TORCH_VERSION=2.7.1 TORCH_INDEX=https://download.pytorch.org/whl/cu126   a CUDA-specific build
+# TORCH_INDEX is added to pip's own indexes for the torch step only (empty: pip's configured indexes alone).
+# Run `make clean` first to change the torch of an existing .venv.
+TORCH ?= cpu
 TORCH_VERSION ?= 2.13.0
+TORCH_SPEC_cpu := torch==$(TORCH_VERSION)+cpu
+TORCH_SPEC_cuda := torch==$(TORCH_VERSION)
+TORCH_INDEX_cpu := https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= $(TORCH_SPEC_$(TORCH))
+TORCH_INDEX ?= $(TORCH_INDEX_$(TORCH))
 
 $(BIN)/vt: pyproject.toml
+	@test -n "$(TORCH_SPEC)" || { echo "TORCH=$(TORCH): use TORCH=cpu or TORCH=cuda (or set TORCH_SPEC)"; exit 2; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	# torch first, the build chosen by TORCH (cpu|cuda): an unpinned torch pulls several GB of CUDA wheels
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) '$(TORCH_SPEC)'
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(BIN)/vt
 

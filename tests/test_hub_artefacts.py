@@ -60,6 +60,38 @@ def test_trained_model_processor_card_and_config(tmp_path):
     assert (tmp_path / "run" / CONFIG_FILE).is_file()
     again = parse_config(final / CONFIG_FILE, [])  # the dump is a valid train config
     assert again.penalty_mode == "released" and again.num_generations == 4
+    _loads_with_vt_and_stock_transformers(final)
+
+
+def _loads_with_vt_and_stock_transformers(final):
+    """vt's loader everywhere; stock AutoProcessor and pipeline("image-text-to-text") where torchvision imports
+    (the stock Qwen2.5-VL processor has a torchvision video processor)."""
+    import json
+
+    import pytest
+    from PIL import Image
+
+    from vttrain.models import load, load_processor
+    # the saved processor names its video processor (the stock processor fails without one)
+    video = json.loads((final / "processor_config.json").read_text())["video_processor"]
+    assert video["video_processor_type"] == "Qwen2VLVideoProcessor" and video["patch_size"] == 14
+    proc = load_processor(final)
+    image = Image.new("RGB", (56, 56), "red")
+    batch = proc(text=["<|vision_start|><|image_pad|><|vision_end|>red?"], images=[image], return_tensors="pt")
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 4]]
+    model, _ = load(final)
+    assert model.config.model_type == "qwen2_5_vl"
+    try:
+        import torchvision  # noqa: F401
+    except Exception as err:  # not installed, or a build that does not match this torch
+        pytest.skip(f"stock AutoProcessor needs torchvision: {type(err).__name__}: {str(err).splitlines()[0]}")
+    from transformers import AutoProcessor, pipeline
+    stock = AutoProcessor.from_pretrained(final)
+    assert type(stock).__name__ == "Qwen2_5_VLProcessor" and stock.video_processor is not None
+    pipe = pipeline("image-text-to-text", model=str(final))
+    out = pipe(text=[{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "red?"}]}],
+               max_new_tokens=2)
+    assert out and "generated_text" in out[0]
 
 
 def test_failed_train_leaves_no_output_dir(tmp_path):

@@ -17,8 +17,10 @@ def wheel_vt(tmp_path_factory):
     """Build the wheel, install it (no deps) into a fresh venv that sees this environment's packages
     through a .pth line (not the editable vt: .pth files of an added path are not processed)."""
     d = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", d / "dist",
-                    REPO], check=True, capture_output=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w",
+                            d / "dist", REPO], check=True, capture_output=True, text=True)
+    # every folder of package data is a listed package: no setuptools "Package would be ignored" warnings
+    assert "would be ignored" not in build.stdout + build.stderr and "is absent from the `packages`" not in build.stderr
     whl = next((d / "dist").glob("vt-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", d / "venv"], check=True)
     py = d / "venv" / "bin" / "python"
@@ -57,8 +59,27 @@ def test_wheel_ships_manifests_and_runs_from_elsewhere(wheel_vt, tmp_path):
     r = _run(vt, "-q", "build-data", manifest.stdout.strip(), "--out", tmp_path / "demo-out" / "data", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo-out" / "data" / "build.json").is_file() and (tmp_path / "demo-out" / "vt.duckdb").is_file()
+    # shipped manifests and train configs by name, from a directory that has none
+    r = _run(vt, "-q", "build-data", "demo.yaml", "--out", tmp_path / "by-name", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "by-name" / "build.json").is_file(), r.stdout + r.stderr
+    r = _run(vt, "-q", "build-data", "no-such.yaml", "--out", tmp_path / "x", cwd=tmp_path)
+    assert r.returncode == 2 and "manifest not found: no-such.yaml" in r.stdout + r.stderr
     r = _run(vt, "init-model", "random", "--config", "nope", tmp_path / "m", cwd=tmp_path)
     assert r.returncode == 2 and "qwen2.5-vl-3b" in r.stdout + r.stderr  # the shipped configs are found
+
+
+def test_shipped_configs_by_name_from_any_directory(tmp_path, monkeypatch):
+    from vt import shipped
+    from vtdata.manifest import load
+    from vttrain.train_config import parse_config
+    monkeypatch.chdir(tmp_path)
+    assert load("demo.yaml").path == shipped("demo.yaml")
+    assert load("manifests/demo.yaml").path == shipped("demo.yaml")
+    assert parse_config("train-demo.yaml", []).max_steps == parse_config(shipped("train-demo.yaml"), []).max_steps
+    (tmp_path / "demo.yaml").write_text("{}")  # a file of the user's own, of the same name, comes first
+    from vtdata.console import VtError
+    with pytest.raises(VtError, match="demo.yaml"):
+        load("demo.yaml")
 
 
 def test_version_and_completion():
@@ -98,3 +119,34 @@ def test_vt_db_is_the_default_database_everywhere(tmp_path, monkeypatch):
     assert default_db(tmp_path / "data") == tmp_path / "vt.duckdb" and default_db() == __import__("pathlib").Path("vt.duckdb")
     monkeypatch.setenv("VT_DB", str(tmp_path / "x.duckdb"))
     assert default_db(tmp_path / "data") == default_db() == tmp_path / "x.duckdb"
+
+
+@pytest.mark.parametrize("args, spec, index", [
+    ([], "torch==2.13.0+cpu", "--extra-index-url https://download.pytorch.org/whl/cpu"),
+    (["TORCH=cuda"], "torch==2.13.0'", None),
+    (["TORCH=cuda", "TORCH_VERSION=2.7.1", "TORCH_INDEX=https://example.org/cu126"], "torch==2.7.1'",
+     "--extra-index-url https://example.org/cu126"),
+])
+def test_make_install_torch_build_is_chosen(args, spec, index, tmp_path):
+    """`make install` installs the torch build TORCH names (cpu by default), never an unpinned torch."""
+    import shutil
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    r = subprocess.run(["make", "-n", "-B", "install", f"BIN={tmp_path}/bin", *args], cwd=REPO, capture_output=True,
+                       text=True)
+    line = next(x for x in r.stdout.splitlines() if "pip install" in x and "'torch==" in x)
+    assert spec in line and (index in line if index else "index-url" not in line), line
+    r = subprocess.run(["make", "-B", "install", f"BIN={tmp_path}/bin", "TORCH=rocm", "PY=false"], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "use TORCH=cpu or TORCH=cuda" in r.stdout + r.stderr
+
+
+def test_top_level_cli_runs_the_same_cli_from_a_checkout(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, REPO / "cli.py", "--version"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=120)
+    from vt import __version__
+    assert r.returncode == 0 and r.stdout.strip() == f"vt {__version__}", r.stderr
+    r = subprocess.run([sys.executable, REPO / "cli.py", "sql", "SELECT 1", "--db", tmp_path / "none.duckdb"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and (r.stdout + r.stderr).startswith("error: database")  # vt's one-line errors, not a trace

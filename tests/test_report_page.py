@@ -22,6 +22,13 @@ def _images(page: Path) -> list[str]:
     return re.findall(r"<img src='([^']+)'", page.read_text())
 
 
+def _table_rows(html: str) -> list[dict]:
+    """The rows of the first <table> in `html` as {header: cell text}."""
+    table = html.split("<table>", 1)[1].split("</table>", 1)[0]
+    head = re.findall(r"<th>(.*?)</th>", table)
+    return [dict(zip(head, re.findall(r"<td>(.*?)</td>", tr))) for tr in table.split("<tr>")[2:]]
+
+
 def _write_metrics(run_dir: Path, steps: int) -> None:
     run_dir.mkdir(parents=True)
     lines = [json.dumps({"step": s, "reward": 0.1 * s, "resize_ratio": 1.0 / s, "penalty_share": 0.25,
@@ -31,8 +38,17 @@ def _write_metrics(run_dir: Path, steps: int) -> None:
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_report_with_every_stage(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+@pytest.fixture(scope="module")
+def every_stage(tmp_path_factory):
+    """A database with every stage (scoring, curation, full / low / think eval runs), two training runs'
+    metrics and the report of all of it: (tmp dir, db, report dir, dataset rows, val rows)."""
+    tmp_path = tmp_path_factory.mktemp("every-stage")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", "sk-test")
+        return _build_every_stage(tmp_path)
+
+
+def _build_every_stage(tmp_path):
     data, db = eval_data(), tmp_path / "vt.duckdb"
     everything = list(iter_samples(data))
     with FakeOpenAI(responder=ScriptedScoring(everything, {"synth-general"})) as srv:
@@ -44,17 +60,27 @@ def test_report_with_every_stage(tmp_path, monkeypatch):
         for mode in ("full", "low"):
             run_eval(EvalConfig(data=str(data), policy="openai:s", policy_base_url=srv.url, mode=mode, db=str(db),
                                 name=f"r-{mode}", out=str(tmp_path)))
+    plan = {r["id"]: "call" if r["source"] == "synth-ocr" else "direct" for r in rows}
+    with FakeOpenAI(responder=ScriptedThink(rows, plan)) as srv:  # resizes every OCR sample, no general one
+        run_eval(EvalConfig(data=str(data), policy="openai:s", policy_base_url=srv.url, mode="think", db=str(db),
+                            name="r-think", out=str(tmp_path)))
     _write_metrics(tmp_path / "run-a", 4)
     _write_metrics(tmp_path / "run-b", 2)
     out = tmp_path / "report"
     vt(["report", "--db", str(db), "--out", str(out), "--runs", str(tmp_path / "run-a"), "--runs",
         str(tmp_path / "run-b")])
+    return tmp_path, db, out, everything, rows
+
+
+def test_report_with_every_stage(every_stage):
+    tmp_path, db, out, everything, rows = every_stage
 
     page = out / "index.html"
     html = page.read_text()
     assert NOT_RUN not in html
     imgs = _images(page)
-    assert sorted(imgs) == ["plots/curated.png", "plots/scoring.png", "plots/tradeoff.png", "plots/training.png"]
+    assert sorted(imgs) == ["plots/curated.png", "plots/scoring.png", "plots/sources.png", "plots/tradeoff.png",
+                            "plots/training.png"]
     for rel in imgs:  # each referenced image exists and is a real PNG with content
         with Image.open(out / rel) as im:
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
@@ -80,9 +106,71 @@ def test_report_with_every_stage(tmp_path, monkeypatch):
     # the tables carry the numbers: both runs, both training runs with their last logged values
     for text in ("r-full", "r-low", "run-a", "run-b", "<td>4</td>", "<td>0.40</td>", "<td>2</td>", "<td>0.20</td>"):
         assert text in html
+    # the first page: per source, the latest full / low / think run; think resized exactly the OCR samples
+    first = html.split("<section>")[1]
+    assert first.startswith("<h2>Summary") and "think resize %" in first and "r-think" in first
+    n_ocr, n_gen = (sum(1 for r in rows if r["source"] == s) for s in ("synth-ocr", "synth-general"))
+    share = 100 * n_ocr / (n_ocr + n_gen)
+    by_source = {r["source"]: r for r in _table_rows(first)}
+    assert by_source["synth-ocr"]["think resize %"] == "100.0" and by_source["synth-general"]["think resize %"] == "0.0"
+    assert by_source["all"]["think resize %"] == f"{share:.1f}"
+    # think's tokens: 25 % plus the full view of the resized share; low is 25 %, full 100 %
+    assert by_source["synth-ocr"]["think tokens %"] == "125.0" and by_source["synth-general"]["think tokens %"] == "25.0"
+    assert by_source["all"]["low tokens %"] == "25.0" and by_source["all"]["full acc %"] == "100.0"
+    assert by_source["all"]["think judge errors"] == "0"
+    # the eval section's per-source table carries each source's resize %
+    assert "resize synth-ocr %" in html and "resize synth-general %" in html
     # without --runs, the run directories beside the database are found
     found = build_report(ReportConfig(out=str(tmp_path / "report2"), db=str(db))).read_text()
     assert "<td>run-a</td>" in found and "<td>run-b</td>" in found and NOT_RUN not in found
+
+
+PROBE = """<script>window.addEventListener('load', () => {
+  const cells = t => [...t.querySelectorAll('tr')].map(r => [...r.children].map(c => c.innerText.trim()));
+  const out = {images: [...document.images].map(i => [i.getAttribute('src').slice(0, 40), i.complete, i.naturalWidth,
+                                                         i.getBoundingClientRect().width]),
+               sections: [...document.querySelectorAll('h2')].map(h => h.innerText),
+               first: cells(document.querySelector('section table')),
+               text: document.body.innerText};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _browser():
+    import shutil
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
+
+
+def test_report_renders_in_a_headless_browser(every_stage, tmp_path):
+    """The page as a browser shows it: every plot and thumbnail loads and has a size, the summary comes first
+    with its per-source numbers, no Python reprs. Skips where no Chromium is installed (`apt-get install
+    chromium`)."""
+    import html as html_lib
+    import subprocess
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless browser (chromium) installed")
+    _, _, out, _, rows = every_stage
+    probe = out / "probe.html"  # beside index.html, so the plots' relative paths resolve
+    probe.write_text((out / "index.html").read_text().replace("</body>", PROBE + "</body>"))
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+                        "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                       capture_output=True, text=True, timeout=180)
+    found = re.search(r"<pre id=\"probe\">(.*?)</pre>", r.stdout, re.S)
+    assert found, r.stderr[-2000:]
+    page = json.loads(html_lib.unescape(found.group(1)))
+    plots = [i for i in page["images"] if i[0].startswith("plots/")]
+    thumbs = [i for i in page["images"] if i[0].startswith("data:image/jpeg")]
+    assert len(plots) == 5 and len(thumbs) == len(page["images"]) - 5 > 0
+    for src, complete, natural, shown in page["images"]:  # loaded, decoded and laid out
+        assert complete and natural >= (300 if src.startswith("plots/") else 20) and shown > 20, src
+    assert page["sections"][0].startswith("Summary") and len(page["sections"]) == 5
+    head, *body = page["first"]
+    by_source = {row[0]: dict(zip(head, row)) for row in body}
+    assert set(by_source) == {r["source"] for r in rows} | {"all"}
+    assert by_source["synth-ocr"]["think resize %"] == "100.0" and by_source["synth-general"]["think resize %"] == "0.0"
+    assert "True" not in page["text"] and "False" not in page["text"] and "None" not in page["text"]
 
 
 def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
@@ -93,7 +181,7 @@ def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
     out = tmp_path / "r"
     page = build_report(ReportConfig(out=str(out), db=str(db), runs=[str(tmp_path / "no-such-run")]))
     html = page.read_text()
-    assert html.count(NOT_RUN) == 4 and _images(page) == []
+    assert html.count(NOT_RUN) == 5 and _images(page) == []  # the summary and the four stages
     assert list((out / "plots").iterdir()) == []
     # no database at all (the cwd has no vt.duckdb, no $VT_DB): an error, not an empty page
     monkeypatch.delenv("VT_DB", raising=False)
@@ -101,7 +189,7 @@ def test_report_missing_stages_are_not_run_yet(tmp_path, monkeypatch):
         build_report(ReportConfig(out=str(tmp_path / "r2"), db=None))
     assert not (tmp_path / "r2").exists()
     monkeypatch.setenv("VT_DB", str(db))  # $VT_DB stands for --db
-    assert build_report(ReportConfig(out=str(tmp_path / "r3"), db=None)).read_text().count(NOT_RUN) == 4
+    assert build_report(ReportConfig(out=str(tmp_path / "r3"), db=None)).read_text().count(NOT_RUN) == 5
     (tmp_path / "a-file").write_text("")
     with pytest.raises(VtError, match="cannot create the directory"):
         build_report(ReportConfig(out=str(tmp_path / "a-file"), db=str(db)))
@@ -132,6 +220,30 @@ def test_report_shows_run_configs_example_rollouts_and_flags_all_zero_runs(tmp_p
     assert "<td>paper</td>" in body and "<td>3</td>" in body                # the run's config
     assert body.count("<code>s0</code>") == 1 and "<code>s1</code>" in body and "old" not in body  # one per group, last step
     assert "red &amp; blue" in body                                          # turns escaped
+    assert "<td>0.0002</td>" in body and "<td>0.00</td>" not in body.split("Run configs")[1].split("</table>")[0]
+    assert "<td>yes</td>" in body and "<td>no</td>" in body and "True" not in body  # resized, not Python bools
+    assert "started from <code>m</code>" in body                             # the base model / warm start
+
+
+def test_report_training_curves_are_smoothed_means_not_one_step(tmp_path):
+    from vttrain.report import ReportConfig, _training
+    from vttrain.report_plots import PANELS
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": i, "reward": float(i), "resize_ratio": 0.5, "accuracy_direct": 0.8, "accuracy_resized": 0.4,
+              "format_pass_rate": 1.0, "kl": 1e-4 * i, "entropy": 0.7, "visual_tokens_per_sample": 80.0 + i,
+              "judge_error_share": 0.0 if i < 20 else 0.5, "learning_rate": 1e-6} for i in range(1, 21)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    sec = _training(ReportConfig(runs=[str(run)]), plots)
+    row = _table_rows(sec.body)[0]
+    assert row["logged steps"] == "20" and row["mean of last"] == "2"
+    assert row["reward"] == "19.50"                       # mean of the last 2 steps, not step 20's 20.00
+    assert row["kl"] == "0.00195" and row["judge_error_share"] == "0.25"
+    assert row["accuracy_direct"] == "0.80" and row["accuracy_resized"] == "0.40"
+    with Image.open(plots / "training.png") as im:  # one panel per curve, a 3-column grid
+        assert im.size[0] > 1000 and im.size[1] > 250 * ((len(PANELS) + 2) // 3)
 
 
 THUMB_RE = re.compile(r"<img class='thumb' src='data:image/jpeg;base64,([^']+)' width='(\d+)' "

@@ -15,3 +15,18 @@ def shipped(*parts: str) -> Path:
         if base.is_dir():
             return base.joinpath(*parts)
     raise FileNotFoundError("vt's shipped manifests are missing from this installation")
+
+
+def find(path: str | Path) -> Path:
+    """A manifest or train config as the user named it: the file when it exists, else the shipped file of that
+    name (`demo.yaml` or `manifests/demo.yaml` work from any directory, also from an installed wheel); else
+    the path unchanged (the caller reports it missing)."""
+    p = Path(path)
+    if p.is_file() or p.is_absolute():
+        return p
+    parts = p.parts[1:] if p.parts[:1] == ("manifests",) else p.parts
+    try:
+        found = shipped(*parts) if parts else None
+    except FileNotFoundError:
+        return p
+    return found if found is not None and found.is_file() else p

@@ -10,6 +10,7 @@ import importlib
 import sys
 
 import typer
+from rich.markup import escape
 
 from vtdata.console import VtError, console, set_verbosity
 
@@ -67,7 +68,7 @@ def main() -> None:
     try:
         app()
     except VtError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)  # `vt[wandb]` is no markup
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; completed work is saved, rerun the same command to resume")

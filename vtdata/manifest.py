@@ -123,9 +123,10 @@ def _check_expansion(path, data) -> None:
 
 
 def load(path: str | Path) -> Manifest:
-    path = Path(path)
+    from vt import find  # a shipped manifest by name (`demo.yaml`) from any directory
+    path = find(path)
     if not path.is_file():
-        raise VtError(f"manifest not found: {path}")
+        raise VtError(f"manifest not found: {path} (a file, or a shipped name such as demo.yaml)")
     if path.stat().st_size > MAX_BYTES:
         raise _fail(path, f"larger than {MAX_BYTES} bytes; refused")
     raw = path.read_bytes()

@@ -248,14 +248,27 @@ def _save_processor(processor, out: Path) -> None:
     name_stock_processor(out)
 
 
+VIDEO_KEYS = ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std", "do_convert_rgb",
+              "do_normalize", "do_rescale", "rescale_factor", "resample")
+"""The image processor's settings a Qwen2.5-VL video processor shares (its frame size bounds stay its own)."""
+
+
 def name_stock_processor(out: Path) -> None:
-    """Name the stock class in a saved processor, so AutoProcessor builds Qwen2_5_VLProcessor (as for a
-    real checkpoint; a torchvision-less loader gets vt's image-only fallback through `load_processor`)."""
+    """Make a saved processor load with stock transformers: name the stock class, so AutoProcessor builds
+    Qwen2_5_VLProcessor (as for a real checkpoint), and write the video processor entry that class needs
+    (`video_processor` in processor_config.json, from the image processor's settings): vt's image-only
+    processor saves none, and without it AutoProcessor and pipeline("image-text-to-text") fail with "Can't
+    load video processor". Stock loading needs torchvision; without it vt's `load_processor` falls back to
+    the image-only processor, which ignores the entry."""
     for name in ("processor_config.json", "tokenizer_config.json"):
         p = out / name
         if p.exists():
             cfg = json.loads(p.read_text())
             cfg["processor_class"] = "Qwen2_5_VLProcessor"
+            image = cfg.get("image_processor")
+            if name == "processor_config.json" and isinstance(image, dict) and "video_processor" not in cfg:
+                cfg["video_processor"] = {"video_processor_type": "Qwen2VLVideoProcessor",
+                                          **{k: image[k] for k in VIDEO_KEYS if k in image}}
             p.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 

@@ -287,7 +287,10 @@ class OpenAIPolicy(Policy):
 
 
 def make_policy(spec: str, base_url: str | None = None, **opts) -> Policy:
-    """`local:PATH` (a checkpoint dir or hub id) or `openai:MODEL` (+ base_url, api_key_env, concurrency)."""
+    """`local:PATH` (a checkpoint dir or hub id) or `openai:MODEL` (+ base_url, api_key_env, concurrency); a
+    plain existing directory is `local:DIR`."""
+    if spec and ":" not in spec and Path(spec).is_dir():
+        spec = f"local:{spec}"
     kind, _, target = (spec or "").partition(":")
     if not target:
         raise VtError(f"policy {spec!r} must be `local:PATH` or `openai:MODEL`")

@@ -24,9 +24,10 @@ from vtdata.config import command
 from vtdata.console import VtError, info
 from vtdata.outdir import make_out_dir
 from vtdata.tables import columns, existing
-from vttrain.report_examples import eval_blocks, read_jsonl, train_block, train_config
-from vttrain.report_plots import (CLASS_CURVES, plot_curated, plot_resize_curves, plot_scoring, plot_tradeoff,
-                                  plot_training, source_curves)
+from vttrain import report_summary
+from vttrain.report_examples import cell, eval_blocks, read_jsonl, train_block, train_config
+from vttrain.report_plots import (CLASS_CURVES, plot_curated, plot_resize_curves, plot_scoring, plot_sources,
+                                  plot_tradeoff, plot_training, source_curves, window)
 from vttrain.summary import compare, pct, summarize
 
 NOT_RUN = "not run yet"
@@ -114,11 +115,7 @@ def _table(rows: list[dict], cols: list[tuple[str, str]], percent: set[str] = fr
         cells = []
         for key, _ in cols:
             v = r.get(key)
-            if key in percent:
-                v = pct(v)
-            elif isinstance(v, float):
-                v = f"{v:.2f}"
-            cells.append(f"<td>{html.escape(str(v))}</td>")
+            cells.append(f"<td>{html.escape(pct(v) if key in percent else cell(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -165,7 +162,8 @@ def build_report(cfg: ReportConfig) -> Path:
         base = db.resolve().parent
         cfg.runs = sorted(str(p.parent) for pat in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in base.glob(pat))
     try:
-        sections = [_scoring(con, plots), _curation(con, plots), _training(cfg, plots), _evaluation(con, plots)]
+        sections = [_summary(cfg, con, plots), _scoring(con, plots), _curation(con, plots), _training(cfg, plots),
+                    _evaluation(con, plots)]
         sections += [t for t in [_tool_settings(con, plots)] if t is not None]  # only when a run used zoom
     finally:
         if con is not None:
@@ -173,6 +171,24 @@ def build_report(cfg: ReportConfig) -> Path:
     page = out / "index.html"
     page.write_text(render_html(cfg, sections), encoding="utf-8")
     return page
+
+def _summary(cfg: ReportConfig, con, plots: Path) -> Section:
+    s = Section("Summary: per source, full vs low vs think")
+    picks = report_summary.latest_runs(con) if con is not None and {"eval_runs", "eval_predictions"} <= existing(con) else {}
+    if not picks:
+        s.missing = "no eval runs (run `vt eval --mode full|low|think`)"
+        return s
+    modes = [m for m in report_summary.MODES if m in picks]
+    rows = report_summary.source_rows(con, picks)
+    plot_sources(rows, modes, plots / "sources.png")
+    s.images.append("plots/sources.png")
+    cols, percent = report_summary.columns(modes)
+    s.body = ("<p>The latest eval run of each mode. <i>full</i> and <i>low</i> answer from the high and the "
+              "low view (25 % of the visual tokens); <i>think</i> starts from the low view and calls "
+              "<code>resize_image</code> when it needs the high one, so its token cost is 25 % plus the high "
+              "view of the resized share. Accuracy counts judged samples only; judge errors are apart.</p>"
+              + report_summary.models_html(picks, cfg.runs) + _table(rows, cols, percent=percent))
+    return s
 
 def _scoring(con, plots: Path) -> Section:
     s = Section("1. Scoring: does the low-res view suffice?")
@@ -229,16 +245,24 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
             name = f"resolvability-{Path(d).name}.png"
             shutil.copyfile(Path(d) / "resolvability.png", plots / name)
             s.images.append(f"plots/{name}")
-    last = []
+    shown = [k for k in TABLE_KEYS if k in keys]
+    ends = []
     for r, rows in runs.items():
         logged = [x for x in rows if any(isinstance(x.get(k), (int, float)) for k in keys)]
-        last.append({"run": r, "steps": len(logged),
-                     **{k: next((x[k] for x in reversed(logged) if isinstance(x.get(k), (int, float))), None)
-                        for k in keys}})
-    s.body = (f"<p>metrics: {html.escape(', '.join(keys) or 'none of reward / resize ratio / penalty share')}"
-              f"</p>" + _table(last, [("run", "run"), ("steps", "logged steps")] + [(k, f"last {k}") for k in keys]))
-    if all(not x.get(k) for x in last for k in keys):
+        w = window(len(logged))
+        end = {"run": r, "steps": len(logged), "window": w}
+        for k in shown:
+            vals = [x[k] for x in logged[-w:] if isinstance(x.get(k), (int, float))]
+            end[k] = sum(vals) / len(vals) if vals else None
+        ends.append(end)
+    s.body = (f"<p>metrics logged: {html.escape(', '.join(keys) or 'none of the curves')}. The table gives "
+              "each run's mean over its last logged steps (the same window as the curves' moving average), "
+              "not one noisy step.</p>"
+              + _table(ends, [("run", "run"), ("steps", "logged steps"), ("window", "mean of last")]
+                       + [(k, k) for k in shown]))
+    if all(not x.get(k) for x in ends for k in ("reward", "resize_ratio", "penalty_share")):
         s.body += "<p><b>Every logged value is 0</b>: the policy earned no reward and never resized (an untrained model?).</p>"
+    s.body += report_summary.models_html({}, [d for d in cfg.runs if (Path(d).name or d) in runs])
     configs = [{"run": r, **run_config(Path(d))} for d in cfg.runs for r in [Path(d).name or d] if r in runs]
     if any(len(c) > 1 for c in configs):
         s.body += "<h3>Run configs</h3>" + _table(configs, [("run", "run")] + [(k, k) for k in CONFIG_KEYS])
@@ -247,6 +271,9 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
         s.body += "<h3>Example rollouts (last logged step, one per group)</h3>" + examples
     return s
 
+TABLE_KEYS = ("reward", "resize_ratio", "accuracy_direct", "accuracy_resized", "format_pass_rate", "penalty_share",
+              "kl", "entropy", "visual_tokens_per_sample", "judge_error_share")
+"""The metrics of the training table (those a run logged), each the mean of its last logged steps."""
 CONFIG_KEYS = ("model", "judge", "penalty_mode", "theta", "num_generations", "learning_rate", "beta", "max_steps",
                "seed")
 
@@ -266,17 +293,23 @@ def _evaluation(con, plots: Path) -> Section:
     intro = ("<p>Up and to the left is better: VisionThink aims at full-res accuracy (top) with far fewer "
              "visual tokens than full (left of 100 %); low is exactly 25 %, think is low plus high for the "
              "samples where the model asked for the resize.</p>")
-    s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("accuracy", "acc %"),
-                                     ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
-                                     ("generated_tokens", "gen. tokens")],
+    s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("policy", "model"), ("samples", "samples"),
+                                     ("accuracy", "acc %"), ("visual_tokens_rel", "visual tokens % of full"),
+                                     ("resize_ratio", "resize %"), ("generated_tokens", "gen. tokens"),
+                                     ("judge_errors", "judge errors")],
                             percent={"accuracy", "visual_tokens_rel", "resize_ratio"})
     _, rows = compare(con, [p["run"] for p in points])
     if rows and rows[0]["accuracy"]:
         srcs = list(rows[0]["accuracy"])
-        flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"]} for r in rows]
-        s.body += ("<h3>Per source (accuracy %; rel. = mean per-source ratio to the first full run)</h3>"
-                   + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, x) for x in srcs]
-                            + [("avg", "avg"), ("rel", "rel.")], percent=set(srcs) | {"avg", "rel"}))
+        flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"],
+                 **{f"resize {x}": v for x, v in r["resize_by_source"].items()}, "resize": r["resize_ratio"]}
+                for r in rows]
+        resize = [f"resize {x}" for x in srcs]
+        s.body += ("<h3>Per source (accuracy % and resize %; rel. = mean per-source accuracy ratio to the first "
+                   "full run)</h3>"
+                   + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, f"acc {x}") for x in srcs]
+                            + [("avg", "acc avg"), ("rel", "rel.")] + [(x, x + " %") for x in resize]
+                            + [("resize", "resize all %")], percent=set(srcs) | set(resize) | {"avg", "rel", "resize"}))
     examples = eval_blocks(con)
     if examples:
         s.body += "<h3>Example rollouts (think mode: resized and direct answers)</h3>" + examples

@@ -170,8 +170,16 @@ def _verdict(e: Example) -> str:
     return f"{'correct' if e.score >= 1 else 'wrong' if e.score <= 0 else 'partly'} ({e.score:g})"
 
 
-def _num(x) -> str:
-    return "–" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+def cell(x) -> str:
+    """A value as the report shows it: yes/no, – for none, small floats (a learning rate) in 3 significant
+    digits, other floats with 2 decimals."""
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.3g}" if x and abs(x) < 0.01 else f"{x:.2f}"
+    return str(x)
 
 
 def render(title: str, examples: list[Example], note: Optional[str]) -> str:
@@ -188,8 +196,8 @@ def render(title: str, examples: list[Example], note: Optional[str]) -> str:
                         for k, t in enumerate(e.turns, 1)) or "<i>no turns</i>"
         out.append(f"<tr><td>{''.join(e.views)}</td>"
                    f"<td><code>{html.escape(e.id)}</code><br>{html.escape(e.question or '')}</td>"
-                   f"<td>{turns}</td><td>{html.escape(_verdict(e))}</td><td>{_num(e.resized)}</td>"
-                   f"<td>{_num(e.penalty)}</td><td>{_num(e.reward)}</td></tr>")
+                   f"<td>{turns}</td><td>{html.escape(_verdict(e))}</td><td>{cell(e.resized)}</td>"
+                   f"<td>{cell(e.penalty)}</td><td>{cell(e.reward)}</td></tr>")
     return "".join(out) + "</table>"
 
 

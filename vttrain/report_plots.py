@@ -3,8 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# panel title -> the key `vt train` logs in metrics.jsonl (VtGRPOTrainer's metrics, TRL's reward)
-CURVES = {"reward": "reward", "resize ratio": "resize_ratio", "penalty share": "penalty_share"}
+# panel title -> the keys `vt train` logs in metrics.jsonl (VtGRPOTrainer's metrics, TRL's reward, kl, entropy);
+# a panel with several keys draws one line style per key (solid, dashed, dotted)
+PANELS = {"reward": ("reward",), "resize ratio": ("resize_ratio",),
+          "accuracy: direct vs resized": ("accuracy_direct", "accuracy_resized"),
+          "format pass rate": ("format_pass_rate",), "penalty share": ("penalty_share",),
+          "KL to the reference": ("kl",), "entropy": ("entropy",),
+          "visual tokens per sample": ("visual_tokens_per_sample",), "judge error share": ("judge_error_share",)}
+CURVES = [k for keys in PANELS.values() for k in keys]
+STYLES = ("-", "--", ":")
 
 
 def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -62,29 +69,47 @@ def plot_curated(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def window(n: int) -> int:
+    """The moving-average window for n logged steps: a tenth of the run, at least 1 (one step's batch holds
+    only a few groups, so single steps are noisy)."""
+    return max(1, n // 10)
+
+
 def plot_training(runs: dict[str, list[dict]], path: Path) -> list[str]:
-    """One panel per curve; returns the metric keys found (for the caption)."""
+    """One panel per entry of PANELS, one colour per run: each step faint, the moving average (`window`)
+    solid. Returns the metric keys found (for the caption)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    cols = 3
+    rows = -(-len(PANELS) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     found = []
-    for ax, (title, key) in zip(axes, CURVES.items()):
+    for ax, (title, keys) in zip(axes.flat, PANELS.items()):
         any_pts = False
-        for run, rows in runs.items():
-            xs, ys = _curve(rows, key)
-            if xs:
+        for k, (run, rows_) in enumerate(runs.items()):
+            for key, ls in zip(keys, STYLES):
+                xs, ys = _curve(rows_, key)
+                if not xs:
+                    continue
                 any_pts = True
                 found.append(key)
-                ax.plot(xs, ys, marker="o", ms=3, label=run)
-        ax.set_title(title)
-        ax.set_xlabel("step")
+                label = run if len(keys) == 1 else f"{run}: {key.split('_')[-1]}"
+                ax.plot(xs, ys, color=f"C{k}", ls=ls, alpha=0.25, lw=0.8)
+                ax.plot(*smooth(xs, ys, window(len(xs))), color=f"C{k}", ls=ls, lw=1.6, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
         if not any_pts:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
-        elif len(runs) > 1:
-            ax.legend(fontsize=7)
+        elif len(runs) > 1 or len(keys) > 1:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(PANELS):]:
+        ax.axis("off")
+    fig.suptitle("Training curves (faint: each logged step; solid: moving average over a tenth of the run)",
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return sorted(set(found))
+    return [k for k in CURVES if k in found]
 
 
 CLASS_CURVES = {"needs_high": "resize_ratio_needs_high", "low_ok": "resize_ratio_low_ok"}
@@ -114,7 +139,7 @@ def plot_resize_curves(runs: dict[str, list[dict]], path: Path, curves: dict[str
             xs, ys = _curve(rows, key)
             if xs:
                 drawn = True
-                ax.plot(*smooth(xs, ys, max(1, len(xs) // 10)), color=f"C{k}", label=label)
+                ax.plot(*smooth(xs, ys, window(len(xs))), color=f"C{k}", label=label)
         ax.set_title(run, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylim(-0.05, 1.05)
@@ -153,6 +178,46 @@ def plot_tradeoff(points: list[dict], path: Path, group: str = "mode", what: str
     ax.set_ylim(-3, 110)
     ax.grid(alpha=0.3)
     ax.set_title(f"Accuracy vs visual tokens (one point per {what})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+MODE_COLORS = {"full": "#1a73e8", "low": "#8ab4f8", "think": "#e37400"}
+
+
+def plot_sources(rows: list[dict], modes: list[str], path: Path) -> None:
+    """The first page's plot: per source, accuracy of each eval mode (left) and the share of samples the
+    think run resized, with its visual tokens as % of full (right). `rows`: report_summary.source_rows."""
+    plt = _plt()
+    sources = [r["source"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 1.6 * len(sources) + 4), 3.6),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / max(1, len(modes))
+    for k, mode in enumerate(modes):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(rows))]
+        left.bar(xs, [100 * (r[f"{mode}_acc"] or 0) for r in rows], width, label=mode, color=MODE_COLORS.get(mode))
+    left.set_xticks(range(len(rows)), sources, rotation=20, ha="right")
+    left.set_ylabel("accuracy (%)")
+    left.set_ylim(0, 119)
+    left.set_yticks(range(0, 101, 20))
+    left.legend(fontsize=8, ncol=len(modes), loc="upper center", frameon=False)
+    left.set_title("Accuracy per source and eval mode", fontsize=10)
+    if "think" in modes:
+        ratios = [100 * (r["think_resize"] or 0) for r in rows]
+        bars = right.bar(range(len(rows)), ratios, 0.6, color=MODE_COLORS["think"])
+        for b, r in zip(bars, rows):
+            if r["think_tokens"] is not None:
+                right.annotate(f"{100 * r['think_tokens']:.0f}% tokens", (b.get_x() + b.get_width() / 2, b.get_height()),
+                               textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+        right.set_xticks(range(len(rows)), sources, rotation=20, ha="right")
+        right.set_ylim(0, 119)
+        right.set_yticks(range(0, 101, 20))
+        right.set_ylabel("samples resized (%)")
+        right.set_title("think: resize ratio per source\n(label: visual tokens, % of full)", fontsize=9)
+    else:
+        right.axis("off")
+        right.text(0.5, 0.5, "no think-mode eval run", ha="center", va="center", color="gray")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -91,15 +91,15 @@ FROM eval_predictions WHERE run = ? {group}
 """
 
 
-def summarize(con, run: str) -> list[dict]:
-    """Per (source, task) rows, then an `all` row: accuracy over judged-ok samples, resize and zoom ratios,
-    samples left without an answer (still calling at the turn limit), visual tokens used relative to the
-    full-res view, mean generated tokens, summed generation time."""
+def summarize(con, run: str, by: str = "source, task") -> list[dict]:
+    """Per (source, task) rows (per source with by="source"), then an `all` row: accuracy over judged-ok
+    samples, resize and zoom ratios, samples left without an answer (still calling at the turn limit),
+    visual tokens used relative to the full-res view, mean generated tokens, summed generation time."""
     zoom = "avg(CASE WHEN zoomed THEN 1.0 ELSE 0.0 END)" if "zoomed" in tables.columns(con, "eval_predictions") \
         else "0.0::DOUBLE"  # a database written before the zoom tool: no zoom
+    total = "'all' AS source" + (", '' AS task" if "task" in by else "")
     out = []
-    for keys, group in (("source, task", "GROUP BY source, task ORDER BY source, task"),
-                        ("'all' AS source, '' AS task", "")):
+    for keys, group in ((by, f"GROUP BY {by} ORDER BY {by}"), (total, "")):
         cur = con.execute(SUMMARY_SQL.format(keys=keys, group=group, zoom=zoom), [run])
         names = [d[0] for d in cur.description]
         out += [dict(zip(names, v)) for v in cur.fetchall()]

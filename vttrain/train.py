@@ -191,6 +191,11 @@ def build_trainer(cfg, trainer_class=None):
                                                                   cfg.user_prompt), args=cfg, train_dataset=ds,
                   processing_class=processor, environment_factory=env, peft_config=peft_config, judge=judge,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
+    from vtdata.console import quiet
+    if quiet():  # `vt -q train`: results only; the metrics still go to metrics.jsonl and report_to
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        trainer.remove_callback(ProgressCallback)  # the step bar and its per-step metrics dict
+        trainer.remove_callback(PrinterCallback)   # what prints the dict instead when the bar is disabled
     return trainer, processor
 
 
@@ -239,7 +244,9 @@ def write_model_card(cfg, out: Path) -> Path:
             f"| learning rate / steps | {cfg.learning_rate} / {cfg.max_steps} |", f"| seed | {cfg.seed} |",
             f"| vt version | {__version__} |", "",
             f"The resolved training config is `{CONFIG_FILE}`. Load with "
-            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`."]
+            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`, or "
+            "`pipeline(\"image-text-to-text\", model=dir)` (the stock processor needs `torchvision`); without "
+            "torchvision, `from vttrain.models import load; model, processor = load(dir)`."]
     path = out / "README.md"
     path.write_text("\n".join(text) + "\n")
     return path
@@ -277,8 +284,8 @@ def run(cfg, trainer_class=None):
 def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
     from vttrain.models import load_processor
     from vttrain.train_config import write_config
+    trainer, processor = build_trainer(cfg, trainer_class)  # checks the config first (train_config.validate)
     original_template = load_processor(cfg.model).chat_template
-    trainer, processor = build_trainer(cfg, trainer_class)
     if trainer.accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(cfg, run_dir / CONFIG_FILE)
@@ -332,5 +339,6 @@ if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (us
     try:
         run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
     except VtError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        from rich.markup import escape
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)
         sys.exit(2)

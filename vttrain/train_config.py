@@ -184,9 +184,10 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
     cls = VtTrainConfig
     values = {}
     if config_file is not None:
-        p = Path(config_file)
+        from vt import find  # a shipped train config by name (`train-demo.yaml`) from any directory
+        p = find(config_file)
         if not p.is_file():
-            raise VtError(f"train config {p} not found")
+            raise VtError(f"train config {p} not found (a file, or a shipped name such as train-demo.yaml)")
         try:
             values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:
@@ -207,6 +208,7 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
     def refuse(message: str):  # argparse would print its usage and exit; one line instead
         raise VtError(f"bad train option: {message} (see `vt train --options`)")
     parser.error = refuse
+    parser.allow_abbrev = False  # `--learning_rat` is a typo, not `--learning_rate`
     namespace, rest = parser.parse_known_args(args=list(overrides))
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")

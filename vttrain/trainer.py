@@ -17,7 +17,8 @@ Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environ
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
 `trl.trainer.utils.split_pixel_values_by_grid` / `unsplit_pixel_values_by_grid`; config fields set by
 vttrain.train: `max_tool_calling_iterations`, `generation_kwargs`, `reward_weights`, `model_init_kwargs`.
-vt's own settings are read from `self.args` (a VtTrainConfig).
+vt's own settings are read from `self.args` (a VtTrainConfig). Public method overridden:
+`create_model_card` (vt's card in the run dir instead of TRL's).
 """
 from __future__ import annotations
 
@@ -93,6 +94,13 @@ class VtGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, judge=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.judge = judge  # the accuracy reward's judge (make_reward_funcs); closed by whoever made it
+
+    def create_model_card(self, *args, **kwargs):
+        """vt's card (base model, data, reward settings) in the run dir, where TRL writes its stock one at
+        every checkpoint ("fine-tuned version of [None]")."""
+        if self.accelerator.is_main_process:
+            from vttrain.train import write_model_card
+            write_model_card(self.args, Path(self.args.output_dir))
         vt = self.args
         tok = self.processing_class.tokenizer
         self._pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
