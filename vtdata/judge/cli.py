@@ -147,14 +147,10 @@ def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str
 
 def build_judge(cfg: JudgeConfig, con):
     from vtdata.judge import make_judge
-    from vtdata.judge.llm import api_key
     spec = cfg.judging
     opts = spec.options()
     if not opts:
         return make_judge(spec.judge, shortcut=cfg.shortcut)
-    if api_key(spec.judge_api_key_env, spec.judge_base_url) is None:
-        raise VtError(f"the judge needs an API key in ${spec.judge_api_key_env or 'OPENAI_API_KEY'} "
-                      f"(or --judge-base-url for a local server)")
     return make_judge(spec.judge, db=con, concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
                       max_attempts=cfg.max_attempts, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                       system_prompt=cfg.system_prompt, user_prompt=cfg.user_prompt, shortcut=cfg.shortcut,
