@@ -26,7 +26,7 @@ from vtdata.tables import columns, existing
 from vttrain.report_examples import eval_blocks, read_jsonl, train_block, train_config
 from vttrain.report_plots import (plot_curated, plot_resize_by_class, plot_scoring, plot_tradeoff,
                                   plot_training)
-from vttrain.summary import compare, pct, summarize
+from vttrain.summary import acc_cell, compare, pct, summarize
 
 NOT_RUN = "not run yet"
 
@@ -97,7 +97,7 @@ def eval_points(con) -> list[dict]:
     for run, mode, policy in con.execute("SELECT run, mode, policy FROM eval_runs ORDER BY started, run").fetchall():
         total = summarize(con, run)[-1]
         if total["samples"]:
-            out.append({**total, "run": run, "mode": mode, "policy": policy})
+            out.append({**total, "run": run, "mode": mode, "policy": policy, "acc": acc_cell(total)})
     return out
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -256,17 +256,19 @@ def _evaluation(con, plots: Path) -> Section:
     intro = ("<p>Up and to the left is better: VisionThink aims at full-res accuracy (top) with far fewer "
              "visual tokens than full (left of 100 %); low is exactly 25 %, think is low plus high for the "
              "samples where the model asked for the resize.</p>")
-    s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("accuracy", "acc %"),
+    s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("samples", "samples"), ("acc", "acc %"),
                                      ("visual_tokens_rel", "visual tokens % of full"), ("resize_ratio", "resize %"),
-                                     ("generated_tokens", "gen. tokens")],
-                            percent={"accuracy", "visual_tokens_rel", "resize_ratio"})
+                                     ("generated_tokens", "gen. tokens"), ("judge_error_share", "judge err %")],
+                            percent={"visual_tokens_rel", "resize_ratio", "judge_error_share"})
     _, rows = compare(con, [p["run"] for p in points])
     if rows and rows[0]["accuracy"]:
         srcs = list(rows[0]["accuracy"])
-        flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"]} for r in rows]
+        flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"],
+                 "judge_error_share": r["judge_error_share"]} for r in rows]
         s.body += ("<h3>Per source (accuracy %; rel. = mean per-source ratio to the first full run)</h3>"
                    + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, x) for x in srcs]
-                            + [("avg", "avg"), ("rel", "rel.")], percent=set(srcs) | {"avg", "rel"}))
+                            + [("avg", "avg"), ("rel", "rel."), ("judge_error_share", "judge err %")],
+                            percent=set(srcs) | {"avg", "rel", "judge_error_share"}))
     examples = eval_blocks(con)
     if examples:
         s.body += "<h3>Example rollouts (think mode: resized and direct answers)</h3>" + examples

@@ -217,6 +217,8 @@ def _summary(s: dict, cfg: JudgeConfig) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.2f} % of {s['ok']} ok"
+    if s["errors"]:  # said where the accuracy is: errors are left out of it, never counted as wrong
+        acc += f" ({s['errors']} judge errors, {100 * s['errors'] / max(s['items'], 1):.1f} %, left out)"
     for k, v in [("judge", s["judge"]), ("accuracy (over ok)", acc)] + \
                 [(f"  accuracy {k}", f"{100 * v:.2f} %") for k, v in sorted(s["by_type"].items())] + \
                 [("items", s["items"]), ("errors (score null)", s["errors"]),
