@@ -147,14 +147,8 @@ def _params(opt: _Opt, help_: str) -> list[inspect.Parameter]:
 def _from_file(path: Path, opts: list[_Opt], nested: set[str]) -> dict:
     """The values of a --config YAML: field names as keys (a nested config may be a mapping under its
     field name); relative Path values are relative to the file."""
-    import yaml
-
-    if not path.is_file():
-        raise VtError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise VtError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    from vtdata.safeload import load_yaml
+    data = load_yaml(path, "--config") or {}
     if not isinstance(data, dict):
         raise VtError(f"--config {path} must be a mapping of option: value")
     flat: dict = {}

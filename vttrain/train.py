@@ -29,6 +29,7 @@ from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
 from vtdata.outdir import make_out_dir
+from vtdata.safeload import jsonl
 from vtdata.tools import selection
 
 CONFIG_FILE = "vt_train_config.yaml"  # the resolved config of a run, in output_dir and final/
@@ -96,8 +97,9 @@ def _trim_logs(run_dir: Path, step: int) -> None:
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         p = run_dir / name
         if p.exists():
-            lines = [ln for ln in p.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            p.write_text("".join(ln + "\n" for ln in lines))
+            keep = [json.dumps(obj) for _, obj, bad in jsonl(p, "run log")
+                    if bad is None and isinstance(obj, dict) and obj.get("step", 0) <= step]
+            p.write_text("".join(ln + "\n" for ln in keep))
 
 
 def weights_dtype(cfg):

@@ -128,20 +128,16 @@ def parse_line(obj: dict) -> dict:
 
 
 def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str]]]:
-    if not path.is_file():
-        raise VtError(f"input {path} does not exist")
+    from vtdata.safeload import jsonl
     rows, bad = [], []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                rows.append((obj, parse_line(obj)))
-            except json.JSONDecodeError as err:
-                bad.append((n, f"invalid JSON ({err.msg} at column {err.colno})"))
-            except ValueError as err:
-                bad.append((n, str(err).split("\n")[0][:120]))
+    for n, obj, err in jsonl(path, "input"):
+        if err is not None:
+            bad.append((n, err))
+            continue
+        try:
+            rows.append((obj, parse_line(obj)))
+        except ValueError as e:
+            bad.append((n, str(e).split("\n")[0][:120]))
     return rows, bad
 
 

@@ -90,12 +90,8 @@ def image_root(spec: dict, ctx: Context, default: Path | None = None) -> ImageRo
 
 
 def require_file(p: str | os.PathLike, base: Path, what: str) -> Path:
-    path = resolve_path(p, base)
-    if not path.exists():
-        raise VtError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise VtError(f"{what} {path} is a directory, not a file")
-    return path
+    from vtdata.safeload import regular_file
+    return regular_file(resolve_path(p, base), what)
 
 
 DEFAULT_COLUMNS = {"id": "id", "question": "question", "answers": "answers", "image": "image",
