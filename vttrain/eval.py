@@ -26,7 +26,7 @@ from vtdata.dataset import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer
-from vtdata.outdir import make_out_dir
+from vtdata.outdir import check_name, make_out_dir
 from vtdata.resolution import visual_tokens
 from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
@@ -130,7 +130,7 @@ class EvalConfig:
 
     def run_name(self) -> str:
         if self.name:
-            return self.name
+            return check_name(self.name)
         spec = self.policy_spec.split(":", 1)[-1].rstrip("/")
         return f"{Path(spec).name or spec}-{self.mode}-{self.split}"
 

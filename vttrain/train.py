@@ -24,7 +24,7 @@ import typer
 import yaml
 
 from vtdata import __version__, protocol
-from vtdata.console import VtError, console, info, track
+from vtdata.console import VtError, console, error_line, info, track
 from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
@@ -315,5 +315,5 @@ if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (us
     try:
         run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
     except VtError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        error_line(err)
         sys.exit(2)

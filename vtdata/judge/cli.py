@@ -158,9 +158,9 @@ def run(cfg: JudgeConfig) -> dict:
     from vtdata.judge import JudgeItem
     rows, bad = read_input(cfg.input)
     for n, why in bad[:20]:
-        info(f"[yellow]skipped line {n}[/yellow]: {why}")
+        info(f"skipped line {n}: {why}")
     if len(bad) > 20:
-        info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
+        info(f"... and {len(bad) - 20} more malformed lines skipped")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
     uses_llm = cfg.judging.judge.startswith("openai:")
