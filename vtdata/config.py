@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -265,9 +266,13 @@ def _convert(o: _Opt, v):
         return match[0]
     if o.type in (int, float) and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
         try:
-            return o.type(str(v).strip())
+            v = o.type(str(v).strip())
         except ValueError:
             raise VtError(f"{flag} must be {'an integer' if o.type is int else 'a number'}, got {v!r}") from None
+    if o.type is float and not math.isfinite(v):  # nan compares false with every bound a check sets
+        raise VtError(f"{flag} must be a finite number, got {v!r}")
+    if o.type is Path and not isinstance(v, (str, Path)):  # a YAML mapping or list where a path goes
+        raise VtError(f"{flag} must be a path, got {type(v).__name__} {str(v)[:60]!r}")
     if o.type is int and isinstance(v, float):
         if not v.is_integer():
             raise VtError(f"{flag} must be an integer, got {v!r}")

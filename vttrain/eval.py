@@ -98,6 +98,8 @@ class EvalConfig:
     """Seed for sampling when temperature > 0."""
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name)  # it names the predictions file under evals/
         if self.mode not in MODES:
             raise VtError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.views not in VIEWS:
@@ -130,7 +132,7 @@ class EvalConfig:
 
     def run_name(self) -> str:
         if self.name:
-            return check_name(self.name)
+            return self.name
         spec = self.policy_spec.split(":", 1)[-1].rstrip("/")
         return f"{Path(spec).name or spec}-{self.mode}-{self.split}"
 

@@ -183,9 +183,9 @@ class LLMJudge:
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.max_attempts < 1 or self.timeout <= 0 or self.max_tokens < 1:
+        if self.concurrency < 1 or self.max_attempts < 1 or not 0 < self.timeout < float("inf") or self.max_tokens < 1:
             raise VtError("judge concurrency, max_attempts, max_tokens and timeout must be positive")
-        if self.rpm is not None and self.rpm <= 0:
+        if self.rpm is not None and not 0 < self.rpm < float("inf"):
             raise VtError("judge rpm must be positive (or unset for no bound)")
         require_key(self.api_key_env, self.base_urls)
         self.system = prompts.load(self.system_prompt) + PREDICTION_NOTE
