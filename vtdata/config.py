@@ -271,8 +271,9 @@ def _convert(o: _Opt, v):
             raise VtError(f"{flag} must be {'an integer' if o.type is int else 'a number'}, got {v!r}") from None
     if o.type is float and not math.isfinite(v):  # nan compares false with every bound a check sets
         raise VtError(f"{flag} must be a finite number, got {v!r}")
-    if o.type is Path and not isinstance(v, (str, Path)):  # a YAML mapping or list where a path goes
-        raise VtError(f"{flag} must be a path, got {type(v).__name__} {str(v)[:60]!r}")
+    if o.type in (str, Path) and isinstance(v, (dict, list)):  # a YAML mapping or list where text goes
+        raise VtError(f"{flag} must be {'a path' if o.type is Path else 'a text value'}, got "
+                      f"{type(v).__name__} {str(v)[:60]!r}")
     if o.type is int and isinstance(v, float):
         if not v.is_integer():
             raise VtError(f"{flag} must be an integer, got {v!r}")
