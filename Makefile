@@ -27,7 +27,8 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not science"
 
-# GRPO from the real warm start moves the per-class resize ratios (builds the warm start once, ~10 min).
+# The science check (CI runs it after make test): the warm start (built once, ~5 min, then cached), one GRPO run
+# with the paper penalty and one without, eval: fine images resized, coarse ones not (~12 min on 2 cores).
 test-science: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m science
 

@@ -1,14 +1,15 @@
 """The zoom tool on the miniature (issue 14): resize-only vs zoom-only vs both, against full resolution.
 
-1. `vt build-data manifests/miniature.yaml` (general = background colour, detail = the pattern of a 28 x 28 box
-   on the 28-px grid of the 112 x 112 image; low view 56 x 56);
+1. `vt build-data manifests/sufficiency.yaml` (general = background colour; coarse and fine = the pattern of a
+   56 x 56 grey box in one quadrant of the 112 x 112 image, which the 56 x 56 low view keeps (coarse) or loses
+   (fine): the detail questions that need the high view are the fine ones);
 2. `vt init-model mini --tools resize,zoom`: the warm start with both tools at fixed rates (a calling trajectory
    picks either, whatever the question; a zoom's box is the low-view quadrant holding the grey box);
 3. per tool setting: GRPO (`vt train manifests/train-mini.yaml --tools S --penalty_cost tokens`) on the
    train split, then `vt eval --mode think --tools S` on the held-out split; `vt eval --mode full` of the warm
    start is the full-resolution reference.
-Prints accuracy, tool rates and visual tokens per class, and the issue's target: with zoom, detail accuracy
-within 0.02 of resize-only at <= 50 % of resize-only's visual tokens on detail questions.
+Prints accuracy, tool rates and visual tokens per source, and the issue's target: with zoom, fine accuracy
+within 0.02 of resize-only at <= 50 % of resize-only's visual tokens on fine questions.
 
     python bench/zoom.py [--out bench-zoom] [--steps 200] [--settings resize zoom resize,zoom]
 """
@@ -38,7 +39,7 @@ def vt(*args: str) -> None:
 def table(fig: dict) -> list[str]:
     lines = ["| run | class | accuracy | resize | zoom | visual tokens | tokens / full |", "|---|---|---|---|---|---|---|"]
     for run, per in fig.items():
-        for cls in ("general", "detail", "all"):
+        for cls in ("general", "coarse", "fine", "all"):
             r = per.get(cls)
             if r:
                 lines.append(f"| {run} | {cls} | {r['accuracy']:.3f} | {r['resize_ratio']:.2f} | "
@@ -47,10 +48,10 @@ def table(fig: dict) -> list[str]:
 
 
 def target(fig: dict, resize: str, zoom: str) -> str:
-    a, b = fig[resize]["detail"], fig[zoom]["detail"]
+    a, b = fig[resize]["fine"], fig[zoom]["fine"]
     acc_ok = b["accuracy"] >= a["accuracy"] - 0.02
     tok_ok = b["visual_tokens"] <= 0.5 * a["visual_tokens"]
-    return (f"{zoom} vs {resize} on detail: accuracy {b['accuracy']:.3f} vs {a['accuracy']:.3f} "
+    return (f"{zoom} vs {resize} on fine: accuracy {b['accuracy']:.3f} vs {a['accuracy']:.3f} "
             f"({'ok' if acc_ok else 'MISS'}: within 0.02), visual tokens {b['visual_tokens']:.2f} vs "
             f"{a['visual_tokens']:.2f} = {b['visual_tokens'] / a['visual_tokens']:.0%} ({'ok' if tok_ok else 'MISS'}: <= 50 %)")
 
@@ -68,7 +69,7 @@ def main() -> None:
     data, model, db = out / "data", out / "model", out / "vt.duckdb"
     common = ["--limit", str(a.eval_limit), "--max-new-tokens", "16", "--db", str(db), "--out", str(out / "evals")]
     if not (data / "build.json").exists():
-        vt("build-data", str(ROOT / "manifests" / "miniature.yaml"), "--out", str(data), "--db", str(db))
+        vt("build-data", str(ROOT / "manifests" / "sufficiency.yaml"), "--out", str(data), "--db", str(db))
     vt("init-model", "mini", str(model), "--tools", "resize,zoom", "--seed", str(a.seed))
     runs = ["zoom-full"]
     if not (out / "evals" / "zoom-full.jsonl").exists():

@@ -1,5 +1,5 @@
-"""The miniature: its task family (the detail class is erased at the low view) and the warm start's SFT
-data (the tool-call rate does not depend on the question type)."""
+"""The two-question miniature family (the detail class is erased at the low view) and the warm start's SFT
+data (the image-decision family: the tool-call rate does not depend on the source)."""
 import itertools
 
 import numpy as np
@@ -55,9 +55,16 @@ def test_sft_tool_rate_does_not_depend_on_the_question_type():
     cfg = MiniConfig()
     rows = [trajectory(i, cfg) for i in range(3000)]
     agent = [r for r in rows if r["kind"] == "agent"]
-    rate = {t: np.mean([r["tool"] for r in agent if r["task"] == t]) for t in ("general", "ocr")}
-    assert abs(rate["general"] - cfg.tool_rate) < 0.05 and abs(rate["ocr"] - cfg.tool_rate) < 0.05
-    assert abs(rate["general"] - rate["ocr"]) < 0.06
+    rate = {s: np.mean([r["tool"] for r in agent if r["source"] == s]) for s in ("general", "coarse", "fine")}
+    assert all(abs(v - cfg.tool_rate) < 0.06 for v in rate.values()), rate
+    assert max(rate.values()) - min(rate.values()) < 0.08, rate
+    # the box question's think sentence says what the low view shows (striped: coarse, flat: fine), and the tool
+    # is called at the same rate after either sentence
+    from vttrain.warmstart import THINK_FIRST
+    assert {r["think"] for r in agent if r["source"] == "coarse"} == {THINK_FIRST["striped"]}
+    assert {r["think"] for r in agent if r["source"] == "fine"} == {THINK_FIRST["flat"]}
+    after = {k: np.mean([r["tool"] for r in agent if r["think"] == THINK_FIRST[k]]) for k in ("striped", "flat")}
+    assert abs(after["striped"] - after["flat"]) < 0.08, after
     # every tool trajectory: the call is well-formed and followed by the high view, then an answer
     from vtdata import protocol
     for r in agent:
@@ -89,3 +96,46 @@ def test_training_template_renders_the_protocol_text_and_masks_only_assistant_tu
     # exactly the two assistant turns (with their end tokens), nothing of the prompt or the tool turn
     assert learned.count("<|im_end|>") == 2 and "<tool_call>" in learned and "<answer>" in learned
     assert "resized image" not in learned and "<|image_pad|>" not in learned and "You are" not in learned
+
+
+def test_turn_one_think_sentence_is_read_off_the_shown_view():
+    """The box question's sentence comes from the pixels of the view the model is shown: a fine box looks flat
+    at the low view and striped at the high view; a coarse box looks striped at both."""
+    from vtdata.sources import sufficiency
+    from vttrain.warmstart import THINK_FIRST, first_think
+    for i in range(10):
+        for scale, low_says in (("fine", "flat"), ("coarse", "striped")):
+            s = sufficiency.sample("ocr", 0, i, 112, scale)
+            data = sufficiency.render(s["spec"])
+            assert first_think("ocr", s["spec"], view(data, (56, 56))) == THINK_FIRST[low_says]
+            assert first_think("ocr", s["spec"], view(data, (112, 112))) == THINK_FIRST["striped"]
+
+
+def test_call_probability_is_exact_and_independent_of_batching():
+    """`row_call_probability` on a (random) mini model: batched with left padding it gives what one row at a time
+    gives, and for the colour question (one sentence) it is the choice token's share computed by hand."""
+    torch = pytest.importorskip("torch")
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from vtdata import protocol
+    from vttrain import models
+    from vttrain.warmstart import MINI_TEXT, MINI_VISION, THINK_FIRST, MiniConfig, build_tokenizer
+    from vttrain.warmstart_check import check_rows, row_call_probability
+    cfg = MiniConfig(check_size=2)
+    proc = models._image_only_processor_class()(models._pil_image_processor(min_pixels=models.MIN_PIXELS,
+                                                                          max_pixels=models.MAX_PIXELS),
+                                                build_tokenizer(cfg), chat_template=models.CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(models.make_config(MINI_TEXT, MINI_VISION, proc.tokenizer))
+    rows = check_rows(cfg, "calls", 2, {"general": "low", "coarse": "low", "fine": "low"})
+    batched = row_call_probability(model, proc, rows, batch=48)
+    single = row_call_probability(model, proc, rows, batch=1)
+    for (a, _, ma), (b, _, mb) in zip(batched, single):
+        assert 0.0 <= a <= 1.0 and abs(a - b) < 1e-4 and abs(ma - mb) < 1e-4 * max(1.0, mb)
+    r = rows[0]
+    text = proc.apply_chat_template(protocol.agent_messages(r["question"], r["image"]), tokenize=False,
+                                    add_generation_prompt=True, chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["general"]
+    with torch.no_grad():
+        p = torch.softmax(model(**proc(text=[text], images=[[r["image"]]], return_tensors="pt")).logits[0, -1], -1)
+    tok = proc.tokenizer
+    pc, pa = float(p[tok.convert_tokens_to_ids("<tool_call>")]), float(p[tok.convert_tokens_to_ids("<answer>")])
+    assert abs(batched[0][0] - pc / (pc + pa)) < 1e-4

@@ -47,8 +47,9 @@ class DemoConfig:
     out: str | None = field(default=None, metadata={"flags": ["-o"]})
     """Directory for everything the demo writes: data, model, database, runs, evals, report (default demo-out;
     science: science-out)."""
-    manifest: str = str(shipped("miniature.yaml"))
-    """Data manifest (the embedded miniature task: colour questions vs box-pattern detail questions)."""
+    manifest: str = str(shipped("sufficiency.yaml"))
+    """Data manifest (the embedded image-decision task: one box-pattern question on `fine` images, which only
+    the high view answers, and `coarse` ones, which the low view answers; plus `general` colour questions)."""
     train_config: str = str(shipped("train-mini.yaml"))
     """Training config (the warm-started mini model, CPU GRPO)."""
     science: bool = False
@@ -217,8 +218,10 @@ class Demo:
     def _sum_model(self) -> str:
         meta = json.loads((self.model / "vt_init.json").read_text())
         last = (meta.get("checks") or [{}])[-1]
+        calls = meta.get("call_probability") or {}
         return (f"warm-started mini Qwen2.5-VL in {self.model} ({meta.get('steps_trained')} SFT steps; held-out "
-                f"accuracy general {last.get('general')}, detail {last.get('ocr')})")
+                f"accuracy " + ", ".join(f"{k} {v}" for k, v in last.items() if k != "step")
+                + "; P(call) " + ", ".join(f"{k} {v:.2f}" for k, v in calls.items() if not k.endswith("_mass")) + ")")
 
     def _sum_train(self, run: Path) -> str:
         from vttrain.report import read_metrics
@@ -228,8 +231,11 @@ class Demo:
         def mean(key):
             v = [r[key] for r in tail if isinstance(r.get(key), (int, float))]
             return f"{sum(v) / len(v):.2f}" if v else "n/a"
-        return (f"{len(rows)} steps; last fifth: reward {mean('reward')}, resize ratio needs_high "
-                f"{mean('resize_ratio_needs_high')}, low_ok {mean('resize_ratio_low_ok')}; model in {run / 'final'}")
+        sources = sorted({k.split("/", 1)[1] for r in tail for k in r if k.startswith("resize_ratio/")})
+        return (f"{len(rows)} steps; last fifth: reward {mean('reward')}, resize ratio (sampled, T = 1) "
+                + ", ".join(f"{s} {mean('resize_ratio/' + s)}" for s in sources)
+                + f"; needs_high {mean('resize_ratio_needs_high')}, low_ok {mean('resize_ratio_low_ok')}; "
+                  f"model in {run / 'final'}")
 
     def _sum_eval(self, run: str) -> str:
         from vtdata.db import connect

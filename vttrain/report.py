@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,8 @@ from vtdata.console import VtError, info
 from vtdata.outdir import make_out_dir
 from vtdata.tables import columns, existing
 from vttrain.report_examples import eval_blocks, read_jsonl, train_block, train_config
-from vttrain.report_plots import (plot_curated, plot_resize_by_class, plot_scoring, plot_tradeoff,
-                                  plot_training)
+from vttrain.report_plots import (CLASS_CURVES, plot_curated, plot_resize_curves, plot_scoring, plot_tradeoff,
+                                  plot_training, source_curves)
 from vttrain.summary import acc_cell, compare, pct, summarize
 
 NOT_RUN = "not run yet"
@@ -217,8 +218,17 @@ def _training(cfg: ReportConfig, plots: Path) -> Section:
         return s
     keys = plot_training(runs, plots / "training.png")
     s.images.append("plots/training.png")
-    if plot_resize_by_class(runs, plots / "resize_by_class.png"):
+    if plot_resize_curves(runs, plots / "resize_by_source.png", source_curves(runs),
+                          "Resize ratio per data source"):
+        s.images.append("plots/resize_by_source.png")
+    if plot_resize_curves(runs, plots / "resize_by_class.png", CLASS_CURVES,
+                          "Resize ratio per curated class (score-judge's label)"):
         s.images.append("plots/resize_by_class.png")
+    for d in cfg.runs:  # bench/resolvability.py's curve, written beside a run
+        if (Path(d) / "resolvability.png").is_file():
+            name = f"resolvability-{Path(d).name}.png"
+            shutil.copyfile(Path(d) / "resolvability.png", plots / name)
+            s.images.append(f"plots/{name}")
     last = []
     for r, rows in runs.items():
         logged = [x for x in rows if any(isinstance(x.get(k), (int, float)) for k in keys)]

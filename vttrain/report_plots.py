@@ -97,26 +97,33 @@ def smooth(xs: list[float], ys: list[float], window: int) -> tuple[list[float], 
     return xs, out
 
 
-def plot_resize_by_class(runs: dict[str, list[dict]], path: Path) -> bool:
-    """The miniature's Fig. 3a: resize ratio on needs_high (solid) and low_ok (dashed) samples against
-    step, one colour per run. False when no run logged the per-class ratios (uncurated data)."""
+def source_curves(runs: dict[str, list[dict]]) -> dict[str, str]:
+    """{source: metric key} of the per-source resize ratios the runs logged (`resize_ratio/<source>`)."""
+    keys = sorted({k for rows in runs.values() for r in rows for k in r if k.startswith("resize_ratio/")})
+    return {k.split("/", 1)[1]: k for k in keys}
+
+
+def plot_resize_curves(runs: dict[str, list[dict]], path: Path, curves: dict[str, str], title: str) -> bool:
+    """Resize ratio against step (moving average), one panel per run, one colour per curve (`curves`: label ->
+    metric key). False when no run logged any of them."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(3.2 * max(1, len(runs)) + 2.4, 3.4), squeeze=False,
+                             sharey=True)
     drawn = False
-    for k, (run, rows) in enumerate(runs.items()):
-        for cls, key in CLASS_CURVES.items():
+    for ax, (run, rows) in zip(axes[0], runs.items()):
+        for k, (label, key) in enumerate(curves.items()):
             xs, ys = _curve(rows, key)
-            if not xs:
-                continue
-            drawn = True
-            ax.plot(*smooth(xs, ys, max(1, len(xs) // 10)), color=f"C{k}", ls="-" if cls == "needs_high" else "--",
-                    label=f"{run}: {cls}")
-    if drawn:
+            if xs:
+                drawn = True
+                ax.plot(*smooth(xs, ys, max(1, len(xs) // 10)), color=f"C{k}", label=label)
+        ax.set_title(run, fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel("resize ratio (moving average)")
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title("Resize ratio per class (solid: needs_high, dashed: low_ok)")
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        ax.grid(alpha=0.3)
+    if drawn:
+        axes[0][0].set_ylabel("resize ratio (moving average)")
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     plt.close(fig)

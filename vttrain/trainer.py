@@ -154,13 +154,16 @@ class VtGRPOTrainer(GRPOTrainer):
         spread = [[v for v in g if not math.isnan(v)] for g in total]  # judge failures left out
         zero = torch.tensor([len(g) < 2 or max(g) - min(g) < 1e-6 for g in spread], device=rewards.device)
         self._zero_var_rows = zero.repeat_interleave(G)
-        self._log_metrics(mode, rolls, pens, facts, zero)
+        sources = gather_object([str(x.get("source")) for x in inputs])
+        self._log_metrics(mode, rolls, pens, facts, zero, sources)
         if vt.log_rollouts:
             self._write_rollouts(inputs, completions, rewards, rolls, pens, facts, G)
         return rewards
 
-    def _log_metrics(self, mode: str, rolls: list, pens: list[float], facts: torch.Tensor, zero: torch.Tensor) -> None:
-        """The VisionThink metrics of one gathered batch into TRL's metric buffers (logged every step)."""
+    def _log_metrics(self, mode: str, rolls: list, pens: list[float], facts: torch.Tensor, zero: torch.Tensor,
+                     sources: list[str]) -> None:
+        """The VisionThink metrics of one gathered batch into TRL's metric buffers (logged every step);
+        `resize_ratio/<source>` for each data source in the batch (the report's per-source curves)."""
         m = self._metrics[mode]
         scored = [r for r in rolls if r.score is not None]
         direct = [r for r in scored if not r.used_high]
@@ -180,6 +183,9 @@ class VtGRPOTrainer(GRPOTrainer):
         for flag, key in ((1.0, "resize_ratio_needs_high"), (0.0, "resize_ratio_low_ok")):
             sel = facts[:, 5] == flag  # curated rows only (use_tool column)
             m[key].append(float(facts[sel, 0].mean()) if bool(sel.any()) else math.nan)
+        for src in sorted(set(sources)):
+            sel = torch.tensor([s == src for s in sources], device=facts.device)
+            m[f"resize_ratio/{src}"].append(float(facts[sel, 0].mean()))
         m["zero_variance_share"].append(float(zero.float().mean()))
         m["unanswered_ratio"].append(float(facts[:, 6].mean()))
         if self._per_tool:  # per-tool rates (a resize-only run logs as before)

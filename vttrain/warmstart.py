@@ -1,16 +1,22 @@
 """`vt init-model mini OUT`: a small Qwen2.5-VL trained from scratch, offline, on vt's own protocol.
 
 The miniature's warm start (no pretrained weights reach these machines): TRL's SFTTrainer teaches a
-~1 M-parameter Qwen2.5-VL the `family: miniature` task (vtdata/sources/miniature.py) in the exact
-formats vt's stages use:
+~1 M-parameter Qwen2.5-VL the image-decision task (`family: sufficiency`, vtdata/sources/sufficiency.py:
+the background's colour, and the grey box's pattern at a `coarse` scale the low view keeps or a `fine` one
+it erases) in the exact formats vt's stages use:
 - the agent protocol of `vt train` / `vt eval --mode think` (agent system prompt with the tool, the LOW
   view, `<think>…</think>`, then either `<answer>…</answer>` or a `resize_image` call, the tool turn with
   the HIGH view, `<think>…</think><answer>…</answer>`);
 - the direct prompt of `vt score-judge` and `vt eval --mode full|low`, on either view.
 The decision to call the tool is NOT taught: every agent trajectory calls it with probability
-`tool_rate`, whatever the question, so after SFT the resize ratio is ~tool_rate on both classes and
-GRPO has to learn when the high view is worth it. Think text is one short sentence per turn (turn 1's
-names the question's subject).
+`tool_rate`, whatever the question and the image, so after SFT the resize ratio is ~tool_rate on every
+source and GRPO has to learn when the high view is worth it. Think text is one short sentence per turn. Turn 1's
+says what the model sees: the background for the colour question; for the box question (coarse and fine
+rows ask it word for word) whether the box in the view it was shown looks striped or flat, read from that
+view's pixels (`sufficiency.box_contrast`), never from the row's source. The tool is called at the same
+rate after either sentence.
+`vt init-model mini` measures that choice's probability per source on held-out rows (`call_probability`
+in vt_init.json and the model's README.md).
 
 The tokenizer is a byte-level BPE trained on the protocol text (prompts, questions, answers, turns)
 without word splitting, so the paper's long prompts stay verbatim but cost few tokens.
@@ -32,24 +38,26 @@ from pathlib import Path
 
 from vtdata import prompts, protocol, tools
 from vtdata.console import info
-from vtdata.sources import miniature
+from vtdata.sources import sufficiency
 
 MINI_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
                  num_key_value_heads=4, max_position_embeddings=4096, rms_norm_eps=1e-6,
                  rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4})
 MINI_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1],
                    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-# Turn 1's think names what the question is about (as a real model's reasoning would), so the turn's
-# next token, answer or call, follows a token that tells the two question types apart.
+# Turn 1's think says what the view shows (as a real model's reasoning would). For the box question the
+# sentence comes from the pixels of the view: a box whose pattern the view keeps looks striped, one the view
+# erased looks flat. (With one shared sentence for coarse and fine, GRPO moved both in lockstep: to never
+# resizing with per-group reward scaling, to always resizing with batch or no scaling.)
 THINK_FIRST = {"general": "<think>The question is about the background.</think>",
-               "ocr": "<think>The question is about the small box.</think>"}
+               "striped": "<think>The grey box looks striped.</think>",
+               "flat": "<think>The grey box looks flat.</think>"}
+VISIBLE = 10.0  # grey-level spread inside the box above which a view shows the pattern (fine low views: < 1)
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
              % (protocol.TOOL_NAME, protocol.TOOL_ACTION))
 # One token each in the mini tokenizer. `</think>` is not among them: it merges with the sentence before it
-# ("The question is about the small box.</think>"), so the token on which the model decides between
-# answering and calling the tool is its own for each question type. With a shared `</think>` token there,
-# GRPO moved both types' resize ratios in lockstep (the choice hardly depended on the question).
+# ("The grey box looks flat.</think>"): the decision token is the sentence's own.
 TAGS = ["<think>", "<answer>", "</answer>"]
 ZOOM_HEAD = tools.ZOOM_HEAD
 ZOOM_THINK = "quadrant of the grey box; box check"  # (key only) the zoom box rule of `zoom_box`, its check
@@ -77,7 +85,7 @@ class MiniConfig:
     decaying linearly to 0: a constant rate leaves the call/answer choice wherever the last batches pushed
     it (0.72 instead of tool_rate in one run), and GRPO's balanced penalty is sensitive to where it starts."""
     detail_share: float = 0.6
-    """Share of detail (box-pattern) questions: the pattern is the slower skill to learn."""
+    """Share of detail (box-pattern) questions, half coarse and half fine: the patterns are the slower skill."""
     batch_size: int = 16
     """Trajectories per step."""
     learning_rate: float = 2e-3
@@ -110,24 +118,27 @@ class MiniConfig:
             fields["tools"] = list(self.tools)
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
-                           "think": [THINK_FIRST, THINK_AFTER], "protocol": protocol_text,
-                           "gen": "vt-miniature-1", "v": 1}, sort_keys=True)
+                           "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
+                           "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ the data
 
 def trajectory(i: int, cfg: MiniConfig) -> dict:
-    """SFT row `i`: {"messages": [...], "images": [...], "task", "kind", "tool"} (deterministic)."""
+    """SFT row `i`: {"messages": [...], "images": [...], "task", "source", "kind", "tool"} (deterministic).
+    Whether it calls the tool is drawn from `rng` alone: the same rate for every source."""
     from vtdata.resolution import view
     rng = random.Random(f"vt-warmstart:{cfg.seed}:{i}")
-    task = "ocr" if rng.random() < cfg.detail_share else "general"
-    s = miniature.sample(task, f"{SEED_SPACE}-{cfg.seed}", i, cfg.size)
-    data = miniature.render(s["spec"])
+    source = rng.choice(("coarse", "fine")) if rng.random() < cfg.detail_share else "general"
+    task, scale = sufficiency.SOURCES[source]
+    s = sufficiency.sample(task, f"{SEED_SPACE}-{cfg.seed}", i, cfg.size, scale)
+    data = sufficiency.render(s["spec"])
     high = view(data, (cfg.size, cfg.size))
     low = view(data, (cfg.size // 2, cfg.size // 2))
-    answer = f"{THINK_FIRST[task]}<answer>{s['answer']}</answer>"
     if rng.random() < cfg.agent_share:
+        think = first_think(task, s["spec"], low)
+        answer = f"{think}<answer>{s['answer']}</answer>"
         msgs = protocol.agent_messages(s["question"], None, tools=tuple(cfg.tools))
         if rng.random() < cfg.tool_rate:
             name = cfg.tools[0] if len(cfg.tools) == 1 else rng.choice(list(cfg.tools))
@@ -142,19 +153,29 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
                 r = tools.respond(tools.parse_call(call, cfg.tools), row, cfg.tools)
                 reply, image = r.message, r.image
             tool = [{"type": "image"} if b.get("type") == "image" else b for b in reply]
-            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{THINK_FIRST[task]}{call}"}]},
+            msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{think}{call}"}]},
                      {"role": "user", "content": tool},
                      {"role": "assistant", "content": [{"type": "text",
                                                         "text": f"{THINK_AFTER}<answer>{s['answer']}</answer>"}]}]
-            return {"messages": msgs, "images": [low, image], "task": task, "kind": "agent", "tool": True,
-                    "tool_name": name}
+            return {"messages": msgs, "images": [low, image], "task": task, "source": source, "kind": "agent",
+                    "tool": True, "tool_name": name, "think": think}
         msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        return {"messages": msgs, "images": [low], "task": task, "kind": "agent", "tool": False}
+        return {"messages": msgs, "images": [low], "task": task, "source": source, "kind": "agent", "tool": False,
+                "think": think}
     img = high if rng.random() < cfg.direct_high_share else low
+    answer = f"{first_think(task, s['spec'], img)}<answer>{s['answer']}</answer>"
     msgs = protocol.direct_messages(prompts.load("score_system"), s["question"], None)
     msgs[1]["content"][0] = {"type": "image"}
     msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    return {"messages": msgs, "images": [img], "task": task, "kind": "high" if img is high else "low", "tool": False}
+    return {"messages": msgs, "images": [img], "task": task, "source": source, "kind": "high" if img is high else "low",
+            "tool": False}
+
+
+def first_think(task: str, spec: dict, img) -> str:
+    """Turn 1's think sentence for a view `img` of a row: what that view shows (see THINK_FIRST)."""
+    if task == "general":
+        return THINK_FIRST["general"]
+    return THINK_FIRST["striped" if sufficiency.box_contrast(img, spec) > VISIBLE else "flat"]
 
 
 def zoom_box(spec: dict, size: int) -> list[int]:
@@ -206,10 +227,10 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
     rng = random.Random(f"vt-warmstart-corpus:{cfg.seed}")
     for _ in range(n):
         task = rng.choice(("general", "ocr"))
-        ans = rng.choice(miniature.ANSWERS[task])
-        texts += [miniature.QUESTIONS[task], "\n" + miniature.QUESTIONS[task],
-                  f"{THINK_FIRST[task]}<answer>{ans}</answer>", f"{THINK_FIRST[task]}{TOOL_CALL}",
-                  f"{THINK_AFTER}<answer>{ans}</answer>"]
+        think = THINK_FIRST["general"] if task == "general" else THINK_FIRST[rng.choice(("striped", "flat"))]
+        ans = rng.choice(sufficiency.ANSWERS[task])
+        texts += [sufficiency.QUESTIONS[task], "\n" + sufficiency.QUESTIONS[task],
+                  f"{think}<answer>{ans}</answer>", f"{think}{TOOL_CALL}", f"{THINK_AFTER}<answer>{ans}</answer>"]
     texts.append("".join(chr(c) for c in range(32, 127)))
     return texts
 
@@ -270,6 +291,31 @@ def _is_build(path: Path, key: str) -> bool:
         return False
 
 
+def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls: dict) -> Path:
+    """`out/README.md`: what the warm start is, its held-out accuracy and its per-source call probability."""
+    last = checks[-1] if checks else {}
+    sources = [k for k in calls if not k.endswith("_mass")]
+    spread = max(calls[k] for k in sources) - min(calls[k] for k in sources)
+    lines = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags: [vt, visionthink, qwen2_5_vl]",
+             "---", "", "# vt mini warm start", "",
+             f"A {MINI_TEXT['num_hidden_layers']}-layer Qwen2.5-VL (hidden {MINI_TEXT['hidden_size']}) trained from "
+             f"scratch by `vt init-model mini` (SFT, {steps} steps, seed {cfg.seed}) on vt's image-decision task "
+             "(`family: sufficiency`). It answers from whichever view it has and calls `resize_image` at the same "
+             "rate whatever the question or image: WHEN to resize is left to GRPO (`vt train`).", "",
+             "| source | held-out accuracy (view) | P(call) at the decision token (low view) |", "|---|---|---|"]
+    from vttrain.warmstart_check import CHECK_VIEW
+    for k in sources:
+        acc = last.get(k)
+        lines.append(f"| {k} | {'n/a' if acc is None else f'{acc:.2f}'} ({CHECK_VIEW.get(k, '?')}) | {calls[k]:.3f} |")
+    lines += ["", f"Spread of P(call) across sources: {spread:.3f} (untaught: should be < 0.05). P(call) sums over turn 1's "
+              f"think sentences (the box question: striped or flat, which the model reads off the view) the sentence's "
+              f"probability times the choice's; the sentences hold at least {calls['sentence_mass']:.3f} of turn 1's "
+              f"probability, the two choice tokens at least {calls['choice_mass']:.3f} of the next token's.", ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def _train(out: Path, cfg: MiniConfig) -> None:
     """SFT from scratch into a temp dir beside `out`, renamed into place when complete."""
     import tempfile
@@ -279,7 +325,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from vttrain import models
-    from vttrain.warmstart_check import AccuracyCheck, check_accuracy  # it imports this module
+    from vttrain.warmstart_check import AccuracyCheck, call_probability, check_accuracy  # it imports this module
     models._quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -321,6 +367,9 @@ def _train(out: Path, cfg: MiniConfig) -> None:
             log += [r for r in cool.state.log_history if "loss" in r]
             check.history.append({"step": steps, **check_accuracy(model, processor, check.rows)})
         processor.chat_template = models.CHAT_TEMPLATE
+        calls = call_probability(model, processor, cfg)
+        info("warm start: P(call) at the decision token, held-out low views: "
+             + ", ".join(f"{k} {v:.3f}" for k, v in calls.items()))
         model.save_pretrained(tmp)
         models._save_generation_config(config, tmp)
         models._save_processor(processor, tmp)
@@ -328,7 +377,9 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         (tmp / models.INIT_FILE).write_text(json.dumps({"kind": "mini", "key": cfg.key(), "config": asdict(cfg),
                                                         "steps_trained": steps,
                                                         "final_loss": log[-1]["loss"] if log else None,
-                                                        "checks": check.history}, indent=2) + "\n")
+                                                        "checks": check.history, "call_probability": calls},
+                                                       indent=2) + "\n")
+        write_card(tmp, cfg, steps, check.history, calls)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

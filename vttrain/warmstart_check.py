@@ -1,8 +1,11 @@
-"""The warm start's held-out checks (`vt init-model mini`): answer accuracy per class, and with the zoom tool
-whether the likeliest zoom box is the quadrant holding the grey box; `AccuracyCheck` stops SFT once they
-pass. Held-out questions come from their own seed namespace, never from the SFT rows."""
+"""The warm start's held-out checks (`vt init-model mini`): answer accuracy per source, the probability of
+calling the tool per source (`call_probability`: it must not depend on the source: WHEN to resize is GRPO's
+to learn), and with the zoom tool whether the likeliest zoom box is the quadrant holding the grey box;
+`AccuracyCheck` stops SFT once the accuracies (and boxes) pass. Held-out questions come from their own seed
+namespaces, never from the SFT rows."""
 from __future__ import annotations
 
+import math
 import re
 from contextlib import contextmanager
 
@@ -12,18 +15,24 @@ from transformers import TrainerCallback
 from vtdata import prompts, protocol, tools
 from vtdata.console import info
 from vtdata.resolution import view
-from vtdata.sources import miniature
+from vtdata.sources import sufficiency
 from vttrain.warmstart import SEED_SPACE, THINK_FIRST, MiniConfig, zoom_box
 
+# Where each source is answerable: general and coarse at the low view, fine at the high view only.
+CHECK_VIEW = {"general": "low", "coarse": "low", "fine": "high"}
 
-def check_rows(cfg: MiniConfig) -> list[dict]:
-    """The accuracy check's held-out questions: (task, view, question, answer, image), never SFT rows."""
+
+def check_rows(cfg: MiniConfig, space: str = "check", n: int | None = None, views: dict | None = None) -> list[dict]:
+    """Held-out questions per source: (source, task, question, answer, image at the source's view of `views`),
+    from their own seed namespace `space`, never SFT rows."""
     rows = []
-    for task, side in (("general", cfg.size // 2), ("ocr", cfg.size)):
-        for i in range(cfg.check_size):
-            s = miniature.sample(task, f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
-            rows.append({"task": task, "question": s["question"], "answer": s["answer"],
-                         "image": view(miniature.render(s["spec"]), (side, side))})
+    for source, which in (views or CHECK_VIEW).items():
+        task, scale = sufficiency.SOURCES[source]
+        side = cfg.size if which == "high" else cfg.size // 2
+        for i in range(n or cfg.check_size):
+            s = sufficiency.sample(task, f"{SEED_SPACE}-{space}-{cfg.seed}", i, cfg.size, scale)
+            rows.append({"source": source, "task": task, "question": s["question"], "answer": s["answer"],
+                         "image": view(sufficiency.render(s["spec"]), (side, side))})
     return rows
 
 
@@ -43,7 +52,7 @@ def _inference(model, tokenizer):
 
 
 def check_accuracy(model, processor, rows: list[dict]) -> dict:
-    """Greedy direct answers (the score-judge prompt) -> accuracy per task."""
+    """Greedy direct answers (the score-judge prompt) -> accuracy per source."""
     msgs = [protocol.direct_messages(prompts.load("score_system"), r["question"], r["image"]) for r in rows]
     tok = processor.tokenizer
     with _inference(model, tok):
@@ -54,8 +63,60 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     acc: dict = {}
     for r, t in zip(rows, texts):
         m = re.search(r"<answer>(.*?)</answer>", t)
-        acc.setdefault(r["task"], []).append(bool(m) and m.group(1).strip() == r["answer"])
+        acc.setdefault(r["source"], []).append(bool(m) and m.group(1).strip() == r["answer"])
     return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def call_probability(model, processor, cfg: MiniConfig, n: int = 200) -> dict:
+    """The warm start's probability of calling the tool per source, on `n` held-out rows each at the low view
+    (`row_call_probability`). Returns {source: mean P(call)}, `choice_mass` and `sentence_mass` (their
+    smallest values over the rows: both ~1 mean the exact sum covers what the model would sample)."""
+    rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
+    probs = row_call_probability(model, processor, rows, tuple(cfg.tools))
+    out: dict = {}
+    for r, (p, _, _) in zip(rows, probs):
+        out.setdefault(r["source"], []).append(p)
+    return ({k: round(sum(v) / len(v), 4) for k, v in out.items()}
+            | {"choice_mass": round(min(c for _, c, _ in probs), 4),
+               "sentence_mass": round(min(m for _, _, m in probs), 4)})
+
+
+def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("resize",),
+                         batch: int = 48) -> list[tuple[float, float, float]]:
+    """Per row (task, question, image: the view turn 1 shows), the mini model's exact probability of calling
+    the tool under the agent prompt of `vt train` / `vt eval --mode think`. Turn 1 is one of its question's think
+    sentences (THINK_FIRST; for the box question the model picks "striped" or "flat"), then ONE choice token,
+    `<tool_call>` or `<answer>`: P(call) = sum over the sentences s of P(s) * q(s) / sum of P(s), with
+    q(s) = p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)). Returns (P(call), the two choice
+    tokens' smallest share of the next-token probability, the sentences' total probability) per row."""
+    tok = processor.tokenizer
+    call_id, answer_id = tok.convert_tokens_to_ids("<tool_call>"), tok.convert_tokens_to_ids("<answer>")
+    sentences = {"general": ["general"], "ocr": ["striped", "flat"]}
+    items = [(k, key) for k, r in enumerate(rows) for key in sentences[r["task"]]]
+    cands: dict = {}
+    with _inference(model, tok):
+        for j in range(0, len(items), batch):
+            part = items[j:j + batch]
+            texts = [processor.apply_chat_template(protocol.agent_messages(rows[k]["question"], rows[k]["image"],
+                                                                           tools=tools),
+                                                   tokenize=False, add_generation_prompt=True,
+                                                   chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST[key]
+                     for k, key in part]
+            inputs = processor(text=texts, images=[[rows[k]["image"]] for k, _ in part], return_tensors="pt",
+                               padding=True)
+            logp = torch.log_softmax(model(**inputs).logits.float(), dim=-1)  # left padding: sentences end last
+            ids = inputs["input_ids"]
+            for b, (k, key) in enumerate(part):
+                m = len(tok(THINK_FIRST[key], add_special_tokens=False)["input_ids"])
+                lp = float(logp[b, -m - 1:-1].gather(-1, ids[b, -m:].unsqueeze(-1)).sum())
+                pc, pa = float(logp[b, -1, call_id].exp()), float(logp[b, -1, answer_id].exp())
+                cands.setdefault(k, []).append((math.exp(lp), pc / (pc + pa), pc + pa))
+    out = []
+    for k in range(len(rows)):
+        c = cands[k]
+        mass = sum(w for w, _, _ in c)
+        out.append((sum(w * q for w, q, _ in c) / mass, min(x for _, _, x in c), mass))
+    return out
 
 
 def check_boxes(model, processor, cfg: MiniConfig) -> float:
@@ -68,11 +129,11 @@ def check_boxes(model, processor, cfg: MiniConfig) -> float:
     calls = [tools.call_text("zoom", b)[len("<tool_call>"):] for b in boxes]
     texts, images, want, spans = [], [], [], []
     for i in range(cfg.check_size):
-        s = miniature.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size)
-        img = view(miniature.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
+        s = sufficiency.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size, "fine")
+        img = view(sufficiency.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
         msgs = protocol.agent_messages(s["question"], img, tools=tuple(cfg.tools))
         head = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                             chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["ocr"] + "<tool_call>"
+                                             chat_template=protocol.CHAT_TEMPLATE) + THINK_FIRST["flat"] + "<tool_call>"
         for call in calls:
             texts.append(head + call)
             images.append([img])
@@ -104,8 +165,8 @@ class AccuracyCheck(TrainerCallback):
         if "zoom" in self.cfg.tools:
             acc["zoom_box"] = check_boxes(model, self.processor, self.cfg)
         self.history.append({"step": state.global_step, **acc})
-        info(f"warm start: step {state.global_step}: held-out accuracy general (low view) "
-             f"{acc['general']:.2f}, detail (high view) {acc['ocr']:.2f}"
+        info(f"warm start: step {state.global_step}: held-out accuracy "
+             + ", ".join(f"{s} ({CHECK_VIEW[s]} view) {acc[s]:.2f}" for s in CHECK_VIEW)
              + (f", zoom box {acc['zoom_box']:.2f}" if "zoom_box" in acc else ""))
         if min(acc.values()) >= self.cfg.check_accuracy:
             control.should_training_stop = True

@@ -15,13 +15,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from vtdata.console import VtError
 from vtdata.resolution import ResolutionPolicy, view_sizes
-from vtdata.sources import Lazy, miniature
+from vtdata.sources import Lazy, miniature, sufficiency
 
 KEYS = {"count": "how many rows to generate (default: the source's take)",
         "size": "[min_side, max_side] of the generated images (default [560, 880]; miniature: [112, 112])",
-        "family": "`shapes` (default: shapes, charts, documents, words) or `miniature` (colour vs "
-                  "box-pattern questions on 112 px images; vtdata/sources/miniature.py)"}
-FAMILIES = ("shapes", "miniature")
+        "family": "`shapes` (default: shapes, charts, documents, words), `sufficiency` (one box-pattern question "
+                  "whose answer the low view keeps or loses by the pattern's scale; vtdata/sources/sufficiency.py) "
+                  "or `miniature` (colour vs box-pattern questions on 112 px images; vtdata/sources/miniature.py)",
+        "scale": "family sufficiency, task ocr: the pattern's scale, `fine` (1-px stripes: only the high view "
+                 "shows them), `coarse` (4-px stripes: the low view shows them too) or an even period of 2..16 px"}
+FAMILIES = ("shapes", "miniature", "sufficiency")
 REQUIRED: tuple[str, ...] = ()
 
 COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
@@ -41,12 +44,22 @@ def open(spec: dict, ctx):  # noqa: A001 - the source interface
     family = spec.get("family", "shapes")
     if family not in FAMILIES:
         raise VtError(f"source {spec['name']}: unknown synthetic family {family!r} (known: {', '.join(FAMILIES)})")
-    if family == "miniature":
+    if "scale" in spec and family != "sufficiency":
+        raise VtError(f"source {spec['name']}: `scale` applies to `family: sufficiency` only")
+    if family in ("miniature", "sufficiency"):
         size = spec.get("size", [112, 112])
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]
-                and isinstance(size[0], int) and 84 <= size[0] <= 1024 and size[0] % 2 == 0):
-            raise VtError(f"source {spec['name']}: miniature size must be [n, n] with n even in 84..1024, got {size!r}")
-        return Miniature(ctx.task, ctx.seed, count, size[0])
+                and isinstance(size[0], int) and 84 <= size[0] <= 1024 and size[0] % 4 == 0):
+            raise VtError(f"source {spec['name']}: {family} size must be [n, n] with n a multiple of 4 in 84..1024, "
+                          f"got {size!r}")
+        if family == "miniature":
+            return Miniature(ctx.task, ctx.seed, count, size[0])
+        scale = spec.get("scale", "fine")
+        try:
+            sufficiency.period_of(scale)
+        except ValueError as err:
+            raise VtError(f"source {spec['name']}: {err}") from None
+        return Sufficiency(ctx.task, ctx.seed, count, size[0], scale)
     size = spec.get("size", [560, 880])
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) for x in size)
             and 28 <= size[0] <= size[1] <= 8192):
@@ -93,6 +106,22 @@ class Miniature:
                 "choices": None, "meta": {"template": "colour" if self.task == "general" else "pattern",
                                           "generator": "vt-miniature-1"},
                 "image": Lazy(miniature.render, (s["spec"],))}
+
+
+class Sufficiency(Miniature):
+    """`family: sufficiency` rows (vtdata/sources/sufficiency.py)."""
+
+    def __init__(self, task, seed, count, size, scale):
+        super().__init__(task, seed, count, size)
+        self.scale = scale
+
+    def __getitem__(self, i: int) -> dict:
+        s = sufficiency.sample(self.task, self.seed, i, self.size, self.scale)
+        meta = {"template": "colour" if self.task == "general" else "pattern", "generator": "vt-sufficiency-1"}
+        if self.task == "ocr":
+            meta |= {"period": s["spec"]["period"], "phase": s["spec"]["phase"]}
+        return {"source_row": i, "question": s["question"], "answers": [s["answer"]], "answer_type": "open",
+                "choices": None, "meta": meta, "image": Lazy(sufficiency.render, (s["spec"],))}
 
 
 # ---- general: layouts of big shapes on a grid ---------------------------------------------------

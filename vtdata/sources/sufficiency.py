@@ -1,0 +1,115 @@
+"""The image-decision task family of `kind: synthetic` (`family: sufficiency`): ONE detail question whose
+answer the low view keeps on some images and loses on others, so that whether to ask for the high view can
+only be read from the pixels.
+
+Every image (112 x 112 by default) has a background of one of six colours and one grey box, a quarter of
+the image (56 x 56: exactly one visual token of the 56 x 56 low view, 2 x 2 of the high view), at one of
+the four quadrant positions, filled with a pattern of a dark and a light grey:
+- task general: "What colour is the background?" (the low view shows it plainly);
+- task ocr: "What pattern fills the grey box?" -> horizontal | vertical | checkered, stripes (or squares) of
+  `period / 2` pixels. The scale is the source's `scale`:
+  - `fine`, period 2 (1-px stripes): halving each side averages every 2 x 2 block, so the three patterns'
+    low views agree within a few grey levels; only the high view answers;
+  - `coarse`, period 8 (4-px stripes, phase a multiple of 4 px): the low view still shows 2-px stripes and
+    the three patterns differ plainly;
+  - any even period in 2..16 (`scale: 4`, `scale: 6`, ...): the resolvability curve's intermediate scales,
+    with a random phase (period 4 keeps or loses its stripes at the low view depending on it).
+The box's mean grey is (dark + light) / 2 for every pattern and scale (stripes are balanced, the contrast
+taper at the box's edge is symmetric), so brightness gives nothing away. The question text is identical
+for every scale.
+
+Deterministic by (seed, task, scale, index). The warm start (`vt init-model mini`) draws its SFT rows from
+the same generator under its own seed namespace.
+"""
+from __future__ import annotations
+
+import io
+import random
+
+from PIL import Image
+
+COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
+          "purple": (140, 60, 180), "orange": (245, 130, 30)}
+PATTERNS = ("horizontal", "vertical", "checkered")
+QUESTIONS = {"general": "What colour is the background?", "ocr": "What pattern fills the grey box?"}
+ANSWERS = {"general": tuple(COLORS), "ocr": PATTERNS}
+SCALES = {"fine": 2, "coarse": 8}  # named scales -> period in pixels of the original image
+# The shipped manifest's three sources (manifests/sufficiency.yaml): name -> (task, scale).
+SOURCES = {"general": ("general", "fine"), "coarse": ("ocr", "coarse"), "fine": ("ocr", "fine")}
+# The pattern's contrast ramps up over the box's outer 3 pixels: a hard edge would let the LANCZOS filter's
+# ringing differ by pattern at the border; symmetric, so the box's mean is unchanged.
+TAPER = (0.2, 0.5, 0.8)
+
+
+def period_of(scale) -> int:
+    """A source's `scale` (fine | coarse | an even period of 2..16 pixels) as a period in pixels."""
+    p = SCALES.get(scale, scale)
+    if isinstance(p, bool) or not isinstance(p, int) or p < 2 or p > 16 or p % 2:
+        raise ValueError(f"scale must be fine, coarse or an even period of 2..16 pixels, got {scale!r}")
+    return p
+
+
+def sample(task: str, seed, i: int, size: int = 112, scale="fine") -> dict:
+    """The spec of row `i`: question, answer and everything `render` draws (`scale` matters for ocr only)."""
+    period = period_of(scale) if task == "ocr" else 2
+    rng = random.Random(f"vt-sufficiency:{seed}:{task}:{scale if task == 'ocr' else ''}:{i}")
+    half = size // 2
+    box = (half * rng.randrange(2), half * rng.randrange(2))
+    dark = rng.randrange(0, 48)
+    light = rng.randrange(208, 256, 2) + dark % 2  # dark + light even: the mean grey is a whole level
+    # named scales keep the stripes on the low view's pixel grid (phase a multiple of period/2): the coarse
+    # patterns then differ at the low view on every image, and the box mean is exact
+    phase = rng.randrange(0, period, period // 2) if scale in SCALES else rng.randrange(period)
+    spec = {"size": size, "color": rng.choice(sorted(COLORS)), "box": box, "box_size": half,
+            "pattern": rng.choice(PATTERNS), "period": period, "phase": phase, "grey": (dark, light)}
+    answer = spec["color"] if task == "general" else spec["pattern"]
+    return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
+
+
+def _sign(pattern: str, x: int, y: int, period: int, phase: int) -> int:
+    """+1 (light) or -1 (dark) at box pixel (x, y)."""
+    h = ((y + phase) % period) < period // 2
+    v = ((x + phase) % period) < period // 2
+    on = {"horizontal": h, "vertical": v, "checkered": h != v}[pattern]
+    return 1 if on else -1
+
+
+def image(spec: dict) -> Image.Image:
+    s, n = spec["size"], spec["box_size"]
+    img = Image.new("RGB", (s, s), COLORS[spec["color"]])
+    x0, y0 = spec["box"]
+    dark, light = spec["grey"]
+    mid, amp = (dark + light) // 2, (light - dark) // 2
+    px = img.load()
+    for y in range(n):
+        for x in range(n):
+            edge = min(x, y, n - 1 - x, n - 1 - y)
+            a = round(amp * (TAPER[edge] if edge < len(TAPER) else 1.0))  # mid +- a: symmetric, mean exact
+            g = mid + a * _sign(spec["pattern"], x, y, spec["period"], spec["phase"])
+            px[x0 + x, y0 + y] = (g, g, g)
+    return img
+
+
+def render(spec: dict) -> bytes:
+    buf = io.BytesIO()
+    image(spec).save(buf, format="PNG")  # lossless: JPEG would blur the 1-px stripes
+    return buf.getvalue()
+
+
+def box_contrast(img, spec: dict) -> float:
+    """What a view (a PIL image of any size, e.g. vt's LANCZOS low view) shows of the pattern: the standard
+    deviation of the grey levels inside the box, its outer taper ring left out. ~0 where the view erased it."""
+    k = img.size[0] / spec["size"]
+    grey = img.convert("L")
+    x0, y0, n = round(spec["box"][0] * k), round(spec["box"][1] * k), round(spec["box_size"] * k)
+    m = max(1, round(4 * k))
+    vals = [grey.getpixel((x, y)) for y in range(y0 + m, y0 + n - m) for x in range(x0 + m, x0 + n - m)]
+    mean = sum(vals) / len(vals)
+    return (sum((v - mean) ** 2 for v in vals) / len(vals)) ** 0.5
+
+
+def low_view_contrast(data: bytes, spec: dict) -> float:
+    """`box_contrast` of the half-size view (the low view vt's stages show)."""
+    from vtdata.resolution import view
+    s = spec["size"] // 2
+    return box_contrast(view(data, (s, s)), spec)
