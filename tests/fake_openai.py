@@ -11,8 +11,9 @@ Serves POST /v1/chat/completions. What a request gets:
   1. the next scripted `Reply` pushed with `push()` (faults: status codes with headers, `delay`
      seconds before answering (a slow reply), `raw` bytes (malformed JSON), `content` text);
   2. otherwise `responder(request_json)`: a str (the reply content) or a list of str (n choices) or
-     a Reply. The default responder plays a judge: 'Score: 1' if the text between <prediction> tags
-     equals the ground-truth line (case-insensitively), else 'Score: 0'. Pass your own to fake a
+     a Reply. The default responder plays a judge: 'Verdict <tag>: 1' (the tag of the request's system
+     prompt) if the text between <prediction> tags
+     equals the ground-truth line (case-insensitively), else 'Verdict <tag>: 0'. Pass your own to fake a
      policy (it gets the whole request: messages with image parts, n, temperature, ...).
 `latency` seconds are added to every reply. `python tests/fake_openai.py --latency 0.05` runs it
 in its own process and prints its URL (bench/judge.py uses it with --stdin to tie its lifetime).
@@ -41,14 +42,28 @@ class Reply:
 
 _PRED = re.compile(r"<prediction>\n(.*)\n</prediction>", re.DOTALL)
 _GT = re.compile(r"\*\*Ground Truth Answer\*\*: (.*)")
+_TAG = re.compile(r"`Verdict ([0-9a-f]+): 1`")
+
+
+def parts(request: dict) -> tuple[str, str, str, str]:
+    """(the verdict tag from the system prompt, question line, ground truth, prediction) of a judge request."""
+    system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
+    user = next((m["content"] for m in request["messages"] if m["role"] == "user"), "")
+    tag, pred, gt = _TAG.search(system), _PRED.search(user), _GT.search(user)
+    return (tag.group(1) if tag else "", user, gt.group(1).strip() if gt else "", pred.group(1) if pred else "")
+
+
+def verdict(request: dict, score: int) -> str:
+    """The verdict line an honest judge ends with: the format its system prompt asks for (the
+    request's tagged line; `Score: x` for a prompt without a tag)."""
+    tag = parts(request)[0]
+    return f"Verdict {tag}: {score}" if tag else f"Score: {score}"
 
 
 def judge_responder(request: dict) -> str:
-    user = next((m["content"] for m in request["messages"] if m["role"] == "user"), "")
-    pred = _PRED.search(user)
-    gt = _GT.search(user)
-    ok = bool(pred and gt and pred.group(1).strip().lower() == gt.group(1).strip().lower())
-    return f"The prediction {'matches' if ok else 'does not match'}.\nScore: {int(ok)}"
+    _, _, gt, pred = parts(request)
+    ok = bool(pred and gt and pred.strip().lower() == gt.lower())
+    return f"The prediction {'matches' if ok else 'does not match'}.\n{verdict(request, int(ok))}"
 
 
 class FakeOpenAI:

@@ -10,9 +10,8 @@ import importlib
 import sys
 
 import typer
-from rich.markup import escape
 
-from vtdata.console import VtError, console, set_verbosity
+from vtdata.console import VtError, console, error_line, set_verbosity
 
 # command name -> "module:function"; order is the order shown by `vt --help`.
 COMMANDS = {
@@ -68,7 +67,7 @@ def main() -> None:
     try:
         app()
     except VtError as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)  # `vt[wandb]` is no markup
+        error_line(err)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; completed work is saved, rerun the same command to resume")

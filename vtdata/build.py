@@ -167,7 +167,7 @@ def _stage_source(m, src: dict, target: int | None, pool: Pool, st: _Staging) ->
             st.write(batch)
     spill.unlink(missing_ok=True)
     if target is not None and c["kept"] < target:
-        info(f"[yellow]source {name}: only {c['kept']} usable rows of the {target} asked for[/yellow]")
+        info(f"source {name}: only {c['kept']} usable rows of the {target} asked for")
     return c
 
 

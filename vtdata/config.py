@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -147,14 +148,8 @@ def _params(opt: _Opt, help_: str) -> list[inspect.Parameter]:
 def _from_file(path: Path, opts: list[_Opt], nested: set[str]) -> dict:
     """The values of a --config YAML: field names as keys (a nested config may be a mapping under its
     field name); relative Path values are relative to the file."""
-    import yaml
-
-    if not path.is_file():
-        raise VtError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise VtError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    from vtdata.safeload import load_yaml
+    data = load_yaml(path, "--config") or {}
     if not isinstance(data, dict):
         raise VtError(f"--config {path} must be a mapping of option: value")
     flat: dict = {}
@@ -271,9 +266,14 @@ def _convert(o: _Opt, v):
         return match[0]
     if o.type in (int, float) and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
         try:
-            return o.type(str(v).strip())
+            v = o.type(str(v).strip())
         except ValueError:
             raise VtError(f"{flag} must be {'an integer' if o.type is int else 'a number'}, got {v!r}") from None
+    if o.type is float and not math.isfinite(v):  # nan compares false with every bound a check sets
+        raise VtError(f"{flag} must be a finite number, got {v!r}")
+    if o.type in (str, Path) and isinstance(v, (dict, list)):  # a YAML mapping or list where text goes
+        raise VtError(f"{flag} must be {'a path' if o.type is Path else 'a text value'}, got "
+                      f"{type(v).__name__} {str(v)[:60]!r}")
     if o.type is int and isinstance(v, float):
         if not v.is_integer():
             raise VtError(f"{flag} must be an integer, got {v!r}")

@@ -16,7 +16,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 T = TypeVar("T")
-console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line when piped
+# markup off: every message and table cell is printed as text, so data (`[/x]`, `[bold]`) can neither
+# crash the printer nor be rendered; styles are given as Text objects (`error_line`)
+console = Console(stderr=True, soft_wrap=True, markup=False)  # one-line messages stay one line when piped
 _level = {"value": 1}  # 0 quiet, 1 normal, 2 verbose
 log = logging.getLogger("vt")
 
@@ -42,7 +44,7 @@ def info(msg: str) -> None:
 
 def debug(msg: str) -> None:
     if _level["value"] >= 2:
-        console.print(f"[dim]{msg}[/dim]", highlight=False)
+        console.print(msg, style="dim", highlight=False)
 
 
 def quiet() -> bool:
@@ -56,9 +58,9 @@ def progress_bar(description: str, total: int | None = None) -> Iterator["Progre
         with progress_bar("scoring", total=n) as bar:
             bar.advance(1, status="low_ok=3 needs_high=1")
     """
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    prog = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[status]}"), console=console, disable=quiet(),
+                    TextColumn("{task.fields[status]}", markup=False), console=console, disable=quiet(),
                     transient=False)
     with prog:
         task = prog.add_task(description, total=total, status="")
@@ -93,4 +95,10 @@ def require(module: str, feature: str, extra: str) -> None:
 
 def results_console() -> Console:
     """Where a command prints its results (stdout); tables keep their width in pipes instead of squeezing."""
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() else 160, markup=False)
+
+
+def error_line(err) -> None:
+    """`error: <message>` on one line (the message as text, never markup)."""
+    from rich.text import Text
+    console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False)

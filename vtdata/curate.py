@@ -27,7 +27,7 @@ from vtdata.card import write_dataset_card
 from vtdata.config import command
 from vtdata.console import VtError, console, info
 from vtdata.db import arrow_table, default_db, transaction, writer
-from vtdata.outdir import check_out, publish, staging
+from vtdata.outdir import check_name, check_out, publish, staging
 from vtdata.shards import RowSpill, write_shards
 
 CLASSES = ("low_ok", "needs_high")
@@ -65,6 +65,7 @@ class CurateConfig:
         self.db = Path(self.db) if self.db else default_db()
         if not self.name.strip():
             raise VtError("--name must not be empty (it keys this set's rows in the `curated` table)")
+        check_name(self.name)
         if self.per_class < 1:
             raise VtError(f"--per-class must be >= 1, got {self.per_class}")
         if self.stratify not in (None, "source"):
@@ -273,7 +274,7 @@ def _print_balance(result: dict) -> None:
     sources = sorted({s for s, _ in result["balance"]})
     for s in sources:
         t.add_row(s, *(str(result["balance"].get((s, cls), 0)) for cls in CLASSES))
-    t.add_row("[bold]total", *(f"[bold]{result['chosen'][cls]}" for cls in CLASSES))
+    t.add_row("total", *(str(result['chosen'][cls]) for cls in CLASSES), style="bold")
     console.print(t)
 
 
@@ -281,9 +282,9 @@ def run(cfg: CurateConfig) -> dict:
     result = curate(cfg)
     _print_balance(result)
     for s in result["short"]:
-        info(f"[yellow]short:[/yellow] {s} (--allow-short)")
+        info(f"short: {s} (--allow-short)")
     if result["filled"]:
-        info(f"[yellow]filled:[/yellow] {result['filled']} ambiguous samples stand in for short classes (--fill-short)")
+        info(f"filled: {result['filled']} ambiguous samples stand in for short classes (--fill-short)")
     info(f"wrote {sum(result['chosen'].values())} samples to {result['out']}")
     return result
 

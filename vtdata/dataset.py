@@ -17,7 +17,9 @@ SPLITS = ("train", "val")
 
 
 def shard_files(data_dir: str | os.PathLike, split: str | None = None) -> list[Path]:
-    """The parquet files of a split (None: train then val); a directory without build.json is a VtError."""
+    """The parquet files of a split (None: train then val); a directory without build.json is a VtError,
+    and so is a shard that build.json lists but the directory lacks (never scored with fewer rows)."""
+    from vtdata.safeload import load_json, regular_file
     d = Path(data_dir)
     if not (d / "build.json").exists():
         raise VtError(f"{d} is not a built vt dataset (no build.json); run `vt build-data` first")
@@ -25,17 +27,39 @@ def shard_files(data_dir: str | os.PathLike, split: str | None = None) -> list[P
     for sp in splits:
         if sp not in SPLITS:
             raise VtError(f"split must be train or val, got {sp!r}")
-    return [f for sp in splits for f in sorted((d / "data").glob(f"{sp}-*.parquet"))]
+    meta = load_json(d / "build.json", "dataset record", 1 << 26)
+    listed = [s.get("file") for s in meta.get("shards") or [] if isinstance(s, dict)] if isinstance(meta, dict) else []
+    for name in listed:
+        if isinstance(name, str) and not (d / name).exists():
+            raise VtError(f"{d}: shard {name} listed in build.json is missing; restore it or rebuild the set")
+    files = [f for sp in splits for f in sorted((d / "data").glob(f"{sp}-*.parquet"))]
+    return [regular_file(f, "shard") for f in files]
+
+
+def _parquet(f: Path) -> pq.ParquetFile:
+    """A shard opened for reading; a truncated, empty or foreign file is a one-line VtError."""
+    try:
+        return pq.ParquetFile(f, pre_buffer=False)  # pre-buffering keeps every row group read until the end
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise VtError(f"shard {f} is not a readable parquet file (truncated or corrupt?): "
+                      f"{str(err).splitlines()[0][:160]}") from None
 
 
 def iter_samples(data_dir: str | os.PathLike, split: str | None = None,
                  columns: list[str] | None = None) -> Iterator[dict]:
     """Rows of a built set as dicts, in shard order; `image` is the original encoded bytes."""
     for f in shard_files(data_dir, split):
-        pf = pq.ParquetFile(f, pre_buffer=False)  # pre-buffering keeps every row group read until the end
+        pf = _parquet(f)
         names = pf.schema_arrow.names
         cols = [c for c in columns if c in names] if columns else None
-        for batch in pf.iter_batches(batch_size=64, columns=cols):
+        batches = pf.iter_batches(batch_size=64, columns=cols)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, ValueError) as err:
+                raise VtError(f"shard {f} is corrupt: {str(err).splitlines()[0][:160]}") from None
+            if batch is None:
+                break
             for row in batch.to_pylist():
                 if isinstance(row.get("image"), dict):
                     row["image"] = row["image"]["bytes"]
@@ -53,7 +77,7 @@ def read_split(data_dir: str | os.PathLike, split: str = "train", limit: int | N
 
 def count_rows(data_dir: str | os.PathLike, split: str | None = None) -> int:
     """Rows of a split (None: all), from the parquet footers."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(data_dir, split))
+    return sum(_parquet(f).metadata.num_rows for f in shard_files(data_dir, split))
 
 
 def load_hf(data_dir: str | os.PathLike, split: str = "train"):

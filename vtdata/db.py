@@ -86,6 +86,8 @@ def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None 
     """Open a DuckDB file (new ones in DuckDB 1.1's storage format), turning lock conflicts and missing
     files into one-line VtErrors."""
     path = Path(db)
+    if path.exists() and not path.is_file():  # a FIFO would hang the open, a directory is a mistake
+        raise VtError(f"database {path} is not a regular file")
     _describe_holder(path)  # removes a stale holder file left by a killed writer
     if read_only and not path.exists():
         raise VtError(f"database {path} does not exist (run `vt build-data` first, or pass --db)")

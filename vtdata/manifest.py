@@ -17,8 +17,8 @@
         split: train
 
 Unknown keys are errors naming the key, so a typo never silently changes a build. A manifest over
-MAX_BYTES, or whose YAML aliases expand to more than MAX_VALUES values (or refer to themselves), is
-refused before anything else reads it.
+MAX_BYTES, or one the shared reader refuses (vtdata/safeload.py: YAML aliases expanding to more than
+MAX_VALUES values or referring to themselves, deep nesting), is refused before anything else reads it.
 """
 from __future__ import annotations
 
@@ -27,15 +27,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from vtdata.console import VtError
 from vtdata.resolution import ResolutionPolicy
+from vtdata.safeload import read_bytes, yaml_bytes
 from vtdata.schema import ANSWER_TYPES, TASKS
 from vtdata.sources import KINDS, module
 
 MAX_BYTES = 1 << 20          # a manifest is a few hundred bytes; a bigger one is a mistake or an attack
-MAX_VALUES = 100_000         # scalars + containers after expanding YAML aliases ("billion laughs")
 TOP_KEYS = {"name", "description", "license", "seed", "val_fraction", "total", "shard_rows", "resolution", "sources"}
 SOURCE_KEYS = {"name", "kind", "task", "take", "weight", "filters", "answer_type"}  # + the kind's own KEYS
 FILTER_KEYS = {"min_side": "drop images whose shorter side is below this (pixels)",
@@ -96,49 +95,11 @@ def _check_filters(path, where, f: dict) -> None:
         raise _fail(path, f"{where}meta must be a mapping of meta key -> allowed values")
 
 
-def _check_expansion(path, data) -> None:
-    """Refuse YAML whose aliases expand to more than MAX_VALUES values or form a cycle: counted over
-    the shared objects once each (memoised), so a 'billion laughs' file is refused in microseconds."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(x) -> int:
-        if not isinstance(x, (dict, list)):
-            return 1
-        key = id(x)
-        if key in active:
-            raise _fail(path, "a YAML alias refers to itself (recursive structure)")
-        if key not in sizes:
-            active.add(key)
-            n = 1
-            for v in [*x.keys(), *x.values()] if isinstance(x, dict) else x:
-                n += size(v)
-                if n > MAX_VALUES:
-                    raise _fail(path, f"expands to more than {MAX_VALUES} values (YAML aliases?); refused")
-            active.discard(key)
-            sizes[key] = n
-        return sizes[key]
-
-    size(data)
-
-
 def load(path: str | Path) -> Manifest:
     from vt import find  # a shipped manifest by name (`demo.yaml`) from any directory
     path = find(path)
-    if not path.is_file():
-        raise VtError(f"manifest not found: {path} (a file, or a shipped name such as demo.yaml)")
-    if path.stat().st_size > MAX_BYTES:
-        raise _fail(path, f"larger than {MAX_BYTES} bytes; refused")
-    raw = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-        _check_expansion(path, data)
-    except UnicodeDecodeError as err:
-        raise _fail(path, f"not valid UTF-8 (byte {err.start})") from None
-    except yaml.YAMLError as err:
-        raise _fail(path, f"invalid YAML: {str(err).splitlines()[0]}") from None
-    except RecursionError:
-        raise _fail(path, "nested too deeply") from None
+    raw = read_bytes(path, "manifest", MAX_BYTES)
+    data = yaml_bytes(raw, path, "manifest")
     if not isinstance(data, dict):
         raise _fail(path, "must be a mapping with a `sources:` list")
     _unknown(path, "", data, TOP_KEYS)

@@ -18,6 +18,15 @@ from vtdata.console import VtError
 from vtdata.db import pid_alive
 
 
+def check_name(name: str, flag: str = "--name") -> str:
+    """A run or set name that becomes a file name (and a table key): one plain path component, so it
+    stays inside the directory it is written to."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or not name.isprintable() or len(name) > 200:
+        raise VtError(f"{flag} {name!r} must be a plain name (no '/', '\\', '..', control characters; "
+                      f"at most 200 characters)")
+    return name
+
+
 def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create an output directory; a path that cannot be one (a file, no permission) is a VtError.
     For outputs written in place (init-model, eval, report, demo, train)."""

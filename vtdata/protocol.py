@@ -21,13 +21,13 @@ No torch here: the data and judge stages import this module too.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from vtdata import prompts
 from vtdata.console import VtError
+from vtdata.safeload import BadInput, json_value
 
 TOOL_NAME = "resize_image"
 TOOL_ACTION = "resize"
@@ -195,17 +195,17 @@ def parse_payload(text: str) -> dict | str | None:
     if end < 0:
         return "the <tool_call> is not closed with </tool_call>"
     payload = text[start:end].strip()
-    try:
-        obj = json.loads(payload)
-    except json.JSONDecodeError as err:
-        return f"the tool call is not valid JSON ({err.msg} at position {err.pos})"
+    try:  # model output: bounded like any input (depth, number length), never a crash
+        obj = json_value(payload)
+    except BadInput as err:
+        return f"the tool call is not valid JSON: {err}"
     if not isinstance(obj, dict) or "name" not in obj:
         return 'the tool call must be a JSON object {"name": ..., "arguments": {...}}'
     args = obj.get("arguments")
     if isinstance(args, str):  # some models double-encode the arguments
         try:
-            obj = {**obj, "arguments": json.loads(args)}
-        except json.JSONDecodeError:
+            obj = {**obj, "arguments": json_value(args)}
+        except BadInput:
             pass
     return obj
 

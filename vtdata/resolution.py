@@ -161,11 +161,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        import numpy as np
-
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 255.0)
-        img = Image.fromarray(np.clip(a * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+        # rescaled by PIL in the image's own 4-byte mode (no float64 copies: a 79 Mpx float TIFF took
+        # 2 GB that way); +0.5 then the clipping conversion to L rounds like numpy's round()
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(img.getextrema()[1]), 255.0)
+        if img.mode != "F":
+            img = img.convert("I")
+        img = img.point(lambda x: x * (255.0 / top) + 0.5).convert("L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         bg = Image.new("RGB", rgba.size, (255, 255, 255))

@@ -115,8 +115,8 @@ def print_result(cols, rows, fmt: str, out=None) -> None:
         t = Table(*cols, show_edge=False, header_style="bold")
         for r in rows:
             t.add_row(*("NULL" if v is None else str(_cell(v)) for v in r))
-        Console(file=out, width=max(100, 22 * len(cols))).print(t)
-        Console(file=out).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", highlight=False)
+        Console(file=out, width=max(100, 22 * len(cols)), markup=False).print(t)
+        Console(file=out, markup=False).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", highlight=False)
 
 
 def run(cfg: SqlConfig) -> None:

@@ -26,7 +26,7 @@ from vtdata.dataset import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer
-from vtdata.outdir import make_out_dir
+from vtdata.outdir import check_name, make_out_dir
 from vtdata.resolution import visual_tokens
 from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
@@ -101,6 +101,8 @@ class EvalConfig:
     """Seed for sampling when temperature > 0."""
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name)  # it names the predictions file under evals/
         if self.mode not in MODES:
             raise VtError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.views not in VIEWS:

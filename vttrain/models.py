@@ -298,7 +298,6 @@ def init_tiny(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def read_model_yaml(path: str | os.PathLike) -> dict:
-    import yaml
     p = Path(path)
     if not p.is_file():
         from vt import shipped
@@ -307,10 +306,8 @@ def read_model_yaml(path: str | os.PathLike) -> dict:
         else:
             names = sorted(x.stem for x in shipped("models").glob("*.yaml"))
             raise VtError(f"model config {p} not found (shipped, usable by name: {', '.join(names) or 'none'})")
-    try:
-        spec = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise VtError(f"model config {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+    from vtdata.safeload import load_yaml
+    spec = load_yaml(p, "model config")
     if not isinstance(spec, dict) or not isinstance(spec.get("text_config"), dict) \
             or not isinstance(spec.get("vision_config"), dict):
         raise VtError(f"model config {p} needs `text_config:` and `vision_config:` mappings")

@@ -229,15 +229,11 @@ class OpenAIPolicy(Policy):
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 3, seed: int | None = None):
         self.model, self.base_url = model, base_url
-        self.base_urls = [u.strip() for u in (base_url or "").split(",") if u.strip()] or [None]
+        from vtdata.judge.llm import endpoints, require_key
+        self.base_urls = endpoints(base_url)
         self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
         self.timeout_s, self.max_retries, self.seed = timeout_s, max_retries, seed
-        from vtdata.judge.llm import api_key
-        key = api_key(api_key_env, base_url)
-        if key is None:
-            raise VtError(f"policy openai:{model} needs an API key in ${api_key_env or 'OPENAI_API_KEY'} "
-                          f"(or --policy-base-url for a local server such as `vllm serve`)")
-        self._key = key
+        self._key = require_key(api_key_env, base_url, who="policy")
         self.identity = f"openai:{model}"  # the server URL is transport: moving it keeps the rollouts
 
     async def agenerate(self, requests):

@@ -28,7 +28,7 @@ from vttrain import report_summary
 from vttrain.report_examples import cell, eval_blocks, read_jsonl, train_block, train_config
 from vttrain.report_plots import (CLASS_CURVES, plot_curated, plot_resize_curves, plot_scoring, plot_sources,
                                   plot_tradeoff, plot_training, source_curves, window)
-from vttrain.summary import compare, pct, summarize
+from vttrain.summary import acc_cell, compare, pct, summarize
 
 NOT_RUN = "not run yet"
 
@@ -99,7 +99,7 @@ def eval_points(con) -> list[dict]:
     for run, mode, policy in con.execute("SELECT run, mode, policy FROM eval_runs ORDER BY started, run").fetchall():
         total = summarize(con, run)[-1]
         if total["samples"]:
-            out.append({**total, "run": run, "mode": mode, "policy": policy})
+            out.append({**total, "run": run, "mode": mode, "policy": policy, "acc": acc_cell(total)})
     return out
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -294,22 +294,23 @@ def _evaluation(con, plots: Path) -> Section:
              "visual tokens than full (left of 100 %); low is exactly 25 %, think is low plus high for the "
              "samples where the model asked for the resize.</p>")
     s.body = intro + _table(points, [("run", "run"), ("mode", "mode"), ("policy", "model"), ("samples", "samples"),
-                                     ("accuracy", "acc %"), ("visual_tokens_rel", "visual tokens % of full"),
+                                     ("acc", "acc %"), ("visual_tokens_rel", "visual tokens % of full"),
                                      ("resize_ratio", "resize %"), ("generated_tokens", "gen. tokens"),
-                                     ("judge_errors", "judge errors")],
-                            percent={"accuracy", "visual_tokens_rel", "resize_ratio"})
+                                     ("judge_error_share", "judge err %")],
+                            percent={"visual_tokens_rel", "resize_ratio", "judge_error_share"})
     _, rows = compare(con, [p["run"] for p in points])
     if rows and rows[0]["accuracy"]:
         srcs = list(rows[0]["accuracy"])
         flat = [{"run": r["run"], "mode": r["mode"], **r["accuracy"], "avg": r["avg"], "rel": r["rel"],
-                 **{f"resize {x}": v for x, v in r["resize_by_source"].items()}, "resize": r["resize_ratio"]}
-                for r in rows]
+                 **{f"resize {x}": v for x, v in r["resize_by_source"].items()}, "resize": r["resize_ratio"],
+                 "judge_error_share": r["judge_error_share"]} for r in rows]
         resize = [f"resize {x}" for x in srcs]
         s.body += ("<h3>Per source (accuracy % and resize %; rel. = mean per-source accuracy ratio to the first "
                    "full run)</h3>"
                    + _table(flat, [("run", "run"), ("mode", "mode")] + [(x, f"acc {x}") for x in srcs]
                             + [("avg", "acc avg"), ("rel", "rel.")] + [(x, x + " %") for x in resize]
-                            + [("resize", "resize all %")], percent=set(srcs) | set(resize) | {"avg", "rel", "resize"}))
+                            + [("resize", "resize all %"), ("judge_error_share", "judge err %")],
+                            percent=set(srcs) | set(resize) | {"avg", "rel", "resize", "judge_error_share"}))
     examples = eval_blocks(con)
     if examples:
         s.body += "<h3>Example rollouts (think mode: resized and direct answers)</h3>" + examples

@@ -46,23 +46,18 @@ class Example:
 
 def read_jsonl(path: Path) -> list[dict]:
     """The JSON lines of a file; a line cut by a crash is skipped; no file gives []."""
+    from vtdata.safeload import jsonl
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
+    return [obj for _, obj, bad in jsonl(path, "run file") if bad is None and isinstance(obj, dict)]
 
 
 def train_config(run_dir: Path) -> dict:
     """The resolved config `vt train` writes (vt_train_config.yaml); {} when missing or unreadable."""
-    import yaml
+    from vtdata.safeload import load_yaml
     try:
-        cfg = yaml.safe_load((run_dir / "vt_train_config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        cfg = load_yaml(run_dir / "vt_train_config.yaml", "saved train config")
+    except VtError:
         return {}
     return cfg if isinstance(cfg, dict) else {}
 

@@ -22,6 +22,7 @@ def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
 def _plt():
     import matplotlib
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # run and source names are text: `$x$` is not mathtext
     import matplotlib.pyplot as plt
     return plt
 

@@ -60,7 +60,8 @@ def export_jsonl(con, run: str, path: Path) -> Path:
 def write_results_json(con, run: str, cfg: dict, path: Path) -> Path:
     """The aggregate in lmms-eval's results layout: `results[task]["metric,filter"]`, one task per run
     (`<run>`) and per source (`<run>/<source>`), plus `configs`, `n-samples`, `higher_is_better`."""
-    metrics = ("accuracy", "resize_ratio", "visual_tokens_rel", "visual_tokens", "generated_tokens", "judge_errors")
+    metrics = ("accuracy", "resize_ratio", "visual_tokens_rel", "visual_tokens", "generated_tokens", "judge_errors",
+               "judge_error_share")
     results, n_samples = {}, {}
     for row in summarize(con, run):
         task = run if row["source"] == "all" else f"{run}/{row['source']}" + (f"/{row['task']}" if row["task"] else "")
@@ -80,6 +81,7 @@ SELECT {keys},
        count(*) AS samples,
        avg(score) FILTER (WHERE status = 'ok') AS accuracy,
        count(*) FILTER (WHERE status IS DISTINCT FROM 'ok') AS judge_errors,
+       count(*) FILTER (WHERE status IS DISTINCT FROM 'ok')::DOUBLE / count(*) AS judge_error_share,
        avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
        {zoom} AS zoom_ratio,
        count(*) FILTER (WHERE contains(response, '<tool_call>')) AS unanswered,
@@ -110,6 +112,14 @@ def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def acc_cell(row: dict | None) -> str:
+    """Accuracy as printed everywhere (eval, compare, report): with the share of judge errors left out of
+    it when there are any, so a run whose judge failed never passes for a clean one."""
+    row = row or {}
+    share = row.get("judge_error_share")
+    return pct(row.get("accuracy")) + (f" ({pct(share)}% judge err.)" if share else "")
+
+
 def summary_table(run: str, summary: list[dict]):
     t = Table(title=f"vt eval {run} (tokens% = visual tokens used / full-res tokens)")
     t.add_column("source", no_wrap=True)
@@ -117,7 +127,7 @@ def summary_table(run: str, summary: list[dict]):
     for c in ("n", "acc%", "resize%", "zoom%", "tokens%", "gen tok", "time s", "judge err"):
         t.add_column(c, justify="right")
     for r in summary:
-        t.add_row(r["source"], r["task"], str(r["samples"]), pct(r["accuracy"]), pct(r["resize_ratio"]),
+        t.add_row(r["source"], r["task"], str(r["samples"]), acc_cell(r), pct(r["resize_ratio"]),
                   pct(r.get("zoom_ratio")),
                   pct(r["visual_tokens_rel"]), f"{r['generated_tokens'] or 0:.1f}", f"{r['wall_s'] or 0:.1f}",
                   str(r["judge_errors"]))
@@ -143,7 +153,7 @@ def compare(con, runs: list[str]):
     t.add_column("mode")
     for s in sources:
         t.add_column(s, justify="right")
-    for c in ("avg", "rel.", "resize %", *[f"resize % {s}" for s in sources], "vis. tokens %"):
+    for c in ("avg", "rel.", "resize %", *[f"resize % {s}" for s in sources], "vis. tokens %", "judge err %"):
         t.add_column(c, justify="right")
     rows = []
     for r in runs:
@@ -154,11 +164,11 @@ def compare(con, runs: list[str]):
         row = {"run": r, "mode": known[r], "accuracy": dict(zip(sources, accs)), "avg": allr["accuracy"],
                "rel": sum(rel) / len(rel) if rel else None, "resize_ratio": allr["resize_ratio"],
                "resize_by_source": {s: per[r].get(s, {}).get("resize_ratio") for s in sources},
-               "visual_tokens_rel": allr["visual_tokens_rel"]}
+               "visual_tokens_rel": allr["visual_tokens_rel"], "judge_error_share": allr["judge_error_share"]}
         rows.append(row)
-        t.add_row(r, known[r], *[pct(a) for a in accs], pct(row["avg"]), pct(row["rel"]),
+        t.add_row(r, known[r], *[acc_cell(per[r].get(s)) for s in sources], acc_cell(allr), pct(row["rel"]),
                   pct(row["resize_ratio"]), *[pct(row["resize_by_source"][s]) for s in sources],
-                  pct(row["visual_tokens_rel"]))
+                  pct(row["visual_tokens_rel"]), pct(row["judge_error_share"]))
     return t, rows
 
 

@@ -24,11 +24,12 @@ import typer
 import yaml
 
 from vtdata import __version__, protocol
-from vtdata.console import VtError, console, info, track
+from vtdata.console import VtError, console, error_line, info, track
 from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
 from vtdata.outdir import make_out_dir
+from vtdata.safeload import jsonl
 from vtdata.tools import selection
 
 CONFIG_FILE = "vt_train_config.yaml"  # the resolved config of a run, in output_dir and final/
@@ -97,8 +98,9 @@ def _trim_logs(run_dir: Path, step: int) -> None:
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         p = run_dir / name
         if p.exists():
-            lines = [ln for ln in p.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            p.write_text("".join(ln + "\n" for ln in lines))
+            keep = [json.dumps(obj) for _, obj, bad in jsonl(p, "run log")
+                    if bad is None and isinstance(obj, dict) and obj.get("step", 0) <= step]
+            p.write_text("".join(ln + "\n" for ln in keep))
 
 
 def weights_dtype(cfg):
@@ -339,6 +341,5 @@ if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (us
     try:
         run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
     except VtError as err:
-        from rich.markup import escape
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)
+        error_line(err)
         sys.exit(2)

@@ -17,6 +17,7 @@ from transformers import HfArgumentParser
 from trl import GRPOConfig
 
 from vtdata.console import VtError, require
+from vtdata.safeload import load_yaml
 from vtdata.sources import resolve_path
 
 
@@ -186,12 +187,7 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
     if config_file is not None:
         from vt import find  # a shipped train config by name (`train-demo.yaml`) from any directory
         p = find(config_file)
-        if not p.is_file():
-            raise VtError(f"train config {p} not found (a file, or a shipped name such as train-demo.yaml)")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise VtError(f"train config {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+        values = load_yaml(p, "train config") or {}
         if not isinstance(values, dict):
             raise VtError(f"train config {p} must be a mapping of option: value")
     names = {f.name for f in dataclasses.fields(cls)}

@@ -105,7 +105,7 @@ class Cache:
                 cur.unregister("_vt_batch")
         except Exception as err:  # the verdicts are still returned; only their caching failed
             self.failed += len(rows)
-            console.print(f"[yellow]warning:[/yellow] could not cache {len(rows)} judgments: {err}", highlight=False)
+            console.print(f"warning: could not cache {len(rows)} judgments: {err}", highlight=False)
             return
         self.written += len(rows)
 

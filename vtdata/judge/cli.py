@@ -128,33 +128,25 @@ def parse_line(obj: dict) -> dict:
 
 
 def read_input(path: Path) -> tuple[list[tuple[dict, dict]], list[tuple[int, str]]]:
-    if not path.is_file():
-        raise VtError(f"input {path} does not exist")
+    from vtdata.safeload import jsonl
     rows, bad = [], []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                rows.append((obj, parse_line(obj)))
-            except json.JSONDecodeError as err:
-                bad.append((n, f"invalid JSON ({err.msg} at column {err.colno})"))
-            except ValueError as err:
-                bad.append((n, str(err).split("\n")[0][:120]))
+    for n, obj, err in jsonl(path, "input"):
+        if err is not None:
+            bad.append((n, err))
+            continue
+        try:
+            rows.append((obj, parse_line(obj)))
+        except ValueError as e:
+            bad.append((n, str(e).split("\n")[0][:120]))
     return rows, bad
 
 
 def build_judge(cfg: JudgeConfig, con):
     from vtdata.judge import make_judge
-    from vtdata.judge.llm import api_key
     spec = cfg.judging
     opts = spec.options()
     if not opts:
         return make_judge(spec.judge, shortcut=cfg.shortcut)
-    if api_key(spec.judge_api_key_env, spec.judge_base_url) is None:
-        raise VtError(f"the judge needs an API key in ${spec.judge_api_key_env or 'OPENAI_API_KEY'} "
-                      f"(or --judge-base-url for a local server)")
     return make_judge(spec.judge, db=con, concurrency=cfg.concurrency, rpm=cfg.rpm, timeout=cfg.timeout,
                       max_attempts=cfg.max_attempts, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                       system_prompt=cfg.system_prompt, user_prompt=cfg.user_prompt, shortcut=cfg.shortcut,
@@ -166,9 +158,9 @@ def run(cfg: JudgeConfig) -> dict:
     from vtdata.judge import JudgeItem
     rows, bad = read_input(cfg.input)
     for n, why in bad[:20]:
-        info(f"[yellow]skipped line {n}[/yellow]: {why}")
+        info(f"skipped line {n}: {why}")
     if len(bad) > 20:
-        info(f"[yellow]... and {len(bad) - 20} more malformed lines skipped[/yellow]")
+        info(f"... and {len(bad) - 20} more malformed lines skipped")
     if not rows:
         raise VtError(f"{cfg.input}: no judgeable line ({len(bad)} malformed)")
     uses_llm = cfg.judging.judge.startswith("openai:")
@@ -221,6 +213,8 @@ def _summary(s: dict, cfg: JudgeConfig) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.2f} % of {s['ok']} ok"
+    if s["errors"]:  # said where the accuracy is: errors are left out of it, never counted as wrong
+        acc += f" ({s['errors']} judge errors, {100 * s['errors'] / max(s['items'], 1):.1f} %, left out)"
     for k, v in [("judge", s["judge"]), ("accuracy (over ok)", acc)] + \
                 [(f"  accuracy {k}", f"{100 * v:.2f} %") for k, v in sorted(s["by_type"].items())] + \
                 [("items", s["items"]), ("errors (score null)", s["errors"]),

@@ -46,5 +46,7 @@ def judge_options(spec: str, base_url: str | None = None, api_key_env: str | Non
         if scope != "open":
             raise VtError("--judge-scope all needs an LLM judge (--judge openai:<model>)")
         return {}
+    from vtdata.judge.llm import require_key
+    require_key(api_key_env, base_url)  # refused here, before any model loads or request is paid for
     opts = dict(base_url=base_url, api_key_env=api_key_env, scope=scope, **extra)
     return {k: v for k, v in opts.items() if v is not None}

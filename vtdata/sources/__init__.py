@@ -90,12 +90,8 @@ def image_root(spec: dict, ctx: Context, default: Path | None = None) -> ImageRo
 
 
 def require_file(p: str | os.PathLike, base: Path, what: str) -> Path:
-    path = resolve_path(p, base)
-    if not path.exists():
-        raise VtError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise VtError(f"{what} {path} is a directory, not a file")
-    return path
+    from vtdata.safeload import regular_file
+    return regular_file(resolve_path(p, base), what)
 
 
 DEFAULT_COLUMNS = {"id": "id", "question": "question", "answers": "answers", "image": "image",
@@ -127,13 +123,20 @@ def column_map(columns: dict | None, available: list[str]) -> dict:
 
 
 def image_value(image, root: ImageRoot):
-    """A row's image with any file path it names resolved under `root` (ValueError when it leaves it)."""
-    if isinstance(image, (list, tuple)) and len(image) == 1:
-        image = image[0]
-    if isinstance(image, str):
-        return root.file(image)
-    if isinstance(image, dict) and not image.get("bytes") and image.get("path"):
-        return root.file(image["path"])
+    """A row's image with any file path it names resolved under `root` (ValueError when it leaves it),
+    whatever its shape: one-element lists and {path: ...} mappings are unwrapped at any depth, so a path
+    nested in them is checked like a plain one; several images in one row are refused."""
+    for _ in range(16):
+        if isinstance(image, (list, tuple)) and len(image) == 1:
+            image = image[0]
+        elif isinstance(image, dict) and not image.get("bytes") and image.get("path") is not None:
+            image = image["path"]
+        else:
+            break
+    if isinstance(image, (str, os.PathLike)):
+        return root.file(os.fspath(image))
+    if isinstance(image, (list, tuple, dict)) and image and not (isinstance(image, dict) and image.get("bytes")):
+        raise ValueError("image must be one path or image bytes (got a list of several or a nested value)")
     return image
 
 

@@ -4,11 +4,11 @@ UTF-8 or not JSON becomes a `rejects` row naming its line number."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import weakref
 
 from vtdata.console import VtError
+from vtdata.safeload import BadInput, json_value
 from vtdata.sources import OUTSIDE_KEY, column_map, image_root, mapped_row, require_file
 
 KEYS = {"columns": "vt field -> source column (question, answers, image, id, choices, answer_type)",
@@ -65,14 +65,11 @@ def open(spec: dict, ctx):  # noqa: A001
 def _parse(line: bytes, n: int) -> dict | str:
     """A line's JSON object, or the reason it is not one."""
     try:
-        rec = json.loads(line.decode("utf-8"))
-        if not isinstance(rec, dict):
-            raise ValueError("not a JSON object")
-        return rec
-    except UnicodeDecodeError as err:
-        return f"not valid UTF-8 (line {n}: {err.reason} at byte {err.start})"
-    except ValueError as err:
-        return f"not a JSON object (line {n}: {err})"
+        rec = json_value(line)
+    except BadInput as err:
+        kind = "not valid UTF-8" if str(err).startswith("not valid UTF-8") else "not a JSON object"
+        return f"{kind} (line {n}: {err})"
+    return rec if isinstance(rec, dict) else f"not a JSON object (line {n})"
 
 
 class _Rows:

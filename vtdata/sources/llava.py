@@ -3,9 +3,9 @@ value: "<image>\\nQ"}, {from: gpt, value: A}, ...]}. Every human/gpt pair become
 row id is `<id>#<pair index>`; `image` is relative to `image_root` (default: the JSON's directory)."""
 from __future__ import annotations
 
-import json
 
 from vtdata.console import VtError
+from vtdata.safeload import jsonl, load_json
 from vtdata.sources import OUTSIDE_KEY, image_root, image_value, require_file
 
 KEYS = {"path": "the LLaVA .json (list) or .jsonl file", "image_root": "directory the image paths start from"} | OUTSIDE_KEY
@@ -15,14 +15,10 @@ REQUIRED = ("path",)
 def open(spec: dict, ctx):  # noqa: A001
     path = require_file(spec["path"], ctx.base_dir, "llava file")
     root = image_root(spec, ctx, default=path.parent)
-    try:
-        text = path.read_bytes().decode("utf-8")
-        recs = ([json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl"
-                else json.loads(text))
-    except UnicodeDecodeError as err:
-        raise VtError(f"llava file {path} is not valid UTF-8 (byte {err.start})") from None
-    except ValueError as err:
-        raise VtError(f"llava file {path} is not valid JSON: {err}") from None
+    if path.suffix == ".jsonl":  # a bad line becomes a rejected row with its line number and reason
+        recs = [obj if bad is None else {"_bad_line": f"{bad} (line {n})"} for n, obj, bad in jsonl(path, "llava file")]
+    else:
+        recs = load_json(path, "llava file")
     if not isinstance(recs, list):
         raise VtError(f"llava file {path} must hold a JSON list of records")
     index = []  # (record, pair) for every human/gpt pair
@@ -49,7 +45,8 @@ class _Llava:
         rec = self.recs[r]
         rid = rec.get("id", r) if isinstance(rec, dict) else r
         if k < 0:
-            return {"source_row": f"{rid}", "error": "record has no human/gpt conversation pair"}
+            bad = rec.get("_bad_line") if isinstance(rec, dict) else None
+            return {"source_row": f"{rid}", "error": bad or "record has no human/gpt conversation pair"}
         conv = rec["conversations"]
         if 2 * k + 1 >= len(conv):
             return {"source_row": f"{rid}#{k}", "error": "conversation ends without an answer (last turn unpaired)"}
