@@ -43,7 +43,9 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
         assert len(lines) == 4 and all(json.loads(x)["mode"] == mode for x in lines)
     html = (out / "report" / "index.html").read_text()
     imgs = re.findall(r"<img src='([^']+)'", html)
-    assert len(imgs) == 5 and all((out / "report" / i).is_file() for i in imgs)  # + resize ratio per class
+    want = {"sources", "scoring", "curated", "training", "resize_by_source", "resize_by_class", "tradeoff"}
+    assert {i.removeprefix("plots/").removesuffix(".png") for i in imgs} == want, imgs  # one plot each
+    assert all((out / "report" / i).is_file() for i in imgs)
     # the comparison table on stdout, with the token shares of the three modes
     assert all(f"demo-{m}" in first.stdout for m in MODES)
     con = duckdb.connect(str(out / "vt.duckdb"), read_only=True)

@@ -94,13 +94,6 @@ class VtGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, judge=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.judge = judge  # the accuracy reward's judge (make_reward_funcs); closed by whoever made it
-
-    def create_model_card(self, *args, **kwargs):
-        """vt's card (base model, data, reward settings) in the run dir, where TRL writes its stock one at
-        every checkpoint ("fine-tuned version of [None]")."""
-        if self.accelerator.is_main_process:
-            from vttrain.train import write_model_card
-            write_model_card(self.args, Path(self.args.output_dir))
         vt = self.args
         tok = self.processing_class.tokenizer
         self._pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
@@ -115,6 +108,13 @@ class VtGRPOTrainer(GRPOTrainer):
             raise VtError(f"max_refill_rounds needs whole groups per process: per_device_train_batch_size x "
                           f"steps_per_generation ({per_process}) must be a multiple of num_generations "
                           f"({self.num_generations})")
+
+    def create_model_card(self, *args, **kwargs):
+        """vt's card (base model, data, reward settings) in the run dir, where TRL writes its stock one at
+        every checkpoint ("fine-tuned version of [None]")."""
+        if self.accelerator.is_main_process:
+            from vttrain.train import write_model_card
+            write_model_card(self.args, Path(self.args.output_dir))
 
     # -- rollout facts ----------------------------------------------------------------------------
     def _facts(self, inputs, completions, completion_ids_list) -> torch.Tensor:
