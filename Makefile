@@ -4,19 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Which torch `make install` puts in .venv, before vt (vt itself accepts any torch >= 2.4):
 #   make install                  TORCH=cpu, the default: torch==$(TORCH_VERSION)+cpu, PyTorch's CPU build (~200 MB);
-#                                 it fails, rather than falling back to CUDA, where no CPU wheel can be found
+#                                 it fails, rather than falling back to CUDA, where no CPU wheel can be found:
+#                                 where pip's own indexes lack it, add TORCH_INDEX=<PyTorch's CPU wheel index URL>
 #   make install TORCH=cuda       torch==$(TORCH_VERSION) from pip's index (the CUDA build on Linux, ~3 GB with
 #                                 the nvidia-* wheels); use this on a GPU machine
-#   make install TORCH=cuda TORCH_VERSION=2.7.1 TORCH_INDEX=https://download.pytorch.org/whl/cu126   a CUDA-specific build
+#   make install TORCH=cuda TORCH_VERSION=2.7.1 TORCH_INDEX=<PyTorch's cu126 wheel index URL>   a CUDA-specific build
 # TORCH_INDEX is added to pip's own indexes for the torch step only (empty: pip's configured indexes alone).
 # Run `make clean` first to change the torch of an existing .venv.
 TORCH ?= cpu
 TORCH_VERSION ?= 2.13.0
 TORCH_SPEC_cpu := torch==$(TORCH_VERSION)+cpu
 TORCH_SPEC_cuda := torch==$(TORCH_VERSION)
-TORCH_INDEX_cpu := https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= $(TORCH_SPEC_$(TORCH))
-TORCH_INDEX ?= $(TORCH_INDEX_$(TORCH))
+TORCH_INDEX ?=
 
 $(BIN)/vt: pyproject.toml
 	@test -n "$(TORCH_SPEC)" || { echo "TORCH=$(TORCH): use TORCH=cpu or TORCH=cuda (or set TORCH_SPEC)"; exit 2; }

@@ -122,7 +122,8 @@ def test_vt_db_is_the_default_database_everywhere(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, spec, index", [
-    ([], "torch==2.13.0+cpu", "--extra-index-url https://download.pytorch.org/whl/cpu"),
+    ([], "torch==2.13.0+cpu", None),
+    (["TORCH_INDEX=https://example.org/cpu"], "torch==2.13.0+cpu", "--extra-index-url https://example.org/cpu"),
     (["TORCH=cuda"], "torch==2.13.0'", None),
     (["TORCH=cuda", "TORCH_VERSION=2.7.1", "TORCH_INDEX=https://example.org/cu126"], "torch==2.7.1'",
      "--extra-index-url https://example.org/cu126"),
