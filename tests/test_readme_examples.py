@@ -98,8 +98,8 @@ def test_readme_walkthrough_runs_as_printed_beside_the_demo(tmp_path):
     assert len(steps) == 6, steps
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_OFFLINE": "1", "COLUMNS": "200",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    # the demo's first stage (`vt demo` runs it as `vt build-data manifests/miniature.yaml --out demo-out/data`)
-    subprocess.run(["vt", "-q", "build-data", "miniature.yaml", "--out", "demo-out/data"], cwd=tmp_path, env=env,
+    # the demo's first stage (`vt demo` runs it as `vt build-data manifests/sufficiency.yaml --out demo-out/data`)
+    subprocess.run(["vt", "-q", "build-data", "sufficiency.yaml", "--out", "demo-out/data"], cwd=tmp_path, env=env,
                    check=True, capture_output=True)
     before = sorted((str(p), p.stat().st_mtime_ns) for p in (tmp_path / "demo-out").rglob("*"))
     outputs = []
