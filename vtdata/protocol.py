@@ -249,9 +249,9 @@ def parse_tool_call_release(text: str) -> ToolCall | str | None:
     for block in blocks:
         for span in _RELEASE_JSON.findall(block):
             try:
-                objs.append(json.loads(span))
-            except json.JSONDecodeError as err:
-                return f"the tool call is not valid JSON ({err.msg} at position {err.pos})"
+                objs.append(json_value(span))  # the safe reader: a hostile call is an error turn, not a crash
+            except BadInput as err:
+                return f"the tool call is not valid JSON: {err}"
     if not objs:
         return 'the tool call must be a JSON object {"name": ..., "arguments": {...}}'
     action = [o.get("arguments", {}).get("action") if isinstance(o, dict) and isinstance(o.get("arguments"), dict)

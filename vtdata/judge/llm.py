@@ -81,6 +81,9 @@ def parse_verdict(reply: str | None, tag: str, prediction: str | None = None) ->
     return found.pop() if len(found) == 1 else None
 
 
+_SCORE = re.compile(r"score\s*\**\s*:\s*\**\s*([01])(?![\d.])", re.IGNORECASE)  # the release's verdict line
+
+
 def parse_release_score(reply: str | None) -> int | None:
     """A reply to the release's prompt (no instruction where to put the verdict): the `Score: x` it holds,
     None when there is none or they disagree (retried, then an error: never a wrong answer). The release
