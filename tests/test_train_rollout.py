@@ -202,8 +202,9 @@ def test_lora_run_saves_a_merged_model(tiny):
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)  # only the adapted layers moved
 
 
-def test_shipped_configs_parse():
+def test_shipped_configs_parse(monkeypatch):
     from vttrain.train_config import parse_config
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the paper recipe's judge is an LLM: a real run needs a key
 
     demo = parse_config(h.ROOT / "manifests" / "train-demo.yaml", [])
     assert demo.use_cpu and demo.num_generations == 4 and demo.penalty_mode == "paper"

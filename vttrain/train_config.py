@@ -211,6 +211,8 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
     values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
     precision = {k: values[k] for k in ("bf16", "fp16")} if dry_run and not torch.cuda.is_available() else {}
     values.update(dict.fromkeys(precision, False))
+    from vtdata.judge.spec import KEY_CHECK
+    token = KEY_CHECK.set(not dry_run)  # a dry run calls no judge: it needs no key
     try:
         cfg = cls(**values)  # value checks: VtTrainConfig.__post_init__
         for k, v in precision.items():
@@ -218,6 +220,8 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
         return cfg
     except (ValueError, TypeError) as err:
         raise VtError(f"bad train config: {str(err).splitlines()[0]}") from None
+    finally:
+        KEY_CHECK.reset(token)
 
 
 def validate(cfg) -> None:

@@ -2,12 +2,16 @@
 (`JudgeSpec`, a nested config field), and the `make_judge` options they give (`judge_options`)."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
 from vtdata.console import VtError
 
 SCOPES = ("open", "all")  # what an LLM judge judges: 'open' items only, or every item
+# False while a config is read for `vt train --dry-run`, which calls no judge (the key is checked when the
+# real run reads the same config).
+KEY_CHECK: ContextVar[bool] = ContextVar("vt_judge_key_check", default=True)
 
 
 @dataclass
@@ -47,6 +51,7 @@ def judge_options(spec: str, base_url: str | None = None, api_key_env: str | Non
             raise VtError("--judge-scope all needs an LLM judge (--judge openai:<model>)")
         return {}
     from vtdata.judge.llm import require_key
-    require_key(api_key_env, base_url)  # refused here, before any model loads or request is paid for
+    if KEY_CHECK.get():
+        require_key(api_key_env, base_url)  # refused here, before any model loads or request is paid for
     opts = dict(base_url=base_url, api_key_env=api_key_env, scope=scope, **extra)
     return {k: v for k, v in opts.items() if v is not None}
