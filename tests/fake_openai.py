@@ -202,8 +202,10 @@ if __name__ == "__main__":  # a standalone server process (benchmarks, trying `v
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--stdin", action="store_true", help="answer each stdin line with the counters; exit at EOF")
+    ap.add_argument("--reply", help="answer every request with this text (a policy) instead of judging")
     args = ap.parse_args()
-    srv = FakeOpenAI(latency=args.latency, port=args.port)
+    srv = FakeOpenAI(responder=(lambda _req: args.reply) if args.reply is not None else None,
+                     latency=args.latency, port=args.port)
     srv.keep_log = False
     srv.start()
     print(srv.url, flush=True)

@@ -224,7 +224,11 @@ def to_openai_messages(messages: Sequence[dict]) -> list[dict]:
 
 
 class OpenAIPolicy(Policy):
-    """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...)."""
+    """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...).
+
+    The judge's transport (vtdata.judge.llm.openai_clients: the SDK's aiohttp client, the low-level post):
+    its clients live on the policy's own event loop thread for the life of the policy, so connections are
+    reused from one chunk of a command to the next; `close()` ends them."""
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 3, seed: int | None = None):
@@ -239,51 +243,84 @@ class OpenAIPolicy(Policy):
                           f"(or --policy-base-url for a local server such as `vllm serve`)")
         self._key = key
         self.identity = f"openai:{model}"  # the server URL is transport: moving it keeps the rollouts
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: list[list] | None = None  # [client, URL, requests in flight] per client
+        self._lock = threading.Lock()
 
     async def agenerate(self, requests):
-        from openai import AsyncOpenAI
-        reqs = [as_request(r) for r in requests]
-        # per call: clients are bound to the running event loop; [client, requests in flight] per server
-        clients = [[AsyncOpenAI(api_key=self._key, base_url=u, timeout=self.timeout_s, max_retries=self.max_retries), 0]
-                   for u in self.base_urls]
-        sem = asyncio.Semaphore(self.concurrency)
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="vt-policy", daemon=True)
+                self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self._generate([as_request(r) for r in requests]), self._loop)
         try:
-            jobs = []
-            for i, r in enumerate(reqs):
-                msgs = to_openai_messages(r.messages)
-                visual = sum(visual_tokens(*im.size) for im in message_images(r.messages))
-                jobs += [self._one(clients, sem, msgs, r, visual, i, j) for j in range(r.n)]
-            return list(await asyncio.gather(*jobs))
-        finally:
-            for client, _ in clients:
-                await client.close()
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
 
-    async def _one(self, clients, sem, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
+    def close(self) -> None:
+        """Close the clients and the loop thread. Idempotent."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def shutdown():
+            for client, _, _ in self._clients or []:
+                await client.close()
+            self._clients = None
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                loop.close()
+            self._loop = None
+
+    async def _generate(self, reqs: list[GenRequest]) -> list[Generation]:
+        if self._clients is None:  # on the policy's loop, once
+            from vtdata.judge.llm import openai_clients
+            self._clients = [[c, url, 0] for c, url in openai_clients(
+                self._key, self.base_urls, self.timeout_s, self.concurrency, max_retries=self.max_retries)]
+            self._sem = asyncio.Semaphore(self.concurrency)
+        jobs = []
+        for i, r in enumerate(reqs):
+            msgs = to_openai_messages(r.messages)  # images encoded once per request, not per sample
+            visual = sum(visual_tokens(*im.size) for im in message_images(r.messages))
+            jobs += [self._one(msgs, r, visual, i, j) for j in range(r.n)]
+        return list(await asyncio.gather(*jobs))
+
+    async def _one(self, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
+        import httpx2
         import openai
-        kw: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
-                        top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
+        body: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
+                          top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
         if self.seed is not None:
-            kw["seed"] = self.seed + 1000 * i + j
-        async with sem:
-            pick = min(clients, key=lambda c: c[1])  # the least busy server
-            pick[1] += 1
+            body["seed"] = self.seed + 1000 * i + j
+        async with self._sem:
+            pick = min(self._clients, key=lambda c: c[2])  # the least busy server
+            pick[2] += 1
             t0 = time.perf_counter()
             try:
-                resp = await pick[0].chat.completions.create(**kw)
+                reply = (await pick[0].post(pick[1], cast_to=httpx2.Response, body=body)).json()
+                choice = reply["choices"][0] if reply.get("choices") else None
             except openai.OpenAIError as err:
                 msg = f"{type(err).__name__}: {str(err)[:200]}"
                 debug(f"policy request failed: {msg}")
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
+            except (ValueError, TypeError, AttributeError, KeyError) as err:  # not a chat completion
+                return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j,
+                                  error=f"bad reply: {type(err).__name__}: {str(err)[:120]}")
             finally:
-                pick[1] -= 1
+                pick[2] -= 1
         latency = time.perf_counter() - t0
-        if not resp.choices:
+        if choice is None:
             return Generation("", 0, visual, latency, "error", i, j, error="empty response (no choices)")
-        choice = resp.choices[0]
-        text = choice.message.content or ""
-        usage = getattr(resp, "usage", None)
-        n_tok = int(usage.completion_tokens) if usage and usage.completion_tokens is not None else 0
-        return Generation(text, n_tok, visual, latency, choice.finish_reason or "stop", i, j)
+        text = (choice.get("message") or {}).get("content") or ""
+        n_tok = int((reply.get("usage") or {}).get("completion_tokens") or 0)
+        return Generation(text, n_tok, visual, latency, choice.get("finish_reason") or "stop", i, j)
 
 
 def make_policy(spec: str, base_url: str | None = None, **opts) -> Policy:
