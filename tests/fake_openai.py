@@ -4,7 +4,7 @@
         client = openai.OpenAI(base_url=srv.url, api_key="x")
         srv.push(Reply(status=429, headers={"Retry-After": "1"}), Reply(status=500))  # next requests
         ...
-        srv.requests, srv.max_in_flight, srv.replied, srv.reply_delay   # counters
+        srv.requests, srv.connections, srv.max_in_flight, srv.replied, srv.reply_delay   # counters
         srv.auth                                                         # Authorization headers seen
 
 Serves POST /v1/chat/completions. What a request gets:
@@ -59,6 +59,7 @@ class FakeOpenAI:
         self.host, self.port = host, port
         self.script: deque[Reply] = deque()
         self.requests = 0
+        self.connections = 0          # TCP connections accepted
         self.in_flight = 0
         self.max_in_flight = 0
         self.replied = 0              # 200 replies written, and the sum of their delays from request to reply
@@ -88,6 +89,7 @@ class FakeOpenAI:
 
     # -- server -------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
