@@ -15,8 +15,18 @@ def tiny(tmp_path_factory):
     return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
 
 
-def _run(root, model, data, name, fast: bool):
+def _run(root, model, data, name, fast: bool, monkeypatch):
+    import trl.trainer.utils as tu
+
     from vttrain.train import build_trainer
+    rows = []  # positions TRL's fused head projects through the vocabulary, per call
+
+    class Counted(tu._ChunkedLogProbFunction):
+        @classmethod
+        def apply(cls, hidden, *a):
+            rows.append(hidden.shape[0])
+            return super().apply(hidden, *a)
+    monkeypatch.setattr(tu, "_ChunkedLogProbFunction", Counted)
 
     class T(scripted.ScriptedGRPOTrainer):
         compact_head = fast
@@ -33,15 +43,17 @@ def _run(root, model, data, name, fast: bool):
     trainer, _ = build_trainer(cfg, T)
     assert trainer.args.gradient_checkpointing is (not fast)  # unset on CPU: off
     trainer.train()
-    rows = [json.loads(x) for x in (Path(root / name) / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "loss" in r], T.prompts
+    metrics = [json.loads(x) for x in (Path(root / name) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in metrics if "loss" in r], T.prompts, rows
 
 
-def test_fast_step_computes_the_same_losses(tiny):
+def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     import torch
     root, model, data = tiny
-    slow, slow_prompts = _run(root, model, data, "slow", fast=False)
-    fast, fast_prompts = _run(root, model, data, "fast", fast=True)
+    slow, slow_prompts, slow_rows = _run(root, model, data, "slow", False, monkeypatch)
+    fast, fast_prompts, fast_rows = _run(root, model, data, "fast", True, monkeypatch)
+    # the same calls (policy and reference, each step); on CPU the fast head projects the completion only
+    assert len(fast_rows) == len(slow_rows) > 0 and all(f < s for f, s in zip(fast_rows, slow_rows))
     assert [r["step"] for r in fast] == [1, 2]
     for a, b in zip(slow, fast):  # step 2's values also carry step 1's gradient
         for key in ("loss", "grad_norm", "kl", "entropy", "reward"):

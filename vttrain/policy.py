@@ -248,11 +248,10 @@ class OpenAIPolicy(Policy):
         self._lock = threading.Lock()
 
     async def agenerate(self, requests):
+        from vtdata.judge import start_loop
         with self._lock:
             if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, name="vt-policy", daemon=True)
-                self._thread.start()
+                self._loop, self._thread = start_loop("vt-policy")
         fut = asyncio.run_coroutine_threadsafe(self._generate([as_request(r) for r in requests]), self._loop)
         try:
             return await asyncio.wrap_future(fut)
@@ -270,13 +269,10 @@ class OpenAIPolicy(Policy):
             for client, _, _ in self._clients or []:
                 await client.close()
             self._clients = None
+        from vtdata.judge import stop_loop
         try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=30)
+            stop_loop(loop, self._thread, shutdown(), timeout=30)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                loop.close()
             self._loop = None
 
     async def _generate(self, reqs: list[GenRequest]) -> list[Generation]:
