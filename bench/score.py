@@ -71,12 +71,21 @@ SIZES = {"miniature": "{min_pixels: 12544, max_pixels: 12544, multiple: 56, low_
 
 async def raw_openai(url: str, samples: list[dict], k: int, concurrency: int, system: str) -> int:
     """The baseline: AsyncOpenAI with the SDK's defaults, one create() per rollout (n=1, as vt asks)."""
+    import base64
+    import io
+
     from openai import AsyncOpenAI
 
-    from vtdata import protocol
-    from vtdata.resolution import view_of
-    from vttrain.policy import to_openai_messages
+    from vtdata.resolution import load_bytes, view
     client = AsyncOpenAI(api_key="x", base_url=url)
+
+    def messages(question, image):  # what a user of the SDK writes: a PNG data URL at PIL's defaults
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": question}]}]
     sem = asyncio.Semaphore(concurrency)
 
     async def one(msgs):
@@ -87,12 +96,29 @@ async def raw_openai(url: str, samples: list[dict], k: int, concurrency: int, sy
 
     jobs = []
     for s in samples:
-        for view in ("low", "high"):
-            msgs = to_openai_messages(protocol.direct_messages(system, s["question"], view_of(s, view)))
+        for v in ("low", "high"):
+            msgs = messages(s["question"], view(load_bytes(s["image"]), (s[f"{v}_width"], s[f"{v}_height"])))
             jobs += [one(msgs) for _ in range(k)]
     done = await asyncio.gather(*jobs)
     await client.close()
     return len(done)
+
+
+def read_views(cfg, size: str) -> None:
+    """Read cost per row of its two views: decoded and resized (every read before views were cached) vs
+    a second read in the same command (cached by vtdata.resolution.view_of)."""
+    from vtdata.resolution import clear_views, view_of
+    from vttrain.score import _load_samples, _with_images
+    samples = list(_with_images(cfg, _load_samples(cfg)))
+    clear_views()
+    cost = []
+    for _ in range(2):
+        t0 = time.process_time()
+        for s in samples:
+            view_of(s, "low"), view_of(s, "high")
+        cost.append((time.process_time() - t0) / len(samples))
+    print(f"{size} images, view read per row (low + high): {1000 * cost[0]:.2f} ms decoded and resized, "
+          f"{1e6 * cost[1]:.1f} us when read again in the same command ({cost[0] / max(cost[1], 1e-9):.0f}x)")
 
 
 def bench_client(tmp: Path, n: int, k: int, rounds: int, concurrency: int) -> float:
@@ -104,6 +130,7 @@ def bench_client(tmp: Path, n: int, k: int, rounds: int, concurrency: int) -> fl
     from vtdata.console import set_verbosity
     from vtdata.db import writer
     from vtdata.prompts import load
+    from vtdata.resolution import clear_views
     from vttrain.policy import OpenAIPolicy
     from vttrain.score import ScoreConfig, _load_samples, _with_images, make_judge_for, score
 
@@ -120,7 +147,9 @@ def bench_client(tmp: Path, n: int, k: int, rounds: int, concurrency: int) -> fl
             data = tmp / f"data-{size}"
             build(BuildDataConfig(manifest=str(tmp / f"{size}.yaml"), out=str(data), db=str(tmp / f"{size}.duckdb")))
             vt_rate, raw_rate = [], []
+            read_views(ScoreConfig(data=data, policy="openai:fake", split="all"), size)
             for r in range(rounds):  # interleaved
+                clear_views()  # each round as a fresh command
                 cfg = ScoreConfig(data=data, policy="openai:fake", policy_base_url=url, rollouts=k, split="all",
                                   max_new_tokens=16, concurrency=concurrency)
                 policy = OpenAIPolicy("fake", base_url=url, concurrency=concurrency * k * 2)

@@ -130,7 +130,8 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
                       generation_kwargs={"max_new_tokens": cfg.max_turn_tokens}, beta=cfg.beta,
                       loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, learning_rate=cfg.learning_rate,
                       lr_scheduler_type=cfg.lr_scheduler_type, use_cpu=True, bf16=False, seed=cfg.seed,
-                      logging_steps=1, save_strategy="no", report_to="none", dataloader_num_workers=0,
+                      logging_strategy="no", disable_tqdm=True, save_strategy="no", report_to="none",
+                      dataloader_num_workers=0,
                       model_init_kwargs={"dtype": torch.float32})
     return GRPOTrainer(model=str(model), reward_funcs=reward, args=args, train_dataset=ds,
                        processing_class=models.load_processor(str(model)))

@@ -15,13 +15,13 @@ def tiny(tmp_path_factory):
     return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
 
 
-def _run(root, model, data, name, fast: bool, monkeypatch):
+def _run(root, model, data, name, fast: bool, monkeypatch, head):
     import trl.trainer.utils as tu
 
     from vttrain.train import build_trainer
     rows = []  # positions TRL's fused head projects through the vocabulary, per call
 
-    class Counted(tu._ChunkedLogProbFunction):
+    class Counted(head):
         @classmethod
         def apply(cls, hidden, *a):
             rows.append(hidden.shape[0])
@@ -49,9 +49,11 @@ def _run(root, model, data, name, fast: bool, monkeypatch):
 
 def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     import torch
+    import trl.trainer.utils as tu
     root, model, data = tiny
-    slow, slow_prompts, slow_rows = _run(root, model, data, "slow", False, monkeypatch)
-    fast, fast_prompts, fast_rows = _run(root, model, data, "fast", True, monkeypatch)
+    head = tu._ChunkedLogProbFunction
+    slow, slow_prompts, slow_rows = _run(root, model, data, "slow", False, monkeypatch, head)
+    fast, fast_prompts, fast_rows = _run(root, model, data, "fast", True, monkeypatch, head)
     # the same calls (policy and reference, each step); on CPU the fast head projects the completion only
     assert len(fast_rows) == len(slow_rows) > 0 and all(f < s for f, s in zip(fast_rows, slow_rows))
     assert [r["step"] for r in fast] == [1, 2]

@@ -290,6 +290,13 @@ def view_of(row: dict, which: str = "low") -> Image.Image:
     return img
 
 
+def clear_views() -> None:
+    """Forget the cached views (view_of)."""
+    global _views_bytes
+    _VIEWS.clear()
+    _views_bytes = 0
+
+
 def _make_view(row: dict, size: tuple[int, int]) -> Image.Image:
     image = row["image"]
     if isinstance(image, Image.Image):  # a row decoded by `datasets`

@@ -201,8 +201,10 @@ class LocalPolicy(Policy):
 
 
 def image_data_url(image) -> str:
+    """A lossless PNG data URL; compression level 1: the same pixels for a fraction of the default level's
+    CPU (the client's largest cost per request on demo-size views; bench/score.py)."""
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
+    image.convert("RGB").save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
