@@ -47,6 +47,7 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
     return [r for r in metrics if "loss" in r], T.prompts, rows
 
 
+@pytest.mark.slow  # two 2-step runs of the tiny model: ~30 s of CPU
 def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     import torch
     import trl.trainer.utils as tu
