@@ -77,7 +77,7 @@ async def raw_openai(url: str, samples: list[dict], k: int, concurrency: int, sy
     from openai import AsyncOpenAI
 
     from vtdata.resolution import load_bytes, view
-    client = AsyncOpenAI(api_key="x", base_url=url)
+    client = AsyncOpenAI(api_key="x", base_url=url, timeout=600.0)  # the policy's default: a loaded machine is slow to connect
 
     def messages(question, image):  # what a user of the SDK writes: a PNG data URL at PIL's defaults
         buf = io.BytesIO()
