@@ -13,6 +13,10 @@ Private methods overridden (each calls TRL's own first):
 - `_tokenize_prompts`: hands TRL's tool loop tensors for image_grid_thw / pixel_values.
 - `_generate_single_turn`: refuses a generated vision token (it would break the next forward).
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
+- `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
+  position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
+  projects only the completion positions, as TRL does on CUDA (`_compact_lm_head`; same log-probs).
+Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
 Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
 `trl.trainer.utils.split_pixel_values_by_grid` / `unsplit_pixel_values_by_grid`; config fields set by
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -245,8 +250,29 @@ class VtGRPOTrainer(GRPOTrainer):
         unwrapped.load_state_dict(fresh.state_dict(), strict=True)
         del fresh
 
+    # -- speed: the same numbers with less work ---------------------------------------------------------
+    compact_head = True  # score only completion positions on CPU (tests turn it off to compare)
+    batched_render = True  # turn-1 prompts in one processor call when the batch shares one tool schema
+
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        if not self.compact_head:
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        with _compact_lm_head():
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+
     def _tokenize_prompts(self, prompts):
-        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        names = set(self._batch_environments or ()) if self.environment_factories is not None else set()
+        if self.batched_render and len(names) == 1:
+            # TRL renders environment prompts one by one (each with its environment's tools); with one schema
+            # for the whole batch its own batched path (self.tools) gives the same ids and image fields at once.
+            saved = self.environment_factories, self.tools
+            self.environment_factories, self.tools = None, self._env_tools[names.pop()]
+            try:
+                prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+            finally:
+                self.environment_factories, self.tools = saved
+        else:
+            prompt_ids, images, fields = super()._tokenize_prompts(prompts)
         # TRL 1.16 renders environment prompts one by one and merges the processor outputs as nested
         # lists for non-tensor fields (image_grid_thw); its tool loop then calls split_pixel_values_by_grid
         # on them when a turn brings no image (an error turn) and fails. Hand it tensors.
@@ -336,6 +362,22 @@ class VtGRPOTrainer(GRPOTrainer):
             info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
         return merged, new_keep
+
+
+@contextmanager
+def _compact_lm_head():
+    """TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) projects only the positions that have a label
+    when `_use_triton(device)`; elsewhere it projects every prompt and padding position through the whole
+    vocabulary and zeroes them after (so that Neuron does not recompile for each count of positions). On CPU
+    nothing recompiles and, on vt's small models, that projection is about half the step: make TRL's CUDA
+    choice there for the duration of a call. The kernels read their own `_use_triton`, unchanged."""
+    import trl.trainer.utils as tu
+    original = tu._use_triton
+    tu._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        tu._use_triton = original
 
 
 def _masked(out: dict, keep: torch.Tensor) -> dict:
