@@ -49,6 +49,9 @@ class BuildDataConfig:
     """DuckDB file for the `samples` and `rejects` tables (default: $VT_DB, else vt.duckdb beside DIR)."""
     num_proc: int = field(default=1, metadata={"flags": ["-j"]})
     """Processes that read, hash and decode images in parallel."""
+    force: bool = False
+    """Replace a non-empty --out that vt cannot prove it wrote (no .vt-output listing every path in it:
+    a foreign directory, or an output of a vt older than that marker), deleting everything in it."""
 
     def __post_init__(self):
         if self.num_proc < 1:
@@ -67,7 +70,7 @@ def build(cfg: BuildDataConfig) -> dict:
     m = load(cfg.manifest)
     out = Path(cfg.out)
     db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
-    check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path))
+    check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path), force=cfg.force)
     pool = Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
     try:
         with vtdb.writer(db_path, "vt build-data") as con, staging(out) as tmp:

@@ -60,6 +60,9 @@ class CurateConfig:
     """Selection order seed."""
     shard_rows: int = 2000
     """Rows per output parquet file."""
+    force: bool = False
+    """Replace a non-empty --out that vt cannot prove it wrote (no .vt-output listing every path in it),
+    and an existing set of this --name that --out does not hold (its `curated` rows)."""
 
     def __post_init__(self):
         self.db = Path(self.db) if self.db else default_db()
@@ -154,16 +157,31 @@ def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:
     return Path(dirs[0])
 
 
-def _check_out(out: Path, keep: tuple) -> None:
+def _check_out(out: Path, keep: tuple, force: bool) -> None:
     """--out may be new, empty, or an earlier curated set; never a built set, a foreign dir or an input."""
-    check_out(out, "build.json", "a vt dataset", keep=keep)
-    if (out / "build.json").exists():
-        try:
-            curated = "curated" in json.loads((out / "build.json").read_text())
-        except (OSError, ValueError):
-            curated = False
-        if not curated:
-            raise VtError(f"{out} is a dataset written by `vt build-data`, not by `vt curate`; choose another --out")
+    check_out(out, "build.json", "a vt dataset", keep=keep, force=force)
+    if (out / "build.json").exists() and not force and _built_name(out) is None:
+        raise VtError(f"{out} is a dataset written by `vt build-data`, not by `vt curate`; choose another --out")
+
+
+def _built_name(out: Path) -> str | None:
+    """The set name in out/build.json when `vt curate` wrote it (else None)."""
+    try:
+        meta = json.loads((out / "build.json").read_text())
+        return str(meta.get("name")) if "curated" in meta else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_name_free(con, cfg: CurateConfig) -> None:
+    """An existing set of this name is replaced only where it lives (--out holds it) or with --force:
+    its rows say which samples a model was trained on."""
+    if cfg.force or "curated" not in tables.existing(con):
+        return
+    n, policy = con.execute("SELECT count(*), any_value(policy) FROM curated WHERE name = ?", [cfg.name]).fetchone()
+    if n and _built_name(Path(cfg.out)) != cfg.name:
+        raise VtError(f"a curated set named {cfg.name!r} already exists ({n} samples, labels of {policy}) and "
+                      f"{cfg.out} does not hold it; choose another --name, or pass --force to replace it")
 
 
 def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: CurateConfig, summary: dict) -> list[str]:
@@ -221,8 +239,9 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
 def curate(cfg: CurateConfig) -> dict:
     if not Path(cfg.db).exists():
         raise VtError(f"database {cfg.db} does not exist (run `vt score-judge` first, or pass --db)")
-    _check_out(Path(cfg.out), keep=(cfg.db,))
+    _check_out(Path(cfg.out), keep=(cfg.db,), force=cfg.force)
     with writer(cfg.db, "vt curate") as con:
+        _check_name_free(con, cfg)
         policy, cands = _candidates(con, cfg)
         chosen = select(cands, cfg.per_class, cfg.stratify, cfg.seed, cfg.fill_short)
         avail = Counter(c["label"] for c in cands)
@@ -236,7 +255,7 @@ def curate(cfg: CurateConfig) -> dict:
             raise VtError(f"no low_ok or needs_high samples among the {len(cands)} scored by {policy}: nothing to curate")
         picked.sort(key=lambda c: _rank(cfg.seed + 1, c["sample_id"]))  # classes interleaved in the files
         src = _dataset_dir(cfg, picked)
-        _check_out(Path(cfg.out), keep=(cfg.db, src))
+        _check_out(Path(cfg.out), keep=(cfg.db, src), force=cfg.force)
         by_id = {c["sample_id"]: {"use_tool": c["label"] == "needs_high"} for c in picked}
         balance = Counter((c["source"], c["label"]) for c in picked)
         summary = {"policy": policy, "per_class": cfg.per_class, "stratify": cfg.stratify, "seed": cfg.seed,

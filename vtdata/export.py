@@ -51,6 +51,9 @@ class ExportConfig:
     """Output directory (replaced only when the export completes)."""
     format: Literal["verl", "jsonl"] = field(default="verl", metadata={"flags": ["-f"]})
     """verl (VisionThink release schema) or jsonl (JSONL + image files)."""
+    force: bool = False
+    """Replace a non-empty --out that vt cannot prove it wrote (no .vt-output listing every path in it:
+    a foreign directory, or an output of a vt older than that marker), deleting everything in it."""
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -116,7 +119,7 @@ def export(cfg: ExportConfig) -> dict:
     if not count_rows(cfg.data):  # not built: VtError
         raise VtError(f"{cfg.data} has no rows to export (every row was rejected? see the `rejects` table)")
     out = Path(cfg.out)
-    check_out(out, "export.json", "a vt export", keep=(cfg.data,))
+    check_out(out, "export.json", "a vt export", keep=(cfg.data,), force=cfg.force)
     with staging(out) as tmp:
         counts = (_export_verl if cfg.format == "verl" else _export_jsonl)(cfg.data, tmp)
         (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data).resolve()),

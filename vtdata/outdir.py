@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from typing import Iterator
 
 from vtdata.console import VtError
 from vtdata.db import pid_alive
+from vtdata.safeload import load_json
 
 
 def check_name(name: str, flag: str = "--name") -> str:
@@ -38,18 +40,47 @@ def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return out
 
 
-def check_out(out: Path, marker: str, what: str, keep: tuple = ()) -> None:
-    """Refuse an output directory that publish() would destroy: a file, a non-empty directory without
-    `marker` (not written by vt), or one holding a path in `keep` (the input data, the database)."""
+MARKER = ".vt-output"  # written by publish(): what vt put in an output directory
+
+
+def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool = False) -> None:
+    """Refuse an output directory that publish() would destroy: a file, a path in `keep` (the input
+    data, the database), or -- unless `force` -- a non-empty directory vt cannot prove it wrote: it needs
+    `marker` (this kind of output) and a .vt-output that lists every path in it (nothing foreign inside)."""
     if out.exists() and not out.is_dir():
         raise VtError(f"{out} is a file; --out must be a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
-        raise VtError(f"{out} exists and is not {what} (no {marker}); choose another --out")
     o = out.resolve()
     for p in keep:
         p = Path(p).resolve()
         if p == o or o in p.parents:
             raise VtError(f"--out {out} would replace {p}, which this command needs; choose another --out")
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / marker).is_file():
+        raise VtError(f"{out} exists and is not {what} (no {marker}); choose another --out, or pass --force "
+                      f"to replace it and everything in it")
+    listed = listing(out)
+    if listed is None:
+        raise VtError(f"{out} has no {MARKER} listing what vt wrote there (an output of an older vt?); choose "
+                      f"another --out, or pass --force to replace it and everything in it")
+    foreign = sorted(p for p in walk(out) if p != MARKER and p not in listed)
+    if foreign:
+        raise VtError(f"{out} holds {len(foreign)} path(s) vt did not write there (e.g. {foreign[0]}); move them, "
+                      f"choose another --out, or pass --force to replace it and everything in it")
+
+
+def listing(out: Path) -> set[str] | None:
+    """The paths `out`'s .vt-output lists (what publish() put there), or None without a readable one."""
+    try:
+        paths = load_json(out / MARKER, MARKER, max_bytes=64 << 20)["paths"]
+        return {p for p in paths if isinstance(p, str)}
+    except (VtError, KeyError, TypeError):
+        return None
+
+
+def walk(top: Path) -> list[str]:
+    """Every path (directories and files, relative, '/'-separated) under `top`; symlinks not followed."""
+    return [(Path(root).relative_to(top) / n).as_posix() for root, dirs, files in os.walk(top) for n in dirs + files]
 
 
 @contextmanager
@@ -115,7 +146,11 @@ def out_lock(out: Path) -> Iterator[None]:
 
 
 def publish(tmp: Path, out: Path) -> None:
-    """Put a finished directory in place of `out` by renames, so no half-written output is ever seen."""
+    """Put a finished directory in place of `out` by renames, so no half-written output is ever seen.
+    First lists every path in it in .vt-output: what check_out() later accepts to replace."""
+    paths = sorted(walk(tmp))
+    (tmp / MARKER).write_text(json.dumps({"written_by": f"vt {' '.join(sys.argv[1:2])}".strip(),
+                                          "paths": [p for p in paths if p != MARKER]}, indent=1) + "\n")
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(old)

@@ -107,6 +107,13 @@ class DemoStage(Stage):
     run_dir: Path | None = None  # a training stage's run directory (trained afresh when upstream changed)
 
 
+def own_output() -> list[str]:
+    """The demo owns OUT (OUT/.demo marks it): a stage that runs again replaces its own directory (and
+    curated set) with --force, also one an older vt wrote (no .vt-output). A run-time flag, not part of
+    the stage's identity, so a demo directory from before the flag is reused as it is."""
+    return ["--force"]
+
+
 def vt(args: list[str]) -> None:
     """Run one `vt` command in this process exactly as the CLI would (its VtError propagates; a usage
     error or a non-zero exit becomes a VtError). Typer bundles its own click: its exceptions derive from
@@ -166,16 +173,16 @@ class Demo:
         warm = ["--steps", str(c.warm_steps)] if c.warm_steps else []
         stages = [
             DemoStage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
-                      [self.data / "build.json"], inputs=[Path(c.manifest)], summary=self._sum_build),
+                      [self.data / "build.json"], inputs=[Path(c.manifest)], summary=self._sum_build, extra=own_output),
             DemoStage("init-model", ["init-model", "mini", str(self.model)] + warm, [self.model / "config.json"],
-                      summary=self._sum_model),
+                      summary=self._sum_model, extra=own_output),
             DemoStage("score-judge", ["score-judge", "--data", str(self.data), "--policy", f"local:{self.model}",
                                       "--judge", "auto", "--rollouts", str(c.rollouts), "--limit", str(c.score_limit),
                                       "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
                       [self.db], summary=self._sum_score),
             DemoStage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
                                  "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
-                      [self.curated / "build.json"], summary=self._sum_curate),
+                      [self.curated / "build.json"], summary=self._sum_curate, extra=own_output),
         ]
         for mode in c.train_runs():
             run = self.run_dir(mode)
@@ -193,7 +200,8 @@ class Demo:
                                     [self.evals / f"{name}.jsonl"], summary=lambda n=name: self._sum_eval(n)))
         runs = [a for m in c.train_runs() for a in ("--runs", str(self.run_dir(m)))]
         stages.append(DemoStage("report", ["report", "--out", str(self.report), *runs] + db,
-                                [self.report / "index.html"], summary=lambda: str(self.report / "index.html")))
+                                [self.report / "index.html"], summary=lambda: str(self.report / "index.html"),
+                                extra=own_output))
         return stages
 
     # ---------------------------------------------------------------------------------- summaries

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from vtdata.config import command
 from vtdata import resolution
 from vtdata.console import VtError, info
-from vtdata.outdir import make_out_dir
+from vtdata.outdir import check_out, make_out_dir, publish, staging
 
 # vt's views: at most 2048x2048-ish area (ResolutionPolicy.max_pixels, rounded to multiples of 56),
 # at least 28x28. The processor must never resize them again, so its bounds sit outside that range.
@@ -365,6 +365,9 @@ class InitModelConfig:
     """For `mini`: SFT steps of the warm start (default: vttrain.warmstart.MiniConfig.steps)."""
     tools: str = "resize"
     """For `mini`: the tools its agent trajectories call: resize | zoom | resize,zoom (vtdata/tools.py)."""
+    force: bool = False
+    """Replace a non-empty OUT that vt cannot prove it wrote (no .vt-output listing every path in it:
+    a foreign directory, or a model of a vt older than that marker), deleting everything in it."""
 
     def __post_init__(self):
         if self.kind not in ("tiny", "mini", "random"):
@@ -385,17 +388,27 @@ class InitModelConfig:
 
 
 def init_model(cfg: InitModelConfig) -> Path:
-    """Write the checkpoint; returns its directory."""
+    """Write the checkpoint into a temp dir and put it in place of OUT (vtdata.outdir: an OUT vt did not
+    write is refused unless --force); returns its directory."""
+    out = Path(cfg.out)
     if cfg.kind == "mini":
-        from vttrain.warmstart import MiniConfig, init_mini
+        from vttrain.warmstart import MiniConfig, init_mini, is_build
         from vtdata.tools import selection
         mini = MiniConfig(seed=cfg.seed, tools=selection(cfg.tools))
         if cfg.steps is not None:
             mini.steps = cfg.steps
-        return init_mini(cfg.out, mini)
-    if cfg.kind == "tiny":
-        return init_tiny(cfg.out, seed=cfg.seed)
-    return init_random(cfg.config, cfg.out, seed=cfg.seed, save_weights=cfg.save_weights)
+        if is_build(out, mini.key()):
+            return out  # this very model is there already
+    check_out(out, INIT_FILE, "a vt model", force=cfg.force)
+    with staging(out) as tmp:
+        if cfg.kind == "mini":
+            init_mini(tmp, mini)
+        elif cfg.kind == "tiny":
+            init_tiny(tmp, seed=cfg.seed)
+        else:
+            init_random(cfg.config, tmp, seed=cfg.seed, save_weights=cfg.save_weights)
+        publish(tmp, out)
+    return out
 
 
 def run(cfg: InitModelConfig) -> Path:

@@ -22,7 +22,7 @@ from typing import Optional
 
 from vtdata.config import command
 from vtdata.console import VtError, info
-from vtdata.outdir import make_out_dir
+from vtdata.outdir import check_out, publish, staging
 from vtdata.tables import columns, existing
 from vttrain import report_summary
 from vttrain.report_examples import cell, eval_blocks, read_jsonl, train_block, train_config
@@ -47,6 +47,9 @@ class ReportConfig:
     every directory up to two levels below the database's folder that holds a metrics.jsonl."""
     title: str = "vt report"
     """Page title."""
+    force: bool = False
+    """Replace a non-empty --out that vt cannot prove it wrote (no .vt-output listing every path in it:
+    a foreign directory, or a report of a vt older than that marker), deleting everything in it."""
 
 @dataclass
 class Section:
@@ -146,17 +149,24 @@ def render_html(cfg: ReportConfig, sections: list[Section]) -> str:
 
 def build_report(cfg: ReportConfig) -> Path:
     """Write OUT/index.html and OUT/plots/*.png; returns the HTML path."""
-    from vtdata.db import connect
     from vtdata.db import default_db
     db = Path(cfg.db) if cfg.db else default_db()
     if not db.exists():  # an empty report would look like a pipeline that produced nothing
         raise VtError(f"{'--db ' + str(cfg.db) if cfg.db else f'no --db and no {db}'}: no such database "
                       f"(pass --db FILE or set $VT_DB; `vt demo` writes demo-out/vt.duckdb)")
-    con = connect(db, read_only=True)
     out = Path(cfg.out)
-    plots = make_out_dir(make_out_dir(out) / "plots")
-    for old in plots.glob("*.png"):
-        old.unlink()  # a stage that disappeared must not leave a stale plot referenced by nobody
+    check_out(out, "index.html", "a vt report", force=cfg.force)
+    with staging(out) as tmp:  # written afresh: a stage that disappeared leaves no stale plot
+        _write(cfg, db, tmp)
+        publish(tmp, out)
+    return out / "index.html"
+
+
+def _write(cfg: ReportConfig, db: Path, out: Path) -> None:
+    from vtdata.db import connect
+    con = connect(db, read_only=True)
+    plots = out / "plots"
+    plots.mkdir()
     cfg.db = str(db) if con is not None else "(none)"
     if not cfg.runs and con is not None:
         base = db.resolve().parent
@@ -168,9 +178,7 @@ def build_report(cfg: ReportConfig) -> Path:
     finally:
         if con is not None:
             con.close()
-    page = out / "index.html"
-    page.write_text(render_html(cfg, sections), encoding="utf-8")
-    return page
+    (out / "index.html").write_text(render_html(cfg, sections), encoding="utf-8")
 
 def _summary(cfg: ReportConfig, con, plots: Path) -> Section:
     s = Section("Summary: per source, full vs low vs think")

@@ -270,10 +270,10 @@ def init_mini(out_dir: str | os.PathLike, cfg: MiniConfig | None = None) -> Path
     cfg = cfg or MiniConfig()
     key = cfg.key()
     out = Path(out_dir)
-    if _is_build(out, key):
+    if is_build(out, key):
         return out
     cached = cache_dir() / "models" / f"mini-{key}"
-    if not _is_build(cached, key):
+    if not is_build(cached, key):
         _train(cached, cfg)
     out = make_out_dir(out, "OUT")
     # the marker last: a copy cut short is not taken for a build by the next call
@@ -283,7 +283,7 @@ def init_mini(out_dir: str | os.PathLike, cfg: MiniConfig | None = None) -> Path
     return out
 
 
-def _is_build(path: Path, key: str) -> bool:
+def is_build(path: Path, key: str) -> bool:
     from vttrain.models import INIT_FILE
     try:
         return json.loads((path / INIT_FILE).read_text()).get("key") == key and (path / "model.safetensors").is_file()
