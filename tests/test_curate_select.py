@@ -103,7 +103,7 @@ def test_curate_writes_a_trainable_dataset_and_the_curated_table(tmp_path):
     con.close()
     assert [c[0] for c in cur] == [r["id"] for r in rows] and all(not c[3] for c in cur)
     # same inputs -> the same files; another name adds rows without touching c1
-    curate(CurateConfig(db=db, name="c1", per_class=3, out=tmp_path / "cur2", stratify="source"))
+    curate(CurateConfig(db=db, name="c2", per_class=3, out=tmp_path / "cur2", stratify="source"))
     assert pq.read_table(tmp_path / "cur2" / "data" / "train-00000.parquet").to_pylist() == rows
 
 

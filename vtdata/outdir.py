@@ -49,13 +49,16 @@ def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool =
     `marker` (this kind of output) and a .vt-output that lists every path in it (nothing foreign inside)."""
     if out.exists() and not out.is_dir():
         raise VtError(f"{out} is a file; --out must be a directory")
+    if not force and out.is_dir() and any(out.iterdir()):
+        _check_written_by_vt(out, marker, what)
     o = out.resolve()
     for p in keep:
         p = Path(p).resolve()
         if p == o or o in p.parents:
             raise VtError(f"--out {out} would replace {p}, which this command needs; choose another --out")
-    if force or not out.is_dir() or not any(out.iterdir()):
-        return
+
+
+def _check_written_by_vt(out: Path, marker: str, what: str) -> None:
     if not (out / marker).is_file():
         raise VtError(f"{out} exists and is not {what} (no {marker}); choose another --out, or pass --force "
                       f"to replace it and everything in it")

@@ -25,7 +25,7 @@ import yaml
 
 from vtdata import __version__, protocol
 from vtdata.console import VtError, error_line, info, track
-from vtdata.dataset import load_hf
+from vtdata.dataset import iter_samples, load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
 from vtdata.outdir import make_out_dir
@@ -48,6 +48,8 @@ def load_rows(data_dir: str, split: str):
     missing = sorted(need - set(ds.column_names))
     if missing:
         raise VtError(f"{d} lacks column(s) {', '.join(missing)}: not a vt built/curated dataset")
+    for _ in iter_samples(d, split, columns=["id", "image"]):
+        pass  # every image against its recorded image_sha256 once, before any rollout uses one
     return ds.cast_column("image", datasets.Image(decode=False))
 
 
