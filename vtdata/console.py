@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
@@ -21,6 +22,7 @@ T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True, markup=False)  # one-line messages stay one line when piped
 _level = {"value": 1}  # 0 quiet, 1 normal, 2 verbose
 log = logging.getLogger("vt")
+PLAIN_EVERY_S = 30.0  # how often a progress line is printed where stderr is not a terminal
 
 
 class VtError(Exception):
@@ -58,6 +60,13 @@ def progress_bar(description: str, total: int | None = None) -> Iterator["Progre
         with progress_bar("scoring", total=n) as bar:
             bar.advance(1, status="low_ok=3 needs_high=1")
     """
+    if not console.is_terminal:  # a log or CI: whole lines now and then, never a bar cut to 80 columns
+        bar = PlainProgress(description, total)
+        try:
+            yield bar
+        finally:
+            bar.line(final=True)
+        return
     prog = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                     TextColumn("{task.fields[status]}", markup=False), console=console, disable=quiet(),
@@ -74,6 +83,40 @@ class ProgressHandle:
     def advance(self, n: int = 1, status: str | None = None) -> None:
         kw = {"status": status} if status is not None else {}
         self._prog.update(self._task, advance=n, **kw)
+
+
+class PlainProgress:
+    """Progress where stderr is not a terminal: a full line (count, total, elapsed, ETA, status) at most
+    every PLAIN_EVERY_S seconds and at the end; silent under --quiet."""
+
+    def __init__(self, description: str, total: int | None) -> None:
+        self.description, self.total, self.done, self.status = description, total, 0, ""
+        self.t0 = self.last = time.monotonic()
+        self.shown: tuple | None = None  # (count, status) of the last line printed
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        self.done += n
+        self.status = self.status if status is None else status
+        if time.monotonic() - self.last >= PLAIN_EVERY_S:
+            self.line()
+
+    def line(self, final: bool = False) -> None:
+        self.last = now = time.monotonic()
+        if quiet() or (final and self.shown == (self.done, self.status)):
+            return
+        self.shown = (self.done, self.status)
+        took = now - self.t0
+        count = f"{self.done}/{self.total} ({100 * self.done / self.total:.0f} %)" if self.total else f"{self.done}"
+        eta = ""
+        if self.total and not final and 0 < self.done < self.total:
+            eta = f", eta {_hms(took / self.done * (self.total - self.done))}"
+        console.print(f"{self.description}: {count} in {_hms(took)}{eta}" + (f"; {self.status}" if self.status else ""),
+                      highlight=False)
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

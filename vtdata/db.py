@@ -107,19 +107,44 @@ def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None 
 @contextmanager
 def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The one read-write connection of a command; records the holder for other commands to see."""
+    from vtdata.outdir import missing_dirs, remove_empty
     path = Path(db)
     hp = holder_path(path)
+    made = missing_dirs(path)  # the file and the folders this command creates
     con = connect(path)
     cmd = command or "vt " + " ".join(sys.argv[1:2])
     hp.write_text(json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
+    failed = False
     try:
         yield con
+    except BaseException:
+        failed = True
+        raise
     finally:
+        empty = failed and made and _no_rows(con)
         con.close()
         try:
             hp.unlink()
         except OSError:
             pass
+        if empty:  # a command that failed leaves no empty database it created behind
+            for f in (path, Path(f"{path}.wal")):
+                f.unlink(missing_ok=True)
+            remove_empty(made[1:])
+
+
+def _no_rows(con) -> bool:
+    """Whether no table of the database holds a row (False when that cannot be told)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # no transaction open
+    try:
+        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                           "WHERE table_type = 'BASE TABLE'").fetchall()]
+        return all(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] == 0 for n in names)
+    except duckdb.Error:
+        return False
 
 
 @contextmanager

@@ -43,6 +43,38 @@ def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
 MARKER = ".vt-output"  # written by publish(): what vt put in an output directory
 
 
+def missing_dirs(path: str | os.PathLike) -> list[Path]:
+    """`path` and its parents that do not exist yet, deepest first: what creating it would create."""
+    missing = []
+    for p in [Path(path), *Path(path).parents]:
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return missing
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove directories a failed command created (deepest first), each only while it is empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+@contextmanager
+def new_out_dir(path: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+    """make_out_dir for the length of a command: the directories it created are removed again when the
+    command fails and leaves them empty (a failed command leaves no empty evals/ behind)."""
+    made = missing_dirs(path)
+    out = make_out_dir(path, flag)
+    try:
+        yield out
+    except BaseException:
+        remove_empty(made)
+        raise
+
+
 def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool = False) -> None:
     """Refuse an output directory that publish() would destroy: a file, a path in `keep` (the input
     data, the database), or -- unless `force` -- a non-empty directory vt cannot prove it wrote: it needs

@@ -26,7 +26,7 @@ from vtdata.dataset import read_split
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar, results_console
 from vtdata.db import default_db, writer
-from vtdata.outdir import check_name, make_out_dir
+from vtdata.outdir import check_name, new_out_dir
 from vtdata.resolution import visual_tokens
 from vtdata.judge import JudgeSpec, make_judge
 from vttrain import engine
@@ -294,8 +294,12 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     """`vt eval`: evaluate, resuming a run of the same name; prints the summary and returns
     {'run', 'done', 'new', 'summary', 'jsonl', 'db'}. `policy` / `judge` replace the ones `cfg` names
     (tests pass scripted ones; the caller closes them)."""
+    with new_out_dir(cfg.out_dir()):  # made before any work (the JSONL is written at the end); gone if it fails
+        return _run(cfg, policy, judge)
+
+
+def _run(cfg: EvalConfig, policy, judge) -> dict:
     name = cfg.run_name()
-    make_out_dir(cfg.out_dir())  # before any work: the JSONL is written at the end
     rows = _rows(cfg)
     t_start = time.time()
     with writer(cfg.db_path(), "vt eval") as con:
