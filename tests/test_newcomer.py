@@ -121,3 +121,17 @@ def test_progress_in_a_log_is_whole_lines(tmp_path):
     assert r.returncode == 0 and "…" not in r.stderr, r.stderr
     assert any(ln.startswith("scoring rollouts of the low and the high views: 192/123456") for ln in lines), lines
     assert lines[-1].endswith("judged=1000") and "64/123456" in lines[0]
+
+
+def test_a_failed_build_leaves_no_folders_or_database(tmp_path, monkeypatch):
+    import vtdata.build
+    from build_helpers import build, write_manifest
+    m = write_manifest(tmp_path, [{"name": "g", "kind": "synthetic", "task": "general", "take": 2}])
+
+    def broken(*a, **k):
+        raise VtError("a source failed")
+    monkeypatch.setattr(vtdata.build, "_build", broken)
+    for db in (None, tmp_path / "dbs" / "x" / "vt.duckdb"):
+        with pytest.raises(VtError, match="source failed"):
+            build(m, tmp_path / "new" / "deep" / "data", db=db)
+        assert not (tmp_path / "new").exists() and not (tmp_path / "dbs").exists()

@@ -122,7 +122,19 @@ def walk(top: Path) -> list[str]:
 def staging(out: Path) -> Iterator[Path]:
     """A fresh temp dir beside `out` (same filesystem, so publish() is a rename), removed on the way out.
     Holds `out`'s lock throughout (a second command writing the same `out` is refused), and first
-    removes temp dirs that killed commands left for `out` (their pid is gone)."""
+    removes temp dirs that killed commands left for `out` (their pid is gone). A command that fails
+    leaves none of the folders it made for `out` behind while they are empty."""
+    made = missing_dirs(out.parent)
+    try:
+        with _staging(out) as tmp:
+            yield tmp
+    except BaseException:
+        remove_empty(made)
+        raise
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
