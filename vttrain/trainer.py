@@ -15,7 +15,7 @@ Private methods overridden (each calls TRL's own first):
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
 - `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
   position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
-  projects only the completion positions, as TRL does on CUDA (`_compact_lm_head`; same log-probs).
+  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs).
 Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
 Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
@@ -257,7 +257,7 @@ class VtGRPOTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
         if not self.compact_head:
             return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
-        with _compact_lm_head():
+        with compact_lm_head():
             return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
 
     def _tokenize_prompts(self, prompts):
@@ -365,7 +365,7 @@ class VtGRPOTrainer(GRPOTrainer):
 
 
 @contextmanager
-def _compact_lm_head():
+def compact_lm_head():
     """TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) projects only the positions that have a label
     when `_use_triton(device)`; elsewhere it projects every prompt and padding position through the whole
     vocabulary and zeroes them after (so that Neuron does not recompile for each count of positions). On CPU
