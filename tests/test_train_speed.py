@@ -74,3 +74,44 @@ def test_gradient_checkpointing_follows_the_config(tiny):
     root, model, data = tiny
     assert h.config(model, data, root / "x", gradient_checkpointing=True).gradient_checkpointing is True
     assert h.config(model, data, root / "y").gradient_checkpointing is False  # CPU
+
+
+@pytest.mark.slow  # two 3-step warm-start builds: ~1 min of CPU
+def test_warm_start_sft_with_the_compact_head_trains_the_same_weights(tmp_path, monkeypatch):
+    """`vt init-model mini`'s SFT scores only the assistant positions through the LM head on CPU too
+    (vttrain.warmstart: compact_lm_head around SFTTrainer.compute_loss): the same weights."""
+    from contextlib import nullcontext
+
+    import torch
+    import trl.trainer.utils as tu
+    from safetensors.torch import load_file
+
+    import vttrain.trainer
+    from vttrain import warmstart
+    cfg = warmstart.MiniConfig(steps=3, check_every=100, check_size=2, cooldown_steps=0, batch_size=4)
+    head = tu._ChunkedLogProbFunction
+    out = {}
+    for name, compact in (("full", False), ("compact", True)):
+        rows = []
+
+        class Counted(head):
+            @classmethod
+            def apply(cls, hidden, *a):
+                rows.append(hidden.shape[0])
+                return super().apply(hidden, *a)
+        monkeypatch.setattr(tu, "_ChunkedLogProbFunction", Counted)
+        if not compact:
+            monkeypatch.setattr(vttrain.trainer, "compact_lm_head", nullcontext)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(tu, "_ChunkedLogProbFunction", Counted)
+        warmstart._train(tmp_path / name, cfg)
+        init = json.loads((tmp_path / name / "vt_init.json").read_text())
+        assert init["steps_trained"] == 3
+        out[name] = (load_file(str(tmp_path / name / "model.safetensors")), rows)
+    (w_a, rows_a), (w_b, rows_b) = out["full"], out["compact"]
+    # one call a step; the compact head projects the assistant positions only
+    assert len(rows_a) == len(rows_b) == 3 and all(b < a for a, b in zip(rows_a, rows_b))
+    assert w_a.keys() == w_b.keys()
+    for k in w_a:
+        assert torch.allclose(w_a[k], w_b[k], atol=1e-5), k
