@@ -164,3 +164,6 @@ def test_the_demo_rebuilds_its_own_older_outputs(tmp_path, manifest):
     (old / MARKER).unlink()  # written by an older vt
     vt_in_process(["build-data", str(manifest), "--out", str(old), "--db", str(tmp_path / "d.duckdb")] + by["build-data"].extra())
     assert (old / MARKER).is_file()
+    (tmp_path / "demo" / ".demo").mkdir()
+    with pytest.raises(VtError, match="belongs to the vt demo"):  # a README example run by hand into the demo
+        build(manifest, old)

@@ -83,6 +83,9 @@ def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool =
         raise VtError(f"{out} is a file; --out must be a directory")
     if not force and out.is_dir() and any(out.iterdir()):
         _check_written_by_vt(out, marker, what)
+        if (out.parent / ".demo").is_dir():  # a stage's output: the demo's later stages were made from it
+            raise VtError(f"{out} belongs to the vt demo in {out.parent} (its later stages were made from it); "
+                          f"choose another --out, or pass --force to replace it")
     o = out.resolve()
     for p in keep:
         p = Path(p).resolve()
