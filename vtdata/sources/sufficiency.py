@@ -67,7 +67,7 @@ def sample(task: str, seed, i: int, size: int = 112, scale="fine") -> dict:
     dark = rng.randrange(24, 48)  # 3 noise sds inside 0..255 (clipping would shift the mean)
     light = rng.randrange(208, 232, 2) + dark % 2  # dark + light even: the mean grey is a whole level
     # named scales keep the stripes on the low view's pixel grid (phase a multiple of period/2): the coarse
-    # patterns then differ at the low view on every image, and the box mean is exact
+    # patterns then differ at the low view on every image, and the box mean is exact before the pixel noise (NOISE) is added
     phase = rng.randrange(0, period, period // 2) if scale in SCALES else rng.randrange(period)
     spec = {"size": size, "color": rng.choice(sorted(COLORS)), "box": box, "box_size": half,
             "pattern": rng.choice(PATTERNS), "period": period, "phase": phase, "grey": (dark, light),
