@@ -1,19 +1,20 @@
-"""Benchmark: seconds per GRPO step and visual tokens per sample of VisionThink two-turn rollouts against
-a direct-answer-only run at full resolution, same tiny model, same data, same process.
+"""Benchmark: vt's GRPO step against a plain `trl.GRPOTrainer` step, and two-turn rollouts against direct answers.
 
-Arms (each: 1 warm-up step, then --steps measured optimiser steps; G=4, one prompt group per step):
-  visionthink   low-res first; half the rollouts call resize_image and get the high-res view
-  low-only      low-res first; no rollout calls the tool (the floor of the two-turn protocol)
-  full-res      the baseline: the high-res view in the prompt, one turn, no tool
-A random tiny model never writes a valid tool call, so the text of each turn is scripted
-(vttrain.scripted, after real sampling of --turn-tokens tokens); generation, the tool loop, the
-environment, the vision tower, the forward/backward and the optimiser run for real.
+Default (`python bench/train_step.py [--rounds 3] [--steps 2] [--before]`): the miniature's config
+(manifests/train-mini.yaml: G = 8, 32 rollouts a step, 96 completion tokens, 16 a turn, beta 0.04) on the
+warm start (`vt init-model mini`, cached) and the sufficiency data, in one process, arms interleaved
+round by round (each round: --steps optimiser steps of each arm):
+  plain TRL   trl.GRPOTrainer with TRL's defaults: the same model, prompts (the low view), G, token budget
+              and optimiser; no tools, a trivial reward
+  vt          VtGRPOTrainer as `vt train` builds it: the resize tool, the rule judge, the penalty, metrics
+  vt before   (--before) vt with its speed-ups off: TRL's full-sequence LM head on CPU, gradient
+              checkpointing on, turn-1 prompts rendered one by one
+Figures: median process CPU seconds per step (single-threaded, so robust to other jobs on a shared
+machine; the first step of each arm dropped). Last line: `ratio_vs_plain_trl=X.XX` (vt / plain TRL).
 
-    python bench/train_step.py [--steps 3] [--turn-tokens 32]
-
-CPU only: no GPU is lent to this workstream, so the 3B random-weight GPU figures are not measured.
-The machine is shared: the arms run single-threaded and each figure is the median per-step process CPU
-time (robust to other jobs) next to TRL's wall-clock step time (not robust).
+`--protocol [--turn-tokens 32]`: the tiny model on the demo data, two-turn VisionThink rollouts (50 % resize,
+scripted text) vs low-only vs direct full-resolution answers: seconds per step and visual tokens per sample.
+CPU only: no GPU is lent to this workstream, so GPU figures are not measured.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,13 +93,105 @@ def run_arm(name, model, data, out, steps, turn_tokens, call_share, max_turns):
             "resize_ratio": statistics.mean(r["resize_ratio"] for r in rows)}
 
 
+class CpuClock:
+    """Process CPU seconds of each optimiser step (generation, scoring, forward, backward, optimiser)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        clock = self
+        self.steps: list[float] = []
+
+        class Cb(TrainerCallback):
+            def on_step_begin(self, *a, **k):
+                clock.t0 = time.process_time()
+
+            def on_step_end(self, *a, **k):
+                clock.steps.append(time.process_time() - clock.t0)
+        self.callback = Cb()
+
+
+def plain_trl(model: Path, data: Path, out: Path, cfg):
+    """trl.GRPOTrainer with TRL's defaults on the same model, prompts, G, budget and optimiser as `cfg`."""
+    import torch
+    from trl import GRPOConfig, GRPOTrainer
+
+    from vttrain import models
+    from vttrain.rollout import make_transform
+    from vttrain.train import load_rows
+
+    def reward(completions, **_):  # trivial but not constant, so the advantages are not all zero
+        return [float(len(str(c)) % 3) for c in completions]
+
+    ds = load_rows(str(data), "train").with_transform(make_transform(cfg.system_prompt, cfg.user_prompt))
+    args = GRPOConfig(output_dir=str(out), num_generations=cfg.num_generations,
+                      per_device_train_batch_size=cfg.per_device_train_batch_size, max_steps=cfg.max_steps,
+                      max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+                      generation_kwargs={"max_new_tokens": cfg.max_turn_tokens}, beta=cfg.beta,
+                      loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, learning_rate=cfg.learning_rate,
+                      lr_scheduler_type=cfg.lr_scheduler_type, use_cpu=True, bf16=False, seed=cfg.seed,
+                      logging_strategy="no", disable_tqdm=True, save_strategy="no", report_to="none",
+                      dataloader_num_workers=0,
+                      model_init_kwargs={"dtype": torch.float32})
+    return GRPOTrainer(model=str(model), reward_funcs=reward, args=args, train_dataset=ds,
+                       processing_class=models.load_processor(str(model)))
+
+
+def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False):
+    from vttrain.train import build_trainer
+    from vttrain.train_config import parse_config
+    from vttrain.trainer import VtGRPOTrainer
+
+    class Before(VtGRPOTrainer):
+        compact_head = False
+        batched_render = False
+
+    flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
+             "--save_strategy", "no"] + (["--gradient_checkpointing", "true"] if before else [])
+    cfg = parse_config(str(ROOT / "manifests" / "train-mini.yaml"), flags)
+    return build_trainer(cfg, Before if before else None)[0], cfg
+
+
+def vs_plain_trl(rounds: int, steps: int, before: bool) -> None:
+    from vtdata.console import set_verbosity
+    from vttrain.warmstart import init_mini
+    set_verbosity(quiet=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = init_mini(tmp / "model")
+        subprocess.run([sys.executable, "-m", "vt", "-q", "build-data", str(ROOT / "manifests" / "sufficiency.yaml"),
+                        "--out", str(tmp / "data"), "--db", str(tmp / "b.duckdb")], check=True, cwd=ROOT)
+        vt, cfg = vt_trainer(model, tmp / "data", tmp / "vt", steps)
+        arms = {"plain TRL": plain_trl(model, tmp / "data", tmp / "plain", cfg), "vt": vt}
+        if before:
+            arms["vt before"] = vt_trainer(model, tmp / "data", tmp / "before", steps, before=True)[0]
+        clocks = {}
+        for name, trainer in arms.items():
+            clocks[name] = CpuClock()
+            trainer.add_callback(clocks[name].callback)
+        for _ in range(rounds):  # interleaved: each arm sees the same share of the machine's load
+            for trainer in arms.values():
+                trainer.train()
+    med = {name: statistics.median(c.steps[1:]) for name, c in clocks.items()}
+    print(f"miniature config (train-mini.yaml), warm start, CPU, 1 thread, {rounds} rounds x {steps} steps per arm")
+    for name, c in clocks.items():
+        print(f"{name:<10} {med[name]:6.3f} CPU s/step (median of {len(c.steps) - 1}; "
+              f"{med[name] / med['plain TRL']:.2f}x plain TRL)")
+    print(f"ratio_vs_plain_trl={med['vt'] / med['plain TRL']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (vs plain TRL)")
+    ap.add_argument("--steps", type=int, default=2, help="optimiser steps per arm per round (--protocol: per arm)")
+    ap.add_argument("--before", action="store_true", help="also time vt with its speed-ups off")
+    ap.add_argument("--protocol", action="store_true", help="two-turn rollouts vs direct answers (tiny model)")
     ap.add_argument("--turn-tokens", type=int, default=32)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)  # one thread: CPU time per step is then the work done, whatever else runs
+    if not a.protocol:
+        return vs_plain_trl(a.rounds, a.steps, a.before)
     from vtdata.console import set_verbosity
     from vttrain.models import init_tiny
     set_verbosity(quiet=True)

@@ -4,7 +4,7 @@
         client = openai.OpenAI(base_url=srv.url, api_key="x")
         srv.push(Reply(status=429, headers={"Retry-After": "1"}), Reply(status=500))  # next requests
         ...
-        srv.requests, srv.max_in_flight, srv.replied, srv.reply_delay   # counters
+        srv.requests, srv.connections, srv.max_in_flight, srv.replied, srv.reply_delay   # counters
         srv.auth                                                         # Authorization headers seen
 
 Serves POST /v1/chat/completions. What a request gets:
@@ -74,6 +74,7 @@ class FakeOpenAI:
         self.host, self.port = host, port
         self.script: deque[Reply] = deque()
         self.requests = 0
+        self.connections = 0          # TCP connections accepted
         self.in_flight = 0
         self.max_in_flight = 0
         self.replied = 0              # 200 replies written, and the sum of their delays from request to reply
@@ -103,6 +104,7 @@ class FakeOpenAI:
 
     # -- server -------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -217,8 +219,10 @@ if __name__ == "__main__":  # a standalone server process (benchmarks, trying `v
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--stdin", action="store_true", help="answer each stdin line with the counters; exit at EOF")
+    ap.add_argument("--reply", help="answer every request with this text (a policy) instead of judging")
     args = ap.parse_args()
-    srv = FakeOpenAI(latency=args.latency, port=args.port)
+    srv = FakeOpenAI(responder=(lambda _req: args.reply) if args.reply is not None else None,
+                     latency=args.latency, port=args.port)
     srv.keep_log = False
     srv.start()
     print(srv.url, flush=True)

@@ -130,6 +130,29 @@ def test_view_of_row_uses_row_sizes_and_accepts_decoded_images():
             view_of(dict(row, image=bad), "low")
 
 
+def test_view_of_makes_each_view_of_a_sample_once(monkeypatch):
+    """A command asks for the same views again (score-judge per view, eval per mode, training per step):
+    each (sample, view) is decoded and resized once; another image under the same id is not confused."""
+    from vtdata import resolution
+    made = []
+    real = resolution._make_view
+    monkeypatch.setattr(resolution, "_make_view", lambda row, size: made.append(size) or real(row, size))
+    monkeypatch.setattr(resolution, "_VIEWS", type(resolution._VIEWS)())
+    a, b = image_bytes((300, 150), color=(200, 30, 30)), image_bytes((300, 150), color=(10, 200, 30))
+    (lw, lh), (hw, hh) = view_sizes(300, 150, ResolutionPolicy(112 * 112, 224 * 224))
+    row = {"id": "s0", "image_sha256": "a", "image": a, "low_width": lw, "low_height": lh, "high_width": hw,
+           "high_height": hh}
+    first = view_of(row, "low")
+    for _ in range(3):
+        assert view_of(dict(row), "low") is first
+    assert view_of(row, "high").size == (hw, hh) and len(made) == 2
+    other = view_of(dict(row, image_sha256="b", image=b), "low")
+    assert other.tobytes() == view(b, (lw, lh)).tobytes() != first.tobytes() and len(made) == 3
+    unkeyed = dict(row, id=None)  # no id: nothing to key a cache on, made each time
+    view_of(unkeyed, "low"), view_of(unkeyed, "low")
+    assert len(made) == 5
+
+
 def test_bomb_and_garbage_are_value_errors():
     with pytest.raises(ValueError, match="decompression bomb"):
         view(image_bytes((400, 400)), (56, 56), pixel_cap=100_000)

@@ -455,3 +455,67 @@ def test_recipes_ask_the_judge_the_release_way():
     for name in ("train-visionthink-7b.yaml", "train-visionthink-3b.yaml"):
         r = yaml.safe_load((h.ROOT / "manifests" / name).read_text())
         assert (r["judge"], r["judge_input"], r["judge_scope"]) == ("openai:gpt-4o-2024-11-20", "release", "all")
+
+
+def _order_recording_trainer():
+    """A scripted trainer whose groups are never informative; `T.seen` lists the question numbers of every
+    generation round in order: the main loop's batch, then each refill round's."""
+    import re
+    from vttrain import scripted
+
+    def number(row):
+        return int(re.findall(r"\((\d+)\)", row["question"])[-1])
+
+    class T(scripted.ScriptedGRPOTrainer):
+        seen = []
+
+        def _generate_and_score_completions(self, inputs):
+            T.seen.append([number(x) for x in inputs[::self.num_generations]])
+            return super()._generate_and_score_completions(inputs)
+
+        def _refill_inputs(self, n, round_no):
+            rows = super()._refill_inputs(n, round_no)
+            T.seen.append([number(x) for x in rows[::self.num_generations]])
+            return rows
+    T.script = staticmethod(lambda turn, index, prompt: scripted.answer("wrong"))
+    return T
+
+
+def test_refill_reads_the_epochs_next_prompts_and_the_loader_skips_them(tmp_path):
+    """The release keeps reading its data loader: refill prompts are the epoch's next ones (TRL's shuffled
+    order), and the main loop does not hand them out again."""
+    import torch
+    from vttrain.train import build_trainer
+    model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data", n=8)
+    T = _order_recording_trainer()
+    cfg = h.config(model, data, tmp_path / "run", max_steps=2, dynamic_sampling=True, max_refill_rounds=2)
+    trainer, _ = build_trainer(cfg, T)
+    trainer.train()
+    trainer.judge.close()
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(0)).tolist()  # RepeatSampler, seed 0
+    # the loader fetches one batch ahead (accelerate), so a refill takes the prompts after that one:
+    # step 1 trains order[0] and refills order[2], order[3]; step 2 trains order[1] (fetched ahead), refills
+    # order[5], order[6] (order[4] is fetched ahead for step 3). None twice, none out of the epoch's order.
+    seen = [q for round_ in T.seen for q in round_]
+    assert seen == [order[i] for i in (0, 2, 3, 1, 5, 6)] and len(set(seen)) == 6
+
+
+@pytest.mark.slow  # three short runs of the tiny model
+def test_a_resumed_run_refills_from_where_the_checkpoint_left_the_epoch(tmp_path):
+    from vttrain.train import build_trainer
+    model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data", n=8)
+    runs = {}
+    for name, resume in (("whole", None), ("first", None), ("resumed", "first/checkpoint-1")):
+        T = _order_recording_trainer()
+        steps = 1 if name == "first" else 2
+        out = tmp_path / ("first" if name == "resumed" else name)
+        cfg = h.config(model, data, out, max_steps=2, dynamic_sampling=True, max_refill_rounds=2,
+                       save_strategy="steps", save_steps=1)
+        trainer, _ = build_trainer(cfg, T)
+        if steps == 1:
+            trainer.args.max_steps = 1
+        trainer.train(resume_from_checkpoint=str(tmp_path / resume) if resume else None)
+        trainer.judge.close()
+        runs[name] = T.seen
+    assert runs["first"] == runs["whole"][:3]
+    assert runs["resumed"] == runs["whole"][3:]  # step 2 after the resume: the same prompts, none twice

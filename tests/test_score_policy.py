@@ -71,6 +71,20 @@ def test_openai_policy_balances_several_servers(monkeypatch):
                                                   + ["<answer>slow</answer>"] * slow.requests)
 
 
+def test_openai_policy_reuses_its_connections_across_calls(monkeypatch):
+    """score-judge calls the policy once per chunk: the connections of the first call serve the next ones."""
+    monkeypatch.setenv("VT_TEST_KEY", "sk-test")
+    with FakeOpenAI(lambda req: "<answer>ok</answer>") as srv:
+        pol = make_policy("openai:served", base_url=srv.url, api_key_env="VT_TEST_KEY", max_retries=0,
+                          concurrency=2)
+        for chunk in range(3):  # each call from a fresh event loop, as separate commands' chunks would
+            gens = pol.generate([GenRequest(_msgs(_noise((56, 56), chunk)), n=4)])
+            assert [g.text for g in gens] == ["<answer>ok</answer>"] * 4
+        pol.close()
+        pol.close()  # idempotent
+    assert srv.requests == 12 and 1 <= srv.connections <= 2
+
+
 def test_openai_policy_reports_failures_without_text(monkeypatch):
     monkeypatch.setenv("VT_TEST_KEY", "sk-test")
     with FakeOpenAI(lambda req: "<answer>ok</answer>") as srv:

@@ -14,6 +14,7 @@ import io
 import math
 import os
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -257,14 +258,47 @@ def _read_file(path, max_bytes: int) -> bytes:
             raise ValueError(f"cannot read image file ({err.strerror}: {path})") from None
 
 
+VIEW_CACHE_BYTES = 512 << 20  # views kept for the life of a command (least recently used dropped beyond)
+_VIEWS: "OrderedDict[tuple, Image.Image]" = OrderedDict()
+_views_bytes = 0
+
+
 def view_of(row: dict, which: str = "low") -> Image.Image:
     """The `low` or `high` view of a built-set row (uses the row's low_/high_ sizes).
 
+    Cached for the life of the process (a command) by row id, image hash, view and size, up to
+    VIEW_CACHE_BYTES: no command decodes and resizes the same view twice (score-judge, eval in each
+    mode, training's prompts and tool turns). Callers must not modify the image they get.
     Pass the encoded bytes (iter_samples) where pixels must match across commands: an already decoded
     image (load_hf) skips the JPEG draft decode, so views of JPEGs over 2x the view size differ slightly."""
+    global _views_bytes
     if which not in ("low", "high"):
         raise VtError(f"view must be 'low' or 'high', got {which!r}")
     size = (int(row[f"{which}_width"]), int(row[f"{which}_height"]))
+    decoded = isinstance(row.get("image"), Image.Image)
+    key = (row.get("id"), row.get("image_sha256"), which, size, decoded)
+    if key[0] is None or key[1] is None:
+        return _make_view(row, size)
+    img = _VIEWS.get(key)
+    if img is not None:
+        _VIEWS.move_to_end(key)
+        return img
+    img = _VIEWS[key] = _make_view(row, size)
+    _views_bytes += size[0] * size[1] * 3
+    while _views_bytes > VIEW_CACHE_BYTES and len(_VIEWS) > 1:
+        _, old = _VIEWS.popitem(last=False)
+        _views_bytes -= old.size[0] * old.size[1] * 3
+    return img
+
+
+def clear_views() -> None:
+    """Forget the cached views (view_of)."""
+    global _views_bytes
+    _VIEWS.clear()
+    _views_bytes = 0
+
+
+def _make_view(row: dict, size: tuple[int, int]) -> Image.Image:
     image = row["image"]
     if isinstance(image, Image.Image):  # a row decoded by `datasets`
         img = to_rgb(ImageOps.exif_transpose(image))

@@ -24,7 +24,6 @@ bench/gpu_check.sh measures a real step where a GPU is at hand.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -201,8 +201,10 @@ class LocalPolicy(Policy):
 
 
 def image_data_url(image) -> str:
+    """A lossless PNG data URL; compression level 1: the same pixels for a fraction of the default level's
+    CPU (the client's largest cost per request on demo-size views; bench/score.py)."""
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
+    image.convert("RGB").save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -224,7 +226,11 @@ def to_openai_messages(messages: Sequence[dict]) -> list[dict]:
 
 
 class OpenAIPolicy(Policy):
-    """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...)."""
+    """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...).
+
+    The judge's transport (vtdata.judge.llm.openai_clients: the SDK's aiohttp client, the low-level post):
+    its clients live on the policy's own event loop thread for the life of the policy, so connections are
+    reused from one chunk of a command to the next; `close()` ends them."""
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 3, seed: int | None = None):
@@ -235,51 +241,80 @@ class OpenAIPolicy(Policy):
         self.timeout_s, self.max_retries, self.seed = timeout_s, max_retries, seed
         self._key = require_key(api_key_env, base_url, who="policy")
         self.identity = f"openai:{model}"  # the server URL is transport: moving it keeps the rollouts
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: list[list] | None = None  # [client, URL, requests in flight] per client
+        self._lock = threading.Lock()
 
     async def agenerate(self, requests):
-        from openai import AsyncOpenAI
-        reqs = [as_request(r) for r in requests]
-        # per call: clients are bound to the running event loop; [client, requests in flight] per server
-        clients = [[AsyncOpenAI(api_key=self._key, base_url=u, timeout=self.timeout_s, max_retries=self.max_retries), 0]
-                   for u in self.base_urls]
-        sem = asyncio.Semaphore(self.concurrency)
+        from vtdata.judge import start_loop
+        with self._lock:
+            if self._loop is None:
+                self._loop, self._thread = start_loop("vt-policy")
+        fut = asyncio.run_coroutine_threadsafe(self._generate([as_request(r) for r in requests]), self._loop)
         try:
-            jobs = []
-            for i, r in enumerate(reqs):
-                msgs = to_openai_messages(r.messages)
-                visual = sum(visual_tokens(*im.size) for im in message_images(r.messages))
-                jobs += [self._one(clients, sem, msgs, r, visual, i, j) for j in range(r.n)]
-            return list(await asyncio.gather(*jobs))
-        finally:
-            for client, _ in clients:
-                await client.close()
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
 
-    async def _one(self, clients, sem, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
+    def close(self) -> None:
+        """Close the clients and the loop thread. Idempotent."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def shutdown():
+            for client, _, _ in self._clients or []:
+                await client.close()
+            self._clients = None
+        from vtdata.judge import stop_loop
+        try:
+            stop_loop(loop, self._thread, shutdown(), timeout=30)
+        finally:
+            self._loop = None
+
+    async def _generate(self, reqs: list[GenRequest]) -> list[Generation]:
+        if self._clients is None:  # on the policy's loop, once
+            from vtdata.judge.llm import openai_clients
+            self._clients = [[c, url, 0] for c, url in openai_clients(
+                self._key, self.base_urls, self.timeout_s, self.concurrency, max_retries=self.max_retries)]
+            self._sem = asyncio.Semaphore(self.concurrency)
+        jobs = []
+        for i, r in enumerate(reqs):
+            msgs = to_openai_messages(r.messages)  # images encoded once per request, not per sample
+            visual = sum(visual_tokens(*im.size) for im in message_images(r.messages))
+            jobs += [self._one(msgs, r, visual, i, j) for j in range(r.n)]
+        return list(await asyncio.gather(*jobs))
+
+    async def _one(self, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
+        import httpx2
         import openai
-        kw: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
-                        top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
+        body: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
+                          top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
         if self.seed is not None:
-            kw["seed"] = self.seed + 1000 * i + j
-        async with sem:
-            pick = min(clients, key=lambda c: c[1])  # the least busy server
-            pick[1] += 1
+            body["seed"] = self.seed + 1000 * i + j
+        async with self._sem:
+            pick = min(self._clients, key=lambda c: c[2])  # the least busy server
+            pick[2] += 1
             t0 = time.perf_counter()
             try:
-                resp = await pick[0].chat.completions.create(**kw)
+                reply = (await pick[0].post(pick[1], cast_to=httpx2.Response, body=body)).json()
+                choice = reply["choices"][0] if reply.get("choices") else None
             except openai.OpenAIError as err:
                 msg = f"{type(err).__name__}: {str(err)[:200]}"
                 debug(f"policy request failed: {msg}")
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
+            except (ValueError, TypeError, AttributeError, KeyError) as err:  # not a chat completion
+                return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j,
+                                  error=f"bad reply: {type(err).__name__}: {str(err)[:120]}")
             finally:
-                pick[1] -= 1
+                pick[2] -= 1
         latency = time.perf_counter() - t0
-        if not resp.choices:
+        if choice is None:
             return Generation("", 0, visual, latency, "error", i, j, error="empty response (no choices)")
-        choice = resp.choices[0]
-        text = choice.message.content or ""
-        usage = getattr(resp, "usage", None)
-        n_tok = int(usage.completion_tokens) if usage and usage.completion_tokens is not None else 0
-        return Generation(text, n_tok, visual, latency, choice.finish_reason or "stop", i, j)
+        text = (choice.get("message") or {}).get("content") or ""
+        n_tok = int((reply.get("usage") or {}).get("completion_tokens") or 0)
+        return Generation(text, n_tok, visual, latency, choice.get("finish_reason") or "stop", i, j)
 
 
 def make_policy(spec: str, base_url: str | None = None, **opts) -> Policy:

@@ -27,7 +27,6 @@ Where vt goes around TRL (TRL has no hook for it):
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 from typing import Any
 
 from vtdata import protocol
@@ -123,23 +122,10 @@ def env_factory(tools, prompt_names: dict):
     return functools.partial(env_class(tools), prompt_names=prompt_names)
 
 
-_VIEWS: "OrderedDict[tuple, Any]" = OrderedDict()
-_VIEW_CACHE_SIZE = 64  # a prompt's G rollouts ask for the same views in a row
-
-
 def _view(row: dict, which: str):
-    """The row's low/high view (vtdata.resolution.view_of; `image` = the original bytes), LRU-cached by row id."""
+    """The row's low/high view (vtdata.resolution.view_of, cached there; `image` = the original bytes)."""
     from vtdata.resolution import view_of
-    key = (row.get("id"), row.get("image_sha256"), which, row.get(f"{which}_width"), row.get(f"{which}_height"))
-    if key[0] is not None and key in _VIEWS:
-        _VIEWS.move_to_end(key)
-        return _VIEWS[key]
-    img = view_of(row, which)
-    if key[0] is not None:
-        _VIEWS[key] = img
-        while len(_VIEWS) > _VIEW_CACHE_SIZE:
-            _VIEWS.popitem(last=False)
-    return img
+    return view_of(row, which)
 
 
 def high_view(row: dict):

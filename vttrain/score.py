@@ -46,7 +46,7 @@ TABLES = ("rollouts", "sufficiency", "label_counts", "low_vs_high_accuracy", "to
 ROLLOUT_COLUMNS = ("policy", "sample_id", "view", "idx", "text", "generated_tokens", "visual_tokens",
                    "latency_s", "finish_reason", "temperature", "created")
 SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answer_type", "choices", "image",
-                  "low_width", "low_height", "high_width", "high_height"]
+                  "low_width", "low_height", "high_width", "high_height", "image_sha256"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ import typer
 import yaml
 
 from vtdata import __version__, protocol
-from vtdata.console import VtError, console, error_line, info, track
+from vtdata.console import VtError, error_line, info, track
 from vtdata.dataset import load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge

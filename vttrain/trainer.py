@@ -10,9 +10,16 @@ Private methods overridden (each calls TRL's own first):
   groups leave the loss, and with `max_refill_rounds` > 0 more prompt groups are generated (calling TRL's
   own method again on fresh rows) until the batch holds as many informative groups as asked, as the
   release's "rejection sample" and DAPO do. TRL 1.16 has no such filter or hook.
+- `_get_train_sampler`: with refill, TRL's RepeatSampler becomes vttrain.refill.EpochSampler (same order),
+  whose `take` hands refills the epoch's next prompts; `_save_checkpoint` stores its log beside each
+  checkpoint, `_load_from_checkpoint` reads it back.
 - `_tokenize_prompts`: hands TRL's tool loop tensors for image_grid_thw / pixel_values.
 - `_generate_single_turn`: refuses a generated vision token (it would break the next forward).
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
+- `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
+  position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
+  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs).
+Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
 Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
 `trl.trainer.utils.split_pixel_values_by_grid` / `unsplit_pixel_values_by_grid`; config fields set by
@@ -25,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +242,10 @@ class VtGRPOTrainer(GRPOTrainer):
         # `from_pretrained` maps onto the module names ("model.language_model.embed_tokens..."): most weights
         # would silently stay at their initial values (huggingface/transformers#43701; the fix PR #44366 was
         # closed unmerged). Load through from_pretrained instead, strictly.
+        from vttrain.refill import load_log
+        self._refill_replay = load_log(resume_from_checkpoint)  # the refill takes before the checkpoint
+        if getattr(self, "_epoch_sampler", None) is not None:
+            self._epoch_sampler.replay = self._refill_replay
         model = model if model is not None else self.model
         unwrapped = self.accelerator.unwrap_model(model)
         ckpt = Path(resume_from_checkpoint)
@@ -245,8 +257,29 @@ class VtGRPOTrainer(GRPOTrainer):
         unwrapped.load_state_dict(fresh.state_dict(), strict=True)
         del fresh
 
+    # -- speed: the same numbers with less work ---------------------------------------------------------
+    compact_head = True  # score only completion positions on CPU (tests turn it off to compare)
+    batched_render = True  # turn-1 prompts in one processor call when the batch shares one tool schema
+
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        if not self.compact_head:
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        with compact_lm_head():
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+
     def _tokenize_prompts(self, prompts):
-        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        names = set(self._batch_environments or ()) if self.environment_factories is not None else set()
+        if self.batched_render and len(names) == 1:
+            # TRL renders environment prompts one by one (each with its environment's tools); with one schema
+            # for the whole batch its own batched path (self.tools) gives the same ids and image fields at once.
+            saved = self.environment_factories, self.tools
+            self.environment_factories, self.tools = None, self._env_tools[names.pop()]
+            try:
+                prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+            finally:
+                self.environment_factories, self.tools = saved
+        else:
+            prompt_ids, images, fields = super()._tokenize_prompts(prompts)
         # TRL 1.16 renders environment prompts one by one and merges the processor outputs as nested
         # lists for non-tensor fields (image_grid_thw); its tool loop then calls split_pixel_values_by_grid
         # on them when a turn brings no image (an error turn) and fails. Hand it tensors.
@@ -294,13 +327,33 @@ class VtGRPOTrainer(GRPOTrainer):
             keep = keep & ~self._over_rows[rank * n:(rank + 1) * n]
         return keep.cpu()
 
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        if not (self.args.dynamic_sampling and self.args.max_refill_rounds > 0):
+            return sampler
+        from vttrain.refill import EpochSampler
+        self._epoch_sampler = EpochSampler.like(sampler)
+        self._epoch_sampler.replay = getattr(self, "_refill_replay", [])
+        return self._epoch_sampler
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        sampler = getattr(self, "_epoch_sampler", None)
+        ckpt = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if sampler is not None and ckpt.is_dir() and self.args.should_save:
+            sampler.save(ckpt)
+
     def _refill_inputs(self, n: int, round_no: int) -> list[dict]:
-        """n fresh rows (n / G prompts, each repeated G times, as TRL's sampler lays them out), drawn by a
-        seed of (seed, step, round, process): the same on a resumed run."""
+        """n fresh rows (n / G prompts, each repeated G times, as TRL's sampler lays them out): the epoch's
+        next prompts (vttrain.refill.EpochSampler, the release's order); past the epoch's end, drawn by a
+        seed of (seed, step, round, process), the same on a resumed run."""
         import random
-        G = self.num_generations
-        rng = random.Random(f"{self.args.seed}:{self.state.global_step}:{round_no}:{self.accelerator.process_index}")
-        idx = [rng.randrange(len(self.train_dataset)) for _ in range(n // G)]
+        G, k = self.num_generations, n // self.num_generations
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        sampler = getattr(self, "_epoch_sampler", None)
+        idx = sampler.take(world * k)[rank * k:(rank + 1) * k] if sampler is not None else []
+        rng = random.Random(f"{self.args.seed}:{self.state.global_step}:{round_no}:{rank}")
+        idx += [rng.randrange(len(self.train_dataset)) for _ in range(k - len(idx))]
         return [self.train_dataset[i] for i in idx for _ in range(G)]
 
     def _refill(self, inputs, out: dict, keep: torch.Tensor) -> tuple[dict, torch.Tensor]:
@@ -336,6 +389,22 @@ class VtGRPOTrainer(GRPOTrainer):
             info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
         return merged, new_keep
+
+
+@contextmanager
+def compact_lm_head():
+    """TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) projects only the positions that have a label
+    when `_use_triton(device)`; elsewhere it projects every prompt and padding position through the whole
+    vocabulary and zeroes them after (so that Neuron does not recompile for each count of positions). On CPU
+    nothing recompiles and, on vt's small models, that projection is about half the step: make TRL's CUDA
+    choice there for the duration of a call. The kernels read their own `_use_triton`, unchanged."""
+    import trl.trainer.utils as tu
+    original = tu._use_triton
+    tu._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        tu._use_triton = original
 
 
 def _masked(out: dict, keep: torch.Tensor) -> dict:

@@ -119,7 +119,7 @@ class MiniConfig:
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
                            "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
-                           "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
+                           "gen": "vt-sufficiency-1", "v": 3}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -325,8 +325,14 @@ def _train(out: Path, cfg: MiniConfig) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from vttrain import models
+    from vttrain.trainer import compact_lm_head
     from vttrain.warmstart_check import AccuracyCheck, call_probability, check_accuracy  # it imports this module
     models._quiet_transformers()
+
+    class SFT(SFTTrainer):  # the loss through the LM head on the labelled (assistant) positions only, on CPU too
+        def compute_loss(self, *args, **kwargs):
+            with compact_lm_head():
+                return super().compute_loss(*args, **kwargs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     threads = torch.get_num_threads()
@@ -346,7 +352,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         check = AccuracyCheck(processor, cfg)
         info(f"warm start: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter "
              f"Qwen2.5-VL, at most {cfg.steps} + {cfg.cooldown_steps} steps x {cfg.batch_size} trajectories")
-        trainer = SFTTrainer(model=model, processing_class=processor, callbacks=[check],
+        trainer = SFT(model=model, processing_class=processor, callbacks=[check],
                              train_dataset=sft_rows(range(cfg.steps * cfg.batch_size), cfg),
                              args=SFTConfig(output_dir=str(tmp / "sft"), max_steps=cfg.steps,
                                             learning_rate=cfg.learning_rate, lr_scheduler_type="constant_with_warmup",
@@ -357,7 +363,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         n_cool = min(cfg.cooldown_steps, cfg.steps)  # a short test build stays short
         if n_cool:
             start = steps * cfg.batch_size  # fresh rows, not the ones just trained on
-            cool = SFTTrainer(model=model, processing_class=processor,
+            cool = SFT(model=model, processing_class=processor,
                               train_dataset=sft_rows(range(start, start + n_cool * cfg.batch_size), cfg),
                               args=SFTConfig(output_dir=str(tmp / "sft"), max_steps=n_cool,
                                              learning_rate=cfg.learning_rate, lr_scheduler_type="linear",

@@ -70,6 +70,26 @@ class _Stats:
     llm_verdicts: int = 0
 
 
+def start_loop(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """An event loop running in its own daemon thread (the judge's, the openai policy's): clients made on
+    it serve every call of a command, from any thread or loop (asyncio.run_coroutine_threadsafe)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+def stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, last, timeout: float = 60) -> None:
+    """Run the coroutine `last` (closing clients) on a start_loop loop, then stop it and its thread."""
+    try:
+        asyncio.run_coroutine_threadsafe(last, loop).result(timeout=timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
+
+
 class Judge:
     def __init__(self, rule: str = "auto", llm=None, cache=None, scope: str = "open",
                  shortcut: bool = True, math_timeout: float = 30.0) -> None:
@@ -136,12 +156,8 @@ class Judge:
             if self.llm:
                 await self.llm.aclose()
         try:
-            asyncio.run_coroutine_threadsafe(_shutdown(), loop).result(timeout=60)
+            stop_loop(loop, self._thread, _shutdown(), timeout=60)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                loop.close()
             self._loop = None
 
     def __enter__(self):
@@ -154,9 +170,7 @@ class Judge:
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, name="vt-judge", daemon=True)
-                self._thread.start()
+                self._loop, self._thread = start_loop("vt-judge")
             return self._loop
 
     async def _flush(self) -> None:

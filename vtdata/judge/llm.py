@@ -145,15 +145,39 @@ HTTP_BACKEND = "auto"  # "auto" (aiohttp when installed) | "aiohttp" | "httpx"
 
 def http_backend() -> str:
     """The openai client's HTTP transport: its aiohttp one when the `openai[aiohttp]` extra is
-    installed (TELEMETRY_HEADERS = ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
-                     "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async")
-HTTP_BACKEND = "auto"), else its default httpx2 one."""
+    installed, else its default httpx2 one (HTTP_BACKEND forces one)."""
     if HTTP_BACKEND != "auto":
         return HTTP_BACKEND
     import importlib.util
 
     import openai
     return "aiohttp" if hasattr(openai, "DefaultAioHttpClient") and importlib.util.find_spec("aiohttp") else "httpx"
+
+
+def openai_clients(key: str, base_urls, timeout: float, concurrency: int, max_retries: int = 0) -> list[tuple]:
+    """[(openai client, its absolute chat/completions URL)] for the judge and the openai policy (create
+    them on the event loop that will use them; reuse them across calls). HTTP goes through the SDK's
+    aiohttp transport (`openai.DefaultAioHttpClient`, the `openai[aiohttp]` extra) when it is installed:
+    less CPU per request than the default httpx2 transport (README, judge benchmark), and CPU is what
+    bounds throughput at high concurrency on few cores. One client per URL then; with httpx2, one client
+    per 2 concurrent requests, because its connection pool scans every connection on each request (small
+    pools keep that cost flat). Callers post with `client.post(url, cast_to=httpx2.Response, body=...)`:
+    same auth, URL handling, retries and error types as chat.completions.create, without its per-request
+    type transforms and response models."""
+    import openai
+    aio = http_backend() == "aiohttp"
+    shards = 1 if aio else max(1, -(-concurrency // 2))
+
+    def http():
+        return openai.DefaultAioHttpClient(timeout=timeout) if aio else None
+    # the SDK's telemetry headers (OS, CPU, Python and package versions, sent with every request)
+    # are left out (less client CPU per request); auth and content headers are unchanged
+    quiet = {h: openai.Omit() for h in TELEMETRY_HEADERS} if hasattr(openai, "Omit") else None
+    clients = [openai.AsyncOpenAI(api_key=key, base_url=u, max_retries=max_retries, timeout=timeout,
+                                  http_client=http(), default_headers=quiet)
+               for _ in range(shards) for u in base_urls]
+    # (client, absolute URL): the client then parses the URL once instead of merging a path into its base
+    return [(c, str(c.base_url).rstrip("/") + "/chat/completions") for c in clients]
 
 
 def _connection_cause(err: BaseException) -> BaseException | None:
@@ -232,27 +256,9 @@ class LLMJudge:
         return pick
 
     def _make_clients(self) -> list[tuple]:
-        """openai clients with the SDK's own retries off (vt retries). HTTP goes through the SDK's
-        aiohttp transport (`openai.DefaultAioHttpClient`, the `openai[aiohttp]` extra) when it is
-        installed: less CPU per request than the default httpx2 transport (README, judge benchmark), and CPU is
-        what bounds throughput at high concurrency on few cores. One client per URL then; with
-        httpx2, one client per 2 concurrent requests, because its connection pool scans every
-        connection on each request (small pools keep that cost flat)."""
-        import openai
+        """openai clients with the SDK's own retries off (vt retries): `openai_clients`."""
         key = require_key(self.api_key_env, self.base_urls)
-        aio = http_backend() == "aiohttp"
-        shards = 1 if aio else max(1, -(-self.concurrency // 2))
-
-        def http():
-            return openai.DefaultAioHttpClient(timeout=self.timeout) if aio else None
-        # the SDK's telemetry headers (OS, CPU, Python and package versions, sent with every request)
-        # are left out (less client CPU per request); auth and content headers are unchanged
-        quiet = {h: openai.Omit() for h in TELEMETRY_HEADERS} if hasattr(openai, "Omit") else None
-        clients = [openai.AsyncOpenAI(api_key=key, base_url=u, max_retries=0, timeout=self.timeout,
-                                      http_client=http(), default_headers=quiet)
-                   for _ in range(shards) for u in endpoints(self.base_urls)]
-        # (client, absolute URL): the client then parses the URL once instead of merging a path into its base
-        return [(c, str(c.base_url).rstrip("/") + "/chat/completions") for c in clients]
+        return openai_clients(key, endpoints(self.base_urls), self.timeout, self.concurrency)
 
     async def _gate(self) -> None:
         """Wait for a global Retry-After pause and for the requests-per-minute slot."""
