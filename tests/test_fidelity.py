@@ -242,7 +242,6 @@ def test_one_judge_grammar_in_every_command(tmp_path):
 
 def test_visionthink_rows_use_the_release_tgt_views_with_a_quarter_of_the_tokens(tmp_path):
     import io
-    import json
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image

@@ -8,7 +8,6 @@ names --force, and the user's files survive. A curated set's name is replaced on
 from __future__ import annotations
 
 import json
-import shutil
 
 import duckdb
 import pytest
