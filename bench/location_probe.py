@@ -6,7 +6,9 @@ family (vtdata/sources/sufficiency.py, seed namespace `probe`, never SFT rows):
     over all tokens and over the grey-box token alone (does the box's own token know where it sits?);
 (b) text: the text model's residual (every layer) at the position that predicts the zoom call's first bbox
     token (agent prompt, "The grey box looks flat.", `<tool_call>`, the call up to where the four quadrant
-    calls differ) -> the quadrant holding the box.
+    calls differ) -> the quadrant holding the box. A zoom build (`vt init-model mini --tools resize,zoom`) names the
+    quadrant in turn 1's sentence, so there the position is the one predicting that sentence (after `<think>`),
+    and its images carry the location cue (sufficiency `location_cue`) as in its training.
 A multinomial logistic regression per probe, trained on 3/4 of the images, accuracy on the other 1/4
 (chance 0.25). `--rows` images per source (general, coarse, fine).
 
@@ -15,7 +17,9 @@ A multinomial logistic regression per probe, trained on 3/4 of the images, accur
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -26,12 +30,12 @@ from vttrain import models
 from vttrain.warmstart import THINK_FIRST
 
 
-def images(n: int, size: int = 112) -> tuple[list, list[int], list[str]]:
+def images(n: int, size: int = 112, cue: bool = False) -> tuple[list, list[int], list[str]]:
     """n held-out low views per source, the grid index of the box's token (row-major) and the question."""
     imgs, where, questions = [], [], []
     for source, (task, scale) in sufficiency.SOURCES.items():
         for i in range(n):
-            s = sufficiency.sample(task, "probe", i, size, scale)
+            s = sufficiency.sample(task, "probe", i, size, scale, cue=cue)
             imgs.append(view(sufficiency.render(s["spec"]), (size // 2, size // 2)))
             bx, by = s["spec"]["box"]
             where.append(2 * (by // (size // 2)) + bx // (size // 2))
@@ -68,8 +72,9 @@ def vision_features(model, processor, imgs: list) -> torch.Tensor:
 
 
 def text_features(model, processor, imgs: list, questions: list[str], tool_set=("resize", "zoom"),
-                  batch: int = 32) -> torch.Tensor:
-    """(images, layers + 1, hidden): the residual at the position predicting the first bbox token."""
+                  batch: int = 32, where: bool = False) -> torch.Tensor:
+    """(images, layers + 1, hidden): the residual at the position predicting the first bbox token (`where`: the
+    position predicting turn 1's sentence, which names the quadrant)."""
     tok = processor.tokenizer
     q = 28
     calls = [tools.call_text("zoom", [x, y, x + q, y + q])[len("<tool_call>"):] for y in (0, q) for x in (0, q)]
@@ -81,7 +86,7 @@ def text_features(model, processor, imgs: list, questions: list[str], tool_set=(
         for j in range(0, len(imgs), batch):
             texts = [processor.apply_chat_template(protocol.agent_messages(qu, im, tools=tool_set), tokenize=False,
                                                    add_generation_prompt=True, chat_template=protocol.chat_template())
-                     + THINK_FIRST["flat"] + "<tool_call>" + prefix
+                     + ("<think>" if where else THINK_FIRST["flat"] + "<tool_call>" + prefix)
                      for qu, im in zip(questions[j:j + batch], imgs[j:j + batch])]
             inputs = processor(text=texts, images=[[im] for im in imgs[j:j + batch]], return_tensors="pt",
                                padding=True)  # left padding: the position is the last one
@@ -99,7 +104,8 @@ def main() -> None:
     torch.manual_seed(0)
     model, processor = models.load(a.model, device="cpu")
     processor.tokenizer.padding_side = "left"
-    imgs, where, questions = images(a.rows)
+    zoom_build = "zoom" in json.loads((Path(a.model) / models.INIT_FILE).read_text()).get("config", {}).get("tools", [])
+    imgs, where, questions = images(a.rows, cue=zoom_build)
     where = torch.tensor(where)
     n = len(imgs)
     v = vision_features(model, processor, imgs)  # (n, 4, h)
@@ -109,12 +115,12 @@ def main() -> None:
     acc_all = linear_probe(v.reshape(n * k, -1), grid, groups)
     acc_box = linear_probe(v[torch.arange(n), where], where, torch.arange(n))
     print(f"(a) vision token -> grid index: all tokens {acc_all:.3f}, grey-box token {acc_box:.3f} (chance 0.25)")
-    t = text_features(model, processor, imgs, questions)
+    t = text_features(model, processor, imgs, questions, where=zoom_build)
     per_layer = [linear_probe(t[:, layer], where, torch.arange(n)) for layer in range(t.shape[1])]
-    print("(b) text residual at the first bbox token -> quadrant: "
+    print(f"(b) text residual at {'turn 1 sentence' if zoom_build else 'the first bbox token'} -> quadrant: "
           + ", ".join(f"layer {i} {a_:.3f}" for i, a_ in enumerate(per_layer)) + " (layer 0 = embeddings)")
     rope = model.config.text_config.rope_parameters
-    print(f"model {a.model}: rope_theta {rope['rope_theta']}, mrope_section {rope['mrope_section']}, "
+    print(f"model {a.model}: {'zoom build, location cue' if zoom_build else 'no location cue'}, rope_theta {rope['rope_theta']}, mrope_section {rope['mrope_section']}, "
           f"vision depth {model.config.vision_config.depth}; {n} images; "
           f"wall {time.time() - t0:.0f} s, cpu {time.process_time() - c0:.0f} s")
 

@@ -137,3 +137,44 @@ def test_a_trained_classifier_cannot_read_fine_patterns_off_the_low_view():
         held_out = (mlp(torch.tensor(Xte)).argmax(1) == torch.tensor(yte)).float().mean().item()
     assert train > 0.9  # it fitted its training set: the probe had the capacity
     assert held_out < 0.5, held_out
+
+
+def test_location_cue_adds_only_a_fixed_ramp_and_keeps_the_fine_low_view_flat(tmp_path):
+    """`location_cue` (issue 19: location made visible in content): the same row with and without the cue differs
+    by a ramp that depends on the pixel's position alone (red by x, blue by y, +-CUE/2), not on the answer; the
+    low view's box stays flat for fine boxes and striped for coarse ones by the warm start's VISIBLE rule."""
+    from vttrain.warmstart import VISIBLE
+    for i in range(6):
+        plain, cued = S.sample("ocr", 0, i, 112, "fine"), S.sample("ocr", 0, i, 112, "fine", cue=True)
+        assert plain["answer"] == cued["answer"] and {**plain["spec"], "cue": S.CUE} == cued["spec"]
+        a = np.asarray(S.image(plain["spec"]), dtype=int)
+        b = np.asarray(S.image(cued["spec"]), dtype=int)
+        d = b - a
+        assert np.abs(d[:, :, 1]).max() == 0  # green untouched
+        assert abs(d[56, 0, 0] + 16) <= 1 and abs(d[56, 111, 0] - 16) <= 1  # red: -16 at the left, +16 at the right
+        assert abs(d[0, 56, 2] + 16) <= 1 and abs(d[111, 56, 2] - 16) <= 1  # blue: top to bottom
+        for p in S.PATTERNS:  # the ramp is the same whatever the answer
+            other = np.asarray(S.image(dict(cued["spec"], pattern=p)), dtype=int) - np.asarray(
+                S.image(dict(plain["spec"], pattern=p)), dtype=int)
+            assert (other == d).mean() > 0.999  # all but a few box pixels clipped at 0 or 255
+    for scale, flat in (("fine", True), ("coarse", False)):
+        for i in range(20):
+            spec = S.sample("ocr", 3, i, 112, scale, cue=True)["spec"]
+            assert (S.low_view_contrast(S.render(spec), spec) < VISIBLE) == flat
+    # the manifest option: sufficiency only, a boolean, a one-line error naming the source
+    from build_helpers import build, write_manifest
+    for src, msg in (({"family": "shapes", "location_cue": True}, "location_cue` applies to `family: sufficiency"),
+                     ({"family": "sufficiency", "location_cue": "yes"}, "location_cue` must be true or false")):
+        m = write_manifest(tmp_path, [{"name": "odd", "kind": "synthetic", "task": "ocr", "take": 4, **src}])
+        with pytest.raises(VtError, match=f"odd: `{msg}"):
+            build(m, tmp_path / "bad")
+
+
+def test_zoom_manifest_is_the_shipped_one_with_the_cue():
+    """manifests/sufficiency-zoom.yaml draws the same rows as sufficiency.yaml, each with the location cue."""
+    import yaml
+    from vt import shipped
+    plain, zoom = (yaml.safe_load(open(shipped(n))) for n in ("sufficiency.yaml", "sufficiency-zoom.yaml"))
+    assert [dict(s, location_cue=True) for s in plain["sources"]] == zoom["sources"]
+    assert {k: v for k, v in plain.items() if k not in ("sources", "name")} == \
+        {k: v for k, v in zoom.items() if k not in ("sources", "name")}

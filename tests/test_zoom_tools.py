@@ -162,6 +162,17 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
     box = json.loads(call.split("<tool_call>")[1].split("</tool_call>")[0])["arguments"]["bbox_2d"]
     assert z["images"][1].size == (56, 56)
     assert box in ([0, 0, 28, 28], [28, 0, 56, 28], [0, 28, 28, 56], [28, 28, 56, 56])
+    # a zoom build's box sentence names the quadrant that its zoom call then takes (and the general one does not)
+    from vttrain.warmstart import WHERE, ZOOM_TEXT, text_config
+    quads = [[0, 0, 28, 28], [28, 0, 56, 28], [0, 28, 28, 56], [28, 28, 56, 56]]
+    zooms = [r for r in agent if r.get("tool_name") == "zoom"]
+    for r in zooms:
+        box = json.loads(r["messages"][2]["content"][0]["text"].split("<tool_call>")[1].split("</tool_call>")[0])
+        named = [w for w in WHERE if f" at the {w} " in r["think"]]
+        assert named == ([] if r["task"] == "general" else [WHERE[quads.index(box["arguments"]["bbox_2d"])]])
+    assert {r["task"] for r in zooms} == {"general", "ocr"}
+    assert text_config(cfg) is ZOOM_TEXT and ZOOM_TEXT["rope_parameters"]["rope_theta"] == 16.0
+    assert text_config(MiniConfig())["rope_parameters"]["rope_theta"] == 1e4
     # the box is the low-view quadrant that holds the 28 x 28 grey box (which never straddles quadrants)
     for b in [(0, 0), (28, 56), (56, 28), (84, 84), (28, 28)]:
         x, y, x2, y2 = zoom_box({"box": b}, 112)
@@ -329,3 +340,34 @@ def test_location_probe_reads_a_linear_code_and_not_noise():
     coded = x + 6 * torch.nn.functional.one_hot(y, 32).float()
     assert linear_probe(coded, y, torch.arange(400)) >= 0.95
     assert linear_probe(x, y, torch.arange(400)) <= 0.45
+
+
+def test_box_check_follows_the_models_own_sentence_to_its_call(monkeypatch):
+    """`check_boxes` (issue 19): the model's likeliest turn-1 sentence, then its likeliest zoom call after that
+    sentence. A fake model that reads the grey box's quadrant off the low view and copies it into the call scores
+    1; one that names the wrong quadrant scores 0 even though its call copies the sentence faithfully."""
+    import numpy as np
+    from vttrain import warmstart_check as wc
+    from vttrain.warmstart import WHERE, MiniConfig, think_sentences
+
+    def grey_quadrant(img):
+        a = np.asarray(img.convert("RGB"), dtype=float)
+        sat = [np.ptp(a[y:y + 28, x:x + 28].mean((0, 1))) for y in (0, 28) for x in (0, 28)]
+        return int(np.argmin(sat))  # the grey box is the one colourless quadrant
+
+    def fake(shift):
+        def likeliest(model, processor, heads, images, tails, batch=64):
+            if "<tool_call>" not in tails[0]:  # turn 1's sentence
+                return [tails.index(next(t for t in tails if f"at the {WHERE[(grey_quadrant(im) + shift) % 4]} " in t
+                                         and "flat" in t)) for im in images]
+            named = [next(q for q, w in enumerate(WHERE) if f"at the {w} " in h) for h in heads]
+            return named  # the call copies the sentence's quadrant (calls are in WHERE's order)
+        return likeliest
+
+    cfg = MiniConfig(tools=BOTH, check_size=12)
+    assert len(think_sentences(cfg)["ocr"]) == 8
+    proc = type("P", (), {"apply_chat_template": lambda self, m, **kw: "head:"})()
+    monkeypatch.setattr(wc, "_likeliest", fake(0))
+    assert wc.check_boxes(None, proc, cfg) == 1.0
+    monkeypatch.setattr(wc, "_likeliest", fake(1))
+    assert wc.check_boxes(None, proc, cfg) == 0.0

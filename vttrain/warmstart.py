@@ -15,6 +15,10 @@ says what the model sees: the background for the colour question; for the box qu
 rows ask it word for word) whether the box in the view it was shown looks striped or flat, read from that
 view's pixels (`sufficiency.box_contrast`), never from the row's source. The tool is called at the same
 rate after either sentence.
+With the zoom tool (`tools` with zoom, issue 19) the miniature must also learn WHERE the box is, which its
+2-layer vision tower cannot see on a uniform background: a zoom build's images carry the location cue
+(sufficiency.CUE: location made visible in content), its text rope theta is 16 (ZOOM_TEXT) and its box sentence
+names the quadrant ("The grey box at the top left looks flat."), which the zoom call then copies.
 `vt init-model mini` measures that choice's probability per source on held-out rows (`call_probability`
 in vt_init.json and the model's README.md).
 
@@ -43,6 +47,10 @@ from vtdata.sources import sufficiency
 MINI_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
                  num_key_value_heads=4, max_position_embeddings=4096, rms_norm_eps=1e-6,
                  rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4})
+# Zoom builds (`tools` with zoom) only: rope theta 16 instead of 1e4, so that a grid step turns the h and w
+# sections by 0.1-0.5 rad instead of <= 0.1 and <= 0.003 (issue 19: at 1e4 the text model can barely tell the
+# four low-view tokens apart by position). The resize-only build keeps MINI_TEXT and its cache key.
+ZOOM_TEXT = dict(MINI_TEXT, rope_parameters=dict(MINI_TEXT["rope_parameters"], rope_theta=16.0))
 MINI_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1],
                    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
 # Turn 1's think says what the view shows (as a real model's reasoning would). For the box question the
@@ -53,6 +61,10 @@ THINK_FIRST = {"general": "<think>The question is about the background.</think>"
                "striped": "<think>The grey box looks striped.</think>",
                "flat": "<think>The grey box looks flat.</think>"}
 VISIBLE = 10.0  # grey-level spread inside the box above which a view shows the pattern (fine low views: < 1)
+# Zoom builds: the box question's sentence also says WHERE the box is, read off the image (with the location cue,
+# sufficiency.CUE): "The grey box at the top left looks flat." It supervises location on every box row (~60 %),
+# not only on the zoom calls (~7 %), and the zoom call after it copies the quadrant from it.
+WHERE = ("top left", "top right", "bottom left", "bottom right")  # quadrant index 2 * row + column
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
              % (protocol.TOOL_NAME, protocol.TOOL_ACTION))
@@ -105,8 +117,14 @@ class MiniConfig:
     tools: tuple = ("resize",)
     """Tools of the agent trajectories (vtdata/tools.py): a trajectory that calls one picks it uniformly, whatever
     the question. A zoom's box is the quadrant of the low view that holds the grey box (for both classes: where
-    to look is taught, when to look and with which tool is not). The default keeps the resize-only build (and its
-    cache key) as it was."""
+    to look is taught, when to look and with which tool is not). A build with zoom changes three more things
+    (`zoom`). The default keeps the resize-only build (and its cache key) as it was."""
+
+    @property
+    def zoom(self) -> bool:
+        """A zoom build: rope theta 16 (ZOOM_TEXT), location-cue images (sufficiency.CUE), the quadrant named in
+        turn 1's box sentence (WHERE)."""
+        return "zoom" in self.tools
 
     def key(self) -> str:
         protocol_text = [prompts.load(n) for n in prompts.NAMES] + [protocol.TOOL_OK_HEAD, protocol.TOOL_OK_TAIL,
@@ -117,10 +135,16 @@ class MiniConfig:
         else:
             fields["tools"] = list(self.tools)
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
-        blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
+        if self.zoom:
+            protocol_text += [list(WHERE), sufficiency.CUE, "where v1"]
+        blob = json.dumps({**fields, "threads": None, "text": text_config(self), "vision": MINI_VISION,
                            "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
                            "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def text_config(cfg: MiniConfig) -> dict:
+    return ZOOM_TEXT if cfg.zoom else MINI_TEXT
 
 
 # ------------------------------------------------------------------------------------------ the data
@@ -132,12 +156,12 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     rng = random.Random(f"vt-warmstart:{cfg.seed}:{i}")
     source = rng.choice(("coarse", "fine")) if rng.random() < cfg.detail_share else "general"
     task, scale = sufficiency.SOURCES[source]
-    s = sufficiency.sample(task, f"{SEED_SPACE}-{cfg.seed}", i, cfg.size, scale)
+    s = sufficiency.sample(task, f"{SEED_SPACE}-{cfg.seed}", i, cfg.size, scale, cue=cfg.zoom)
     data = sufficiency.render(s["spec"])
     high = view(data, (cfg.size, cfg.size))
     low = view(data, (cfg.size // 2, cfg.size // 2))
     if rng.random() < cfg.agent_share:
-        think = first_think(task, s["spec"], low)
+        think = first_think(task, s["spec"], low, where=cfg.zoom)
         answer = f"{think}<answer>{s['answer']}</answer>"
         msgs = protocol.agent_messages(s["question"], None, tools=tuple(cfg.tools))
         if rng.random() < cfg.tool_rate:
@@ -163,7 +187,7 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
         return {"messages": msgs, "images": [low], "task": task, "source": source, "kind": "agent", "tool": False,
                 "think": think}
     img = high if rng.random() < cfg.direct_high_share else low
-    answer = f"{first_think(task, s['spec'], img)}<answer>{s['answer']}</answer>"
+    answer = f"{first_think(task, s['spec'], img, where=cfg.zoom)}<answer>{s['answer']}</answer>"
     msgs = protocol.direct_messages(prompts.load("score_system"), s["question"], None, newline=True)
     msgs[1]["content"][0] = {"type": "image"}
     msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
@@ -171,11 +195,31 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
             "tool": False}
 
 
-def first_think(task: str, spec: dict, img) -> str:
-    """Turn 1's think sentence for a view `img` of a row: what that view shows (see THINK_FIRST)."""
+def first_think(task: str, spec: dict, img, where: bool = False) -> str:
+    """Turn 1's think sentence for a view `img` of a row: what that view shows (see THINK_FIRST); with `where`
+    (zoom builds) the box sentence names the box's quadrant too (WHERE)."""
     if task == "general":
         return THINK_FIRST["general"]
-    return THINK_FIRST["striped" if sufficiency.box_contrast(img, spec) > VISIBLE else "flat"]
+    looks = "striped" if sufficiency.box_contrast(img, spec) > VISIBLE else "flat"
+    return where_think(looks, quadrant(spec)) if where else THINK_FIRST[looks]
+
+
+def where_think(looks: str, q: int) -> str:
+    """A zoom build's box sentence: "<think>The grey box at the top left looks flat.</think>"."""
+    return f"<think>The grey box at the {WHERE[q]} looks {looks}.</think>"
+
+
+def think_sentences(cfg: MiniConfig) -> dict:
+    """Every turn-1 sentence a build's SFT rows use, per task (the candidates of the exact P(call) sum)."""
+    box = ([where_think(k, q) for k in ("striped", "flat") for q in range(4)] if cfg.zoom
+           else [THINK_FIRST["striped"], THINK_FIRST["flat"]])
+    return {"general": [THINK_FIRST["general"]], "ocr": box}
+
+
+def quadrant(spec: dict) -> int:
+    """Index into WHERE of the quadrant holding the grey box."""
+    half = spec["size"] // 2
+    return 2 * (spec["box"][1] // half) + spec["box"][0] // half
 
 
 def zoom_box(spec: dict, size: int) -> list[int]:
@@ -223,7 +267,7 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
         for x in (0, q):
             for y in (0, q):
                 call = tools.call_text("zoom", [x, y, x + q, y + q])
-                texts += [call] * 20 + [f"{THINK_FIRST[t]}{call}" for t in THINK_FIRST] * 10
+                texts += [call] * 20 + [f"{t}{call}" for ts in think_sentences(cfg).values() for t in ts] * 10
     rng = random.Random(f"vt-warmstart-corpus:{cfg.seed}")
     for _ in range(n):
         task = rng.choice(("general", "ocr"))
@@ -311,6 +355,10 @@ def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls
               f"think sentences (the box question: striped or flat, which the model reads off the view) the sentence's "
               f"probability times the choice's; the sentences hold at least {calls['sentence_mass']:.3f} of turn 1's "
               f"probability, the two choice tokens at least {calls['choice_mass']:.3f} of the next token's.", ""]
+    if "zoom_box" in last:
+        lines += [f"Zoom box check: {last['zoom_box']:.2f} of {cfg.check_size} held-out fine questions get the quadrant "
+                  "holding the grey box from the model's own turn-1 sentence and the zoom call after it. Its images "
+                  "carry the location cue (`location_cue`, manifests/sufficiency-zoom.yaml).", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
@@ -325,7 +373,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from vttrain import models
-    from vttrain.warmstart_check import AccuracyCheck, call_probability, check_accuracy  # it imports this module
+    from vttrain.warmstart_check import AccuracyCheck, call_probability  # it imports this module
     models._quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -335,7 +383,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         processor = models._image_only_processor_class()(
             models._pil_image_processor(min_pixels=models.MIN_PIXELS, max_pixels=models.MAX_PIXELS),
             build_tokenizer(cfg), chat_template=models.CHAT_TEMPLATE)
-        config = models.make_config(MINI_TEXT, MINI_VISION, processor.tokenizer)
+        config = models.make_config(text_config(cfg), MINI_VISION, processor.tokenizer)
         torch.manual_seed(cfg.seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
         processor.chat_template = training_chat_template()
@@ -365,7 +413,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
             cool.train()
             steps += cool.state.global_step
             log += [r for r in cool.state.log_history if "loss" in r]
-            check.history.append({"step": steps, **check_accuracy(model, processor, check.rows)})
+            check.measure(model, steps)
         processor.chat_template = models.CHAT_TEMPLATE
         calls = call_probability(model, processor, cfg)
         info("warm start: P(call) at the decision token, held-out low views: "

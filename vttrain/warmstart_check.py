@@ -16,7 +16,7 @@ from vtdata import prompts, protocol, tools
 from vtdata.console import info
 from vtdata.resolution import view
 from vtdata.sources import sufficiency
-from vttrain.warmstart import SEED_SPACE, THINK_FIRST, MiniConfig, zoom_box
+from vttrain.warmstart import SEED_SPACE, THINK_FIRST, MiniConfig, think_sentences, zoom_box
 
 # Where each source is answerable: general and coarse at the low view, fine at the high view only.
 CHECK_VIEW = {"general": "low", "coarse": "low", "fine": "high"}
@@ -30,7 +30,7 @@ def check_rows(cfg: MiniConfig, space: str = "check", n: int | None = None, view
         task, scale = sufficiency.SOURCES[source]
         side = cfg.size if which == "high" else cfg.size // 2
         for i in range(n or cfg.check_size):
-            s = sufficiency.sample(task, f"{SEED_SPACE}-{space}-{cfg.seed}", i, cfg.size, scale)
+            s = sufficiency.sample(task, f"{SEED_SPACE}-{space}-{cfg.seed}", i, cfg.size, scale, cue=cfg.zoom)
             rows.append({"source": source, "task": task, "question": s["question"], "answer": s["answer"],
                          "image": view(sufficiency.render(s["spec"]), (side, side))})
     return rows
@@ -59,7 +59,7 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     with _inference(model, tok):
         inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
                                                return_tensors="pt", padding=True)
-        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        out = model.generate(**inputs, max_new_tokens=24, do_sample=False)  # a zoom build's sentence is longer
     texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=False)
     acc: dict = {}
     for r, t in zip(rows, texts):
@@ -73,7 +73,7 @@ def call_probability(model, processor, cfg: MiniConfig, n: int = 200) -> dict:
     (`row_call_probability`). Returns {source: mean P(call)}, `choice_mass` and `sentence_mass` (their
     smallest values over the rows: both ~1 mean the exact sum covers what the model would sample)."""
     rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
-    probs = row_call_probability(model, processor, rows, tuple(cfg.tools))
+    probs = row_call_probability(model, processor, rows, tuple(cfg.tools), think_sentences(cfg))
     out: dict = {}
     for r, (p, _, _) in zip(rows, probs):
         out.setdefault(r["source"], []).append(p)
@@ -82,18 +82,19 @@ def call_probability(model, processor, cfg: MiniConfig, n: int = 200) -> dict:
                "sentence_mass": round(min(m for _, _, m in probs), 4)})
 
 
-def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("resize",),
+def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("resize",), sentences: dict | None = None,
                          batch: int = 48) -> list[tuple[float, float, float]]:
     """Per row (task, question, image: the view turn 1 shows), the mini model's exact probability of calling
     the tool under the agent prompt of `vt train` / `vt eval --mode think`. Turn 1 is one of its question's think
-    sentences (THINK_FIRST; for the box question the model picks "striped" or "flat"), then ONE choice token,
+    sentences (`sentences`, task -> texts, default THINK_FIRST's: for the box question the model picks "striped" or
+    "flat"; a zoom build's also name the quadrant, `warmstart.think_sentences`), then ONE choice token,
     `<tool_call>` or `<answer>`: P(call) = sum over the sentences s of P(s) * q(s) / sum of P(s), with
     q(s) = p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)). Returns (P(call), the two choice
     tokens' smallest share of the next-token probability, the sentences' total probability) per row."""
     tok = processor.tokenizer
     call_id, answer_id = tok.convert_tokens_to_ids("<tool_call>"), tok.convert_tokens_to_ids("<answer>")
-    sentences = {"general": ["general"], "ocr": ["striped", "flat"]}
-    items = [(k, key) for k, r in enumerate(rows) for key in sentences[r["task"]]]
+    sentences = sentences or {"general": [THINK_FIRST["general"]], "ocr": [THINK_FIRST["striped"], THINK_FIRST["flat"]]}
+    items = [(k, text) for k, r in enumerate(rows) for text in sentences[r["task"]]]
     cands: dict = {}
     with _inference(model, tok):
         for j in range(0, len(items), batch):
@@ -101,14 +102,14 @@ def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("re
             texts = [processor.apply_chat_template(protocol.agent_messages(rows[k]["question"], rows[k]["image"],
                                                                            tools=tools),
                                                    tokenize=False, add_generation_prompt=True,
-                                                   chat_template=protocol.chat_template()) + THINK_FIRST[key]
-                     for k, key in part]
+                                                   chat_template=protocol.chat_template()) + text
+                     for k, text in part]
             inputs = processor(text=texts, images=[[rows[k]["image"]] for k, _ in part], return_tensors="pt",
                                padding=True)
             logp = torch.log_softmax(model(**inputs).logits.float(), dim=-1)  # left padding: sentences end last
             ids = inputs["input_ids"]
-            for b, (k, key) in enumerate(part):
-                m = len(tok(THINK_FIRST[key], add_special_tokens=False)["input_ids"])
+            for b, (k, text) in enumerate(part):
+                m = len(tok(text, add_special_tokens=False)["input_ids"])
                 lp = float(logp[b, -m - 1:-1].gather(-1, ids[b, -m:].unsqueeze(-1)).sum())
                 pc, pa = float(logp[b, -1, call_id].exp()), float(logp[b, -1, answer_id].exp())
                 cands.setdefault(k, []).append((math.exp(lp), pc / (pc + pa), pc + pa))
@@ -121,33 +122,44 @@ def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("re
 
 
 def check_boxes(model, processor, cfg: MiniConfig) -> float:
-    """With the zoom tool: the share of held-out detail questions (low view) on which, among the four
-    quadrant zoom calls, the model finds the most likely the one holding the grey box (`zoom_box`). (Whether
-    to call, and which tool, is not checked: not taught.)"""
-    tok = processor.tokenizer
+    """With the zoom tool: the share of held-out detail questions (low view) on which the model's own zoom call is
+    the quadrant holding the grey box (`zoom_box`): its likeliest turn-1 box sentence (which names a quadrant,
+    `think_sentences`), then, after that sentence, the likeliest of the four quadrant zoom calls. (Whether to
+    call, and which tool, is not checked: not taught.)"""
     q = cfg.size // 4
     boxes = [[x, y, x + q, y + q] for y in (0, q) for x in (0, q)]
-    calls = [tools.call_text("zoom", b)[len("<tool_call>"):] for b in boxes]
-    texts, images, want, spans = [], [], [], []
+    calls = ["<tool_call>" + tools.call_text("zoom", b)[len("<tool_call>"):] for b in boxes]
+    sentences = think_sentences(cfg)["ocr"]
+    heads, images, want = [], [], []
     for i in range(cfg.check_size):
-        s = sufficiency.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size, "fine")
+        s = sufficiency.sample("ocr", f"{SEED_SPACE}-check-{cfg.seed}", i, cfg.size, "fine", cue=cfg.zoom)
         img = view(sufficiency.render(s["spec"]), (cfg.size // 2, cfg.size // 2))
         msgs = protocol.agent_messages(s["question"], img, tools=tuple(cfg.tools))
-        head = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                             chat_template=protocol.chat_template()) + THINK_FIRST["flat"] + "<tool_call>"
-        for call in calls:
-            texts.append(head + call)
-            images.append([img])
-            spans.append(len(tok(call, add_special_tokens=False)["input_ids"]))
+        heads.append(processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
+                                                   chat_template=protocol.chat_template()))
+        images.append(img)
         want.append(boxes.index(zoom_box(s["spec"], cfg.size)))
+    said = _likeliest(model, processor, heads, images, sentences)
+    picked = _likeliest(model, processor, [h + sentences[k] for h, k in zip(heads, said)], images, calls)
+    return sum(p == w for p, w in zip(picked, want)) / len(want)
+
+
+def _likeliest(model, processor, heads: list[str], images: list, tails: list[str], batch: int = 64) -> list[int]:
+    """Per (head, image): the index of the tail (a continuation text) the model finds the most likely."""
+    tok = processor.tokenizer
+    items = [(k, t) for k in range(len(heads)) for t in range(len(tails))]
+    spans = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in tails]
+    scores: dict = {}
     with _inference(model, tok):
-        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
-        logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-    ids = inputs["input_ids"][:, 1:]
-    tok_logp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    scores = [float(tok_logp[k, -n:].sum()) for k, n in enumerate(spans)]
-    ok = sum(max(range(4), key=lambda b: scores[4 * i + b]) == w for i, w in enumerate(want))
-    return ok / len(want)
+        for j in range(0, len(items), batch):
+            part = items[j:j + batch]
+            inputs = processor(text=[heads[k] + tails[t] for k, t in part], images=[[images[k]] for k, _ in part],
+                               return_tensors="pt", padding=True)
+            logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
+            tok_logp = logp.gather(-1, inputs["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+            for b, (k, t) in enumerate(part):
+                scores[k, t] = float(tok_logp[b, -spans[t]:].sum())
+    return [max(range(len(tails)), key=lambda t: scores[k, t]) for k in range(len(heads))]
 
 
 class AccuracyCheck(TrainerCallback):
@@ -159,15 +171,18 @@ class AccuracyCheck(TrainerCallback):
         self.rows = check_rows(cfg)
         self.history: list[dict] = []
 
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if state.global_step % self.cfg.check_every:
-            return
+    def measure(self, model, step: int) -> dict:
+        """Run the checks at `step`, record them in `history` and log them."""
         acc = check_accuracy(model, self.processor, self.rows)  # the training template renders the same text
         if "zoom" in self.cfg.tools:
             acc["zoom_box"] = check_boxes(model, self.processor, self.cfg)
-        self.history.append({"step": state.global_step, **acc})
-        info(f"warm start: step {state.global_step}: held-out accuracy "
+        self.history.append({"step": step, **acc})
+        info(f"warm start: step {step}: held-out accuracy "
              + ", ".join(f"{s} ({CHECK_VIEW[s]} view) {acc[s]:.2f}" for s in CHECK_VIEW)
              + (f", zoom box {acc['zoom_box']:.2f}" if "zoom_box" in acc else ""))
-        if min(acc.values()) >= self.cfg.check_accuracy:
+        return acc
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step % self.cfg.check_every == 0 and \
+                min(self.measure(model, state.global_step).values()) >= self.cfg.check_accuracy:
             control.should_training_stop = True

@@ -19,6 +19,13 @@ balanced, the contrast taper at the box's edge is symmetric), so brightness give
 text is identical for every scale. The taper and the noise keep the fine low views from carrying the answer
 in the filter's edge residue (see TAPER).
 
+With `cue` (the source option `location_cue`, manifests/sufficiency-zoom.yaml): location made visible in
+content. A faint fixed colour ramp over the whole image (red +-CUE/2 from left to right, blue from top to
+bottom), the same for every pattern and colour, so it tells where a pixel is and nothing about the answer. The
+miniature's 2-layer vision tower on a uniform background does not encode where a token sits (issue 19's probes,
+bench/location_probe.py); the ramp puts it in the tokens' content so that the zoom tool's box is learnable. Its
+grey-level spread inside a box is ~4 (under the warm start's VISIBLE), so the fine low views still look flat.
+
 Deterministic by (seed, task, scale, index). The warm start (`vt init-model mini`) draws its SFT rows from
 the same generator under its own seed namespace.
 """
@@ -48,6 +55,7 @@ SOURCES = {"general": ("general", "fine"), "coarse": ("ocr", "coarse"), "fine": 
 # box's mean is (dark + light) / 2 up to the noise.
 TAPER = tuple(0.5 - 0.5 * math.cos(math.pi * (k + 0.5) / 14) for k in range(14))
 NOISE = 8.0
+CUE = 32.0  # the location cue's full swing in levels of red (x) and blue (y); see the module docstring
 
 
 def period_of(scale) -> int:
@@ -58,8 +66,9 @@ def period_of(scale) -> int:
     return p
 
 
-def sample(task: str, seed, i: int, size: int = 112, scale="fine") -> dict:
-    """The spec of row `i`: question, answer and everything `render` draws (`scale` matters for ocr only)."""
+def sample(task: str, seed, i: int, size: int = 112, scale="fine", cue: bool = False) -> dict:
+    """The spec of row `i`: question, answer and everything `render` draws (`scale` matters for ocr only; `cue`
+    adds the location ramp, drawing nothing else differently)."""
     period = period_of(scale) if task == "ocr" else 2
     rng = random.Random(f"vt-sufficiency:{seed}:{task}:{scale if task == 'ocr' else ''}:{i}")
     half = size // 2
@@ -72,6 +81,8 @@ def sample(task: str, seed, i: int, size: int = 112, scale="fine") -> dict:
     spec = {"size": size, "color": rng.choice(sorted(COLORS)), "box": box, "box_size": half,
             "pattern": rng.choice(PATTERNS), "period": period, "phase": phase, "grey": (dark, light),
             "noise": rng.getrandbits(32)}
+    if cue:
+        spec["cue"] = CUE
     answer = spec["color"] if task == "general" else spec["pattern"]
     return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
 
@@ -98,7 +109,17 @@ def image(spec: dict) -> Image.Image:
             a = amp * (TAPER[edge] if edge < len(TAPER) else 1.0)
             g = mid + a * _sign(spec["pattern"], x, y, spec["period"], spec["phase"]) + noise.gauss(0.0, NOISE)
             px[x0 + x, y0 + y] = (min(255, max(0, round(g))),) * 3
-    return img
+    return _ramp(img, spec["cue"]) if spec.get("cue") else img
+
+
+def _ramp(img: Image.Image, swing: float) -> Image.Image:
+    """The location cue: red += swing * (x / (s - 1) - 1/2), blue += swing * (y / (s - 1) - 1/2)."""
+    import numpy as np
+    a = np.asarray(img).astype(np.float32)
+    ramp = swing * (np.arange(a.shape[0]) / (a.shape[0] - 1) - 0.5)
+    a[:, :, 0] += ramp[None, :]
+    a[:, :, 2] += ramp[:, None]
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
 
 
 def render(spec: dict) -> bytes:

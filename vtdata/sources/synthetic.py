@@ -23,7 +23,9 @@ KEYS = {"count": "how many rows to generate (default: the source's take)",
                   "whose answer the low view keeps or loses by the pattern's scale; vtdata/sources/sufficiency.py) "
                   "or `miniature` (colour vs box-pattern questions on 112 px images; vtdata/sources/miniature.py)",
         "scale": "family sufficiency, task ocr: the pattern's scale, `fine` (1-px stripes: only the high view "
-                 "shows them), `coarse` (4-px stripes: the low view shows them too) or an even period of 2..16 px"}
+                 "shows them), `coarse` (4-px stripes: the low view shows them too) or an even period of 2..16 px",
+        "location_cue": "family sufficiency: true draws a faint fixed colour ramp over the image (location made "
+                        "visible in content, for the miniature's zoom tool; manifests/sufficiency-zoom.yaml)"}
 FAMILIES = ("shapes", "miniature", "sufficiency")
 REQUIRED: tuple[str, ...] = ()
 
@@ -44,8 +46,12 @@ def open(spec: dict, ctx):  # noqa: A001 - the source interface
     family = spec.get("family", "shapes")
     if family not in FAMILIES:
         raise VtError(f"source {spec['name']}: unknown synthetic family {family!r} (known: {', '.join(FAMILIES)})")
-    if "scale" in spec and family != "sufficiency":
-        raise VtError(f"source {spec['name']}: `scale` applies to `family: sufficiency` only")
+    for key in ("scale", "location_cue"):
+        if key in spec and family != "sufficiency":
+            raise VtError(f"source {spec['name']}: `{key}` applies to `family: sufficiency` only")
+    cue = spec.get("location_cue", False)
+    if not isinstance(cue, bool):
+        raise VtError(f"source {spec['name']}: `location_cue` must be true or false, got {cue!r}")
     if family in ("miniature", "sufficiency"):
         size = spec.get("size", [112, 112])
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]
@@ -59,7 +65,7 @@ def open(spec: dict, ctx):  # noqa: A001 - the source interface
             sufficiency.period_of(scale)
         except ValueError as err:
             raise VtError(f"source {spec['name']}: {err}") from None
-        return Sufficiency(ctx.task, ctx.seed, count, size[0], scale)
+        return Sufficiency(ctx.task, ctx.seed, count, size[0], scale, cue)
     size = spec.get("size", [560, 880])
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) for x in size)
             and 28 <= size[0] <= size[1] <= 8192):
@@ -111,12 +117,12 @@ class Miniature:
 class Sufficiency(Miniature):
     """`family: sufficiency` rows (vtdata/sources/sufficiency.py)."""
 
-    def __init__(self, task, seed, count, size, scale):
+    def __init__(self, task, seed, count, size, scale, cue=False):
         super().__init__(task, seed, count, size)
-        self.scale = scale
+        self.scale, self.cue = scale, cue
 
     def __getitem__(self, i: int) -> dict:
-        s = sufficiency.sample(self.task, self.seed, i, self.size, self.scale)
+        s = sufficiency.sample(self.task, self.seed, i, self.size, self.scale, self.cue)
         meta = {"template": "colour" if self.task == "general" else "pattern", "generator": "vt-sufficiency-1"}
         if self.task == "ocr":
             meta |= {"period": s["spec"]["period"], "phase": s["spec"]["phase"]}
