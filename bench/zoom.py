@@ -9,7 +9,8 @@
 3. per tool setting: GRPO (`vt train manifests/train-mini.yaml --tools S --penalty_cost tokens`) on the
    train split, then `vt eval --mode think --tools S` on the held-out split; `vt eval --mode full` of the warm
    start is the full-resolution reference.
-Prints accuracy, tool rates and visual tokens per source, and per GRPO seed the issue's targets: with zoom, fine
+Writes `vt report` (OUT/report/index.html: accuracy vs visual tokens, a point per eval run) and prints accuracy,
+tool rates and visual tokens per source, and per GRPO seed the issue's targets: with zoom, fine
 accuracy within 0.02 of resize-only at <= 50 % of resize-only's visual tokens on fine questions, zoom chosen on
 >= 0.8 of the fine questions and <= 0.2 of the coarse and general ones.
 
@@ -98,6 +99,7 @@ def main() -> None:
             if not (out / "evals" / f"{name}.jsonl").exists():
                 vt("eval", "--model", str(run_dir / "final"), "--data", str(data), "--mode", "think", "--tools", s,
                    "--name", name, *common)
+    vt("report", "--db", str(db), "--out", str(out / "report"), "--title", "vt zoom bench")  # accuracy vs visual tokens
     fig = figures(db, runs)
     print("\n".join(table(fig)))
     for seed in a.seeds if a.steps > 0 else [None]:

@@ -63,7 +63,10 @@ THINK_FIRST = {"general": "<think>The question is about the background.</think>"
 VISIBLE = 10.0  # grey-level spread inside the box above which a view shows the pattern (fine low views: < 1)
 # Zoom builds: the box question's sentence also says WHERE the box is, read off the image (with the location cue,
 # sufficiency.CUE): "The grey box at the top left looks flat." It supervises location on every box row (~60 %),
-# not only on the zoom calls (~7 %), and the zoom call after it copies the quadrant from it.
+# not only on the zoom calls (~7 %), and the zoom call after it copies the quadrant from it. The tokenizer keeps
+# " looks flat.</think>" (or striped) a token of its own after the quadrant's, so the choice to call follows the
+# same two tokens as in the resize-only build: with one token per quadrant x look, GRPO's push against calling
+# on coarse and general questions carried over to the fine ones and it learnt never to call.
 WHERE = ("top left", "top right", "bottom left", "bottom right")  # quadrant index 2 * row + column
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
@@ -136,11 +139,18 @@ class MiniConfig:
             fields["tools"] = list(self.tools)
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         if self.zoom:
-            protocol_text += [list(WHERE), sufficiency.CUE, "where v1"]
+            protocol_text += [list(WHERE), sufficiency.CUE, "where v1", "offered sets v1", "looks token v1"]
         blob = json.dumps({**fields, "threads": None, "text": text_config(self), "vision": MINI_VISION,
                            "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
                            "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def offered_sets(cfg: MiniConfig) -> list[tuple]:
+    """The tool lists a zoom build's agent rows declare, one drawn per row: each single tool and all of them, so
+    that the model calls only what the prompt offers (`vt train --tools resize` on a zoom build must not call
+    zoom: the error turn scores 0 and GRPO learnt never to call)."""
+    return [(t,) for t in cfg.tools] + ([tuple(cfg.tools)] if len(cfg.tools) > 1 else [])
 
 
 def text_config(cfg: MiniConfig) -> dict:
@@ -163,9 +173,10 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     if rng.random() < cfg.agent_share:
         think = first_think(task, s["spec"], low, where=cfg.zoom)
         answer = f"{think}<answer>{s['answer']}</answer>"
-        msgs = protocol.agent_messages(s["question"], None, tools=tuple(cfg.tools))
+        offered = rng.choice(offered_sets(cfg)) if cfg.zoom else tuple(cfg.tools)
+        msgs = protocol.agent_messages(s["question"], None, tools=offered)
         if rng.random() < cfg.tool_rate:
-            name = cfg.tools[0] if len(cfg.tools) == 1 else rng.choice(list(cfg.tools))
+            name = offered[0] if len(offered) == 1 else rng.choice(list(offered))
             if name == "resize":
                 call, reply = TOOL_CALL, protocol.tool_content(image=high)
                 image = high
@@ -174,7 +185,7 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
                 row = {"image": data, "low_width": cfg.size // 2, "low_height": cfg.size // 2,
                        "high_width": cfg.size, "high_height": cfg.size}
                 call = tools.call_text("zoom", box)
-                r = tools.respond(tools.parse_call(call, cfg.tools), row, cfg.tools)
+                r = tools.respond(tools.parse_call(call, offered), row, offered)
                 reply, image = r.message, r.image
             tool = [{"type": "image"} if b.get("type") == "image" else b for b in reply]
             msgs += [{"role": "assistant", "content": [{"type": "text", "text": f"{think}{call}"}]},
@@ -261,7 +272,8 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
     texts = [prompts.load(name) for name in prompts.NAMES]
     texts += [protocol.TOOL_OK_HEAD + protocol.TOOL_OK_TAIL, protocol.TOOL_ERROR_TEXT]
     if tuple(cfg.tools) != ("resize",):  # the zoom declaration, turn texts and every quadrant's call
-        texts += [tools.system_prompt("agent_system", cfg.tools), ZOOM_HEAD + protocol.TOOL_OK_TAIL]
+        texts += [tools.system_prompt("agent_system", t) for t in offered_sets(cfg)]
+        texts += [ZOOM_HEAD + protocol.TOOL_OK_TAIL]
         texts += [prompts.load(n) for n in prompts.ZOOM_NAMES]
         q = cfg.size // 4
         for x in (0, q):
@@ -288,7 +300,10 @@ def build_tokenizer(cfg: MiniConfig):
     from vttrain.models import PLAIN_ADDED_TOKENS, SPECIAL_TOKENS
     tok = Tokenizer(models.BPE())
     # The tags are split off before BPE (no merge spans them), so an answer or a call is its own tokens.
-    tags = Regex("|".join(t.replace("/", "\\/") for t in TAGS + ["<tool_call>", "</tool_call>"]))
+    split = [t.replace("/", "\\/") for t in TAGS + ["<tool_call>", "</tool_call>"]]
+    if cfg.zoom:  # the quadrant and what the box looks like are separate tokens (see WHERE)
+        split.append(" looks (?:flat|striped)\\.<\\/think>")
+    tags = Regex("|".join(split))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(tags, "isolated"),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
