@@ -171,10 +171,15 @@ def test_location_cue_adds_only_a_fixed_ramp_and_keeps_the_fine_low_view_flat(tm
 
 
 def test_zoom_manifest_is_the_shipped_one_with_the_cue():
-    """manifests/sufficiency-zoom.yaml draws the same rows as sufficiency.yaml, each with the location cue."""
+    """manifests/sufficiency-zoom.yaml draws sufficiency.yaml's rows, each with the location cue, half of them fine
+    (the curated balance: general and coarse take half as many)."""
     import yaml
     from vt import shipped
     plain, zoom = (yaml.safe_load(open(shipped(n))) for n in ("sufficiency.yaml", "sufficiency-zoom.yaml"))
-    assert [dict(s, location_cue=True) for s in plain["sources"]] == zoom["sources"]
+    def rows(s):
+        return {k: v for k, v in s.items() if k not in ("take", "count")}
+    assert [dict(rows(s), location_cue=True) for s in plain["sources"]] == [rows(s) for s in zoom["sources"]]
+    takes = {s["name"]: s["take"] for s in zoom["sources"]}
+    assert takes == {"general": 120, "coarse": 120, "fine": 240}
     assert {k: v for k, v in plain.items() if k not in ("sources", "name")} == \
         {k: v for k, v in zoom.items() if k not in ("sources", "name")}

@@ -171,7 +171,21 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
         named = [w for w in WHERE if f" at the {w} " in r["think"]]
         assert named == ([] if r["task"] == "general" else [WHERE[quads.index(box["arguments"]["bbox_2d"])]])
     assert {r["task"] for r in zooms} == {"general", "ocr"}
+    # each row offers resize, zoom or both, and calls only what its prompt declares
+    offered = {}
+    for r in agent:
+        system = r["messages"][0]["content"]
+        system = system if isinstance(system, str) else system[0]["text"]
+        declared = tuple(t for t, f in (("resize", "resize_image"), ("zoom", "zoom_image")) if f'"name": "{f}"' in system)
+        offered[declared] = offered.get(declared, 0) + 1
+        assert r.get("tool_name") in (None, *declared)
+    assert set(offered) == {("resize",), ("zoom",), BOTH}
     assert text_config(cfg) is ZOOM_TEXT and ZOOM_TEXT["rope_parameters"]["rope_theta"] == 16.0
+    # the call/answer choice follows one " looks flat.</think>" token whatever the quadrant (the quadrant is its own)
+    from vttrain.warmstart import build_tokenizer, think_sentences
+    tok = build_tokenizer(cfg)
+    pieces = [tok.convert_ids_to_tokens(tok(t)["input_ids"]) for t in think_sentences(cfg)["ocr"]]
+    assert all(len(p) == 3 for p in pieces) and len({p[1] for p in pieces}) == 4 and len({p[2] for p in pieces}) == 2
     assert text_config(MiniConfig())["rope_parameters"]["rope_theta"] == 1e4
     # the box is the low-view quadrant that holds the 28 x 28 grey box (which never straddles quadrants)
     for b in [(0, 0), (28, 56), (56, 28), (84, 84), (28, 28)]:
