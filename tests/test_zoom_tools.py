@@ -163,7 +163,7 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
     assert z["images"][1].size == (56, 56)
     assert box in ([0, 0, 28, 28], [28, 0, 56, 28], [0, 28, 28, 56], [28, 28, 56, 56])
     # a zoom build's box sentence names the quadrant that its zoom call then takes (and the general one does not)
-    from vttrain.warmstart import WHERE, ZOOM_TEXT, text_config
+    from vttrain.warmstart import WHERE
     quads = [[0, 0, 28, 28], [28, 0, 56, 28], [0, 28, 28, 56], [28, 28, 56, 56]]
     zooms = [r for r in agent if r.get("tool_name") == "zoom"]
     for r in zooms:
@@ -180,13 +180,11 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
         offered[declared] = offered.get(declared, 0) + 1
         assert r.get("tool_name") in (None, *declared)
     assert set(offered) == {("resize",), ("zoom",), BOTH}
-    assert text_config(cfg) is ZOOM_TEXT and ZOOM_TEXT["rope_parameters"]["rope_theta"] == 16.0
     # the call/answer choice follows one " looks flat.</think>" token whatever the quadrant (the quadrant is its own)
     from vttrain.warmstart import build_tokenizer, think_sentences
     tok = build_tokenizer(cfg)
     pieces = [tok.convert_ids_to_tokens(tok(t)["input_ids"]) for t in think_sentences(cfg)["ocr"]]
     assert all(len(p) == 3 for p in pieces) and len({p[1] for p in pieces}) == 4 and len({p[2] for p in pieces}) == 2
-    assert text_config(MiniConfig())["rope_parameters"]["rope_theta"] == 1e4
     # the box is the low-view quadrant that holds the 28 x 28 grey box (which never straddles quadrants)
     for b in [(0, 0), (28, 56), (56, 28), (84, 84), (28, 28)]:
         x, y, x2, y2 = zoom_box({"box": b}, 112)

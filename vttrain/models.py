@@ -366,7 +366,7 @@ class InitModelConfig:
     tools: str = "resize"
     """For `mini`: the tools its agent trajectories call: resize | zoom | resize,zoom (vtdata/tools.py). A build
     with zoom learns where the grey box is from images with the location cue (train it on
-    manifests/sufficiency-zoom.yaml), rope theta 16 and a turn-1 sentence that names the box's quadrant."""
+    manifests/sufficiency-zoom.yaml) and a turn-1 sentence that names the box's quadrant."""
     force: bool = False
     """Replace a non-empty OUT that vt cannot prove it wrote (no .vt-output listing every path in it:
     a foreign directory, or a model of a vt older than that marker), deleting everything in it."""

@@ -17,8 +17,8 @@ view's pixels (`sufficiency.box_contrast`), never from the row's source. The too
 rate after either sentence.
 With the zoom tool (`tools` with zoom, issue 19) the miniature must also learn WHERE the box is, which its
 2-layer vision tower cannot see on a uniform background: a zoom build's images carry the location cue
-(sufficiency.CUE: location made visible in content), its text rope theta is 16 (ZOOM_TEXT) and its box sentence
-names the quadrant ("The grey box at the top left looks flat."), which the zoom call then copies.
+(sufficiency.CUE: location made visible in content) and its box sentence names the quadrant ("The grey box
+at the top left looks flat."), which the zoom call then copies.
 `vt init-model mini` measures that choice's probability per source on held-out rows (`call_probability`
 in vt_init.json and the model's README.md).
 
@@ -47,10 +47,6 @@ from vtdata.sources import sufficiency
 MINI_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
                  num_key_value_heads=4, max_position_embeddings=4096, rms_norm_eps=1e-6,
                  rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4})
-# Zoom builds (`tools` with zoom) only: rope theta 16 instead of 1e4, so that a grid step turns the h and w
-# sections by 0.1-0.5 rad instead of <= 0.1 and <= 0.003 (issue 19: at 1e4 the text model can barely tell the
-# four low-view tokens apart by position). The resize-only build keeps MINI_TEXT and its cache key.
-ZOOM_TEXT = dict(MINI_TEXT, rope_parameters=dict(MINI_TEXT["rope_parameters"], rope_theta=16.0))
 MINI_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1],
                    window_size=112, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
 # Turn 1's think says what the view shows (as a real model's reasoning would). For the box question the
@@ -125,8 +121,8 @@ class MiniConfig:
 
     @property
     def zoom(self) -> bool:
-        """A zoom build: rope theta 16 (ZOOM_TEXT), location-cue images (sufficiency.CUE), the quadrant named in
-        turn 1's box sentence (WHERE)."""
+        """A zoom build: location-cue images (sufficiency.CUE), the quadrant named in turn 1's box sentence (WHERE),
+        each agent row offering resize, zoom or both (`offered_sets`)."""
         return "zoom" in self.tools
 
     def key(self) -> str:
@@ -140,7 +136,7 @@ class MiniConfig:
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         if self.zoom:
             protocol_text += [list(WHERE), sufficiency.CUE, "where v1", "offered sets v1", "looks token v1"]
-        blob = json.dumps({**fields, "threads": None, "text": text_config(self), "vision": MINI_VISION,
+        blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
                            "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
                            "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -151,10 +147,6 @@ def offered_sets(cfg: MiniConfig) -> list[tuple]:
     that the model calls only what the prompt offers (`vt train --tools resize` on a zoom build must not call
     zoom: the error turn scores 0 and GRPO learnt never to call)."""
     return [(t,) for t in cfg.tools] + ([tuple(cfg.tools)] if len(cfg.tools) > 1 else [])
-
-
-def text_config(cfg: MiniConfig) -> dict:
-    return ZOOM_TEXT if cfg.zoom else MINI_TEXT
 
 
 # ------------------------------------------------------------------------------------------ the data
@@ -398,7 +390,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         processor = models._image_only_processor_class()(
             models._pil_image_processor(min_pixels=models.MIN_PIXELS, max_pixels=models.MAX_PIXELS),
             build_tokenizer(cfg), chat_template=models.CHAT_TEMPLATE)
-        config = models.make_config(text_config(cfg), MINI_VISION, processor.tokenizer)
+        config = models.make_config(MINI_TEXT, MINI_VISION, processor.tokenizer)
         torch.manual_seed(cfg.seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
         processor.chat_template = training_chat_template()
