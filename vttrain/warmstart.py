@@ -60,9 +60,9 @@ VISIBLE = 10.0  # grey-level spread inside the box above which a view shows the 
 # Zoom builds: the box question's sentence also says WHERE the box is, read off the image (with the location cue,
 # sufficiency.CUE): "The grey box at the top left looks flat." It supervises location on every box row (~60 %),
 # not only on the zoom calls (~7 %), and the zoom call after it copies the quadrant from it. The tokenizer keeps
-# " looks flat.</think>" (or striped) a token of its own after the quadrant's, so the choice to call follows the
-# same two tokens as in the resize-only build: with one token per quadrant x look, GRPO's push against calling
-# on coarse and general questions carried over to the fine ones and it learnt never to call.
+# " looks flat.</think>" (or striped) a token of its own after the quadrant's, so the choice to call follows one
+# look token shared by the four quadrants, as in the resize-only build. (What made GRPO separate fine from the
+# rest on the zoom build was keeping the text rope at 1e4 and training on half fine rows: README, issue 19.)
 WHERE = ("top left", "top right", "bottom left", "bottom right")  # quadrant index 2 * row + column
 THINK_AFTER = "<think>I look at the larger image.</think>"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
