@@ -27,7 +27,7 @@ from vtdata import protocol, tools
 from vtdata.resolution import view
 from vtdata.sources import sufficiency
 from vttrain import models
-from vttrain.warmstart import THINK_FIRST
+from vttrain.warmstart import THINK_FIRST, quadrant
 
 
 def images(n: int, size: int = 112, cue: bool = False) -> tuple[list, list[int], list[str]]:
@@ -37,8 +37,7 @@ def images(n: int, size: int = 112, cue: bool = False) -> tuple[list, list[int],
         for i in range(n):
             s = sufficiency.sample(task, "probe", i, size, scale, cue=cue)
             imgs.append(view(sufficiency.render(s["spec"]), (size // 2, size // 2)))
-            bx, by = s["spec"]["box"]
-            where.append(2 * (by // (size // 2)) + bx // (size // 2))
+            where.append(quadrant(s["spec"]))
             questions.append(sufficiency.QUESTIONS["ocr"])  # (b) asks the box question on every image
     return imgs, where, questions
 
@@ -120,7 +119,8 @@ def main() -> None:
     print(f"(b) text residual at {'turn 1 sentence' if zoom_build else 'the first bbox token'} -> quadrant: "
           + ", ".join(f"layer {i} {a_:.3f}" for i, a_ in enumerate(per_layer)) + " (layer 0 = embeddings)")
     rope = model.config.text_config.rope_parameters
-    print(f"model {a.model}: {'zoom build, location cue' if zoom_build else 'no location cue'}, rope_theta {rope['rope_theta']}, mrope_section {rope['mrope_section']}, "
+    print(f"model {a.model}: {'zoom build, location cue' if zoom_build else 'no location cue'}, "
+          f"rope_theta {rope['rope_theta']}, mrope_section {rope['mrope_section']}, "
           f"vision depth {model.config.vision_config.depth}; {n} images; "
           f"wall {time.time() - t0:.0f} s, cpu {time.process_time() - c0:.0f} s")
 
