@@ -56,7 +56,12 @@ bench: install
 bench-science: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/science.py
 
-clean:
-	rm -rf $(VENV) demo-out science-out .pytest_cache
+# The reproducibility matrix (issue 28): 4 warm-start builds (one on another float path) x 2 GRPO seeds with the
+# demo's settings and 3 builds with the science settings; prints split_runs=P/N (~1.5 h on 2 cores).
+bench-matrix: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/science.py --matrix --out bench-matrix
 
-.PHONY: install demo science test test-fast test-science bench bench-science clean
+clean:
+	rm -rf $(VENV) demo-out science-out bench-science bench-matrix .pytest_cache
+
+.PHONY: install demo science test test-fast test-science bench bench-science bench-matrix clean

@@ -34,7 +34,7 @@ def probe(model_dir: Path, periods: list[int], n: int) -> list[dict]:
             data = sufficiency.render(s["spec"])
             rows.append({"task": "ocr", "question": s["question"], "image": view(data, (56, 56)), "period": p,
                          "phase": s["spec"]["phase"], "contrast": sufficiency.low_view_contrast(data, s["spec"])})
-    for r, (prob, _, _) in zip(rows, row_call_probability(model, processor, rows)):
+    for r, (prob, *_) in zip(rows, row_call_probability(model, processor, rows)):
         r["p_call"] = prob
     return rows
 

@@ -74,12 +74,224 @@ def check(fig: dict, prefix: str = "science") -> list[tuple[str, float, float, b
             for name, v, bound, op in tests]
 
 
+# ------------------------------------------------------------------------------------------- the matrix
+# Warm-start builds x GRPO seeds (issue 28): a build differs per machine (floating-point paths), so the split must
+# hold from any build, not from one cached one. Build 3 is made with 2 torch threads: another float path, as on
+# another machine (its config key is the same as a 1-thread build's, so it gets a cache of its own).
+DEMO_BUILDS, DEMO_SEEDS, SCIENCE_BUILDS = (0, 1, 2, 3), (0, 1), (0, 1, 2)
+PERTURBED = {3: 2}  # build seed -> torch threads of its SFT
+
+
+def build(cache: Path, seed: int, threads: int = 1) -> dict:
+    """The warm start of `seed` into its own cache (`VT_CACHE`); returns its vt_init.json."""
+    code = ("import sys; from vttrain.warmstart import MiniConfig, init_mini; "
+            f"init_mini(sys.argv[1], MiniConfig(seed={seed}, threads={threads}))")
+    model = cache / "model"
+    subprocess.run([sys.executable, "-c", code, str(model)], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "VT_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    return json.loads((model / "vt_init.json").read_text())
+
+
+def split_row(fig: dict, think: str, full: str) -> tuple[dict, bool]:
+    """Per-source (accuracy, resize) of a think run and whether it splits: fine >= 0.8 resized, coarse and general
+    <= 0.2, accuracy within the science check's bounds (fine >= 0.95 x full, the others >= full - 0.02)."""
+    t, f = fig[think], fig[full]
+    ok = (t["fine"]["resize_ratio"] >= 0.8 and t["coarse"]["resize_ratio"] <= 0.2
+          and t["general"]["resize_ratio"] <= 0.2 and t["fine"]["accuracy"] >= 0.95 * f["fine"]["accuracy"]
+          and all(t[s]["accuracy"] >= f[s]["accuracy"] - 0.02 for s in ("coarse", "general")))
+    return t, ok
+
+
+def matrix(root: Path, workers: int, extra: list[str], science: bool = True) -> int:
+    """Every build x seed with the demo's settings, and SCIENCE_BUILDS x seed 0 with the science settings (the paper
+    penalty only); one row per run, then `split_runs=P/N`. Returns the number of runs that did not split."""
+    from concurrent.futures import ThreadPoolExecutor
+    root.mkdir(parents=True, exist_ok=True)
+    caches = {b: root / f"cache-b{b}" for b in DEMO_BUILDS}
+    t0 = time.time()
+    with ThreadPoolExecutor(workers) as pool:
+        inits = dict(zip(DEMO_BUILDS, pool.map(lambda b: build(caches[b], b, PERTURBED.get(b, 1)), DEMO_BUILDS)))
+    print(f"builds: {len(inits)} in {(time.time() - t0) / 60:.1f} min wall")
+    for b, init in inits.items():
+        calls = init["call_probability"]
+        print(f"  build {b}{' (2 threads)' if b in PERTURBED else ''}: key {init['key']}, {init['steps_trained']} SFT steps, "
+              f"P(call) " + " / ".join(f"{calls[s]:.3f}" for s in SOURCES)
+              + (f", P(sentence | source) {init['sentence_probability']}" if "sentence_probability" in init else ""))
+    jobs = [("demo", b, s) for b in DEMO_BUILDS for s in DEMO_SEEDS]
+    if science:
+        jobs += [("science", b, 0) for b in SCIENCE_BUILDS]
+
+    def one(job):
+        kind, b, s = job
+        out = root / f"{kind}-b{b}-s{s}"
+        cmd = [sys.executable, "-m", "vt", "-q", "demo", "--out", str(out), "--warm-seed", str(b), "--seed", str(s),
+               *(["--science", "--penalty-modes", "paper"] if kind == "science" else []), *extra]
+        t = time.time()
+        res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "VT_CACHE": str(caches[b]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+        if res.returncode:
+            return job, None, res.stderr[-2000:], time.time() - t
+        return job, figures(out / "vt.duckdb"), out, time.time() - t
+
+    print(f"\n| run | build | GRPO seed | fine: acc / resize | coarse: acc / resize | general: acc / resize "
+          f"| visual tokens vs full | min | split |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    passed = 0
+    with ThreadPoolExecutor(workers) as pool:
+        for (kind, b, s), fig, out, took in pool.map(one, jobs):
+            if fig is None:
+                print(f"| {kind} | {b} | {s} | FAILED: {out.strip().splitlines()[-1] if out.strip() else '?'} | | | | | no |")
+                continue
+            pre = "science" if kind == "science" else "demo"
+            think, ok = split_row(fig, f"{pre}-think-paper" if kind == "science" else f"{pre}-think", f"{pre}-full")
+            passed += ok
+            cells = [f"{think[x]['accuracy']:.2f} / {think[x]['resize_ratio']:.2f}" for x in ("fine", "coarse", "general")]
+            print(f"| {kind} | {b}{'*' if b in PERTURBED else ''} | {s} | " + " | ".join(cells)
+                  + f" | {think['all']['visual_tokens_rel']:.1%} | {took / 60:.1f} | {'yes' if ok else 'NO'} |", flush=True)
+    print(f"\n(* built with 2 torch threads: another float path.) {(time.time() - t0) / 60:.1f} min wall")
+    print(f"split_runs={passed}/{len(jobs)}")
+    return len(jobs) - passed
+
+
+# ---------------------------------------------------------------------------------------- the diagnosis
+def diagnose(run_dir: Path, data_dir: Path, steps: int = 50, theta: float = 0.2) -> dict:
+    """Why a GRPO run splits or collapses, from its rollouts.jsonl (issue 28): per source, the policy-gradient push
+    on the call/answer choice at the decision token summed over the first `steps` steps, sum of A_i (c_i - q_g)
+    with A_i the group-normalised advantage TRL uses (scale_rewards group), c_i = 1 when rollout i called the tool
+    and q_g its group's call share (positive: towards calling); in fine groups the mean of r = C_direct /
+    (C_direct + C_high) against theta and the share of groups with r >= theta (their correct resized answers pay
+    the penalty); the curated set's sources by label (needs_high / low_ok)."""
+    import math
+    import statistics
+
+    import pyarrow.parquet as pq
+    src = {}
+    labels: dict = {}
+    for f in sorted(data_dir.rglob("*.parquet")):
+        t = pq.read_table(f, columns=[c for c in ("id", "source", "use_tool") if c in pq.read_schema(f).names])
+        for row in t.to_pylist():
+            src[row["id"]] = row["source"]
+            if "use_tool" in row:
+                key = ("needs_high" if row["use_tool"] else "low_ok", row["source"])
+                labels[key] = labels.get(key, 0) + 1
+    rolls = [json.loads(x) for x in (run_dir / "rollouts.jsonl").read_text().splitlines() if x.strip()]
+    groups: dict = {}
+    for r in rolls:
+        if r["step"] <= steps:
+            groups.setdefault((r["step"], r["group"]), []).append(r)
+    push = {s: 0.0 for s in SOURCES}
+    rs, over = [], 0
+    for g in groups.values():
+        source = src.get(g[0]["id"], "?")
+        rewards = [x["reward"] for x in g if x["reward"] is not None]
+        if len(rewards) < 2:
+            continue
+        mean, std = statistics.fmean(rewards), statistics.stdev(rewards)
+        q = sum(x["attempted"] for x in g) / len(g)
+        for x in g:
+            if x["reward"] is not None and source in push:
+                push[source] += (x["reward"] - mean) / (std + 1e-4) * (float(x["attempted"]) - q)
+        if source == "fine":
+            cd = sum(1 for x in g if (x["score"] or 0) >= 0.5 and not x["used_high"])
+            ch = sum(1 for x in g if (x["score"] or 0) >= 0.5 and x["used_high"])
+            if cd + ch:
+                rs.append(cd / (cd + ch))
+                over += cd / (cd + ch) >= theta
+    return {"push": push, "fine_r_mean": statistics.fmean(rs) if rs else math.nan,
+            "fine_r_over_theta": over / len(rs) if rs else math.nan, "fine_groups": len(rs), "labels": labels}
+
+
+def print_diagnosis(name: str, d: dict) -> None:
+    lab = ", ".join(f"{k[0]}/{k[1]} {v}" for k, v in sorted(d["labels"].items()))
+    print(f"{name}: push at the decision (first 50 steps) " + ", ".join(f"{s} {v:+.1f}" for s, v in d["push"].items())
+          + f"; fine groups: mean r {d['fine_r_mean']:.2f}, r >= theta in {d['fine_r_over_theta']:.0%} of "
+            f"{d['fine_groups']}; curated: {lab}")
+
+
+# -------------------------------------------------------------------------------------- curation's effect
+def random_set(demo: Path, n: int, seed: int) -> Path:
+    """`n` rows drawn at random from the SCORED training samples of a finished demo (labels ignored): the curated
+    set's size and pool without its selection, as a dataset directory `vt train` reads."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from vtdata.db import connect
+    con = connect(demo / "vt.duckdb", read_only=True)
+    try:
+        scored = {r[0] for r in con.execute("SELECT sample_id FROM sufficiency").fetchall()}
+    finally:
+        con.close()
+    table = pa.concat_tables([pq.read_table(f) for f in sorted((demo / "data" / "data").glob("train-*.parquet"))])
+    rows = [i for i, x in enumerate(table.column("id").to_pylist()) if x in scored]
+    pick = sorted(random.Random(seed).sample(rows, min(n, len(rows))))
+    out = demo / "random-set"
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.take(pick), out / "data" / "train-00000.parquet")
+    return out
+
+
+def curation(demos: list[Path], seed: int = 0) -> None:
+    """issue 28: the same GRPO (train-mini.yaml, `seed`) from each demo's warm start on (a) its curated set, (b) the
+    whole uncurated training split, (c) a random set of the curated set's size from the same scored pool; think eval
+    on the demo's held-out questions; one row per run and a split count per set."""
+    from vt import shipped
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    tally: dict = {}
+    print("| warm start (demo) | set | rows | fine: acc / resize | coarse: acc / resize | general: acc / resize | split |")
+    print("|---|---|---|---|---|---|---|")
+    for demo in demos:
+        import pyarrow.parquet as pq
+        n = sum(pq.read_metadata(f).num_rows for f in (demo / "curated" / "data").glob("train-*.parquet"))
+        sets = {"curated": (demo / "curated", n), "uncurated": (demo / "data", None),
+                "random": (random_set(demo, n, seed), n)}
+        for name, (data, rows) in sets.items():
+            run = demo / f"train-{name}"
+            if name != "curated" or not (demo / "train" / "final").is_dir():
+                if not (run / "final").is_dir():
+                    subprocess.run([sys.executable, "-m", "vt", "-q", "train", str(shipped("train-mini.yaml")), "--model",
+                                    str(demo / "model"), "--data_dir", str(data), "--output_dir", str(run), "--seed",
+                                    str(seed)], check=True, env=env, stdout=subprocess.DEVNULL)
+            else:
+                run = demo / "train"
+            ev = f"curation-{name}"
+            subprocess.run([sys.executable, "-m", "vt", "-q", "eval", "--model", str(run / "final"), "--data",
+                            str(demo / "data"), "--mode", "think", "--limit", "64", "--name", ev, "--max-new-tokens", "16",
+                            "--db", str(demo / "vt.duckdb"), "--out", str(demo / "evals")],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+            think, ok = split_row(figures(demo / "vt.duckdb", [ev, "demo-full"]), ev, "demo-full")
+            size = rows if rows is not None else sum(pq.read_metadata(f).num_rows
+                                                     for f in (demo / "data" / "data").glob("train-*.parquet"))
+            tally.setdefault(name, []).append(ok)
+            print(f"| {demo.name} | {name} | {size} | " + " | ".join(
+                f"{think[x]['accuracy']:.2f} / {think[x]['resize_ratio']:.2f}" for x in ("fine", "coarse", "general"))
+                  + f" | {'yes' if ok else 'NO'} |", flush=True)
+    print("\n" + ", ".join(f"{k}: split {sum(v)}/{len(v)}" for k, v in tally.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="bench-science")
+    ap.add_argument("--matrix", action="store_true", help="warm-start builds x GRPO seeds (issue 28) instead of --seeds")
+    ap.add_argument("--no-science", action="store_true", help="with --matrix: the demo-settings runs only")
+    ap.add_argument("--workers", type=int, default=2, help="with --matrix: runs at once (1 torch thread each)")
+    ap.add_argument("--diagnose", nargs="+", metavar="DEMO_OUT", help="print the decision push, fine groups' r and "
+                    "the curated set of each finished `vt demo` directory, then exit")
+    ap.add_argument("--curation", nargs="+", metavar="DEMO_OUT", help="GRPO from each finished `vt demo` directory's "
+                    "warm start on its curated set, the uncurated split and a random set of the same size, then exit")
     ap.add_argument("extra", nargs="*", help="extra `vt demo` flags (after --)")
     a = ap.parse_args()
+    if a.curation:
+        curation([Path(d) for d in a.curation])
+        return
+    if a.diagnose:
+        for d in map(Path, a.diagnose):
+            for run in sorted(d.glob("train*")):
+                print_diagnosis(str(run), diagnose(run, d / "curated"))
+        return
+    if a.matrix:
+        sys.exit(1 if matrix(Path(a.out), a.workers, a.extra, science=not a.no_science) else 0)
     summary = []
     for seed in a.seeds:
         out = Path(a.out) / f"seed-{seed}"

@@ -76,6 +76,37 @@ def test_sft_tool_rate_does_not_depend_on_the_question_type():
             assert r["images"][1].size == (112, 112) and r["images"][0].size == (56, 56)
 
 
+def test_a_view_that_hides_the_pattern_is_answered_unknown_and_the_call_still_untaught():
+    """issue 28: with `abstain` (the default) a direct answer to the box question on a view whose box looks flat
+    is UNSEEN, never a guess (chance 1/3 made E[r] cross theta and the scoring labels noisy); a view that shows the
+    pattern, the colour question and the answer after the tool keep the true answer (the call rate: the test above)."""
+    from vtdata import protocol
+    from vttrain.warmstart import THINK_AFTER, THINK_FIRST, UNSEEN, MiniConfig, trajectory
+    rows = [trajectory(i, MiniConfig()) for i in range(600)]
+    seen = {"flat-direct": 0, "striped-direct": 0, "after-tool": 0}
+    for r in rows:
+        texts = [m["content"][0]["text"] for m in r["messages"] if m["role"] == "assistant"]
+        answers = [t.split("<answer>")[1].split("</answer>")[0] for t in texts if "<answer>" in t]
+        if r["kind"] == "agent" and r["tool"]:
+            assert texts[1].startswith(THINK_AFTER) and answers[-1] != UNSEEN
+            seen["after-tool"] += 1
+        elif texts[0].startswith(THINK_FIRST["flat"]):
+            assert answers == [UNSEEN], texts
+            seen["flat-direct"] += 1
+        else:
+            assert answers[0] != UNSEEN, texts
+            seen["striped-direct"] += texts[0].startswith(THINK_FIRST["striped"])
+    assert min(seen.values()) > 20, seen
+    # the guessing build (before issue 28) stays buildable with its old cache key, and guesses
+    old = MiniConfig(abstain=False)
+    assert old.key() == "8b9f651a91f6ef23" != MiniConfig().key()
+    flat = next(r for r in (trajectory(i, old) for i in range(200))
+                if r["kind"] != "agent" or not r["tool"]
+                if r["messages"][-1]["content"][0]["text"].startswith(THINK_FIRST["flat"]))
+    assert UNSEEN not in flat["messages"][-1]["content"][0]["text"]
+    assert protocol.check_format([flat["messages"][-1]["content"][0]["text"]]) is None
+
+
 def test_training_template_renders_the_protocol_text_and_masks_only_assistant_turns():
     pytest.importorskip("torch")
     from vttrain.models import _image_only_processor_class, _pil_image_processor
@@ -129,8 +160,9 @@ def test_call_probability_is_exact_and_independent_of_batching():
     rows = check_rows(cfg, "calls", 2, {"general": "low", "coarse": "low", "fine": "low"})
     batched = row_call_probability(model, proc, rows, batch=48)
     single = row_call_probability(model, proc, rows, batch=1)
-    for (a, _, ma), (b, _, mb) in zip(batched, single):
+    for (a, _, ma, sa), (b, _, mb, sb) in zip(batched, single):
         assert 0.0 <= a <= 1.0 and abs(a - b) < 1e-4 and abs(ma - mb) < 1e-4 * max(1.0, mb)
+        assert abs(sum(sa.values()) - 1.0) < 1e-6 and all(abs(sa[t] - sb[t]) < 1e-4 for t in sa)
     r = rows[0]
     text = proc.apply_chat_template(protocol.agent_messages(r["question"], r["image"]), tokenize=False,
                                     add_generation_prompt=True, chat_template=protocol.chat_template()) + THINK_FIRST["general"]

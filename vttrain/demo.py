@@ -57,20 +57,26 @@ class DemoConfig:
     (paper, none, always: Fig. 3a), every eval on the whole val split."""
     warm_steps: int | None = None
     """SFT steps of the warm start (`vt init-model mini --steps`; default its own)."""
+    warm_seed: int = 0
+    """Seed of the warm start (`vt init-model mini --seed`: its tokenizer, weights and SFT rows; each seed is
+    built once, then cached)."""
     rollouts: int | None = None
     """Scoring rollouts per view and sample (default 4; science: 8, the paper's)."""
     score_limit: int | None = None
-    """Training samples to score (default 64; science: 480)."""
+    """Training samples to score (default 96; science: 480)."""
     per_class: int | None = None
-    """Curated samples per class (default 24; science: 96); a class the scoring labels short is topped up
-    with the closest ambiguous samples (`vt curate --fill-short`)."""
+    """Curated samples per class (default 28; science: 96); a class the scoring labels short is topped up
+    with the closest ambiguous samples (`vt curate --fill-short`). The default leaves the needs_high class a few
+    fine samples to spare (96 scored: ~32 fine), so it is not filled from other sources."""
     train_steps: int | None = None
-    """Optimiser steps per GRPO run (default: the training config's max_steps, 200: the two classes
-    separated between steps 90 and 140 in our runs, after both first fell towards answering directly)."""
+    """Optimiser steps per GRPO run (default: the training config's max_steps, 300; in the matrix of
+    `bench/science.py --matrix` general and coarse reached ~0 and fine ~0.9 sampled resizes by step ~60-80)."""
     eval_limit: int | None = None
     """Validation samples per eval run (default 64; science: 180, the whole val split)."""
     max_new_tokens: int = 16
     """Generation budget per turn when scoring and evaluating (the mini model's turns are ~7 tokens)."""
+    penalty_modes: str | None = None
+    """Comma-separated GRPO runs, one per penalty mode (default paper; science: paper,none,always, Fig. 3a)."""
     seed: int = 0
     """Seed of scoring, curation and GRPO (the warm start keeps its own seed, so it stays cached)."""
     force: bool = False
@@ -85,6 +91,12 @@ class DemoConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise VtError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.penalty_modes is not None:
+            from vttrain.reward import MODES
+            modes = [m.strip() for m in self.penalty_modes.split(",")]
+            bad = [m for m in modes if m not in MODES]
+            if bad or len(set(modes)) != len(modes) or not modes:
+                raise VtError(f"--penalty-modes takes distinct modes among {', '.join(MODES)}; got {self.penalty_modes!r}")
         for name in ("manifest", "train_config"):
             path = Path(getattr(self, name))
             if not path.is_file():
@@ -92,10 +104,12 @@ class DemoConfig:
             setattr(self, name, str(path.resolve()))
 
     def train_runs(self) -> tuple[str, ...]:
+        if self.penalty_modes:
+            return tuple(m.strip() for m in self.penalty_modes.split(","))
         return PENALTY_MODES if self.science else ("paper",)
 
 
-DEFAULTS = {"out": "demo-out", "rollouts": 4, "score_limit": 64, "per_class": 24, "eval_limit": 64}
+DEFAULTS = {"out": "demo-out", "rollouts": 4, "score_limit": 96, "per_class": 28, "eval_limit": 64}
 SCIENCE = {"out": "science-out", "rollouts": 8, "score_limit": 480, "per_class": 96, "eval_limit": 180}
 
 
@@ -145,17 +159,18 @@ class Demo:
         self.report = self.out / "report"
         self.marks = self.out / ".demo"
         self.prefix = "science" if cfg.science else "demo"  # eval run names and the curated set's name
+        self.per_mode = cfg.science or cfg.train_runs() != ("paper",)  # run dirs and eval names name the mode
 
     def run_dir(self, mode: str) -> Path:
         """The GRPO run of one penalty mode (the demo has one run, `train/`)."""
-        return self.out / (f"train-{mode}" if self.cfg.science else "train")
+        return self.out / (f"train-{mode}" if self.per_mode else "train")
 
     def eval_runs(self) -> list[tuple[str, str, Path]]:
         """(run name, eval mode, model): full and low of the warm start (the base model of Table 2),
         think of each GRPO run."""
         runs = [(f"{self.prefix}-{m}", m, self.model) for m in ("full", "low")]
         for mode in self.cfg.train_runs():
-            name = f"{self.prefix}-think-{mode}" if self.cfg.science else f"{self.prefix}-think"
+            name = f"{self.prefix}-think-{mode}" if self.per_mode else f"{self.prefix}-think"
             runs.append((name, "think", self.run_dir(mode) / "final"))
         return runs
 
@@ -170,7 +185,7 @@ class Demo:
     def stages(self) -> list[DemoStage]:
         c, db = self.cfg, ["--db", str(self.db)]
         steps = ["--max_steps", str(c.train_steps)] if c.train_steps else []
-        warm = ["--steps", str(c.warm_steps)] if c.warm_steps else []
+        warm = (["--steps", str(c.warm_steps)] if c.warm_steps else []) + (["--seed", str(c.warm_seed)] if c.warm_seed else [])
         stages = [
             DemoStage("build-data", ["build-data", c.manifest, "--out", str(self.data)] + db,
                       [self.data / "build.json"], inputs=[Path(c.manifest)], summary=self._sum_build, extra=own_output),

@@ -65,6 +65,14 @@ VISIBLE = 10.0  # grey-level spread inside the box above which a view shows the 
 # rest on the zoom build was keeping the text rope at 1e4 and training on half fine rows: README, issue 19.)
 WHERE = ("top left", "top right", "bottom left", "bottom right")  # quadrant index 2 * row + column
 THINK_AFTER = "<think>I look at the larger image.</think>"
+# The direct answer to the box question when the view shown hides the pattern (it looks flat): a calibrated
+# model abstains rather than guessing. A guess is right 1/3 of the time (three patterns); with guesses, a fine
+# group whose rollouts answer directly half the time has E[r] = C_direct / (C_direct + C_high) >= theta, so Eq. 5
+# penalised its correct resized answers, the scoring labels were noisy (k = 4 low-view rollouts often had one
+# lucky hit) and the fine groups' normalised push towards calling was ~0.7 of the push of general and coarse
+# groups away from it: GRPO drifted every source to never resizing on some builds (issue 28). VisionThink's
+# open answers have chance ~0 at a view that hides them; abstaining gives the miniature the same.
+UNSEEN = "unknown"
 TOOL_CALL = ('<tool_call>\n{"name": "%s", "arguments": {"action": "%s"}}\n</tool_call>'
              % (protocol.TOOL_NAME, protocol.TOOL_ACTION))
 # One token each in the mini tokenizer. `</think>` is not among them: it merges with the sentence before it
@@ -113,6 +121,10 @@ class MiniConfig:
     """BPE vocabulary of the protocol-trained tokenizer."""
     threads: int = 1
     """torch threads while training (1 was fastest on 2 shared cores)."""
+    abstain: bool = True
+    """Turn 1's direct answer to the box question is UNSEEN when the view shown hides the pattern (the box looks
+    flat), as the true pattern otherwise; False: the true pattern (a guess, right 1/3 of the time at a fine low
+    view; builds before issue 28, kept for the comparison in bench/science.py --diagnose)."""
     tools: tuple = ("resize",)
     """Tools of the agent trajectories (vtdata/tools.py): a trajectory that calls one picks it uniformly, whatever
     the question. A zoom's box is the quadrant of the low view that holds the grey box (for both classes: where
@@ -131,13 +143,15 @@ class MiniConfig:
         fields = asdict(self)
         if tuple(self.tools) == ("resize",):
             del fields["tools"]  # the resize-only key predates the field
+        if not self.abstain:
+            del fields["abstain"]  # so does the guessing build's
         else:
             fields["tools"] = list(self.tools)
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         if self.zoom:
             protocol_text += [list(WHERE), sufficiency.CUE, "where v1", "offered sets v1", "looks token v1"]
         blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
-                           "think": [THINK_FIRST, THINK_AFTER, VISIBLE], "protocol": protocol_text,
+                           "think": [THINK_FIRST, THINK_AFTER, VISIBLE] + ([UNSEEN] if self.abstain else []), "protocol": protocol_text,
                            "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -164,7 +178,7 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
     low = view(data, (cfg.size // 2, cfg.size // 2))
     if rng.random() < cfg.agent_share:
         think = first_think(task, s["spec"], low, where=cfg.zoom)
-        answer = f"{think}<answer>{s['answer']}</answer>"
+        answer = f"{think}<answer>{shown_answer(task, s, low, cfg)}</answer>"
         offered = rng.choice(offered_sets(cfg)) if cfg.zoom else tuple(cfg.tools)
         msgs = protocol.agent_messages(s["question"], None, tools=offered)
         if rng.random() < cfg.tool_rate:
@@ -190,7 +204,7 @@ def trajectory(i: int, cfg: MiniConfig) -> dict:
         return {"messages": msgs, "images": [low], "task": task, "source": source, "kind": "agent", "tool": False,
                 "think": think}
     img = high if rng.random() < cfg.direct_high_share else low
-    answer = f"{first_think(task, s['spec'], img, where=cfg.zoom)}<answer>{s['answer']}</answer>"
+    answer = f"{first_think(task, s['spec'], img, where=cfg.zoom)}<answer>{shown_answer(task, s, img, cfg)}</answer>"
     msgs = protocol.direct_messages(prompts.load("score_system"), s["question"], None, newline=True)
     msgs[1]["content"][0] = {"type": "image"}
     msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
@@ -203,8 +217,21 @@ def first_think(task: str, spec: dict, img, where: bool = False) -> str:
     (zoom builds) the box sentence names the box's quadrant too (WHERE)."""
     if task == "general":
         return THINK_FIRST["general"]
-    looks = "striped" if sufficiency.box_contrast(img, spec) > VISIBLE else "flat"
+    looks = "striped" if looks_striped(spec, img) else "flat"
     return where_think(looks, quadrant(spec)) if where else THINK_FIRST[looks]
+
+
+def shown_answer(task: str, s: dict, img, cfg: MiniConfig) -> str:
+    """The answer a view supports: UNSEEN for the box question on a view that hides the pattern (with `abstain`),
+    the row's answer otherwise."""
+    if cfg.abstain and task != "general" and not looks_striped(s["spec"], img):
+        return UNSEEN
+    return s["answer"]
+
+
+def looks_striped(spec: dict, img) -> bool:
+    """Whether a view shows the box's pattern (its contrast above VISIBLE)."""
+    return sufficiency.box_contrast(img, spec) > VISIBLE
 
 
 def where_think(looks: str, q: int) -> str:
@@ -276,7 +303,7 @@ def corpus(cfg: MiniConfig, n: int = 400) -> list[str]:
     for _ in range(n):
         task = rng.choice(("general", "ocr"))
         think = THINK_FIRST["general"] if task == "general" else THINK_FIRST[rng.choice(("striped", "flat"))]
-        ans = rng.choice(sufficiency.ANSWERS[task])
+        ans = rng.choice(sufficiency.ANSWERS[task] + ((UNSEEN,) if cfg.abstain and task != "general" else ()))
         texts += [sufficiency.QUESTIONS[task], "\n" + sufficiency.QUESTIONS[task],
                   f"{think}<answer>{ans}</answer>", f"{think}{TOOL_CALL}", f"{THINK_AFTER}<answer>{ans}</answer>"]
     texts.append("".join(chr(c) for c in range(32, 127)))
@@ -342,7 +369,7 @@ def is_build(path: Path, key: str) -> bool:
         return False
 
 
-def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls: dict) -> Path:
+def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls: dict, said: dict | None = None) -> Path:
     """`out/README.md`: what the warm start is, its held-out accuracy and its per-source call probability."""
     last = checks[-1] if checks else {}
     sources = [k for k in calls if not k.endswith("_mass")]
@@ -362,6 +389,17 @@ def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls
               f"think sentences (the box question: striped or flat, which the model reads off the view) the sentence's "
               f"probability times the choice's; the sentences hold at least {calls['sentence_mass']:.3f} of turn 1's "
               f"probability, the two choice tokens at least {calls['choice_mass']:.3f} of the next token's.", ""]
+    if said:
+        lines += ["What turn 1 says, per source (P(sentence | source), held-out low views): the box sentence is the "
+                  "model's reading of the view, taught in SFT from the view's contrast (`VISIBLE`); on this data it "
+                  "coincides with the source (a fine box's low view looks flat, a coarse one's striped), so GRPO learns "
+                  "which action follows that perception, not the perception itself.", "",
+                  "| source | " + " | ".join(sorted({t for v in said.values() for t in v})) + " |",
+                  "|---|" + "---|" * len({t for v in said.values() for t in v})]
+        for k, v in said.items():
+            lines.append(f"| {k} | " + " | ".join(f"{v.get(t, 0.0):.3f}" for t in sorted({t for v in said.values()
+                                                                                         for t in v})) + " |")
+        lines.append("")
     if "zoom_box" in last:
         lines += [f"Zoom box check: {last['zoom_box']:.2f} of {cfg.check_size} held-out fine questions get the quadrant "
                   "holding the grey box from the model's own turn-1 sentence and the zoom call after it. Its images "
@@ -380,7 +418,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from vttrain import models
-    from vttrain.warmstart_check import AccuracyCheck, call_probability  # it imports this module
+    from vttrain.warmstart_check import AccuracyCheck, call_and_sentence_probability  # it imports this module
     models._quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -422,9 +460,11 @@ def _train(out: Path, cfg: MiniConfig) -> None:
             log += [r for r in cool.state.log_history if "loss" in r]
             check.measure(model, steps)
         processor.chat_template = models.CHAT_TEMPLATE
-        calls = call_probability(model, processor, cfg)
+        calls, said = call_and_sentence_probability(model, processor, cfg)
         info("warm start: P(call) at the decision token, held-out low views: "
              + ", ".join(f"{k} {v:.3f}" for k, v in calls.items()))
+        info("warm start: P(turn-1 sentence | source), held-out low views: "
+             + "; ".join(f"{k}: " + ", ".join(f"{t!r} {p:.3f}" for t, p in v.items()) for k, v in said.items()))
         model.save_pretrained(tmp)
         models._save_generation_config(config, tmp)
         models._save_processor(processor, tmp)
@@ -432,9 +472,10 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         (tmp / models.INIT_FILE).write_text(json.dumps({"kind": "mini", "key": cfg.key(), "config": asdict(cfg),
                                                         "steps_trained": steps,
                                                         "final_loss": log[-1]["loss"] if log else None,
-                                                        "checks": check.history, "call_probability": calls},
+                                                        "checks": check.history, "call_probability": calls,
+                                                        "sentence_probability": said},
                                                        indent=2) + "\n")
-        write_card(tmp, cfg, steps, check.history, calls)
+        write_card(tmp, cfg, steps, check.history, calls, said)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

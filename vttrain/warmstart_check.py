@@ -72,14 +72,26 @@ def call_probability(model, processor, cfg: MiniConfig, n: int = 200) -> dict:
     """The warm start's probability of calling the tool per source, on `n` held-out rows each at the low view
     (`row_call_probability`). Returns {source: mean P(call)}, `choice_mass` and `sentence_mass` (their
     smallest values over the rows: both ~1 mean the exact sum covers what the model would sample)."""
+    return call_and_sentence_probability(model, processor, cfg, n)[0]
+
+
+def call_and_sentence_probability(model, processor, cfg: MiniConfig, n: int = 200) -> tuple[dict, dict]:
+    """`call_probability`, and P(sentence | source): per source, the mean probability of each turn-1 sentence (its
+    text between the think tags) on the same rows. The box sentence is the model's reading of the view, taught in
+    SFT from the view's contrast: on the shipped data it coincides with the source (fine low views look flat,
+    coarse ones striped), so GRPO learns which action follows a perception, not the perception itself."""
     rows = check_rows(cfg, "calls", n, {s: "low" for s in CHECK_VIEW})
     probs = row_call_probability(model, processor, rows, tuple(cfg.tools), think_sentences(cfg))
     out: dict = {}
-    for r, (p, _, _) in zip(rows, probs):
+    said: dict = {}
+    for r, (p, _, _, by_sentence) in zip(rows, probs):
         out.setdefault(r["source"], []).append(p)
-    return ({k: round(sum(v) / len(v), 4) for k, v in out.items()}
-            | {"choice_mass": round(min(c for _, c, _ in probs), 4),
-               "sentence_mass": round(min(m for _, _, m in probs), 4)})
+        for text, w in by_sentence.items():
+            said.setdefault(r["source"], {}).setdefault(text.removeprefix("<think>").removesuffix("</think>"), []).append(w)
+    calls = ({k: round(sum(v) / len(v), 4) for k, v in out.items()}
+             | {"choice_mass": round(min(c for _, c, _, _ in probs), 4),
+                "sentence_mass": round(min(m for _, _, m, _ in probs), 4)})
+    return calls, {k: {t: round(sum(w) / len(w), 4) for t, w in v.items()} for k, v in said.items()}
 
 
 def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("resize",), sentences: dict | None = None,
@@ -90,7 +102,8 @@ def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("re
     "flat"; a zoom build's also name the quadrant, `warmstart.think_sentences`), then ONE choice token,
     `<tool_call>` or `<answer>`: P(call) = sum over the sentences s of P(s) * q(s) / sum of P(s), with
     q(s) = p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)). Returns (P(call), the two choice
-    tokens' smallest share of the next-token probability, the sentences' total probability) per row."""
+    tokens' smallest share of the next-token probability, the sentences' total probability, {sentence: its share of
+    that probability}) per row."""
     tok = processor.tokenizer
     call_id, answer_id = tok.convert_tokens_to_ids("<tool_call>"), tok.convert_tokens_to_ids("<answer>")
     sentences = sentences or {"general": [THINK_FIRST["general"]], "ocr": [THINK_FIRST["striped"], THINK_FIRST["flat"]]}
@@ -112,12 +125,13 @@ def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("re
                 m = len(tok(text, add_special_tokens=False)["input_ids"])
                 lp = float(logp[b, -m - 1:-1].gather(-1, ids[b, -m:].unsqueeze(-1)).sum())
                 pc, pa = float(logp[b, -1, call_id].exp()), float(logp[b, -1, answer_id].exp())
-                cands.setdefault(k, []).append((math.exp(lp), pc / (pc + pa), pc + pa))
+                cands.setdefault(k, []).append((math.exp(lp), pc / (pc + pa), pc + pa, text))
     out = []
     for k in range(len(rows)):
         c = cands[k]
-        mass = sum(w for w, _, _ in c)
-        out.append((sum(w * q for w, q, _ in c) / mass, min(x for _, _, x in c), mass))
+        mass = sum(w for w, _, _, _ in c)
+        out.append((sum(w * q for w, q, _, _ in c) / mass, min(x for _, _, x, _ in c), mass,
+                    {t: w / mass for w, _, _, t in c}))
     return out
 
 
