@@ -1,7 +1,8 @@
 """`vt curate`: a balanced training set of `low_ok` and `needs_high` samples (paper §3.5: 10K + 10K).
 
 Reads the labels `vt score-judge` stored in `sufficiency`, picks `--per-class` samples of each class
-(with `--stratify source`: spread as evenly as the sources allow, round-robin over sources) in an order
+(with `--stratify source`: spread as evenly as the sources allow, round-robin over sources; `--stratify answer`:
+round-robin over the gold answers, for closed answer spaces) in an order
 fixed by sha256(seed, sample id), so the same database and seed always give the same set. Writes a
 dataset in the layout of a built one (DIR/data/train-NNNNN.parquet + DIR/build.json, the sample
 columns plus `use_tool` = needs_high), ready for `vt train` and `vt export --format verl`, and records
@@ -45,8 +46,10 @@ class CurateConfig:
     """Output dataset directory: parquet + build.json (replaced only once the new one is complete)."""
     db: Path | None = None
     """DuckDB file holding `sufficiency` (from `vt score-judge`) (default: $VT_DB, else ./vt.duckdb)."""
-    stratify: Literal["source"] | None = None
-    """`source`: spread each class evenly over the sources; none: any source."""
+    stratify: Literal["source", "answer"] | None = None
+    """`source`: spread each class evenly over the sources; `answer`: over the gold answers (the first of each
+    sample's answers: for closed answer spaces, yes/no, multiple choice, the miniature's colours and patterns, so that
+    GRPO does not forget an answer the set lacks); none: any source."""
     allow_short: bool = False
     """Keep going with fewer than --per-class samples in a class (instead of an error)."""
     fill_short: bool = False
@@ -71,8 +74,8 @@ class CurateConfig:
         check_name(self.name)
         if self.per_class < 1:
             raise VtError(f"--per-class must be >= 1, got {self.per_class}")
-        if self.stratify not in (None, "source"):
-            raise VtError(f"--stratify must be `source` (or left out), got {self.stratify!r}")
+        if self.stratify not in (None, "source", "answer"):
+            raise VtError(f"--stratify must be `source` or `answer` (or left out), got {self.stratify!r}")
         if self.shard_rows < 1:
             raise VtError(f"--shard-rows must be >= 1, got {self.shard_rows}")
 
@@ -108,7 +111,8 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
     """class -> chosen candidate rows (sample_id, label, source, ...); deterministic by seed.
 
     With fill_short, a short class is topped up with `ambiguous` samples closest to it (marked
-    `filled`), needs_high first (largest high-minus-low gap), then low_ok (most correct at both)."""
+    `filled`), needs_high first (largest high-minus-low gap), then low_ok (most correct at both), never from a
+    source whose labelled samples are mostly of the other class."""
     key = {c["sample_id"]: _rank(seed, c["sample_id"]) for c in candidates}
     chosen: dict[str, list[dict]] = {}
     for cls in CLASSES:
@@ -116,11 +120,18 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
         chosen[cls] = [dict(c, filled=False) for c in pick(pool, per_class, stratify)]
     if fill_short:
         used: set = set()
+        other = {"needs_high": "low_ok", "low_ok": "needs_high"}
         for cls in ("needs_high", "low_ok"):
             need = per_class - len(chosen[cls])
             if need <= 0:
                 continue
-            pool = sorted((c for c in candidates if c["label"] == "ambiguous" and c["sample_id"] not in used),
+            # never from a source whose labelled samples are mostly of the other class: there an ambiguous
+            # sample is more likely scoring noise than a member of this class (a colour question in needs_high)
+            count = defaultdict(int)
+            for c in candidates:
+                count[c["source"], c["label"]] += 1
+            pool = sorted((c for c in candidates if c["label"] == "ambiguous" and c["sample_id"] not in used
+                           and count[c["source"], other[cls]] <= count[c["source"], cls]),
                           key=lambda c: (-CLOSENESS[cls](c), key[c["sample_id"]]))
             extra = [dict(c, filled=True, label=cls) for c in pick(pool, need, stratify)]
             used |= {c["sample_id"] for c in extra}
@@ -141,8 +152,17 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
     elif policy not in policies:
         raise VtError(f"no labels of policy {policy!r} in {cfg.db} (have: {', '.join(policies) or 'none'})")
     cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
-    rows = con.execute(f"SELECT {', '.join(cols)} FROM sufficiency WHERE policy = ? ORDER BY sample_id",
-                       [policy]).fetchall()
+    if cfg.stratify == "answer":
+        if "samples" not in tables.existing(con):
+            raise VtError(f"--stratify answer needs the `samples` table in {cfg.db} (written by `vt build-data --db` "
+                          f"and `vt score-judge`)")
+        rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols)}, p.answers[1] FROM sufficiency s "
+                           "LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset "
+                           "WHERE s.policy = ? ORDER BY s.sample_id", [policy]).fetchall()
+        cols += ("answer",)
+    else:
+        rows = con.execute(f"SELECT {', '.join(cols)} FROM sufficiency WHERE policy = ? ORDER BY sample_id",
+                           [policy]).fetchall()
     cands = [dict(zip(cols, r)) for r in rows]
     return policy, cands
 

@@ -63,11 +63,12 @@ class DemoConfig:
     rollouts: int | None = None
     """Scoring rollouts per view and sample (default 4; science: 8, the paper's)."""
     score_limit: int | None = None
-    """Training samples to score (default 96; science: 480)."""
+    """Training samples to score (default 144; science: 480)."""
     per_class: int | None = None
-    """Curated samples per class (default 28; science: 96); a class the scoring labels short is topped up
-    with the closest ambiguous samples (`vt curate --fill-short`). The default leaves the needs_high class a few
-    fine samples to spare (96 scored: ~32 fine), so it is not filled from other sources."""
+    """Curated samples per class (default 32; science: 96), spread over the gold answers (`vt curate --stratify
+    answer`: a colour the set lacks was forgotten by GRPO, every blue image answered purple, issue 28); a class the
+    scoring labels short is topped up with the closest ambiguous samples of its own sources (`--fill-short`). The
+    default leaves the needs_high class fine samples to spare (144 scored: ~48 fine)."""
     train_steps: int | None = None
     """Optimiser steps per GRPO run (default: the training config's max_steps, 300; in the matrix of
     `bench/science.py --matrix` general and coarse reached ~0 and fine ~0.9 sampled resizes by step ~60-80)."""
@@ -109,7 +110,7 @@ class DemoConfig:
         return PENALTY_MODES if self.science else ("paper",)
 
 
-DEFAULTS = {"out": "demo-out", "rollouts": 4, "score_limit": 96, "per_class": 28, "eval_limit": 64}
+DEFAULTS = {"out": "demo-out", "rollouts": 4, "score_limit": 144, "per_class": 32, "eval_limit": 64}
 SCIENCE = {"out": "science-out", "rollouts": 8, "score_limit": 480, "per_class": 96, "eval_limit": 180}
 
 
@@ -196,7 +197,8 @@ class Demo:
                                       "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed)] + db,
                       [self.db], summary=self._sum_score),
             DemoStage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
-                                 "--fill-short", "--seed", str(c.seed), "--out", str(self.curated)] + db,
+                                 "--fill-short", "--stratify", "answer", "--seed", str(c.seed), "--out",
+                                 str(self.curated)] + db,
                       [self.curated / "build.json"], summary=self._sum_curate, extra=own_output),
         ]
         for mode in c.train_runs():
