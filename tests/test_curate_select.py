@@ -69,6 +69,56 @@ def test_fill_short_takes_the_closest_ambiguous_samples():
     assert got["low_ok"] == [(0, 0, False), (4, 4, True)]    # its one real sample + the most correct at both
 
 
+def test_fill_short_never_draws_from_a_source_of_the_other_class():
+    """issue 28: a colour question (a source whose samples are low_ok) scored ambiguous by chance must not stand in
+    for a short needs_high class; a source of ambiguous samples still may."""
+    cands = _cands({"general": {"low_ok": 9, "ambiguous": 1}, "fine": {"needs_high": 2},
+                    "mixed": {"ambiguous": 2, "low_ok": 1}})
+    for c in cands:
+        if c["label"] == "ambiguous":
+            c["low_correct"], c["high_correct"] = (3, 4) if c["source"] == "general" else (1, 3)
+    chosen = select(cands, 5, None, seed=0, fill_short=True)
+    assert Counter(c["source"] for c in chosen["needs_high"]) == {"fine": 2, "mixed": 2}
+    assert not any(c["source"] == "general" for c in chosen["needs_high"])
+
+
+def test_stratify_answer_spreads_a_class_over_the_gold_answers(tmp_path):
+    """`--stratify answer`: round-robin over the first gold answer, read from the `samples` table; an answer with
+    few samples is not left out (a set without one colour made GRPO forget it)."""
+    cands = []
+    for i, a in enumerate(["blue"] * 2 + ["green"] * 20 + ["red"] * 20):
+        cands.append({"sample_id": f"s{i}", "source": "general", "label": "low_ok", "dataset": "/d",
+                      "low_correct": 4, "high_correct": 4, "answer": a})
+    chosen = select(cands, 9, "answer", seed=0)
+    assert Counter(c["answer"] for c in chosen["low_ok"]) == {"blue": 2, "green": 4, "red": 3} or \
+        Counter(c["answer"] for c in chosen["low_ok"]) == {"blue": 2, "green": 3, "red": 4}
+    with pytest.raises(VtError, match="--stratify must be"):
+        CurateConfig(db=tmp_path / "x.duckdb", name="c", per_class=2, out=tmp_path / "o", stratify="colour")
+    # through the database: the answer comes from `samples` (a database without it: a one-line error)
+    data, db, _ = _labelled_db(tmp_path, ["low_ok", "needs_high"])
+    with pytest.raises(VtError, match="needs the `samples` table"):
+        curate(CurateConfig(db=db, name="c0", per_class=2, out=tmp_path / "c0", stratify="answer", allow_short=True))
+    from vtdata import tables
+    rows = samples(data)
+    with writer(db, "test") as con:
+        tables.ensure(con, "samples")
+        for r in rows:
+            con.execute("INSERT INTO samples (dataset, id, source, answers) VALUES (?, ?, ?, ?)",
+                        [str(data.resolve()), r["id"], r["source"], [r["answers"][0]]])
+    curate(CurateConfig(db=db, name="c1", per_class=2, out=tmp_path / "c1", stratify="answer", allow_short=True))
+    gold = {r["id"]: r["answers"][0] for r in rows}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        picked = con.execute("SELECT label, sample_id FROM curated WHERE name = 'c1'").fetchall()
+        labels = dict(con.execute("SELECT sample_id, label FROM sufficiency").fetchall())
+    finally:
+        con.close()
+    for cls in ("low_ok", "needs_high"):
+        mine = [i for lab, i in picked if lab == cls]
+        avail = {gold[i] for i, lab in labels.items() if lab == cls}
+        assert mine and len({gold[i] for i in mine}) == min(len(mine), len(avail)), (cls, mine, avail)
+
+
 def _labelled_db(tmp_path, plan):
     """A database whose sufficiency labels the small dataset's samples by `plan` (cycled)."""
     data, db = small_data(), tmp_path / "vt.duckdb"

@@ -112,7 +112,7 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
 
     With fill_short, a short class is topped up with `ambiguous` samples closest to it (marked
     `filled`), needs_high first (largest high-minus-low gap), then low_ok (most correct at both), never from a
-    source whose labelled samples are mostly of the other class."""
+    source more than half of whose samples are of the other class."""
     key = {c["sample_id"]: _rank(seed, c["sample_id"]) for c in candidates}
     chosen: dict[str, list[dict]] = {}
     for cls in CLASSES:
@@ -125,13 +125,14 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
             need = per_class - len(chosen[cls])
             if need <= 0:
                 continue
-            # never from a source whose labelled samples are mostly of the other class: there an ambiguous
+            # never from a source whose samples are mostly of the other class: there an ambiguous
             # sample is more likely scoring noise than a member of this class (a colour question in needs_high)
-            count = defaultdict(int)
+            count, total = defaultdict(int), defaultdict(int)
             for c in candidates:
                 count[c["source"], c["label"]] += 1
+                total[c["source"]] += 1
             pool = sorted((c for c in candidates if c["label"] == "ambiguous" and c["sample_id"] not in used
-                           and count[c["source"], other[cls]] <= count[c["source"], cls]),
+                           and 2 * count[c["source"], other[cls]] <= total[c["source"]]),
                           key=lambda c: (-CLOSENESS[cls](c), key[c["sample_id"]]))
             extra = [dict(c, filled=True, label=cls) for c in pick(pool, need, stratify)]
             used |= {c["sample_id"] for c in extra}
