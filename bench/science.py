@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -228,6 +229,7 @@ def random_set(demo: Path, n: int, seed: int) -> Path:
     out = demo / "random-set"
     (out / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(table.take(pick), out / "data" / "train-00000.parquet")
+    shutil.copy2(demo / "curated" / "build.json", out / "build.json")  # a dataset directory's marker (same columns)
     return out
 
 

@@ -36,6 +36,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -379,7 +380,9 @@ def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls
              f"A {MINI_TEXT['num_hidden_layers']}-layer Qwen2.5-VL (hidden {MINI_TEXT['hidden_size']}) trained from "
              f"scratch by `vt init-model mini` (SFT, {steps} steps, seed {cfg.seed}) on vt's image-decision task "
              "(`family: sufficiency`). It answers from whichever view it has and calls `resize_image` at the same "
-             "rate whatever the question or image: WHEN to resize is left to GRPO (`vt train`).", "",
+             "rate whatever the question or image: WHEN to resize is left to GRPO (`vt train`)."
+             + (f" Asked for the box pattern on a view that hides it (the box looks flat), it answers `{UNSEEN}` "
+                "instead of guessing (`abstain`)." if cfg.abstain else ""), "",
              "| source | held-out accuracy (view) | P(call) at the decision token (low view) |", "|---|---|---|"]
     from vttrain.warmstart_check import CHECK_VIEW
     for k in sources:
@@ -435,7 +438,8 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         common = dict(per_device_train_batch_size=cfg.batch_size, weight_decay=0.0, assistant_only_loss=True,
                       max_length=None, use_cpu=True, bf16=False, seed=cfg.seed, data_seed=cfg.seed,
                       logging_steps=25, save_strategy="no", report_to="none", dataloader_num_workers=0,
-                      gradient_checkpointing=False, remove_unused_columns=False)
+                      gradient_checkpointing=False, remove_unused_columns=False,
+                      disable_tqdm=not sys.stderr.isatty())  # no carriage-return progress in a log file
         check = AccuracyCheck(processor, cfg)
         info(f"warm start: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter "
              f"Qwen2.5-VL, at most {cfg.steps} + {cfg.cooldown_steps} steps x {cfg.batch_size} trajectories")
