@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from vtdata import protocol
+from vttrain import fastpath
+from vttrain.fastpath import compact_lm_head
 from vttrain.reward import Rollout, batch_penalties
 
 ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)
@@ -116,6 +118,7 @@ class VtGRPOTrainer(GRPOTrainer):
             raise VtError(f"max_refill_rounds needs whole groups per process: per_device_train_batch_size x "
                           f"steps_per_generation ({per_process}) must be a multiple of num_generations "
                           f"({self.num_generations})")
+        self._install_fast_vision()
 
     def create_model_card(self, *args, **kwargs):
         """vt's card (base model, data, reward settings) in the run dir, where TRL writes its stock one at
@@ -257,29 +260,58 @@ class VtGRPOTrainer(GRPOTrainer):
         unwrapped.load_state_dict(fresh.state_dict(), strict=True)
         del fresh
 
-    # -- speed: the same numbers with less work ---------------------------------------------------------
-    compact_head = True  # score only completion positions on CPU (tests turn it off to compare)
+    # -- speed: the same numbers with less work (vttrain.fastpath; tests turn each off to compare) -------------
+    compact_head = True  # score only completion positions on CPU
     batched_render = True  # turn-1 prompts in one processor call when the batch shares one tool schema
+    distinct_prompts = True  # each distinct (prompt, image) rendered once
+    suffix_cache = True  # tool-result suffix ids cached by (text, image size)
+    image_cache = True  # each distinct image processed once per step
+    matmul_patch_embed = True  # the vision patch embedding as one matmul
+    dedupe_vision = True  # the vision tower once per distinct image of a batch
+    length_buckets = True  # log-prob forwards in two length buckets, each trimmed of shared padding
 
-    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
-        if not self.compact_head:
-            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
-        with compact_lm_head():
-            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+    def _install_fast_vision(self):
+        for m in (self.model, getattr(self, "ref_model", None)):
+            fastpath.install_fast_vision(m, self.matmul_patch_embed, self.dedupe_vision)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        fn = super()._get_per_token_logps_and_entropies
+        with compact_lm_head() if self.compact_head else nullcontext():
+            if self.length_buckets and not args:
+                out = fastpath.bucketed_logps(lambda *a, **k: fn(model, *a, **k), input_ids, attention_mask,
+                                              logits_to_keep, **kwargs)
+                if out is not None:
+                    return out
+            return fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+    def _get_tool_suffix_ids(self, tool_messages):
+        if not self.suffix_cache:
+            return super()._get_tool_suffix_ids(tool_messages)
+        cache = self.__dict__.setdefault("_suffix_ids", {})
+        key = fastpath.suffix_key(tool_messages)
+        if key not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = list(super()._get_tool_suffix_ids(tool_messages))
+        return list(cache[key])
 
     def _tokenize_prompts(self, prompts):
         names = set(self._batch_environments or ()) if self.environment_factories is not None else set()
+        render = super()._tokenize_prompts
         if self.batched_render and len(names) == 1:
             # TRL renders environment prompts one by one (each with its environment's tools); with one schema
             # for the whole batch its own batched path (self.tools) gives the same ids and image fields at once.
             saved = self.environment_factories, self.tools
             self.environment_factories, self.tools = None, self._env_tools[names.pop()]
             try:
-                prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+                prompt_ids, images, fields = (fastpath.dedupe_prompts(prompts, render) if self.distinct_prompts
+                                              else render(prompts))
             finally:
                 self.environment_factories, self.tools = saved
+        elif self.distinct_prompts and self.environment_factories is None:
+            prompt_ids, images, fields = fastpath.dedupe_prompts(prompts, render)
         else:
-            prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+            prompt_ids, images, fields = render(prompts)
         # TRL 1.16 renders environment prompts one by one and merges the processor outputs as nested
         # lists for non-tensor fields (image_grid_thw); its tool loop then calls split_pixel_values_by_grid
         # on them when a turn brings no image (an error turn) and fails. Hand it tensors.
@@ -306,6 +338,10 @@ class VtGRPOTrainer(GRPOTrainer):
         return selection(self.args.tools) != DEFAULT
 
     def _generate_and_score_completions(self, inputs):
+        with fastpath.cached_image_processing(self.processing_class) if self.image_cache else nullcontext():
+            return self._generate_and_score(inputs)
+
+    def _generate_and_score(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         over = self.args.mask_over_turns and self._over_rows is not None and self.model.training
         if over and not self.args.dynamic_sampling:
@@ -389,22 +425,6 @@ class VtGRPOTrainer(GRPOTrainer):
             info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
         return merged, new_keep
-
-
-@contextmanager
-def compact_lm_head():
-    """TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) projects only the positions that have a label
-    when `_use_triton(device)`; elsewhere it projects every prompt and padding position through the whole
-    vocabulary and zeroes them after (so that Neuron does not recompile for each count of positions). On CPU
-    nothing recompiles and, on vt's small models, that projection is about half the step: make TRL's CUDA
-    choice there for the duration of a call. The kernels read their own `_use_triton`, unchanged."""
-    import trl.trainer.utils as tu
-    original = tu._use_triton
-    tu._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        tu._use_triton = original
 
 
 def _masked(out: dict, keep: torch.Tensor) -> dict:
