@@ -18,7 +18,10 @@ Private methods overridden (each calls TRL's own first):
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
 - `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
   position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
-  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs).
+  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs); the rows
+  go through TRL's method in length buckets (vttrain.fastpath.bucketed_logps; reads its argument names).
+- `_get_tool_suffix_ids`: cached by the tool messages' text and image sizes (fastpath.suffix_key).
+- the vision tower's `forward`s (Qwen2.5-VL's PatchEmbed and VisionTransformer, per instance): fastpath.
 Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
 Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
@@ -44,6 +47,7 @@ from trl import GRPOTrainer
 from vtdata import protocol
 from vttrain import fastpath
 from vttrain.fastpath import compact_lm_head
+from vttrain.refill import _cat, _masked, _take
 from vttrain.reward import Rollout, batch_penalties
 
 ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)
@@ -425,53 +429,6 @@ class VtGRPOTrainer(GRPOTrainer):
             info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
         return merged, new_keep
-
-
-def _masked(out: dict, keep: torch.Tensor) -> dict:
-    """Rows whose keep is False leave the loss (tool_mask zeroed); num_items_in_batch counts what is left."""
-    mask = out["completion_mask"]
-    k = keep.int().to(mask.device).unsqueeze(1)
-    out["tool_mask"] = (out["tool_mask"] if "tool_mask" in out else torch.ones_like(mask)) * k
-    out["num_items_in_batch"] = torch.clamp(gather((mask * out["tool_mask"]).sum()).sum(), min=1)
-    return out
-
-
-def _take(batch: dict, idx: list[int]) -> dict:
-    """The rows `idx` of a TRL batch (tensors and per-row lists along dim 0; scalars kept)."""
-    size = len(batch["completion_ids"])
-
-    def one(v):
-        if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.size(0) == size:
-            return v[idx]
-        if isinstance(v, list) and len(v) == size:
-            return [v[i] for i in idx]
-        return v
-    return {k: one(v) for k, v in batch.items()}
-
-
-def _cat(parts: list[dict], pad_id: int) -> dict:
-    """Concatenate TRL batches row-wise; per-token tensors are padded to the longest (prompt_* on the left,
-    as TRL pads prompts, the rest on the right). num_items_in_batch is recomputed by the caller."""
-    out = {}
-    for key in parts[0]:
-        vals = [p[key] for p in parts]
-        v0 = vals[0]
-        if isinstance(v0, list):
-            out[key] = [x for v in vals for x in v]
-        elif isinstance(v0, torch.Tensor) and v0.ndim >= 2:
-            width = max(v.size(1) for v in vals)
-            fill = pad_id if key.endswith("_ids") else 0
-            left = key.startswith("prompt")
-            padded = []
-            for v in vals:
-                pad = v.new_full((v.size(0), width - v.size(1), *v.shape[2:]), fill)
-                padded.append(torch.cat([pad, v] if left else [v, pad], dim=1))
-            out[key] = torch.cat(padded)
-        elif isinstance(v0, torch.Tensor) and v0.ndim == 1:
-            out[key] = torch.cat(vals)
-        else:
-            out[key] = v0
-    return out
 
 
 class JsonlMetrics(TrainerCallback):
