@@ -32,8 +32,14 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
 
     class T(scripted.ScriptedGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = fast
-        matmul_patch_embed = dedupe_vision = length_buckets = fast
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = fast
         prompts = []
+        logps = []  # (log-probs, completion mask) of every log-prob forward (reference, then policy)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *a, **k):
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *a, **k)
+            T.logps.append((out[0].detach().clone(), attention_mask[:, -logits_to_keep:].bool()))
+            return out
 
         def _tokenize_prompts(self, prompts):
             out = super()._tokenize_prompts(prompts)
@@ -47,7 +53,7 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
     assert trainer.args.gradient_checkpointing is (not fast)  # unset on CPU: off
     trainer.train()
     metrics = [json.loads(x) for x in (Path(root / name) / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in metrics if "loss" in r], T.prompts, rows
+    return [r for r in metrics if "loss" in r], T.prompts, rows, T.logps
 
 
 @pytest.mark.slow  # two 2-step runs of the tiny model: ~30 s of CPU
@@ -56,9 +62,9 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     import trl.trainer.utils as tu
     root, model, data = tiny
     head = tu._ChunkedLogProbFunction
-    slow, slow_prompts, slow_rows = _run(root, model, data, "slow", False, monkeypatch, head)
+    slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
     from vttrain import fastpath
-    took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0}
+    took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0}
 
     def counting(name, fn, hit):
         def wrapped(*a, **k):
@@ -70,11 +76,17 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     counting("vision", fastpath._unique_images, lambda a, out: len(out[2]) < len(out[1]))
     counting("prompts", fastpath.prompt_key, lambda a, out: True)
     counting("patch", fastpath._patch_embed_forward, lambda a, out: True)
-    fast, fast_prompts, fast_rows = _run(root, model, data, "fast", True, monkeypatch, head)
+    counting("shared", fastpath.shared_prefix_logps, lambda a, out: out is not None)
+    fast, fast_prompts, fast_rows, fast_logps = _run(root, model, data, "fast", True, monkeypatch, head)
     assert all(took.values()), took  # every fast path had work to do
     # on CPU the fast head projects the completion positions only (the buckets split some calls in two)
     assert len(slow_rows) > 0 and sum(fast_rows) < sum(slow_rows)
     assert [r["step"] for r in fast] == [1, 2]
+    # per-token log-probs of the completions (shared prompt prefixes, buckets): within 2e-5 absolute
+    assert len(slow_logps) == len(fast_logps) >= 4
+    for (a, mask), (b, mask_b) in zip(slow_logps, fast_logps):
+        assert torch.equal(mask, mask_b)
+        assert (a - b)[mask].abs().max() <= 2e-5, (a - b)[mask].abs().max()
     for a, b in zip(slow, fast):  # step 2's values also carry step 1's gradient
         # tolerance 1e-6 relative (+1e-7 absolute): only float summation order differs (matmul vs conv,
         # bucketed batch shapes, summed gradients of the deduplicated vision features)

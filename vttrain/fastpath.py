@@ -340,3 +340,72 @@ def bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, *, min_saving:
         all_e = torch.cat([torch.nn.functional.pad(e, (0, logits_to_keep - cw)) if logits_to_keep - cw else e
                            for _, cw, _, e in outs])[inv]
     return all_lp, all_e, None
+
+
+# -- group-shared prompts in the log-prob forwards ------------------------------------------------------------
+def shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, *, autocast=None, compute_entropy=False,
+                        pixel_values=None, image_grid_thw=None, num_images=None, mm_token_type_ids=None,
+                        batch_size=None, compute_aux_loss=False, **rest):
+    """TRL's per-token log-probs (and entropies) with each distinct (prompt, prompt images) prefix run once: the
+    prompt minus its last token goes through the backbone once per distinct prefix, its keys/values are copied
+    to the rows that share it, and the rest (the prompt's last token and the completion, with the tool images)
+    runs on top with the same 3-D rope positions as the whole sequence (get_rope_index on the full rows).
+    Same maths as one forward of the whole rows. None when the batch or model is not one it handles."""
+    from transformers import DynamicCache
+    B, L = input_ids.shape
+    C = logits_to_keep
+    P = L - C
+    inner = getattr(model, "model", None)
+    if any(v is not None for v in rest.values()) or compute_aux_loss or P < 2 or B < 2 or inner is None \
+            or not hasattr(inner, "get_rope_index") or mm_token_type_ids is None or image_grid_thw is None \
+            or pixel_values is None or num_images is None or mm_token_type_ids.shape != input_ids.shape:
+        return None
+    start_id = getattr(model.config, "vision_start_token_id", None)
+    if start_id is None or bool((attention_mask[:, P - 1] == 0).any()):
+        return None
+    chunks, img_inv, _ = _unique_images(pixel_values, image_grid_thw)
+    n_prompt = (input_ids[:, :P - 1] == start_id).sum(1).tolist()
+    starts = [0]
+    for c in num_images:
+        starts.append(starts[-1] + c)
+    if any(n > c for n, c in zip(n_prompt, num_images)):
+        return None
+    keys, first, inv = {}, [], []
+    for i in range(B):
+        m = attention_mask[i, :P - 1].bool()
+        key = (tuple(input_ids[i, :P - 1][m].tolist()), tuple(m.tolist()),
+               tuple(img_inv[starts[i]:starts[i] + n_prompt[i]]))
+        if key not in keys:
+            keys[key] = len(first)
+            first.append(i)
+        inv.append(keys[key])
+    if len(first) == B:
+        return None
+    with torch.no_grad():
+        position_ids, _ = inner.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
+                                               image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+    reps = torch.tensor(first)
+    pre_imgs = [j for i in first for j in range(starts[i], starts[i] + n_prompt[i])]
+    suf_imgs = [j for i in range(B) for j in range(starts[i] + n_prompt[i], starts[i + 1])]
+
+    def images(idx):
+        if not idx:
+            return {}
+        return {"pixel_values": torch.cat([chunks[j] for j in idx]), "image_grid_thw": image_grid_thw[idx]}
+    labels = input_ids[:, P - 1:].masked_fill(attention_mask[:, P - 1:] == 0, -100)
+    labels[:, 0] = -100
+    with autocast() if autocast is not None else nullcontext_():
+        cache = DynamicCache(config=model.config)
+        inner(input_ids=input_ids[reps, :P - 1], attention_mask=attention_mask[reps, :P - 1],
+              position_ids=position_ids[:, reps, :P - 1], cache=cache, use_cache=True, **images(pre_imgs))
+        cache.reorder_cache(torch.tensor(inv))
+        out = model(input_ids=input_ids[:, P - 1:], attention_mask=attention_mask, position_ids=position_ids[:, :, P - 1:],
+                    cache=cache, labels=labels, fused_lm_head=True, **images(suf_imgs))
+    logps = out.log_probs[:, -C:]
+    ent = out.entropy[:, -C:] if compute_entropy else None
+    return logps, ent, None
+
+
+@contextmanager
+def nullcontext_():
+    yield

@@ -273,20 +273,25 @@ class VtGRPOTrainer(GRPOTrainer):
     matmul_patch_embed = True  # the vision patch embedding as one matmul
     dedupe_vision = True  # the vision tower once per distinct image of a batch
     length_buckets = True  # log-prob forwards in two length buckets, each trimmed of shared padding
+    shared_prompts = True  # log-prob forwards: each distinct (prompt, image) prefix once, its keys/values copied
 
     def _install_fast_vision(self):
         for m in (self.model, getattr(self, "ref_model", None)):
             fastpath.install_fast_vision(m, self.matmul_patch_embed, self.dedupe_vision)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        fn = super()._get_per_token_logps_and_entropies
+        trl_fn = super()._get_per_token_logps_and_entropies
+        if args:
+            return trl_fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+        def fn(ids, mask, keep, **kw):
+            out = fastpath.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
+                if self.shared_prompts else None
+            return out if out is not None else trl_fn(model, ids, mask, keep, **kw)
         with compact_lm_head() if self.compact_head else nullcontext():
-            if self.length_buckets and not args:
-                out = fastpath.bucketed_logps(lambda *a, **k: fn(model, *a, **k), input_ids, attention_mask,
-                                              logits_to_keep, **kwargs)
-                if out is not None:
-                    return out
-            return fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+            out = fastpath.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
+                if self.length_buckets else None
+            return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
 
     def _get_tool_suffix_ids(self, tool_messages):
         if not self.suffix_cache:
