@@ -32,7 +32,7 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
 
     class T(scripted.ScriptedGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = fast
-        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = fast
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = fast
         prompts = []
         logps = []  # (log-probs, completion mask) of every log-prob forward (reference, then policy)
 
@@ -64,7 +64,7 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     head = tu._ChunkedLogProbFunction
     slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
     from vttrain import fastpath
-    took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0}
+    took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0, "rope": 0}
 
     def counting(name, fn, hit):
         def wrapped(*a, **k):
@@ -77,6 +77,14 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     counting("prompts", fastpath.prompt_key, lambda a, out: True)
     counting("patch", fastpath._patch_embed_forward, lambda a, out: True)
     counting("shared", fastpath.shared_prefix_logps, lambda a, out: out is not None)
+    memo = fastpath._memo_rope_index
+
+    def rope_checked(self, *a, **k):  # every memoised rope index exactly equal to transformers' own
+        out, ref = memo(self, *a, **k), self._vt_rope_index(*a, **k)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+        took["rope"] += 1
+        return out
+    monkeypatch.setattr(fastpath, "_memo_rope_index", rope_checked)
     fast, fast_prompts, fast_rows, fast_logps = _run(root, model, data, "fast", True, monkeypatch, head)
     assert all(took.values()), took  # every fast path had work to do
     # on CPU the fast head projects the completion positions only (the buckets split some calls in two)

@@ -236,14 +236,62 @@ def _dedupe_visual_forward(self, hidden_states, grid_thw=None, **kwargs):
     return out
 
 
-def install_fast_vision(model, matmul_patch_embed: bool = True, dedupe_images: bool = True) -> int:
+def _image_runs(types: torch.Tensor) -> int:
+    """How many image placeholders (runs of type-1 tokens) a row's token types hold."""
+    img = types == 1
+    return int((img & ~torch.cat([img.new_zeros(1), img[:-1]])).sum()) if img.numel() else 0
+
+
+def _memo_rope_index(self, input_ids, mm_token_type_ids=None, image_grid_thw=None, video_grid_thw=None,
+                     second_per_grid_ts=None, attention_mask=None, **kwargs):
+    """Qwen2.5-VL's get_rope_index once per distinct row layout: a row's positions depend only on its token types
+    (text/image) where its attention mask is set, that mask, and its images' grids; rows of one layout get the
+    same (integer) positions, so they are computed for one row and copied (exactly the same result)."""
+    orig = self._vt_rope_index
+    if video_grid_thw is not None or second_per_grid_ts is not None or kwargs or mm_token_type_ids is None \
+            or image_grid_thw is None or input_ids.size(0) < 2 or not getattr(self, "vt_memo_rope", True):
+        return orig(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                    second_per_grid_ts=second_per_grid_ts, attention_mask=attention_mask, **kwargs)
+    B = input_ids.size(0)
+    mask = (attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)).cpu()
+    mm = mm_token_type_ids.cpu()
+    grids = image_grid_thw.tolist()
+    keys, first, inv, rows_grids = {}, [], [], []
+    g = 0
+    for i in range(B):
+        types = mm[i][mask[i]]
+        n = _image_runs(types)
+        row_grids = tuple(map(tuple, grids[g:g + n]))
+        g += n
+        key = (mask[i].numpy().tobytes(), mm[i].numpy().tobytes(), row_grids)
+        if key not in keys:
+            keys[key] = len(first)
+            first.append(i)
+            rows_grids.append(image_grid_thw[g - n:g])
+        inv.append(keys[key])
+    if g != len(grids) or len(first) == B:
+        return orig(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+    idx = torch.tensor(first, device=input_ids.device)
+    pos, deltas = orig(input_ids[idx], mm_token_type_ids[idx], image_grid_thw=torch.cat(rows_grids),
+                       attention_mask=attention_mask[idx] if attention_mask is not None else None)
+    inv_t = torch.tensor(inv, device=pos.device)
+    return pos[:, inv_t], deltas[inv_t.to(deltas.device)]
+
+
+def install_fast_vision(model, matmul_patch_embed: bool = True, dedupe_images: bool = True,
+                        memo_rope: bool = True) -> int:
     """Patch the vision towers of `model` (Qwen2.5-VL's): the patch embedding as one matmul, the tower once per
-    distinct image. Instance-level forwards only (weights, state dict and class untouched). Returns how many
-    modules were patched."""
+    distinct image; and its `get_rope_index` once per distinct row layout. Instance-level attributes only
+    (weights, state dict and classes untouched). Returns how many were patched."""
     n = 0
     if model is None:
         return n
     for m in model.modules():
+        if memo_rope and hasattr(m, "get_rope_index") and hasattr(m, "get_vision_position_ids") \
+                and "_vt_rope_index" not in m.__dict__:
+            m._vt_rope_index = m.get_rope_index
+            m.get_rope_index = types.MethodType(_memo_rope_index, m)
+            n += 1
         if matmul_patch_embed and hasattr(m, "proj") and hasattr(m, "embed_dim") and _conv_is_matmul(m.proj) \
                 and "PatchEmbed" in type(m).__name__ and "forward" not in m.__dict__:
             m.forward = types.MethodType(_patch_embed_forward, m)

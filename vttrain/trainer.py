@@ -274,10 +274,11 @@ class VtGRPOTrainer(GRPOTrainer):
     dedupe_vision = True  # the vision tower once per distinct image of a batch
     length_buckets = True  # log-prob forwards in two length buckets, each trimmed of shared padding
     shared_prompts = True  # log-prob forwards: each distinct (prompt, image) prefix once, its keys/values copied
+    memo_rope = True  # Qwen2.5-VL's rope index once per distinct row layout (exact)
 
     def _install_fast_vision(self):
         for m in (self.model, getattr(self, "ref_model", None)):
-            fastpath.install_fast_vision(m, self.matmul_patch_embed, self.dedupe_vision)
+            fastpath.install_fast_vision(m, self.matmul_patch_embed, self.dedupe_vision, self.memo_rope)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         trl_fn = super()._get_per_token_logps_and_entropies
