@@ -52,6 +52,15 @@ def suffix_key(tool_messages: list[dict]) -> tuple:
     return _freeze(tool_messages, image=lambda img: ("img", img.mode, img.size))
 
 
+def memo(cache: dict, key, make, limit: int = 4096) -> list:
+    """A copy of cache[key] (a list), made by make() the first time; the cache is emptied beyond `limit` keys."""
+    if key not in cache:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = list(make())
+    return list(cache[key])
+
+
 def prompt_key(prompt) -> tuple:
     return _freeze(prompt)
 

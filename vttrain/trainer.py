@@ -265,16 +265,13 @@ class VtGRPOTrainer(GRPOTrainer):
         del fresh
 
     # -- speed: the same numbers with less work (vttrain.fastpath; tests turn each off to compare) -------------
-    compact_head = True  # score only completion positions on CPU
-    batched_render = True  # turn-1 prompts in one processor call when the batch shares one tool schema
-    distinct_prompts = True  # each distinct (prompt, image) rendered once
-    suffix_cache = True  # tool-result suffix ids cached by (text, image size)
-    image_cache = True  # each distinct image processed once per step
-    matmul_patch_embed = True  # the vision patch embedding as one matmul
-    dedupe_vision = True  # the vision tower once per distinct image of a batch
-    length_buckets = True  # log-prob forwards in two length buckets, each trimmed of shared padding
-    shared_prompts = True  # log-prob forwards: each distinct (prompt, image) prefix once, its keys/values copied
-    memo_rope = True  # Qwen2.5-VL's rope index once per distinct row layout (exact)
+    # the completion-only LM head on CPU; turn-1 prompts in one processor call when the batch shares one tool
+    # schema; each distinct (prompt, image) rendered once; tool-suffix ids cached by (text, image size); each
+    # distinct image processed once a step; the patch embedding as one matmul; the vision tower once per distinct
+    # image; log-prob forwards in two length buckets, each distinct prompt prefix once in them (keys/values
+    # copied); Qwen2.5-VL's rope index once per distinct row layout
+    compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = True
+    matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = True
 
     def _install_fast_vision(self):
         for m in (self.model, getattr(self, "ref_model", None)):
@@ -297,13 +294,8 @@ class VtGRPOTrainer(GRPOTrainer):
     def _get_tool_suffix_ids(self, tool_messages):
         if not self.suffix_cache:
             return super()._get_tool_suffix_ids(tool_messages)
-        cache = self.__dict__.setdefault("_suffix_ids", {})
-        key = fastpath.suffix_key(tool_messages)
-        if key not in cache:
-            if len(cache) > 4096:
-                cache.clear()
-            cache[key] = list(super()._get_tool_suffix_ids(tool_messages))
-        return list(cache[key])
+        return fastpath.memo(self.__dict__.setdefault("_suffix_ids", {}), fastpath.suffix_key(tool_messages),
+                             lambda: super(VtGRPOTrainer, self)._get_tool_suffix_ids(tool_messages))
 
     def _tokenize_prompts(self, prompts):
         names = set(self._batch_environments or ()) if self.environment_factories is not None else set()
