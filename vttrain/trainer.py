@@ -282,13 +282,16 @@ class VtGRPOTrainer(GRPOTrainer):
         if args:
             return trl_fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
 
+        # one plain process only: DDP/FSDP/DeepSpeed need the same forwards on every rank, through their wrapper
+        plain = self.accelerator.num_processes == 1 and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
+
         def fn(ids, mask, keep, **kw):
             out = fastpath.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
-                if self.shared_prompts else None
+                if self.shared_prompts and plain else None
             return out if out is not None else trl_fn(model, ids, mask, keep, **kw)
         with compact_lm_head() if self.compact_head else nullcontext():
             out = fastpath.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
-                if self.length_buckets else None
+                if self.length_buckets and plain else None
             return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
 
     def _get_tool_suffix_ids(self, tool_messages):
