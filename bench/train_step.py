@@ -8,9 +8,13 @@ round by round (each round: --steps optimiser steps of each arm):
               and optimiser; no tools, a trivial reward
   vt          VtGRPOTrainer as `vt train` builds it: the resize tool, the rule judge, the penalty, metrics
   vt before   (--before) vt with its speed-ups off: TRL's full-sequence LM head on CPU, gradient
-              checkpointing on, turn-1 prompts rendered one by one
+              checkpointing on, turn-1 prompts rendered one by one, none of vttrain.fastpath's
+  vt 26b3a6c  vt at commit 26b3a6c (before issue 29's speed-ups; `git archive` of it into a temp dir, or
+              --old-tree DIR), built the same way in a worker process that trains when told, so its steps
+              interleave with the others (--no-old: skip)
 Figures: median process CPU seconds per step (single-threaded, so robust to other jobs on a shared
-machine; the first step of each arm dropped). Last line: `ratio_vs_plain_trl=X.XX` (vt / plain TRL).
+machine; the first step of each arm dropped). Last lines: `ratio_vs_plain_trl=X.XX` (vt / plain TRL) and
+`step_vs_26b3a6c=X.XX` (vt / vt at 26b3a6c).
 
 `--protocol [--turn-tokens 32]`: the tiny model on the demo data, two-turn VisionThink rollouts (50 % resize,
 scripted text) vs low-only vs direct full-resolution answers: seconds per step and visual tokens per sample.
@@ -137,22 +141,97 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
                        processing_class=models.load_processor(str(model)))
 
 
-def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False):
+FAST = ("distinct_prompts", "suffix_cache", "image_cache", "matmul_patch_embed", "dedupe_vision", "length_buckets",
+        "shared_prompts", "memo_rope")
+
+
+def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None):
     from vttrain.train import build_trainer
     from vttrain.train_config import parse_config
     from vttrain.trainer import VtGRPOTrainer
 
     class Before(VtGRPOTrainer):
-        compact_head = False
-        batched_render = False
+        compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = False
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = False
 
     flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
              "--save_strategy", "no"] + (["--gradient_checkpointing", "true"] if before else [])
     cfg = parse_config(str(ROOT / "manifests" / "train-mini.yaml"), flags)
-    return build_trainer(cfg, Before if before else None)[0], cfg
+    cls = Before if before else type(f"Without_{without}", (VtGRPOTrainer,), {without: False}) if without else None
+    return build_trainer(cfg, cls)[0], cfg
 
 
-def vs_plain_trl(rounds: int, steps: int, before: bool) -> None:
+OLD = "26b3a6c"
+WORKER = r"""
+import json, os, sys, time
+sys.path.insert(0, os.environ["VT_OLD_TREE"])
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+import torch
+torch.set_num_threads(1)
+from pathlib import Path
+from transformers import TrainerCallback
+from vtdata.console import set_verbosity
+from vttrain.train import build_trainer
+from vttrain.train_config import parse_config
+set_verbosity(quiet=True)
+model, data, out, steps = sys.argv[1:5]
+steps_cpu = []
+class Clock(TrainerCallback):
+    def on_step_begin(self, *a, **k):
+        self.t0 = time.process_time()
+    def on_step_end(self, *a, **k):
+        steps_cpu.append(time.process_time() - self.t0)
+cfg = parse_config(str(Path(os.environ["VT_OLD_TREE"]) / "manifests" / "train-mini.yaml"),
+                   ["--model", model, "--data_dir", data, "--output_dir", out, "--max_steps", steps,
+                    "--save_strategy", "no"])
+trainer = build_trainer(cfg)[0]
+trainer.add_callback(Clock())
+print("VTSTEPS " + json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    n = len(steps_cpu)
+    trainer.train()
+    print("VTSTEPS " + json.dumps({"steps": steps_cpu[n:]}), flush=True)
+"""
+
+
+class OldVt:
+    """vt at commit OLD in a worker process (its own sys.path); `train()` runs one round there."""
+
+    def __init__(self, tree: Path, model: Path, data: Path, out: Path, steps: int):
+        env = {**os.environ, "VT_OLD_TREE": str(tree), "PYTHONPATH": str(tree)}
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(model), str(data), str(out), str(steps)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
+        self.steps: list[float] = []
+        self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("VTSTEPS "):
+                return json.loads(line[8:])
+        raise RuntimeError(f"the {OLD} worker stopped (exit {self.proc.wait()})")
+
+    def train(self) -> None:
+        self.proc.stdin.write("train\n")
+        self.proc.stdin.flush()
+        self.steps += self._read()["steps"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def old_tree(tmp: Path, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    dst = tmp / "old"
+    dst.mkdir()
+    tar = subprocess.run(["git", "archive", OLD], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=tar, check=True)
+    return dst
+
+
+def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_dir: str | None = None,
+                 ablate: bool = False) -> None:
     from vtdata.console import set_verbosity
     from vttrain.warmstart import init_mini
     set_verbosity(quiet=True)
@@ -165,19 +244,30 @@ def vs_plain_trl(rounds: int, steps: int, before: bool) -> None:
         arms = {"plain TRL": plain_trl(model, tmp / "data", tmp / "plain", cfg), "vt": vt}
         if before:
             arms["vt before"] = vt_trainer(model, tmp / "data", tmp / "before", steps, before=True)[0]
+        for flag in FAST if ablate else ():
+            arms[f"-{flag}"] = vt_trainer(model, tmp / "data", tmp / flag, steps, without=flag)[0]
         clocks = {}
         for name, trainer in arms.items():
             clocks[name] = CpuClock()
             trainer.add_callback(clocks[name].callback)
-        for _ in range(rounds):  # interleaved: each arm sees the same share of the machine's load
-            for trainer in arms.values():
-                trainer.train()
+        if old:
+            arms[f"vt {OLD}"] = clocks[f"vt {OLD}"] = OldVt(old_tree(tmp, old_dir), model, tmp / "data",
+                                                            tmp / "old-run", steps)
+        try:
+            for _ in range(rounds):  # interleaved: each arm sees the same share of the machine's load
+                for trainer in arms.values():
+                    trainer.train()
+        finally:
+            if old:
+                arms[f"vt {OLD}"].close()
     med = {name: statistics.median(c.steps[1:]) for name, c in clocks.items()}
     print(f"miniature config (train-mini.yaml), warm start, CPU, 1 thread, {rounds} rounds x {steps} steps per arm")
     for name, c in clocks.items():
-        print(f"{name:<10} {med[name]:6.3f} CPU s/step (median of {len(c.steps) - 1}; "
+        print(f"{name:<22} {med[name]:6.3f} CPU s/step (median of {len(c.steps) - 1}; "
               f"{med[name] / med['plain TRL']:.2f}x plain TRL)")
     print(f"ratio_vs_plain_trl={med['vt'] / med['plain TRL']:.2f}")
+    if old:
+        print(f"step_vs_{OLD}={med['vt'] / med[f'vt {OLD}']:.2f}")
 
 
 def main() -> None:
@@ -185,13 +275,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (vs plain TRL)")
     ap.add_argument("--steps", type=int, default=2, help="optimiser steps per arm per round (--protocol: per arm)")
     ap.add_argument("--before", action="store_true", help="also time vt with its speed-ups off")
+    ap.add_argument("--ablate", action="store_true", help="also time vt with each fastpath speed-up off in turn")
+    ap.add_argument("--no-old", action="store_true", help=f"skip the vt-at-{OLD} arm")
+    ap.add_argument("--old-tree", help=f"a checkout of {OLD} (default: git archive into a temp dir)")
     ap.add_argument("--protocol", action="store_true", help="two-turn rollouts vs direct answers (tiny model)")
     ap.add_argument("--turn-tokens", type=int, default=32)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)  # one thread: CPU time per step is then the work done, whatever else runs
     if not a.protocol:
-        return vs_plain_trl(a.rounds, a.steps, a.before)
+        return vs_plain_trl(a.rounds, a.steps, a.before, not a.no_old, a.old_tree, a.ablate)
     from vtdata.console import set_verbosity
     from vttrain.models import init_tiny
     set_verbosity(quiet=True)

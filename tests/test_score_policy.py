@@ -157,3 +157,26 @@ def test_local_policy_samples_batches_and_counts_tokens():
                for g in gens)
     assert {g.visual_tokens for g in gens[:5]} == {models.visual_tokens(proc, img_a)}
     assert {g.visual_tokens for g in gens[5:]} == {models.visual_tokens(proc, img_b)} != {gens[0].visual_tokens}
+
+
+def test_openai_policy_retries_transient_errors_and_sends_the_key(monkeypatch):
+    """vttrain.policy._Post retries as the SDK did: 429 (its Retry-After) and 5xx, then the reply; 400 is final.
+    The bearer key and the JSON body (with a per-sample seed) reach the server."""
+    monkeypatch.setenv("VT_TEST_KEY", "sk-test")
+    seen = []
+
+    def responder(req):
+        seen.append(req)
+        return "<answer>ok</answer>"
+    with FakeOpenAI(responder) as srv:
+        srv.push(Reply(status=429, headers={"Retry-After": "0"}), Reply(status=500))
+        pol = make_policy("openai:served", base_url=srv.url, api_key_env="VT_TEST_KEY", max_retries=2,
+                          concurrency=1, seed=7)
+        gens = pol.generate([GenRequest(_msgs(_noise((56, 56), 3)), n=2)])
+        assert [(g.error, g.text) for g in gens] == [(None, "<answer>ok</answer>")] * 2
+        assert srv.requests == 4
+        srv.push(Reply(status=400))
+        bad = pol.generate([GenRequest(_msgs(_noise((56, 56), 4)), n=1)])
+        pol.close()
+    assert bad[0].error.startswith("HTTP 400") and bad[0].text == "" and srv.auth == {"Bearer sk-test"}
+    assert sorted(r["seed"] for r in seen) == [7, 8] and all(r["model"] == "served" and r["n"] == 1 for r in seen)

@@ -1,4 +1,6 @@
-"""The GRPO step's speed-ups (vttrain.trainer: completion-only LM head on CPU, batched turn-1 rendering;
+"""The GRPO step's speed-ups (vttrain.trainer / vttrain.fastpath: completion-only LM head on CPU, batched turn-1
+rendering, each distinct prompt rendered once, cached tool-suffix ids, per-step image-processing cache, the patch
+embedding as one matmul, the vision tower once per distinct image, length-bucketed log-prob forwards;
 vttrain.train_config: no gradient checkpointing on CPU) leave what the trainer computes unchanged."""
 import json
 from pathlib import Path
@@ -29,9 +31,15 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
     monkeypatch.setattr(tu, "_ChunkedLogProbFunction", Counted)
 
     class T(scripted.ScriptedGRPOTrainer):
-        compact_head = fast
-        batched_render = fast
+        compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = fast
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = fast
         prompts = []
+        logps = []  # (log-probs, completion mask) of every log-prob forward (reference, then policy)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *a, **k):
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *a, **k)
+            T.logps.append((out[0].detach().clone(), attention_mask[:, -logits_to_keep:].bool()))
+            return out
 
         def _tokenize_prompts(self, prompts):
             out = super()._tokenize_prompts(prompts)
@@ -39,12 +47,13 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
             return out
 
     kw = {} if fast else {"gradient_checkpointing": True}
-    cfg = h.config(model, data, root / name, beta=0.04, **kw)  # beta: the loss reads the log-probs (KL term)
+    # two groups of 4 (two distinct prompts, each repeated): the dedupe and bucket paths have work to do
+    cfg = h.config(model, data, root / name, beta=0.04, per_device_train_batch_size=8, **kw)  # beta: the loss reads the log-probs (KL term)
     trainer, _ = build_trainer(cfg, T)
     assert trainer.args.gradient_checkpointing is (not fast)  # unset on CPU: off
     trainer.train()
     metrics = [json.loads(x) for x in (Path(root / name) / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in metrics if "loss" in r], T.prompts, rows
+    return [r for r in metrics if "loss" in r], T.prompts, rows, T.logps
 
 
 @pytest.mark.slow  # two 2-step runs of the tiny model: ~30 s of CPU
@@ -53,14 +62,44 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     import trl.trainer.utils as tu
     root, model, data = tiny
     head = tu._ChunkedLogProbFunction
-    slow, slow_prompts, slow_rows = _run(root, model, data, "slow", False, monkeypatch, head)
-    fast, fast_prompts, fast_rows = _run(root, model, data, "fast", True, monkeypatch, head)
-    # the same calls (policy and reference, each step); on CPU the fast head projects the completion only
-    assert len(fast_rows) == len(slow_rows) > 0 and all(f < s for f, s in zip(fast_rows, slow_rows))
+    slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
+    from vttrain import fastpath
+    took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0, "rope": 0}
+
+    def counting(name, fn, hit):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            took[name] += bool(hit(a, out))
+            return out
+        monkeypatch.setattr(fastpath, fn.__name__, wrapped)
+    counting("buckets", fastpath.bucketed_logps, lambda a, out: out is not None)
+    counting("vision", fastpath._unique_images, lambda a, out: len(out[2]) < len(out[1]))
+    counting("prompts", fastpath.prompt_key, lambda a, out: True)
+    counting("patch", fastpath._patch_embed_forward, lambda a, out: True)
+    counting("shared", fastpath.shared_prefix_logps, lambda a, out: out is not None)
+    memo = fastpath._memo_rope_index
+
+    def rope_checked(self, *a, **k):  # every memoised rope index exactly equal to transformers' own
+        out, ref = memo(self, *a, **k), self._vt_rope_index(*a, **k)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+        took["rope"] += 1
+        return out
+    monkeypatch.setattr(fastpath, "_memo_rope_index", rope_checked)
+    fast, fast_prompts, fast_rows, fast_logps = _run(root, model, data, "fast", True, monkeypatch, head)
+    assert all(took.values()), took  # every fast path had work to do
+    # on CPU the fast head projects the completion positions only (the buckets split some calls in two)
+    assert len(slow_rows) > 0 and sum(fast_rows) < sum(slow_rows)
     assert [r["step"] for r in fast] == [1, 2]
+    # per-token log-probs of the completions (shared prompt prefixes, buckets): within 2e-5 absolute
+    assert len(slow_logps) == len(fast_logps) >= 4
+    for (a, mask), (b, mask_b) in zip(slow_logps, fast_logps):
+        assert torch.equal(mask, mask_b)
+        assert (a - b)[mask].abs().max() <= 2e-5, (a - b)[mask].abs().max()
     for a, b in zip(slow, fast):  # step 2's values also carry step 1's gradient
-        for key in ("loss", "grad_norm", "kl", "entropy", "reward"):
-            assert round(a[key], 6) == round(b[key], 6), (key, a[key], b[key])
+        # tolerance 1e-6 relative (+1e-7 absolute): only float summation order differs (matmul vs conv,
+        # bucketed batch shapes, summed gradients of the deduplicated vision features)
+        for key in ("loss", "grad_norm", "kl", "entropy", "reward", "reward_std"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (key, a[key], b[key])
     # turn 1 (one batch of 4) and the tool turns: the same ids and image tensors, rendered at once
     assert len(slow_prompts) == len(fast_prompts) >= 2
     for (ids_a, _, f_a), (ids_b, _, f_b) in zip(slow_prompts, fast_prompts):
@@ -75,3 +114,34 @@ def test_gradient_checkpointing_follows_the_config(tiny):
     assert h.config(model, data, root / "x", gradient_checkpointing=True).gradient_checkpointing is True
     assert h.config(model, data, root / "y").gradient_checkpointing is False  # CPU
 
+
+
+def test_fast_vision_tower_matches_transformers(tiny):
+    """fastpath.install_fast_vision on the tiny Qwen2.5-VL: the patch embedding as one matmul and the tower run once
+    per distinct image give the same features and the same weight gradients (within 1e-5) as transformers'
+    own forward, for a batch where two of three images are equal."""
+    import copy
+
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vttrain import fastpath
+    _, model_dir, _ = tiny
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
+    fast = copy.deepcopy(model)
+    assert fastpath.install_fast_vision(fast) == 3  # patch embed, vision tower, rope index
+    pe = model.model.visual.patch_embed
+    dim = pe.in_channels * pe.temporal_patch_size * pe.patch_size ** 2
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, dim, generator=g), torch.randn(64, dim, generator=g)
+    pixels, grid = torch.cat([a, b, a]), torch.tensor([[1, 4, 4], [1, 8, 8], [1, 4, 4]])
+    outs = []
+    for m in (model, fast):
+        out = m.model.visual(pixels, grid_thw=grid).pooler_output
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append((out.detach(), {n: p.grad.clone() for n, p in m.model.visual.named_parameters() if p.grad is not None}))
+    (ref, ref_grads), (got, got_grads) = outs
+    assert got.shape == ref.shape and torch.allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert ref_grads.keys() == got_grads.keys()
+    for n in ref_grads:
+        assert torch.allclose(got_grads[n], ref_grads[n], rtol=1e-4, atol=1e-5), n

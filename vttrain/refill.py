@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather
 from trl.trainer.utils import RepeatSampler
 
 LOG_FILE = "refill_taken.json"
@@ -68,3 +69,51 @@ class EpochSampler(RepeatSampler):
 def load_log(checkpoint: Path) -> list[list[int]]:
     f = Path(checkpoint) / LOG_FILE
     return [list(map(int, t)) for t in json.loads(f.read_text())] if f.is_file() else []
+
+
+# -- batch helpers of the trainer's dynamic sampling (vttrain.trainer) --------------------------------------
+def _masked(out: dict, keep: torch.Tensor) -> dict:
+    """Rows whose keep is False leave the loss (tool_mask zeroed); num_items_in_batch counts what is left."""
+    mask = out["completion_mask"]
+    k = keep.int().to(mask.device).unsqueeze(1)
+    out["tool_mask"] = (out["tool_mask"] if "tool_mask" in out else torch.ones_like(mask)) * k
+    out["num_items_in_batch"] = torch.clamp(gather((mask * out["tool_mask"]).sum()).sum(), min=1)
+    return out
+
+
+def _take(batch: dict, idx: list[int]) -> dict:
+    """The rows `idx` of a TRL batch (tensors and per-row lists along dim 0; scalars kept)."""
+    size = len(batch["completion_ids"])
+
+    def one(v):
+        if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.size(0) == size:
+            return v[idx]
+        if isinstance(v, list) and len(v) == size:
+            return [v[i] for i in idx]
+        return v
+    return {k: one(v) for k, v in batch.items()}
+
+
+def _cat(parts: list[dict], pad_id: int) -> dict:
+    """Concatenate TRL batches row-wise; per-token tensors are padded to the longest (prompt_* on the left,
+    as TRL pads prompts, the rest on the right). num_items_in_batch is recomputed by the caller."""
+    out = {}
+    for key in parts[0]:
+        vals = [p[key] for p in parts]
+        v0 = vals[0]
+        if isinstance(v0, list):
+            out[key] = [x for v in vals for x in v]
+        elif isinstance(v0, torch.Tensor) and v0.ndim >= 2:
+            width = max(v.size(1) for v in vals)
+            fill = pad_id if key.endswith("_ids") else 0
+            left = key.startswith("prompt")
+            padded = []
+            for v in vals:
+                pad = v.new_full((v.size(0), width - v.size(1), *v.shape[2:]), fill)
+                padded.append(torch.cat([pad, v] if left else [v, pad], dim=1))
+            out[key] = torch.cat(padded)
+        elif isinstance(v0, torch.Tensor) and v0.ndim == 1:
+            out[key] = torch.cat(vals)
+        else:
+            out[key] = v0
+    return out

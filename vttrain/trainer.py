@@ -18,7 +18,10 @@ Private methods overridden (each calls TRL's own first):
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
 - `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
   position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
-  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs).
+  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs); the rows
+  go through TRL's method in length buckets (vttrain.fastpath.bucketed_logps; reads its argument names).
+- `_get_tool_suffix_ids`: cached by the tool messages' text and image sizes (fastpath.suffix_key).
+- the vision tower's `forward`s (Qwen2.5-VL's PatchEmbed and VisionTransformer, per instance): fastpath.
 Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
 Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
@@ -32,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,9 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from vtdata import protocol
+from vttrain import fastpath
+from vttrain.fastpath import compact_lm_head
+from vttrain.refill import _cat, _masked, _take
 from vttrain.reward import Rollout, batch_penalties
 
 ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)
@@ -116,6 +122,7 @@ class VtGRPOTrainer(GRPOTrainer):
             raise VtError(f"max_refill_rounds needs whole groups per process: per_device_train_batch_size x "
                           f"steps_per_generation ({per_process}) must be a multiple of num_generations "
                           f"({self.num_generations})")
+        self._install_fast_vision()
 
     def create_model_card(self, *args, **kwargs):
         """vt's card (base model, data, reward settings) in the run dir, where TRL writes its stock one at
@@ -257,29 +264,59 @@ class VtGRPOTrainer(GRPOTrainer):
         unwrapped.load_state_dict(fresh.state_dict(), strict=True)
         del fresh
 
-    # -- speed: the same numbers with less work ---------------------------------------------------------
-    compact_head = True  # score only completion positions on CPU (tests turn it off to compare)
-    batched_render = True  # turn-1 prompts in one processor call when the batch shares one tool schema
+    # -- speed: the same numbers with less work (vttrain.fastpath; tests turn each off to compare) -------------
+    # the completion-only LM head on CPU; turn-1 prompts in one processor call when the batch shares one tool
+    # schema; each distinct (prompt, image) rendered once; tool-suffix ids cached by (text, image size); each
+    # distinct image processed once a step; the patch embedding as one matmul; the vision tower once per distinct
+    # image; log-prob forwards in two length buckets, each distinct prompt prefix once in them (keys/values
+    # copied); Qwen2.5-VL's rope index once per distinct row layout
+    compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = True
+    matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = True
 
-    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
-        if not self.compact_head:
-            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
-        with compact_lm_head():
-            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+    def _install_fast_vision(self):
+        for m in (self.model, getattr(self, "ref_model", None)):
+            fastpath.install_fast_vision(m, self.matmul_patch_embed, self.dedupe_vision, self.memo_rope)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        trl_fn = super()._get_per_token_logps_and_entropies
+        if args:
+            return trl_fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+        # one plain process only: DDP/FSDP/DeepSpeed need the same forwards on every rank, through their wrapper
+        plain = self.accelerator.num_processes == 1 and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
+
+        def fn(ids, mask, keep, **kw):
+            out = fastpath.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
+                if self.shared_prompts and plain else None
+            return out if out is not None else trl_fn(model, ids, mask, keep, **kw)
+        with compact_lm_head() if self.compact_head else nullcontext():
+            out = fastpath.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
+                if self.length_buckets and plain else None
+            return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
+
+    def _get_tool_suffix_ids(self, tool_messages):
+        if not self.suffix_cache:
+            return super()._get_tool_suffix_ids(tool_messages)
+        return fastpath.memo(self.__dict__.setdefault("_suffix_ids", {}), fastpath.suffix_key(tool_messages),
+                             lambda: super(VtGRPOTrainer, self)._get_tool_suffix_ids(tool_messages))
 
     def _tokenize_prompts(self, prompts):
         names = set(self._batch_environments or ()) if self.environment_factories is not None else set()
+        render = super()._tokenize_prompts
         if self.batched_render and len(names) == 1:
             # TRL renders environment prompts one by one (each with its environment's tools); with one schema
             # for the whole batch its own batched path (self.tools) gives the same ids and image fields at once.
             saved = self.environment_factories, self.tools
             self.environment_factories, self.tools = None, self._env_tools[names.pop()]
             try:
-                prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+                prompt_ids, images, fields = (fastpath.dedupe_prompts(prompts, render) if self.distinct_prompts
+                                              else render(prompts))
             finally:
                 self.environment_factories, self.tools = saved
+        elif self.distinct_prompts and self.environment_factories is None:
+            prompt_ids, images, fields = fastpath.dedupe_prompts(prompts, render)
         else:
-            prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+            prompt_ids, images, fields = render(prompts)
         # TRL 1.16 renders environment prompts one by one and merges the processor outputs as nested
         # lists for non-tensor fields (image_grid_thw); its tool loop then calls split_pixel_values_by_grid
         # on them when a turn brings no image (an error turn) and fails. Hand it tensors.
@@ -306,6 +343,10 @@ class VtGRPOTrainer(GRPOTrainer):
         return selection(self.args.tools) != DEFAULT
 
     def _generate_and_score_completions(self, inputs):
+        with fastpath.cached_image_processing(self.processing_class) if self.image_cache else nullcontext():
+            return self._generate_and_score(inputs)
+
+    def _generate_and_score(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         over = self.args.mask_over_turns and self._over_rows is not None and self.model.training
         if over and not self.args.dynamic_sampling:
@@ -389,69 +430,6 @@ class VtGRPOTrainer(GRPOTrainer):
             info(f"dynamic sampling: {want - sum(p[2] for p in picks)} of {want} groups still uninformative after "
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
         return merged, new_keep
-
-
-@contextmanager
-def compact_lm_head():
-    """TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) projects only the positions that have a label
-    when `_use_triton(device)`; elsewhere it projects every prompt and padding position through the whole
-    vocabulary and zeroes them after (so that Neuron does not recompile for each count of positions). On CPU
-    nothing recompiles and, on vt's small models, that projection is about half the step: make TRL's CUDA
-    choice there for the duration of a call. The kernels read their own `_use_triton`, unchanged."""
-    import trl.trainer.utils as tu
-    original = tu._use_triton
-    tu._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        tu._use_triton = original
-
-
-def _masked(out: dict, keep: torch.Tensor) -> dict:
-    """Rows whose keep is False leave the loss (tool_mask zeroed); num_items_in_batch counts what is left."""
-    mask = out["completion_mask"]
-    k = keep.int().to(mask.device).unsqueeze(1)
-    out["tool_mask"] = (out["tool_mask"] if "tool_mask" in out else torch.ones_like(mask)) * k
-    out["num_items_in_batch"] = torch.clamp(gather((mask * out["tool_mask"]).sum()).sum(), min=1)
-    return out
-
-
-def _take(batch: dict, idx: list[int]) -> dict:
-    """The rows `idx` of a TRL batch (tensors and per-row lists along dim 0; scalars kept)."""
-    size = len(batch["completion_ids"])
-
-    def one(v):
-        if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.size(0) == size:
-            return v[idx]
-        if isinstance(v, list) and len(v) == size:
-            return [v[i] for i in idx]
-        return v
-    return {k: one(v) for k, v in batch.items()}
-
-
-def _cat(parts: list[dict], pad_id: int) -> dict:
-    """Concatenate TRL batches row-wise; per-token tensors are padded to the longest (prompt_* on the left,
-    as TRL pads prompts, the rest on the right). num_items_in_batch is recomputed by the caller."""
-    out = {}
-    for key in parts[0]:
-        vals = [p[key] for p in parts]
-        v0 = vals[0]
-        if isinstance(v0, list):
-            out[key] = [x for v in vals for x in v]
-        elif isinstance(v0, torch.Tensor) and v0.ndim >= 2:
-            width = max(v.size(1) for v in vals)
-            fill = pad_id if key.endswith("_ids") else 0
-            left = key.startswith("prompt")
-            padded = []
-            for v in vals:
-                pad = v.new_full((v.size(0), width - v.size(1), *v.shape[2:]), fill)
-                padded.append(torch.cat([pad, v] if left else [v, pad], dim=1))
-            out[key] = torch.cat(padded)
-        elif isinstance(v0, torch.Tensor) and v0.ndim == 1:
-            out[key] = torch.cat(vals)
-        else:
-            out[key] = v0
-    return out
 
 
 class JsonlMetrics(TrainerCallback):
