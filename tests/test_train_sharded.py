@@ -65,3 +65,12 @@ def test_fsdp_on_two_cpu_processes_trains_checkpoints_and_resumes_like_ddp(tmp_p
     assert abs(resumed_w["norm"] - fsdp_w["norm"]) < 1e-3 * fsdp_w["norm"], (resumed_w, fsdp_w)
     taken = lambda d: json.loads((d / "checkpoint-4" / "refill_taken.json").read_text())  # noqa: E731
     assert taken(again) == taken(tmp_path / "fsdp")
+
+
+@pytest.mark.slow
+def test_vt_train_refuses_an_fsdp_launch_that_would_not_shard(tmp_path):
+    """Without the test script's patch, accelerate runs an FSDP config on CPU as plain DDP: vt stops, one line."""
+    model = h.tiny_model(tmp_path)
+    data = h.write_dataset(tmp_path / "data", n=8)
+    with pytest.raises(AssertionError, match="does not shard here"):
+        _launch("fsdp-cpu-2proc.yaml", model, data, tmp_path / "out", 1, fsdp=False)

@@ -214,6 +214,10 @@ def build_trainer(cfg, trainer_class=None):
     trainer = cls(model=model, reward_funcs=rewards, args=cfg, train_dataset=ds,
                   processing_class=processor, environment_factory=env, peft_config=peft_config, judge=judge,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        # accelerate (1.16) shards only on accelerator devices: on CPU an FSDP config runs plain DDP, silently
+        raise VtError("accelerate was launched with an FSDP config but does not shard here (on CPU it runs "
+                      "unsharded DDP): use manifests/accelerate/cpu-2proc.yaml on CPU, FSDP on GPUs")
     from vtdata.console import quiet
     if quiet():  # `vt -q train`: results only; the metrics still go to metrics.jsonl and report_to
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
