@@ -42,7 +42,7 @@ class Reply:
 
 _PRED = re.compile(r"<prediction>\n(.*)\n</prediction>", re.DOTALL)
 _GT = re.compile(r"\*\*Ground Truth Answer\*\*: (.*)")
-_TAG = re.compile(r"`Verdict ([0-9a-f]+): 1`")
+_TAG = re.compile(r"^Verdict ([0-9a-f]+): 1$", re.MULTILINE)
 
 
 def parts(request: dict) -> tuple[str, str, str, str]:

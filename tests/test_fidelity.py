@@ -396,7 +396,7 @@ def test_judge_input_release_sends_what_the_release_sent(tmp_path, monkeypatch):
 
     def responder(request):  # answers in the format the system prompt asks: vt's tagged verdict, or the release's
         requests.append(request)
-        tag = re.search(r"Verdict ([0-9a-f]{16}):", request["messages"][0]["content"])
+        tag = re.search(r"Verdict ([0-9a-f]{8}):", request["messages"][0]["content"])
         return "The prediction matches.\n" + (f"Verdict {tag.group(1)}: 1" if tag else "Score: 1")
     turns = [[{"role": "assistant", "content": f"<think>a</think>{protocol.CALL_EXAMPLE}"},
               {"role": "assistant", "content": "<think>b</think><answer>\\boxed{4.0}</answer>"}],
@@ -415,7 +415,7 @@ def test_judge_input_release_sends_what_the_release_sent(tmp_path, monkeypatch):
             got[mode] = (scores, list(requests))
     (scores, reqs) = got["vt"]
     assert scores == [1.0, 0.0, 1.0] and len(reqs) == 1       # no tag: 0 without a call; exact match: no call
-    tag = re.search(r"Verdict ([0-9a-f]{16}):", reqs[0]["messages"][0]["content"]).group(1)
+    tag = re.search(r"Verdict ([0-9a-f]{8}):", reqs[0]["messages"][0]["content"]).group(1)
     assert reqs[0]["messages"][0]["content"].endswith(PREDICTION_NOTE.replace("{tag}", tag))
     assert reqs[0]["max_tokens"] == 512
     assert "<prediction>\n4.0\n</prediction>" in reqs[0]["messages"][1]["content"]    # \boxed unwrapped, quoted

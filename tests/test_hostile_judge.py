@@ -87,7 +87,7 @@ def test_the_tag_is_fresh_per_request_and_never_shown_to_the_policy():
         j.close()
         tags = [parts(r)[0] for r in srv.log]
         users = [parts(r)[1] for r in srv.log]
-    assert len(set(tags)) == 6 and all(re.fullmatch(r"[0-9a-f]{16}", t) for t in tags)
+    assert len(set(tags)) == 6 and all(re.fullmatch(r"[0-9a-f]{8}", t) for t in tags)
     assert not any(t in u for t in tags for u in users)         # the prediction's message never holds it
 
 

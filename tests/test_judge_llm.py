@@ -41,7 +41,7 @@ def llm(server, db=None, **kw):
     return make_judge("openai:fake-judge", db=db, **opts)
 
 
-T = "0123456789abcdef"  # a request's verdict tag (what the system prompt shows the judge)
+T = "0123abcd"  # a request's verdict tag (what the system prompt shows the judge)
 
 
 def test_parse_verdict_reads_only_the_tagged_line():
@@ -50,7 +50,7 @@ def test_parse_verdict_reads_only_the_tagged_line():
     assert parse_verdict(f"**Verdict {T}:** 1", T) == 1 and parse_verdict(f"reasons\n**Verdict {T}: 0**.\n\n", T) == 0
     assert parse_verdict(f"Verdict {T}: 1\nOn reflection, Verdict {T}: 0", T) is None
     assert parse_verdict("reasoning...\nScore: 1", T) is None            # untagged: no verdict
-    assert parse_verdict("Verdict fedcba9876543210: 1", T) is None        # another request's tag
+    assert parse_verdict("Verdict fedcba98: 1", T) is None        # another request's tag
     assert parse_verdict("The answer is 1", T) is None
     assert parse_verdict(f"Verdict {T}: 10", T) is None and parse_verdict(f"Verdict {T}: 0.5", T) is None
     assert parse_verdict(None, T) is None and parse_verdict("", T) is None

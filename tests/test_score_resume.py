@@ -27,7 +27,7 @@ def _untagged(messages) -> str:
     """A judge request without its per-request verdict tag (drawn afresh for every request): the same item
     sent twice gives the same text."""
     text = json.dumps(messages)
-    tag = re.search(r"Verdict ([0-9a-f]{16})", text)
+    tag = re.search(r"Verdict ([0-9a-f]{8})", text)
     return text.replace(tag.group(1), "<tag>") if tag else text
 
 

@@ -316,6 +316,7 @@ def _run(cfg: EvalConfig, policy, judge) -> dict:
                 _start_run(con, cfg, name)
             new = asyncio.run(_evaluate(cfg, name, con, rows, stored, policy, judge))
         finally:
+            js = judge.stats() if hasattr(judge, "stats") else {}  # a caller's judge may have none
             if own_judge:
                 judge.close()
             if own_policy and policy is not None:
@@ -328,6 +329,9 @@ def _run(cfg: EvalConfig, policy, judge) -> dict:
         summary = summarize(con, name)
     results_console().print(summary_table(name, summary))
     info(f"predictions: {jsonl}  (db {cfg.db_path()}, tables eval_runs, eval_predictions)")
+    if js.get("replies"):
+        info(f"judge: {js['requests']} requests, judge_retry_share {js['judge_retry_share']:.4f} "
+             f"({js['unread_replies']}/{js['replies']} replies without a readable verdict)")
     return {"run": name, "done": done, "new": new, "summary": summary, "jsonl": jsonl, "db": cfg.db_path()}
 
 

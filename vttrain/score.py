@@ -275,7 +275,9 @@ def run(cfg: ScoreConfig) -> dict:
     js = result["judge_stats"] or {}
     if js.get("requests") or js.get("cache_hits"):
         info(f"judge: {js.get('requests', 0)} requests, {js.get('cache_hits', 0)} cache hits, "
-             f"{js.get('errors', 0)} errors")
+             f"{js.get('errors', 0)} errors"
+             + (f", judge_retry_share {js['judge_retry_share']:.4f} ({js['unread_replies']}/{js['replies']} replies "
+                f"without a readable verdict)" if js.get("replies") else ""))
     if lab.get("incomplete"):
         info(f"{lab['incomplete']} samples incomplete (judge or policy errors): rerun the same command to finish them")
     return result

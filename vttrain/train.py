@@ -116,6 +116,24 @@ def weights_dtype(cfg):
     return torch.float32
 
 
+def logs_retry_share(accuracy, judge):
+    """The accuracy reward, also logging `judge_retry_share` (beside the judge_* metrics it logs): the share
+    of this batch's judge replies without a readable verdict (each paid again, or the item's error). Logged
+    only for batches that got replies (rule judges, cache hits and shortcuts get none)."""
+    import functools
+
+    @functools.wraps(accuracy)
+    def reward(*args, log_metric=None, **kwargs):
+        before = judge.stats()
+        scores = accuracy(*args, log_metric=log_metric, **kwargs)
+        after = judge.stats()
+        replies = after["replies"] - before["replies"]
+        if log_metric and replies:
+            log_metric("judge_retry_share", (after["unread_replies"] - before["unread_replies"]) / replies)
+        return scores
+    return reward
+
+
 def run_judge(cfg, db=None):
     """The accuracy judge of a run. `judge_concurrency` bounds the requests in flight over the whole run: each
     of the WORLD_SIZE processes (one per GPU) gets its share (rounded up), as the release's 100 judge threads
@@ -191,10 +209,15 @@ def build_trainer(cfg, trainer_class=None):
                                  task_type="CAUSAL_LM")
     cfg.reward_weights = [1.0, cfg.format_weight, 1.0]
     cls = trainer_class or VtGRPOTrainer
-    trainer = cls(model=model, reward_funcs=make_reward_funcs(judge, cfg.format_rule, tools, cfg.judge_input,
-                                                                  cfg.user_prompt), args=cfg, train_dataset=ds,
+    rewards = make_reward_funcs(judge, cfg.format_rule, tools, cfg.judge_input, cfg.user_prompt)
+    rewards[0] = logs_retry_share(rewards[0], judge)
+    trainer = cls(model=model, reward_funcs=rewards, args=cfg, train_dataset=ds,
                   processing_class=processor, environment_factory=env, peft_config=peft_config, judge=judge,
                   callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        # accelerate (1.16) shards only on accelerator devices: on CPU an FSDP config runs plain DDP, silently
+        raise VtError("accelerate was launched with an FSDP config but does not shard here (on CPU it runs "
+                      "unsharded DDP): use manifests/accelerate/cpu-2proc.yaml on CPU, FSDP on GPUs")
     from vtdata.console import quiet
     if quiet():  # `vt -q train`: results only; the metrics still go to metrics.jsonl and report_to
         from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -137,11 +137,16 @@ class Judge:
         s = self._stats
         llm = self.llm
         requests = llm.requests if llm else 0
+        replies = llm.replies if llm else 0
         return {"items": s.items, "ok": s.ok, "errors": s.errors, "format_failures": s.format_failures,
                 "rule_verdicts": s.rule, "shortcut": s.shortcut, "llm_verdicts": s.llm_verdicts,
                 "requests": requests, "cache_hits": s.cache_hits, "tokens": llm.tokens if llm else 0,
                 "mean_latency_s": (llm.request_latency / requests) if requests else 0.0,
-                "cache_written": self.cache.written if self.cache else 0}
+                "cache_written": self.cache.written if self.cache else 0,
+                # replies without a readable verdict (each paid again, or the item's error) over replies received
+                "replies": replies, "unread_replies": llm.unread_replies if llm else 0,
+                "miscopied_tags": llm.miscopied_tags if llm else 0,
+                "judge_retry_share": (llm.unread_replies / replies) if replies else 0.0}
 
     def close(self) -> None:
         """Flush the cache, close clients and the loop thread. Idempotent."""

@@ -221,12 +221,21 @@ def _summary(s: dict, cfg: JudgeConfig) -> None:
                  ("format failures (no <answer>)", s["format_failures"]), ("malformed lines skipped", s["skipped_lines"]),
                  ("requests made", s["requests"]), ("cache hits", s["cache_hits"]),
                  ("rule verdicts", s["rule_verdicts"] + s["shortcut"]), ("tokens", s["tokens"]),
-                 ("mean request latency", f"{s['mean_latency_s']:.3f} s"), ("wall time", f"{s['seconds']:.1f} s")]:
+                 ("mean request latency", f"{s['mean_latency_s']:.3f} s"), ("wall time", f"{s['seconds']:.1f} s")] + \
+                ([("judge_retry_share", retry_share(s))] if s["replies"] else []):
         t.add_row(k, str(v))
     if not quiet():
         console.print(t)
     else:
-        console.print(f"accuracy {acc}; errors {s['errors']}; requests {s['requests']}; cache hits {s['cache_hits']}")
+        console.print(f"accuracy {acc}; errors {s['errors']}; requests {s['requests']}; cache hits {s['cache_hits']}"
+                      + (f"; judge_retry_share {retry_share(s)}" if s["replies"] else ""))
+
+
+def retry_share(s: dict) -> str:
+    """judge_retry_share as printed: the share of the judge's replies without a readable verdict (each
+    paid again, or its item's error), with its counts."""
+    return (f"{s['judge_retry_share']:.4f} ({s['unread_replies']}/{s['replies']} replies, "
+            f"{s['miscopied_tags']} miscopied tags)")
 
 
 judge_command = command(JudgeConfig, run)
