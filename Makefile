@@ -47,6 +47,10 @@ test-fast: install
 test-science: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m science
 
+# FSDP on 2 CPU processes (issue 32): trains, checkpoints and resumes like 2-process DDP (not in `make test`)
+test-sharded: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m sharded
+
 bench: install
 	$(BIN)/python bench/build_data.py
 	$(BIN)/python bench/judge.py
@@ -64,4 +68,4 @@ bench-matrix: install
 clean:
 	rm -rf $(VENV) demo-out science-out bench-science bench-matrix .pytest_cache
 
-.PHONY: install demo science test test-fast test-science bench bench-science bench-matrix clean
+.PHONY: install demo science test test-fast test-science test-sharded bench bench-science bench-matrix clean

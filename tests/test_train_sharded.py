@@ -42,6 +42,7 @@ def _same(a: dict, b: dict, steps):
 
 
 @pytest.mark.slow
+@pytest.mark.sharded
 def test_fsdp_on_two_cpu_processes_trains_checkpoints_and_resumes_like_ddp(tmp_path):
     model = h.tiny_model(tmp_path)
     data = h.write_dataset(tmp_path / "data", n=32)   # the epoch outlasts the 4 steps and their refills
