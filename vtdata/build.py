@@ -26,7 +26,7 @@ from vtdata import tables
 from vtdata.card import write_dataset_card
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar
-from vtdata.manifest import load, targets
+from vtdata.manifest import load, manifest_inputs, targets
 from vtdata.outdir import check_out, publish, staging
 from vtdata.schema import COLUMNS, arrow_schema
 from vtdata.shards import RowSpill, write_shards
@@ -70,7 +70,8 @@ def build(cfg: BuildDataConfig) -> dict:
     m = load(cfg.manifest)
     out = Path(cfg.out)
     db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
-    check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path), force=cfg.force)
+    out = check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path),
+                    around=manifest_inputs(m), force=cfg.force)
     pool = Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
     try:
         with vtdb.writer(db_path, "vt build-data") as con, staging(out) as tmp:

@@ -113,7 +113,11 @@ def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb
     made = missing_dirs(path)  # the file and the folders this command creates
     con = connect(path)
     cmd = command or "vt " + " ".join(sys.argv[1:2])
-    hp.write_text(json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
+    try:
+        _write_holder(hp, json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
+    except BaseException:
+        con.close()
+        raise
     failed = False
     try:
         yield con
@@ -131,6 +135,20 @@ def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb
             for f in (path, Path(f"{path}.wal")):
                 f.unlink(missing_ok=True)
             remove_empty(made[1:])
+
+
+def _write_holder(hp: Path, text: str) -> None:
+    """Write the holder file without following a symlink planted in its place (its target stays untouched)."""
+    if hp.is_symlink():
+        raise VtError(f"{hp} is a symlink, not vt's holder file; remove it")
+    try:
+        fd = os.open(hp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise VtError(f"cannot write {hp}: {err.strerror}") from None
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _no_rows(con) -> bool:

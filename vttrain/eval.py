@@ -294,7 +294,8 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     """`vt eval`: evaluate, resuming a run of the same name; prints the summary and returns
     {'run', 'done', 'new', 'summary', 'jsonl', 'db'}. `policy` / `judge` replace the ones `cfg` names
     (tests pass scripted ones; the caller closes them)."""
-    with new_out_dir(cfg.out_dir()):  # made before any work (the JSONL is written at the end); gone if it fails
+    model = cfg.policy_spec.split(":", 1)[1] if cfg.policy_spec.startswith("local:") else None
+    with new_out_dir(cfg.out_dir(), inputs=(cfg.data, cfg.db_path(), model if model and Path(model).exists() else None)):  # made before any work (the JSONL is written at the end); gone if it fails
         return _run(cfg, policy, judge)
 
 

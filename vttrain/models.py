@@ -401,7 +401,7 @@ def init_model(cfg: InitModelConfig) -> Path:
             mini.steps = cfg.steps
         if is_build(out, mini.key()):
             return out  # this very model is there already
-    check_out(out, INIT_FILE, "a vt model", force=cfg.force)
+    out = check_out(out, INIT_FILE, "a vt model", force=cfg.force)
     with staging(out) as tmp:
         if cfg.kind == "mini":
             init_mini(tmp, mini)
