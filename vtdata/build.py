@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -56,6 +57,11 @@ class BuildDataConfig:
     def __post_init__(self):
         if self.num_proc < 1:
             raise VtError(f"--num-proc must be >= 1, got {self.num_proc}")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.num_proc > cores:  # more workers than cores only adds processes and memory
+            from vtdata.console import info
+            info(f"-j {self.num_proc} capped to the {cores} cores this process may use")
+            self.num_proc = cores
 
 
 def _candidates(n: int, target: int | None, seed: int, name: str) -> list[int]:

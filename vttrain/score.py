@@ -77,6 +77,9 @@ def label_sql(t: Thresholds) -> str:
             f"ELSE 'ambiguous' END")
 
 
+MAX_ROLLOUTS = 1024  # k rollouts per view per sample (the paper: 8); more would not fit in memory
+
+
 @dataclass
 class ScoreConfig:
     """Pre-score low-res sufficiency: k rollouts on the low and the high view of every sample, judged and
@@ -95,7 +98,8 @@ class ScoreConfig:
     no key is sent to a --policy-base-url unless its variable is named)."""
     judging: JudgeSpec = field(default_factory=JudgeSpec)
     """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
-    rollouts: int = field(default=8, metadata={"flags": ["-k"]})
+    rollouts: int = field(default=8, metadata={"flags": ["-k"], "min": 1, "max": MAX_ROLLOUTS,
+                                               "why": "every rollout of a chunk is held in memory"})
     """k: rollouts per view per sample (the paper: 8)."""
     split: str = "train"
     """Which split to score: train | val | all."""
@@ -127,6 +131,8 @@ class ScoreConfig:
                 raise VtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise VtError(f"--limit must be >= 1, got {self.limit}")
+        if self.rollouts > MAX_ROLLOUTS:
+            raise VtError(f"-k/--rollouts must be <= {MAX_ROLLOUTS}, got {self.rollouts}")
         if self.split not in ("train", "val", "all"):
             raise VtError(f"--split must be train, val or all, got {self.split!r}")
         if self.temperature < 0:
