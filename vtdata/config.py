@@ -286,6 +286,9 @@ def _convert(o: _Opt, v):
             raise VtError(f"{flag} must be {'an integer' if o.type is int else 'a number'}, got {v!r}") from None
     if o.type is float and not math.isfinite(v):  # nan compares false with every bound a check sets
         raise VtError(f"{flag} must be a finite number, got {v!r}")
+    if o.name.endswith("api_key_env"):
+        from vtdata.console import check_env_name
+        check_env_name(v if isinstance(v, str) else str(v), flag)
     if o.type in (str, Path) and isinstance(v, (dict, list)):  # a YAML mapping or list where text goes
         raise VtError(f"{flag} must be {'a path' if o.type is Path else 'a text value'}, got "
                       f"{type(v).__name__} {str(v)[:60]!r}")

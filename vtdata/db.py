@@ -189,11 +189,18 @@ def arrow_table(con, name: str, table):
         con.unregister(name)
 
 
+# columns whose text may carry a server's echo of a key or a URL with credentials: redacted when stored
+SECRETIVE = ("error", "reason", "config", "url", "message", "options")
+
+
 def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = False) -> None:
     """Append dict rows (missing keys = NULL) to a table through Arrow: one statement, one transaction.
     score-judge's rollouts and eval's predictions are written this way (see bench/score.py for the gain)."""
     if not rows:
         return
     cols = ", ".join(columns)
-    with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
+    from vtdata.console import redact
+    secretive = {c for c in columns if any(w in c for w in SECRETIVE)}
+    with arrow_table(con, "_vt_rows", pa.table({c: [redact(r.get(c)) if c in secretive else r.get(c) for r in rows]
+                                                for c in columns})):
         con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")

@@ -234,6 +234,39 @@ def out_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def atomic_file(path: str | os.PathLike, inputs=(), flag: str = "--out") -> Iterator[Path]:
+    """A file output written the way directories are: refused when it is one of the command's inputs,
+    held under the same one-writer lock (`.NAME.lock` beside it: a second writer gets a one-line error),
+    written to a temp file of this process (`.NAME.tmp-PID`) and renamed over `path` only when the block
+    succeeds; a failed block leaves `path` as it was. Yields the temp path to write."""
+    refuse_overlap(path, inputs, flag, in_place=True)
+    out = resolve_out(path)
+    if out.is_dir():
+        raise VtError(f"{flag} {path} is a directory; it must be a file")
+    made = missing_dirs(out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VtError(f"cannot write {path}: {err.strerror} ({err.filename})") from None
+    try:
+        with out_lock(out):
+            for left in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+                m = re.fullmatch(rf"\.{re.escape(out.name)}\.tmp-(\d+)", left.name)
+                if m and left.is_file() and not pid_alive(int(m.group(1))):
+                    left.unlink(missing_ok=True)  # left by a killed writer
+            tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            try:
+                yield tmp
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except BaseException:
+        remove_empty(made)
+        raise
+
+
 def publish(tmp: Path, out: Path) -> None:
     """Put a finished directory in place of `out` by renames, so no half-written output is ever seen.
     First lists every path in it in .vt-output: what check_out() later accepts to replace."""

@@ -24,7 +24,7 @@ from typing import Any, Optional
 from vtdata import prompts, protocol, tables
 from vtdata.dataset import read_split
 from vtdata.config import command
-from vtdata.console import VtError, info, progress_bar, results_console
+from vtdata.console import VtError, info, progress_bar, redact, results_console
 from vtdata.db import default_db, writer
 from vtdata.outdir import check_name, new_out_dir
 from vtdata.resolution import visual_tokens
@@ -190,7 +190,8 @@ def _check_run(con, cfg: EvalConfig, run: str) -> bool:
     if row is None:
         return False
     old = json.loads(row[0]).get("identity", {})
-    diff = {k: (old.get(k), v) for k, v in cfg.identity().items() if old.get(k) != v}
+    now = json.loads(redact(json.dumps(cfg.identity())))  # as stored (secrets redacted)
+    diff = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
     if diff:
         k, (a, b) = next(iter(diff.items()))
         raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
@@ -203,7 +204,8 @@ def _start_run(con, cfg: EvalConfig, run: str) -> None:
     config = {"identity": ident, "options": asdict(cfg)}
     con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
-                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judging.judge, json.dumps(config)])
+                [run, cfg.mode, redact(ident["policy"]), ident["data"], cfg.split, cfg.judging.judge,
+                 redact(json.dumps(config))])
 
 
 def _rows(cfg: EvalConfig) -> list[dict]:

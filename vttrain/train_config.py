@@ -297,7 +297,8 @@ DERIVED = {"generation_batch_size", "logging_dir"}  # set from other fields; giv
 def write_config(cfg, path: Path) -> Path:
     """The resolved config (YAML + flags + defaults) as YAML; `vt train path` reruns it."""
     names = {f.name for f in dataclasses.fields(cfg) if f.init} - DERIVED
-    values = {k: v for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
+    from vtdata.console import redact  # URL credentials and tokens never reach the run directory
+    values = {k: redact(v) for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
     path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
                     + yaml.safe_dump(values, sort_keys=True, default_flow_style=None))
     return path

@@ -176,11 +176,12 @@ def run(cfg: JudgeConfig) -> dict:
     from contextlib import nullcontext
 
     from vtdata.db import writer
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out.with_name(cfg.out.name + ".partial")
+    from vtdata.console import redact
+    from vtdata.outdir import atomic_file
     t0 = time.monotonic()
     scores, by_type = [], {}
-    with (writer(db, "vt judge") if db else nullcontext(None)) as con:
+    with atomic_file(cfg.out, inputs=(cfg.input, db)) as tmp, \
+            (writer(db, "vt judge") if db else nullcontext(None)) as con:
         judge = build_judge(cfg, con)
         try:
             with progress_bar("judging", total=len(rows)) as bar, tmp.open("w", encoding="utf-8") as f:
@@ -189,14 +190,14 @@ def run(cfg: JudgeConfig) -> dict:
                     verdicts = judge.judge(items_of(chunk), progress=lambda k: bar.advance(k))
                     for (obj, r), v in zip(chunk, verdicts):
                         obj = dict(obj)
-                        obj.update(score=v.score, status=v.status, judge=v.judge, reason=v.reason, extracted=v.prediction)
+                        obj.update(score=v.score, status=v.status, judge=v.judge, reason=redact(v.reason),
+                                   extracted=v.prediction)
                         f.write(json.dumps(obj, ensure_ascii=False) + "\n")
                         if v.status == "ok":
                             scores.append(v.score)
                             by_type.setdefault(r["answer_type"], []).append(v.score)
                     s = judge.stats()
                     bar.advance(0, status=f"errors={s['errors']} requests={s['requests']} cache_hits={s['cache_hits']}")
-            os.replace(tmp, cfg.out)
         finally:
             stats = judge.stats()
             judge.close()

@@ -119,9 +119,13 @@ def api_key(api_key_env: str | None, base_url) -> str | None:
     read; with none named, $OPENAI_API_KEY goes to OpenAI's own API only: a custom base URL gets
     'EMPTY' (what local servers accept), so an OpenAI key is never sent to a server the user did not
     give it to. None: no key where one is needed."""
-    if api_key_env:
-        return os.environ.get(api_key_env) or ("EMPTY" if base_url else None)
-    return "EMPTY" if base_url else os.environ.get("OPENAI_API_KEY")
+    from vtdata.console import add_secret, check_env_name
+    check_env_name(api_key_env, "--api-key-env")
+    key = (os.environ.get(api_key_env) or ("EMPTY" if base_url else None)) if api_key_env else \
+        ("EMPTY" if base_url else os.environ.get("OPENAI_API_KEY"))
+    if key != "EMPTY":
+        add_secret(key)  # redacted wherever a server echoes it back
+    return key
 
 
 def require_key(api_key_env: str | None, base_url, who: str = "judge") -> str:
