@@ -58,6 +58,8 @@ class EvalConfig:
     policy_base_url: Optional[str] = None
     """Base URL(s) of OpenAI-compatible servers for `openai:` policies, comma-separated (load-balanced),
     e.g. a `vllm serve` endpoint."""
+    policy_timeout: float = field(default=600.0, metadata={"min": 0.001, "max": 86400.0})
+    """Seconds one policy request may take in all (connection, retries, every byte of the reply)."""
     policy_api_key_env: Optional[str] = None
     """Environment variable holding the policy server's API key (never written anywhere; None:
     $OPENAI_API_KEY for OpenAI's API, no key sent to a --policy-base-url unless its variable is named)."""
@@ -335,7 +337,8 @@ def _run(cfg: EvalConfig, policy, judge) -> dict:
 
 
 def _make_policy(cfg: EvalConfig):
-    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env}
+    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env,
+                          "timeout_s": cfg.policy_timeout}
     if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
         kw["chat_template"] = protocol.chat_template()  # the tokens training saw (turn2_bytes: release)
     return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)

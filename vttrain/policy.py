@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from vtdata.console import VtError, debug
+from vtdata.console import VtError, debug, redact
 from vtdata.resolution import visual_tokens
 
 
@@ -225,6 +226,43 @@ def to_openai_messages(messages: Sequence[dict]) -> list[dict]:
     return out
 
 
+REPLY_BYTES = 64 << 10          # a reply's envelope (ids, usage, JSON), whatever the budget
+REPLY_BYTES_PER_TOKEN = 64      # a token is a few characters; JSON-escaped bytes at most ~6 each: ample
+
+
+async def _deadline(coro, seconds: float):
+    """`coro` within a total deadline (connect, retries and every byte of the reply): a server that sends
+    one byte now and then cannot hold a request past it."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await coro
+    return await asyncio.wait_for(coro, seconds)
+
+
+def parse_reply(reply) -> tuple[str, int, str]:
+    """(text, completion tokens, finish reason) of a chat completion; a ValueError naming what is wrong
+    for anything else (`{"choices": ["x"]}`, a non-integer token count), recorded as an error."""
+    if not isinstance(reply, dict):
+        raise ValueError(f"reply is {type(reply).__name__}, not an object")
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("empty response (no choices)")
+    choice = choices[0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):
+        raise ValueError("choices[0] is not a chat completion choice")
+    text = (choice.get("message") or {}).get("content") or ""
+    if not isinstance(text, str):
+        raise ValueError(f"message content is {type(text).__name__}, not text")
+    usage = reply.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise ValueError("usage is not an object")
+    n_tok = usage.get("completion_tokens") or 0
+    if isinstance(n_tok, bool) or not isinstance(n_tok, int) or not 0 <= n_tok < 2**31:
+        raise ValueError(f"usage.completion_tokens is {str(n_tok)[:40]!r}, not a token count")
+    finish = choice.get("finish_reason") or "stop"
+    return text, n_tok, finish if isinstance(finish, str) else "stop"
+
+
 class OpenAIPolicy(Policy):
     """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...).
 
@@ -244,6 +282,9 @@ class OpenAIPolicy(Policy):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: list[list] | None = None  # [client, URL, requests in flight] per client
         self._lock = threading.Lock()
+        self._fatal: str | None = None  # 401/403/404: every later request fails at once, the command stops
+        if not 0 < float(timeout_s) < float("inf"):
+            raise VtError(f"--policy-timeout must be a positive number of seconds, got {timeout_s!r}")
 
     async def agenerate(self, requests):
         from vtdata.judge import start_loop
@@ -284,37 +325,62 @@ class OpenAIPolicy(Policy):
             msgs = to_openai_messages(r.messages)  # images encoded once per request, not per sample
             visual = sum(visual_tokens(*im.size) for im in message_images(r.messages))
             jobs += [self._one(msgs, r, visual, i, j) for j in range(r.n)]
-        return list(await asyncio.gather(*jobs))
+        out = list(await asyncio.gather(*jobs))
+        if self._fatal:  # the server refuses every request: stop instead of recording errors for all of them
+            raise VtError(f"policy server: {self._fatal}")
+        return out
 
     async def _one(self, msgs, r: GenRequest, visual: int, i: int, j: int) -> Generation:
-        import httpx2
         import openai
         body: dict = dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
                           top_p=float(r.top_p), max_tokens=int(r.max_new_tokens))
         if self.seed is not None:
             body["seed"] = self.seed + 1000 * i + j
+        cap = REPLY_BYTES + REPLY_BYTES_PER_TOKEN * int(r.max_new_tokens)
         async with self._sem:
+            if self._fatal:
+                return Generation("", 0, visual, 0.0, "error", i, j, error=self._fatal)
             pick = min(self._clients, key=lambda c: c[2])  # the least busy server
             pick[2] += 1
             t0 = time.perf_counter()
             try:
-                reply = (await pick[0].post(pick[1], cast_to=httpx2.Response, body=body)).json()
-                choice = reply["choices"][0] if reply.get("choices") else None
-            except openai.OpenAIError as err:
-                msg = f"{type(err).__name__}: {str(err)[:200]}"
+                raw = await _deadline(self._read(pick, body, cap), self.timeout_s)
+                text, n_tok, finish = parse_reply(json.loads(raw))
+            except openai.APIStatusError as err:
+                msg = redact(f"HTTP {err.status_code}: {str(err.message)[:200]}")
+                if err.status_code in (401, 403, 404):
+                    self._fatal = f"{msg}; check --policy, --policy-base-url and the key"
                 debug(f"policy request failed: {msg}")
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
-            except (ValueError, TypeError, AttributeError, KeyError) as err:  # not a chat completion
+            except (asyncio.TimeoutError, openai.APITimeoutError):
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j,
-                                  error=f"bad reply: {type(err).__name__}: {str(err)[:120]}")
+                                  error=f"no complete reply within --policy-timeout {self.timeout_s:g}s")
+            except openai.OpenAIError as err:
+                msg = redact(f"{type(err).__name__}: {str(err)[:200]}")
+                debug(f"policy request failed: {msg}")
+                return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:  # not a chat completion
+                return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j,
+                                  error=redact(f"bad reply: {type(err).__name__}: {str(err)[:120]}"))
             finally:
                 pick[2] -= 1
-        latency = time.perf_counter() - t0
-        if choice is None:
-            return Generation("", 0, visual, latency, "error", i, j, error="empty response (no choices)")
-        text = (choice.get("message") or {}).get("content") or ""
-        n_tok = int((reply.get("usage") or {}).get("completion_tokens") or 0)
-        return Generation(text, n_tok, visual, latency, choice.get("finish_reason") or "stop", i, j)
+        return Generation(text, n_tok, visual, time.perf_counter() - t0, finish, i, j)
+
+    async def _read(self, pick, body: dict, cap: int) -> bytes:
+        """The reply's bytes, streamed: more than `cap` (what the token budget can produce) is an error,
+        never held whole in memory."""
+        import httpx2
+        resp = await pick[0].post(pick[1], cast_to=httpx2.Response, body=body, stream=True)
+        buf = bytearray()
+        try:
+            async for chunk in resp.aiter_bytes():
+                buf += chunk
+                if len(buf) > cap:
+                    raise ValueError(f"reply larger than {cap} bytes, more than max_tokens "
+                                     f"{body['max_tokens']} can produce")
+        finally:
+            await resp.aclose()
+        return bytes(buf)
 
 
 def make_policy(spec: str, base_url: str | None = None, **opts) -> Policy:

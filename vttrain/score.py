@@ -96,6 +96,8 @@ class ScoreConfig:
     policy_api_key_env: str | None = None
     """Environment variable holding the policy server's API key (None: $OPENAI_API_KEY for OpenAI's API;
     no key is sent to a --policy-base-url unless its variable is named)."""
+    policy_timeout: float = field(default=600.0, metadata={"min": 0.001, "max": 86400.0})
+    """Seconds one policy request may take in all (connection, retries, every byte of the reply)."""
     judging: JudgeSpec = field(default_factory=JudgeSpec)
     """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
     rollouts: int = field(default=8, metadata={"flags": ["-k"], "min": 1, "max": MAX_ROLLOUTS,
@@ -268,7 +270,7 @@ def run(cfg: ScoreConfig) -> dict:
         judge = make_judge_for(cfg, con)
         policy = make_policy(cfg.policy, base_url=cfg.policy_base_url, api_key_env=cfg.policy_api_key_env,
                              concurrency=cfg.concurrency * cfg.rollouts * 2, batch_size=cfg.batch_size,
-                             device=cfg.device, seed=cfg.seed)
+                             device=cfg.device, seed=cfg.seed, timeout_s=cfg.policy_timeout)
         try:
             result = asyncio.run(score(cfg, con, policy, judge, samples))
             result["judge_stats"] = judge.stats()
