@@ -101,7 +101,10 @@ def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None 
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise _lock_error(path, err) from None
-        raise VtError(f"cannot open database {path}: {err}") from None
+        raise VtError(f"cannot open database {path}: {str(err).splitlines()[0]}") from None
+    except duckdb.Error as err:  # a truncated or foreign file: serialization / internal errors
+        raise VtError(f"cannot open database {path} (truncated or not a DuckDB file?): "
+                      f"{str(err).splitlines()[0][:200]}") from None
 
 
 @contextmanager
