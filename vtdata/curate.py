@@ -141,8 +141,10 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
     elif policy not in policies:
         raise VtError(f"no labels of policy {policy!r} in {cfg.db} (have: {', '.join(policies) or 'none'})")
     cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
-    rows = con.execute(f"SELECT {', '.join(cols)} FROM sufficiency WHERE policy = ? ORDER BY sample_id",
-                       [policy]).fetchall()
+    # train rows only: a curated set is a training set (its rows go to train shards); labels of val rows
+    # (`vt score-judge --split all`) would put evaluation samples into training
+    rows = con.execute(f"SELECT {', '.join(cols)} FROM sufficiency WHERE policy = ? "
+                       f"AND coalesce(split, 'train') = 'train' ORDER BY sample_id", [policy]).fetchall()
     cands = [dict(zip(cols, r)) for r in rows]
     return policy, cands
 

@@ -151,7 +151,8 @@ class EvalConfig:
         """What must match for a rerun of the same name to resume (not --limit, --batch-size, --out)."""
         kind, _, target = self.policy_spec.partition(":")
         policy = f"local:{Path(target).resolve()}" if kind == "local" and Path(target).exists() else self.policy_spec
-        return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
+        model = model_fingerprint(Path(target)) if kind == "local" and Path(target).is_dir() else None
+        return {"mode": self.mode, "policy": policy, **({"model": model} if model else {}), "data": str(Path(self.data).resolve()),
                 "split": self.split, "judge": self.judging.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
                 **({"judge_scope": self.judging.judge_scope} if self.judging.judge_scope != "open" else {}),
@@ -193,12 +194,39 @@ def _check_run(con, cfg: EvalConfig, run: str) -> bool:
         return False
     old = json.loads(row[0]).get("identity", {})
     now = json.loads(redact(json.dumps(cfg.identity())))  # as stored (secrets redacted)
+    if "model" not in old:  # a run recorded before model fingerprints: bound to its path only, as it was
+        now.pop("model", None)
     diff = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+    if "model" in diff:
+        raise VtError(f"run {run!r} was made by a different model at {now['policy'].split(':', 1)[-1]} "
+                      f"(weights fingerprint {diff['model'][0]}, now {diff['model'][1]}); pass another --name, "
+                      f"or drop the old run to evaluate the new model under this name")
     if diff:
         k, (a, b) = next(iter(diff.items()))
         raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
                       f"pass another --name or the same options to resume it")
     return True
+
+
+def model_fingerprint(path: Path, edge: int = 1 << 20) -> str:
+    """What tells one local checkpoint from another at the same path, cheaply: sha256 over its config.json
+    and, per weight file, its name, size and first and last MiB (a full hash of a 7B model would read 15 GB
+    per eval). Different weights differ there in practice (the tensors' data starts right after the header)."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"):
+            try:
+                size = f.stat().st_size
+                h.update(f"{f.name}\0{size}\0".encode())
+                with open(f, "rb") as fh:
+                    h.update(fh.read(edge))
+                    if size > 2 * edge:
+                        fh.seek(size - edge)
+                    h.update(fh.read(edge))  # the rest of a small file, else its last MiB
+            except OSError:
+                continue
+    return h.hexdigest()[:16]
 
 
 def _start_run(con, cfg: EvalConfig, run: str) -> None:

@@ -237,8 +237,12 @@ class LLMJudge:
             raise VtError(f"judge user prompt must be a str.format template with {{question}}, "
                           f"{{ground_truth}} and {{prediction}} only ({err!r})") from None
         version = hashlib.sha256((self.system + "\0" + self.template).encode()).hexdigest()[:10]
+        from vtdata.console import redact
+        # the server is part of the judge: verdicts of a stub (or another deployment) serving the same model
+        # name are never reused against the real one (the cache key and the stored verdicts' judge name)
+        server = ",".join(sorted(redact(u).rstrip("/") for u in endpoints(self.base_urls)))
         self.identity = (f"openai:{self.model}|prompt={version}|t={self.temperature:g}|max_tokens={self.max_tokens}"
-                         + ("|input=release" if self.release_input else ""))
+                         + ("|input=release" if self.release_input else "") + f"|server={server}")
         self.requests = 0
         self.tokens = 0
         self.request_latency = 0.0
