@@ -72,6 +72,36 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted; completed work is saved, rerun the same command to resume")
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 -- the environment failing (disk full, a broken file): one line
+        line = environment_error(err)
+        if line is None:
+            raise
+        error_line(line)
+        sys.exit(2)
+
+
+def environment_error(err: BaseException) -> str | None:
+    """One line for a failure of the machine or of a file rather than of vt (None: a bug, keep the
+    traceback). Every vt writer commits in transactions and publishes by renames, so what was finished
+    before the failure is kept and a rerun resumes."""
+    import errno
+    first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+    if isinstance(err, OSError):
+        code = err.errno
+        if code is None and any(s in first for s in ("EFBIG", "File too large", "No space left", "errno 27", "errno 28")):
+            code = errno.ENOSPC
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return (f"disk full or file too large{where}: {err.strerror or first}; nothing finished was lost: "
+                    f"free space and rerun the same command")
+        return f"{err.strerror or first}{where}"
+    if type(err).__module__.startswith(("duckdb", "_duckdb")):
+        full = "No space left" in first or "disk" in first.lower() and "full" in first.lower()
+        return (f"database error: {first}" + ("; free space and rerun the same command (committed work is kept)"
+                                              if full else "; committed work is kept"))
+    if isinstance(err, MemoryError):
+        return "out of memory; lower the sizes asked for (--limit, -k, --batch-size) and rerun"
+    return None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -26,7 +27,7 @@ from vtdata import tables
 from vtdata.card import write_dataset_card
 from vtdata.config import command
 from vtdata.console import VtError, info, progress_bar
-from vtdata.manifest import load, targets
+from vtdata.manifest import load, manifest_inputs, targets
 from vtdata.outdir import check_out, publish, staging
 from vtdata.schema import COLUMNS, arrow_schema
 from vtdata.shards import RowSpill, write_shards
@@ -56,6 +57,11 @@ class BuildDataConfig:
     def __post_init__(self):
         if self.num_proc < 1:
             raise VtError(f"--num-proc must be >= 1, got {self.num_proc}")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.num_proc > cores:  # more workers than cores only adds processes and memory
+            from vtdata.console import info
+            info(f"-j {self.num_proc} capped to the {cores} cores this process may use")
+            self.num_proc = cores
 
 
 def _candidates(n: int, target: int | None, seed: int, name: str) -> list[int]:
@@ -70,7 +76,8 @@ def build(cfg: BuildDataConfig) -> dict:
     m = load(cfg.manifest)
     out = Path(cfg.out)
     db_path = Path(cfg.db) if cfg.db else vtdb.default_db(out)
-    check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path), force=cfg.force)
+    out = check_out(out, "build.json", "a vt dataset", keep=(db_path, m.path),
+                    around=manifest_inputs(m), force=cfg.force)
     pool = Pool(cfg.num_proc)  # before any connection or thread exists (fork safety)
     try:
         with vtdb.writer(db_path, "vt build-data") as con, staging(out) as tmp:

@@ -41,6 +41,7 @@ import typer
 from vtdata.console import VtError
 
 CONFIG_FLAG = "config"
+INT_BOUND = 2**63 - 1  # an int option beyond int64 means nothing (and overflows DuckDB, torch, numpy)
 ALIAS = "_as_flag"  # the parameter of an argument's flag form (e.g. DATA and --data)
 
 
@@ -253,11 +254,25 @@ def build(cfg_cls: type, values: dict, opts: list[_Opt] | None = None, nested: d
         raise VtError(f"bad options: {str(err).splitlines()[0]}") from None
 
 
+def _bounded(flag: str, v, meta) -> int | float:
+    """A number within the field's `metadata["min"]` / `["max"]` (and an int within int64)."""
+    if isinstance(v, int) and abs(v) > INT_BOUND:
+        raise VtError(f"{flag} {v} is out of range (at most {INT_BOUND})")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and v < lo:
+        raise VtError(f"{flag} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise VtError(f"{flag} must be <= {hi}, got {v}" + (f" ({meta['why']})" if meta.get("why") else ""))
+    return v
+
+
 def _convert(o: _Opt, v):
     """A flag's or a file's value as the field's type; a value that is not one is a one-line VtError."""
-    if v is None:
-        return None
     flag = _flag(o)
+    if v is None:
+        if o.required or not o.optional:  # `data: null` in a --config: a field that needs a value got none
+            raise VtError(f"{flag} needs a value, got null" + (f" (default {o.default!r})" if not o.required else ""))
+        return None
     if typing.get_origin(o.type) is Literal:
         choices = typing.get_args(o.type)
         match = [c for c in choices if str(c) == str(v)]
@@ -271,13 +286,18 @@ def _convert(o: _Opt, v):
             raise VtError(f"{flag} must be {'an integer' if o.type is int else 'a number'}, got {v!r}") from None
     if o.type is float and not math.isfinite(v):  # nan compares false with every bound a check sets
         raise VtError(f"{flag} must be a finite number, got {v!r}")
+    if o.name.endswith("api_key_env"):
+        from vtdata.console import check_env_name
+        check_env_name(v if isinstance(v, str) else str(v), flag)
     if o.type in (str, Path) and isinstance(v, (dict, list)):  # a YAML mapping or list where text goes
         raise VtError(f"{flag} must be {'a path' if o.type is Path else 'a text value'}, got "
                       f"{type(v).__name__} {str(v)[:60]!r}")
     if o.type is int and isinstance(v, float):
         if not v.is_integer():
             raise VtError(f"{flag} must be an integer, got {v!r}")
-        return int(v)
+        v = int(v)
+    if o.type in (int, float):
+        return _bounded(flag, v, o.field.metadata)
     if o.type is Path and not isinstance(v, Path):
         return Path(v)
     if typing.get_origin(o.type) is list and isinstance(v, (str, Path)):

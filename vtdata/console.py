@@ -5,6 +5,7 @@ All human-facing output goes to stderr so that stdout stays machine-readable (`v
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import warnings
@@ -27,6 +28,47 @@ PLAIN_EVERY_S = 30.0  # how often a progress line is printed where stderr is not
 
 class VtError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits with status 2."""
+
+
+_SECRETS: set[str] = set()  # API keys read from the environment this run: never written anywhere
+_REDACT = [
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@?#]+(?::[^/\s@?#]*)?@"), r"\1***@"),  # URL user:pass@
+    (re.compile(r"(?i)([?&;](?:[a-z_-]*token|[a-z_-]*key|apikey|auth|password|passwd|secret|sig|signature|"
+                r"code|credential)=)[^&\s#\"'<>]+"), r"\1***"),                          # ?token=..., &api_key=...
+    (re.compile(r"(?i)\b(bearer|basic)(\s+|=|:\s*)[A-Za-z0-9._~+/=-]{8,}"), r"\1\2***"),  # Bearer abc...
+    (re.compile(r"\b(sk|pk|rk|hf|ghp|gho|xox[a-z])[-_][A-Za-z0-9_-]{8,}"), r"\1-***"),  # sk-..., hf_..., ghp_...
+]
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def add_secret(value: str | None) -> None:
+    """Remember a secret (an API key read from the environment) so that redact() removes it wherever it
+    shows up, e.g. echoed back in a server's error message."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text):
+    """`text` with secrets replaced by *** (the keys this run read, URL credentials, query tokens, bearer
+    tokens, sk-... keys): what every stored error text, config and results file goes through. Non-str
+    values are returned as they are."""
+    if not isinstance(text, str) or not text:
+        return text
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(s, "***")
+    for pat, rep in _REDACT:
+        text = pat.sub(rep, text)
+    return text
+
+
+def check_env_name(value: str | None, flag: str) -> str | None:
+    """An --...-api-key-env value must name an environment variable (a key pasted there would be stored)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value) or len(value) > 128:
+        raise VtError(f"{flag} takes the NAME of an environment variable holding the key ([A-Za-z_][A-Za-z0-9_]*), "
+                      f"not the key itself (got {len(str(value))} characters, not shown)")
+    return value
 
 
 def set_verbosity(verbose: bool = False, quiet: bool = False) -> None:
@@ -144,4 +186,4 @@ def results_console() -> Console:
 def error_line(err) -> None:
     """`error: <message>` on one line (the message as text, never markup)."""
     from rich.text import Text
-    console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False)
+    console.print(Text("error: ", style="bold red") + Text(redact(str(err))), highlight=False)

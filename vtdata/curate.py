@@ -153,17 +153,20 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
     elif policy not in policies:
         raise VtError(f"no labels of policy {policy!r} in {cfg.db} (have: {', '.join(policies) or 'none'})")
     cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
+    # train rows only: a curated set is a training set (its rows go to train shards); labels of val rows
+    # (`vt score-judge --split all`) would put evaluation samples into training
+    train = "coalesce(s.split, 'train') = 'train'"
     if cfg.stratify == "answer":
         if "samples" not in tables.existing(con):
             raise VtError(f"--stratify answer needs the `samples` table in {cfg.db} (written by `vt build-data --db` "
                           f"and `vt score-judge`)")
         rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols)}, p.answers[1] FROM sufficiency s "
                            "LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset "
-                           "WHERE s.policy = ? ORDER BY s.sample_id", [policy]).fetchall()
+                           f"WHERE s.policy = ? AND {train} ORDER BY s.sample_id", [policy]).fetchall()
         cols += ("answer",)
     else:
-        rows = con.execute(f"SELECT {', '.join(cols)} FROM sufficiency WHERE policy = ? ORDER BY sample_id",
-                           [policy]).fetchall()
+        rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols)} FROM sufficiency s WHERE s.policy = ? "
+                           f"AND {train} ORDER BY s.sample_id", [policy]).fetchall()
     cands = [dict(zip(cols, r)) for r in rows]
     return policy, cands
 
@@ -178,11 +181,13 @@ def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:
     return Path(dirs[0])
 
 
-def _check_out(out: Path, keep: tuple, force: bool) -> None:
-    """--out may be new, empty, or an earlier curated set; never a built set, a foreign dir or an input."""
-    check_out(out, "build.json", "a vt dataset", keep=keep, force=force)
+def _check_out(out: Path, keep: tuple, force: bool) -> Path:
+    """--out may be new, empty, or an earlier curated set; never a built set, a foreign dir or an input.
+    Returns --out resolved (what is written and recorded)."""
+    out = check_out(out, "build.json", "a vt dataset", keep=keep, force=force)
     if (out / "build.json").exists() and not force and _built_name(out) is None:
         raise VtError(f"{out} is a dataset written by `vt build-data`, not by `vt curate`; choose another --out")
+    return out
 
 
 def _built_name(out: Path) -> str | None:
@@ -260,7 +265,7 @@ def write_dataset(src: Path, out: Path, rows_by_id: dict[str, dict], cfg: Curate
 def curate(cfg: CurateConfig) -> dict:
     if not Path(cfg.db).exists():
         raise VtError(f"database {cfg.db} does not exist (run `vt score-judge` first, or pass --db)")
-    _check_out(Path(cfg.out), keep=(cfg.db,), force=cfg.force)
+    cfg.out = str(_check_out(Path(cfg.out), keep=(cfg.db,), force=cfg.force))
     with writer(cfg.db, "vt curate") as con:
         _check_name_free(con, cfg)
         policy, cands = _candidates(con, cfg)
@@ -276,7 +281,7 @@ def curate(cfg: CurateConfig) -> dict:
             raise VtError(f"no low_ok or needs_high samples among the {len(cands)} scored by {policy}: nothing to curate")
         picked.sort(key=lambda c: _rank(cfg.seed + 1, c["sample_id"]))  # classes interleaved in the files
         src = _dataset_dir(cfg, picked)
-        _check_out(Path(cfg.out), keep=(cfg.db, src), force=cfg.force)
+        cfg.out = str(_check_out(Path(cfg.out), keep=(cfg.db, src), force=cfg.force))
         by_id = {c["sample_id"]: {"use_tool": c["label"] == "needs_high"} for c in picked}
         balance = Counter((c["source"], c["label"]) for c in picked)
         summary = {"policy": policy, "per_class": cfg.per_class, "stratify": cfg.stratify, "seed": cfg.seed,

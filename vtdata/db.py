@@ -101,7 +101,10 @@ def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None 
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise _lock_error(path, err) from None
-        raise VtError(f"cannot open database {path}: {err}") from None
+        raise VtError(f"cannot open database {path}: {str(err).splitlines()[0]}") from None
+    except duckdb.Error as err:  # a truncated or foreign file: serialization / internal errors
+        raise VtError(f"cannot open database {path} (truncated or not a DuckDB file?): "
+                      f"{str(err).splitlines()[0][:200]}") from None
 
 
 @contextmanager
@@ -113,7 +116,11 @@ def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb
     made = missing_dirs(path)  # the file and the folders this command creates
     con = connect(path)
     cmd = command or "vt " + " ".join(sys.argv[1:2])
-    hp.write_text(json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
+    try:
+        _write_holder(hp, json.dumps({"pid": os.getpid(), "command": cmd, "started": time.time()}))
+    except BaseException:
+        con.close()
+        raise
     failed = False
     try:
         yield con
@@ -131,6 +138,20 @@ def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb
             for f in (path, Path(f"{path}.wal")):
                 f.unlink(missing_ok=True)
             remove_empty(made[1:])
+
+
+def _write_holder(hp: Path, text: str) -> None:
+    """Write the holder file without following a symlink planted in its place (its target stays untouched)."""
+    if hp.is_symlink():
+        raise VtError(f"{hp} is a symlink, not vt's holder file; remove it")
+    try:
+        fd = os.open(hp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise VtError(f"cannot write {hp}: {err.strerror}") from None
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _no_rows(con) -> bool:
@@ -171,11 +192,18 @@ def arrow_table(con, name: str, table):
         con.unregister(name)
 
 
+# columns whose text may carry a server's echo of a key or a URL with credentials: redacted when stored
+SECRETIVE = ("error", "reason", "config", "url", "message", "options")
+
+
 def insert_rows(con, table: str, rows: list[dict], columns, replace: bool = False) -> None:
     """Append dict rows (missing keys = NULL) to a table through Arrow: one statement, one transaction.
     score-judge's rollouts and eval's predictions are written this way (see bench/score.py for the gain)."""
     if not rows:
         return
     cols = ", ".join(columns)
-    with arrow_table(con, "_vt_rows", pa.table({c: [r.get(c) for r in rows] for c in columns})):
+    from vtdata.console import redact
+    secretive = {c for c in columns if any(w in c for w in SECRETIVE)}
+    with arrow_table(con, "_vt_rows", pa.table({c: [redact(r.get(c)) if c in secretive else r.get(c) for r in rows]
+                                                for c in columns})):
         con.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) SELECT {cols} FROM _vt_rows")

@@ -119,7 +119,7 @@ def export(cfg: ExportConfig) -> dict:
     if not count_rows(cfg.data):  # not built: VtError
         raise VtError(f"{cfg.data} has no rows to export (every row was rejected? see the `rejects` table)")
     out = Path(cfg.out)
-    check_out(out, "export.json", "a vt export", keep=(cfg.data,), force=cfg.force)
+    out = check_out(out, "export.json", "a vt export", keep=(cfg.data,), force=cfg.force)
     with staging(out) as tmp:
         counts = (_export_verl if cfg.format == "verl" else _export_jsonl)(cfg.data, tmp)
         (tmp / "export.json").write_text(json.dumps({"format": cfg.format, "source": str(Path(cfg.data).resolve()),

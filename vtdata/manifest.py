@@ -202,3 +202,24 @@ def targets(m: Manifest) -> dict[str, int | None]:
             share[k] += 1
         out.update({s["name"]: n for s, n in zip(weighted, share)})
     return out
+
+
+def manifest_inputs(m: Manifest) -> tuple[Path, ...]:
+    """The local files and folders a manifest's sources read (path, image_root; a glob's folder), those that
+    exist: what no output of `vt build-data` may be or contain."""
+    import glob as _glob
+    import os
+    from vtdata.sources import resolve_path
+    base = Path(m.path).resolve().parent
+    out = []
+    for src in m.sources:
+        for key in ("path", "image_root"):
+            v = src.get(key)
+            if not isinstance(v, str) or not v:
+                continue
+            p = str(resolve_path(v, base))
+            if _glob.has_magic(p):
+                p = os.path.dirname(p[:min(p.index(c) for c in "*?[" if c in p)])
+            if os.path.exists(p):
+                out.append(Path(p))
+    return tuple(out)

@@ -29,9 +29,45 @@ def check_name(name: str, flag: str = "--name") -> str:
     return name
 
 
-def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create an output directory; a path that cannot be one (a file, no permission) is a VtError.
-    For outputs written in place (init-model, eval, report, demo, train)."""
+def resolve_out(path: str | os.PathLike) -> Path:
+    """An output path resolved once (symlinks followed, absolute): what is written and what is recorded."""
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def refuse_overlap(out: str | os.PathLike, inputs=(), flag: str = "--out", replaces: bool = False,
+                   around=(), in_place: bool = False) -> None:
+    """The one rule for outputs: an output (and the lock beside it) may not be, contain, or sit inside any
+    input of its command (data, database, runs), --force or not; `around` are inputs it may sit inside but
+    neither be nor contain (a manifest's sources and image roots: a dataset is often built beside its
+    images). An output that is `replaces`d whole (publish()) may neither be nor contain the current directory;
+    one written `in_place` (files added, nothing removed: eval, train) may contain an input, never be one or
+    sit inside one."""
+    o = resolve_out(out)
+    cwd = resolve_out(os.getcwd())
+    if replaces and (o == cwd or o in cwd.parents):
+        raise VtError(f"{flag} {out} is {'the current directory' if o == cwd else 'a folder above the current directory'}"
+                      f"; writing it would replace the directory you are in; choose another {flag}")
+    lock = o.parent / f".{o.name}.lock"
+    for p in inputs:
+        if p is None or str(p) == "":
+            continue
+        r = resolve_out(p)
+        if r == o or (o in r.parents and not in_place):
+            raise VtError(f"{flag} {out} would replace {r}, which this command needs; choose another {flag}")
+        if r in o.parents:
+            raise VtError(f"{flag} {out} is inside {r}, which this command needs; choose another {flag}")
+        if r == lock:
+            raise VtError(f"{flag} {out}: its lock file would be {r}, which this command needs; choose another {flag}")
+    for p in around:
+        r = resolve_out(p)
+        if r == o or o in r.parents or r == lock:
+            raise VtError(f"{flag} {out} would replace {r}, which this command needs; choose another {flag}")
+
+
+def make_out_dir(path: str | os.PathLike, flag: str = "--out", inputs=()) -> Path:
+    """Create an output directory; a path that cannot be one (a file, no permission) or that overlaps an
+    input (refuse_overlap) is a VtError. For outputs written in place (init-model, eval, report, demo, train)."""
+    refuse_overlap(path, inputs, flag, in_place=True)
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -63,9 +99,10 @@ def remove_empty(dirs: list[Path]) -> None:
 
 
 @contextmanager
-def new_out_dir(path: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+def new_out_dir(path: str | os.PathLike, flag: str = "--out", inputs=()) -> Iterator[Path]:
     """make_out_dir for the length of a command: the directories it created are removed again when the
     command fails and leaves them empty (a failed command leaves no empty evals/ behind)."""
+    refuse_overlap(path, inputs, flag, in_place=True)
     made = missing_dirs(path)
     out = make_out_dir(path, flag)
     try:
@@ -75,10 +112,14 @@ def new_out_dir(path: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
         raise
 
 
-def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool = False) -> None:
-    """Refuse an output directory that publish() would destroy: a file, a path in `keep` (the input
-    data, the database), or -- unless `force` -- a non-empty directory vt cannot prove it wrote: it needs
-    `marker` (this kind of output) and a .vt-output that lists every path in it (nothing foreign inside)."""
+def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool = False, around: tuple = ()) -> Path:
+    """Refuse an output directory that publish() would destroy: a file, one that is, contains or sits
+    inside a path in `keep` (the command's inputs: data, database, runs, manifest sources; refuse_overlap),
+    or -- unless `force` -- a non-empty directory vt cannot prove it wrote: it needs `marker` (this kind of
+    output) and a .vt-output that lists every path in it (nothing foreign inside). Returns `out` resolved
+    (a symlink followed once): the path the command writes and records."""
+    refuse_overlap(out, keep, replaces=True, around=around)
+    out = resolve_out(out)
     if out.exists() and not out.is_dir():
         raise VtError(f"{out} is a file; --out must be a directory")
     if not force and out.is_dir() and any(out.iterdir()):
@@ -86,11 +127,7 @@ def check_out(out: Path, marker: str, what: str, keep: tuple = (), force: bool =
         if (out.parent / ".demo").is_dir():  # a stage's output: the demo's later stages were made from it
             raise VtError(f"{out} belongs to the vt demo in {out.parent} (its later stages were made from it); "
                           f"choose another --out, or pass --force to replace it")
-    o = out.resolve()
-    for p in keep:
-        p = Path(p).resolve()
-        if p == o or o in p.parents:
-            raise VtError(f"--out {out} would replace {p}, which this command needs; choose another --out")
+    return out
 
 
 def _check_written_by_vt(out: Path, marker: str, what: str) -> None:
@@ -170,8 +207,10 @@ def out_lock(out: Path) -> Iterator[None]:
     lock = out.parent / f".{out.name}.lock"
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # a planted symlink is not followed
         except OSError as err:
+            if lock.is_symlink():
+                raise VtError(f"cannot write {out}: its lock file {lock} is a symlink (not vt's); remove it") from None
             raise VtError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -193,6 +232,39 @@ def out_lock(out: Path) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, inputs=(), flag: str = "--out") -> Iterator[Path]:
+    """A file output written the way directories are: refused when it is one of the command's inputs,
+    held under the same one-writer lock (`.NAME.lock` beside it: a second writer gets a one-line error),
+    written to a temp file of this process (`.NAME.tmp-PID`) and renamed over `path` only when the block
+    succeeds; a failed block leaves `path` as it was. Yields the temp path to write."""
+    refuse_overlap(path, inputs, flag, in_place=True)
+    out = resolve_out(path)
+    if out.is_dir():
+        raise VtError(f"{flag} {path} is a directory; it must be a file")
+    made = missing_dirs(out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VtError(f"cannot write {path}: {err.strerror} ({err.filename})") from None
+    try:
+        with out_lock(out):
+            for left in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+                m = re.fullmatch(rf"\.{re.escape(out.name)}\.tmp-(\d+)", left.name)
+                if m and left.is_file() and not pid_alive(int(m.group(1))):
+                    left.unlink(missing_ok=True)  # left by a killed writer
+            tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            try:
+                yield tmp
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except BaseException:
+        remove_empty(made)
+        raise
 
 
 def publish(tmp: Path, out: Path) -> None:

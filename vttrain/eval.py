@@ -24,7 +24,7 @@ from typing import Any, Optional
 from vtdata import prompts, protocol, tables
 from vtdata.dataset import read_split
 from vtdata.config import command
-from vtdata.console import VtError, info, progress_bar, results_console
+from vtdata.console import VtError, info, progress_bar, redact, results_console
 from vtdata.db import default_db, writer
 from vtdata.outdir import check_name, new_out_dir
 from vtdata.resolution import visual_tokens
@@ -58,6 +58,8 @@ class EvalConfig:
     policy_base_url: Optional[str] = None
     """Base URL(s) of OpenAI-compatible servers for `openai:` policies, comma-separated (load-balanced),
     e.g. a `vllm serve` endpoint."""
+    policy_timeout: float = field(default=600.0, metadata={"min": 0.001, "max": 86400.0})
+    """Seconds one policy request may take in all (connection, retries, every byte of the reply)."""
     policy_api_key_env: Optional[str] = None
     """Environment variable holding the policy server's API key (never written anywhere; None:
     $OPENAI_API_KEY for OpenAI's API, no key sent to a --policy-base-url unless its variable is named)."""
@@ -149,7 +151,8 @@ class EvalConfig:
         """What must match for a rerun of the same name to resume (not --limit, --batch-size, --out)."""
         kind, _, target = self.policy_spec.partition(":")
         policy = f"local:{Path(target).resolve()}" if kind == "local" and Path(target).exists() else self.policy_spec
-        return {"mode": self.mode, "policy": policy, "data": str(Path(self.data).resolve()),
+        model = model_fingerprint(Path(target)) if kind == "local" and Path(target).is_dir() else None
+        return {"mode": self.mode, "policy": policy, **({"model": model} if model else {}), "data": str(Path(self.data).resolve()),
                 "split": self.split, "judge": self.judging.judge, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature, "max_turns": self.max_turns, "system_prompt": self.system(),
                 **({"judge_scope": self.judging.judge_scope} if self.judging.judge_scope != "open" else {}),
@@ -190,7 +193,14 @@ def _check_run(con, cfg: EvalConfig, run: str) -> bool:
     if row is None:
         return False
     old = json.loads(row[0]).get("identity", {})
-    diff = {k: (old.get(k), v) for k, v in cfg.identity().items() if old.get(k) != v}
+    now = json.loads(redact(json.dumps(cfg.identity())))  # as stored (secrets redacted)
+    if "model" not in old:  # a run recorded before model fingerprints: bound to its path only, as it was
+        now.pop("model", None)
+    diff = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+    if "model" in diff:
+        raise VtError(f"run {run!r} was made by a different model at {now['policy'].split(':', 1)[-1]} "
+                      f"(weights fingerprint {diff['model'][0]}, now {diff['model'][1]}); pass another --name, "
+                      f"or drop the old run to evaluate the new model under this name")
     if diff:
         k, (a, b) = next(iter(diff.items()))
         raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
@@ -198,12 +208,34 @@ def _check_run(con, cfg: EvalConfig, run: str) -> bool:
     return True
 
 
+def model_fingerprint(path: Path, edge: int = 1 << 20) -> str:
+    """What tells one local checkpoint from another at the same path, cheaply: sha256 over its config.json
+    and, per weight file, its name, size and first and last MiB (a full hash of a 7B model would read 15 GB
+    per eval). Different weights differ there in practice (the tensors' data starts right after the header)."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"):
+            try:
+                size = f.stat().st_size
+                h.update(f"{f.name}\0{size}\0".encode())
+                with open(f, "rb") as fh:
+                    h.update(fh.read(edge))
+                    if size > 2 * edge:
+                        fh.seek(size - edge)
+                    h.update(fh.read(edge))  # the rest of a small file, else its last MiB
+            except OSError:
+                continue
+    return h.hexdigest()[:16]
+
+
 def _start_run(con, cfg: EvalConfig, run: str) -> None:
     ident = cfg.identity()
     config = {"identity": ident, "options": asdict(cfg)}
     con.execute("INSERT INTO eval_runs (run, mode, policy, data, split, judge, config, started, wall_s) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, now(), 0)",
-                [run, cfg.mode, ident["policy"], ident["data"], cfg.split, cfg.judging.judge, json.dumps(config)])
+                [run, cfg.mode, redact(ident["policy"]), ident["data"], cfg.split, cfg.judging.judge,
+                 redact(json.dumps(config))])
 
 
 def _rows(cfg: EvalConfig) -> list[dict]:
@@ -294,7 +326,8 @@ def run(cfg: EvalConfig, policy=None, judge=None) -> dict:
     """`vt eval`: evaluate, resuming a run of the same name; prints the summary and returns
     {'run', 'done', 'new', 'summary', 'jsonl', 'db'}. `policy` / `judge` replace the ones `cfg` names
     (tests pass scripted ones; the caller closes them)."""
-    with new_out_dir(cfg.out_dir()):  # made before any work (the JSONL is written at the end); gone if it fails
+    model = cfg.policy_spec.split(":", 1)[1] if cfg.policy_spec.startswith("local:") else None
+    with new_out_dir(cfg.out_dir(), inputs=(cfg.data, cfg.db_path(), model if model and Path(model).exists() else None)):  # made before any work (the JSONL is written at the end); gone if it fails
         return _run(cfg, policy, judge)
 
 
@@ -336,7 +369,8 @@ def _run(cfg: EvalConfig, policy, judge) -> dict:
 
 
 def _make_policy(cfg: EvalConfig):
-    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env}
+    kw: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "api_key_env": cfg.policy_api_key_env,
+                          "timeout_s": cfg.policy_timeout}
     if cfg.mode == "think" and cfg.policy_spec.startswith("local:"):
         kw["chat_template"] = protocol.chat_template()  # the tokens training saw (turn2_bytes: release)
     return make_policy(cfg.policy_spec, base_url=cfg.policy_base_url, **kw)

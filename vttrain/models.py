@@ -127,14 +127,15 @@ def load_processor(path_or_id: str | os.PathLike):
     proc = None
     try:
         proc = AutoProcessor.from_pretrained(src)
-    except (ImportError, ValueError, OSError, TypeError, KeyError, AttributeError):
-        proc = None  # typically: the video processor needs torchvision
+    except Exception:  # noqa: BLE001 -- typically: the video processor needs torchvision; else tried again below
+        proc = None
     if proc is None or getattr(proc, "image_processor", None) is None or getattr(proc, "tokenizer", None) is None:
         cls = _image_only_processor_class()
         try:
             proc = cls.from_pretrained(src)
-        except (OSError, ValueError) as err:
-            raise VtError(f"cannot load a processor from {src!r}: {str(err).splitlines()[0]}") from None
+        except Exception as err:  # noqa: BLE001 -- a garbage tokenizer.json raises the tokenizers library's bare Exception
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise VtError(f"cannot load a processor from {src!r}: {first}") from None
     proc.tokenizer.padding_side = "left"  # batched generation
     return _widen_pixels(proc)
 
@@ -401,7 +402,7 @@ def init_model(cfg: InitModelConfig) -> Path:
             mini.steps = cfg.steps
         if is_build(out, mini.key()):
             return out  # this very model is there already
-    check_out(out, INIT_FILE, "a vt model", force=cfg.force)
+    out = check_out(out, INIT_FILE, "a vt model", force=cfg.force)
     with staging(out) as tmp:
         if cfg.kind == "mini":
             init_mini(tmp, mini)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from vtdata.console import VtError, debug
+from vtdata.console import VtError, debug, redact
 from vtdata.resolution import visual_tokens
 
 
@@ -226,6 +226,43 @@ def to_openai_messages(messages: Sequence[dict]) -> list[dict]:
     return out
 
 
+REPLY_BYTES = 64 << 10          # a reply's envelope (ids, usage, JSON), whatever the budget
+REPLY_BYTES_PER_TOKEN = 64      # a token is a few characters; JSON-escaped bytes at most ~6 each: ample
+
+
+async def _deadline(coro, seconds: float):
+    """`coro` within a total deadline (connect, retries and every byte of the reply): a server that sends
+    one byte now and then cannot hold a request past it."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await coro
+    return await asyncio.wait_for(coro, seconds)
+
+
+def parse_reply(reply) -> tuple[str, int, str]:
+    """(text, completion tokens, finish reason) of a chat completion; a ValueError naming what is wrong
+    for anything else (`{"choices": ["x"]}`, a non-integer token count), recorded as an error."""
+    if not isinstance(reply, dict):
+        raise ValueError(f"reply is {type(reply).__name__}, not an object")
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("empty response (no choices)")
+    choice = choices[0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):
+        raise ValueError("choices[0] is not a chat completion choice")
+    text = (choice.get("message") or {}).get("content") or ""
+    if not isinstance(text, str):
+        raise ValueError(f"message content is {type(text).__name__}, not text")
+    usage = reply.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise ValueError("usage is not an object")
+    n_tok = usage.get("completion_tokens") or 0
+    if isinstance(n_tok, bool) or not isinstance(n_tok, int) or not 0 <= n_tok < 2**31:
+        raise ValueError(f"usage.completion_tokens is {str(n_tok)[:40]!r}, not a token count")
+    finish = choice.get("finish_reason") or "stop"
+    return text, n_tok, finish if isinstance(finish, str) else "stop"
+
+
 class OpenAIPolicy(Policy):
     """An OpenAI-compatible vision chat endpoint (OpenAI, vLLM, SGLang, ...).
 
@@ -245,6 +282,9 @@ class OpenAIPolicy(Policy):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: list[list] | None = None  # [client, URL, requests in flight] per client
         self._lock = threading.Lock()
+        self._fatal: str | None = None  # 401/403/404: every later request fails at once, the command stops
+        if not 0 < float(timeout_s) < float("inf"):
+            raise VtError(f"--policy-timeout must be a positive number of seconds, got {timeout_s!r}")
 
     async def agenerate(self, requests):
         from vtdata.judge import start_loop
@@ -286,38 +326,49 @@ class OpenAIPolicy(Policy):
             # the request body JSON-encoded once for its n samples (only the seed differs)
             head = json.dumps(dict(model=self.model, messages=msgs, n=1, temperature=float(r.temperature),
                                    top_p=float(r.top_p), max_tokens=int(r.max_new_tokens)))
+            cap = REPLY_BYTES + REPLY_BYTES_PER_TOKEN * int(r.max_new_tokens)
             for j in range(r.n):
                 body = head if self.seed is None else f'{head[:-1]}, "seed": {self.seed + 1000 * i + j}}}'
-                jobs.append(self._one(body.encode(), visual, i, j))
-        return list(await asyncio.gather(*jobs))
+                jobs.append(self._one(body.encode(), cap, visual, i, j))
+        out = list(await asyncio.gather(*jobs))
+        if self._fatal:  # the server refuses every request: stop instead of recording errors for all of them
+            raise VtError(f"policy server: {self._fatal}")
+        return out
 
-    async def _one(self, body: bytes, visual: int, i: int, j: int) -> Generation:
+    async def _one(self, body: bytes, cap: int, visual: int, i: int, j: int) -> Generation:
         async with self._sem:
+            if self._fatal:
+                return Generation("", 0, visual, 0.0, "error", i, j, error=self._fatal)
             pick = min(self._clients, key=lambda c: c[2])  # the least busy server
             pick[2] += 1
             t0 = time.perf_counter()
             try:
-                reply = await pick[0].post(body)
-                choice = reply["choices"][0] if reply.get("choices") else None
+                reply = await _deadline(pick[0].post(body, cap), self.timeout_s)
+                text, n_tok, finish = parse_reply(reply)
             except PolicyHTTPError as err:
-                msg = str(err)[:240]
+                msg = redact(str(err)[:240])
+                if err.status in (401, 403, 404):
+                    self._fatal = f"{msg}; check --policy, --policy-base-url and the key"
                 debug(f"policy request failed: {msg}")
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j, error=msg)
-            except (ValueError, TypeError, AttributeError, KeyError) as err:  # not a chat completion
+            except asyncio.TimeoutError:
                 return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j,
-                                  error=f"bad reply: {type(err).__name__}: {str(err)[:120]}")
+                                  error=f"no complete reply within --policy-timeout {self.timeout_s:g}s")
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:  # not a chat completion
+                return Generation("", 0, visual, time.perf_counter() - t0, "error", i, j,
+                                  error=redact(f"bad reply: {type(err).__name__}: {str(err)[:120]}"))
             finally:
                 pick[2] -= 1
-        latency = time.perf_counter() - t0
-        if choice is None:
-            return Generation("", 0, visual, latency, "error", i, j, error="empty response (no choices)")
-        text = (choice.get("message") or {}).get("content") or ""
-        n_tok = int((reply.get("usage") or {}).get("completion_tokens") or 0)
-        return Generation(text, n_tok, visual, latency, choice.get("finish_reason") or "stop", i, j)
+        return Generation(text, n_tok, visual, time.perf_counter() - t0, finish, i, j)
 
 
 class PolicyHTTPError(Exception):
-    """A policy request that failed after its retries (status, connection or timeout)."""
+    """A policy request that failed after its retries (status, connection or timeout); `status` the HTTP
+    status when the server answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
@@ -345,7 +396,9 @@ class _Post:
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                      "Accept": "application/json"})
 
-    async def post(self, body: bytes) -> dict:
+    async def post(self, body: bytes, cap: int) -> dict:
+        """The JSON reply; its bytes are read in chunks and more than `cap` (what the token budget can produce)
+        is a ValueError, never held whole in memory."""
         import random
 
         import aiohttp
@@ -354,9 +407,15 @@ class _Post:
             try:
                 async with self.session.post(self.url, data=body) as resp:
                     if resp.status < 400:
-                        return json.loads(await resp.read())
+                        buf = bytearray()
+                        async for chunk in resp.content.iter_chunked(65536):
+                            buf += chunk
+                            if len(buf) > cap:
+                                raise ValueError(f"reply larger than {cap} bytes, more than its max_tokens can "
+                                                 f"produce")
+                        return json.loads(bytes(buf))
                     text = (await resp.text(errors="replace"))[:200]
-                    err = PolicyHTTPError(f"HTTP {resp.status}: {text}")
+                    err = PolicyHTTPError(f"HTTP {resp.status}: {text}", resp.status)
                     if resp.status not in RETRY_STATUS:
                         raise err
                     try:

@@ -154,8 +154,10 @@ def build_report(cfg: ReportConfig) -> Path:
     if not db.exists():  # an empty report would look like a pipeline that produced nothing
         raise VtError(f"{'--db ' + str(cfg.db) if cfg.db else f'no --db and no {db}'}: no such database "
                       f"(pass --db FILE or set $VT_DB; `vt demo` writes demo-out/vt.duckdb)")
-    out = Path(cfg.out)
-    check_out(out, "index.html", "a vt report", force=cfg.force)
+    if not cfg.runs:
+        base = db.resolve().parent
+        cfg.runs = sorted(str(p.parent) for pat in ("*/metrics.jsonl", "*/*/metrics.jsonl") for p in base.glob(pat))
+    out = check_out(Path(cfg.out), "index.html", "a vt report", keep=(db, *cfg.runs), force=cfg.force)
     with staging(out) as tmp:  # written afresh: a stage that disappeared leaves no stale plot
         _write(cfg, db, tmp)
         publish(tmp, out)

@@ -48,7 +48,17 @@ def read_jsonl(path: Path) -> list[dict]:
     from vtdata.safeload import jsonl
     if not path.is_file():
         return []
-    return [obj for _, obj, bad in jsonl(path, "run file") if bad is None and isinstance(obj, dict)]
+    return [_plausible(obj) for _, obj, bad in jsonl(path, "run file") if bad is None and isinstance(obj, dict)]
+
+
+MAX_LOGGED = 1e30  # a logged number beyond this (1e308, inf, nan) is a broken value, left out like a missing one
+
+
+def _plausible(obj: dict) -> dict:
+    """A log line without its numbers that cannot be plotted or summed (non-finite or beyond MAX_LOGGED)."""
+    import math
+    return {k: v for k, v in obj.items()
+            if not (isinstance(v, float) and not (math.isfinite(v) and abs(v) <= MAX_LOGGED))}
 
 
 def train_config(run_dir: Path) -> dict:

@@ -77,6 +77,9 @@ def label_sql(t: Thresholds) -> str:
             f"ELSE 'ambiguous' END")
 
 
+MAX_ROLLOUTS = 1024  # k rollouts per view per sample (the paper: 8); more would not fit in memory
+
+
 @dataclass
 class ScoreConfig:
     """Pre-score low-res sufficiency: k rollouts on the low and the high view of every sample, judged and
@@ -93,9 +96,12 @@ class ScoreConfig:
     policy_api_key_env: str | None = None
     """Environment variable holding the policy server's API key (None: $OPENAI_API_KEY for OpenAI's API;
     no key is sent to a --policy-base-url unless its variable is named)."""
+    policy_timeout: float = field(default=600.0, metadata={"min": 0.001, "max": 86400.0})
+    """Seconds one policy request may take in all (connection, retries, every byte of the reply)."""
     judging: JudgeSpec = field(default_factory=JudgeSpec)
     """The judge: --judge, --judge-base-url, --judge-api-key-env, --judge-scope (vtdata.judge.JudgeSpec)."""
-    rollouts: int = field(default=8, metadata={"flags": ["-k"]})
+    rollouts: int = field(default=8, metadata={"flags": ["-k"], "min": 1, "max": MAX_ROLLOUTS,
+                                               "why": "every rollout of a chunk is held in memory"})
     """k: rollouts per view per sample (the paper: 8)."""
     split: str = "train"
     """Which split to score: train | val | all."""
@@ -127,6 +133,8 @@ class ScoreConfig:
                 raise VtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise VtError(f"--limit must be >= 1, got {self.limit}")
+        if self.rollouts > MAX_ROLLOUTS:
+            raise VtError(f"-k/--rollouts must be <= {MAX_ROLLOUTS}, got {self.rollouts}")
         if self.split not in ("train", "val", "all"):
             raise VtError(f"--split must be train, val or all, got {self.split!r}")
         if self.temperature < 0:
@@ -262,7 +270,7 @@ def run(cfg: ScoreConfig) -> dict:
         judge = make_judge_for(cfg, con)
         policy = make_policy(cfg.policy, base_url=cfg.policy_base_url, api_key_env=cfg.policy_api_key_env,
                              concurrency=cfg.concurrency * cfg.rollouts * 2, batch_size=cfg.batch_size,
-                             device=cfg.device, seed=cfg.seed)
+                             device=cfg.device, seed=cfg.seed, timeout_s=cfg.policy_timeout)
         try:
             result = asyncio.run(score(cfg, con, policy, judge, samples))
             result["judge_stats"] = judge.stats()

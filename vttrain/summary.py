@@ -79,7 +79,8 @@ def write_results_json(con, run: str, cfg: dict, path: Path) -> Path:
 SUMMARY_SQL = """
 SELECT {keys},
        count(*) AS samples,
-       avg(score) FILTER (WHERE status = 'ok') AS accuracy,
+       coalesce(sum(score) FILTER (WHERE status = 'ok'), 0)::DOUBLE / count(*) AS accuracy,
+       avg(score) FILTER (WHERE status = 'ok') AS accuracy_ok,
        count(*) FILTER (WHERE status IS DISTINCT FROM 'ok') AS judge_errors,
        count(*) FILTER (WHERE status IS DISTINCT FROM 'ok')::DOUBLE / count(*) AS judge_error_share,
        avg(CASE WHEN resized THEN 1.0 ELSE 0.0 END) AS resize_ratio,
@@ -94,8 +95,9 @@ FROM eval_predictions WHERE run = ? {group}
 
 
 def summarize(con, run: str, by: str = "source, task") -> list[dict]:
-    """Per (source, task) rows (per source with by="source"), then an `all` row: accuracy over judged-ok
-    samples, resize and zoom ratios, samples left without an answer (still calling at the turn limit),
+    """Per (source, task) rows (per source with by="source"), then an `all` row: accuracy over every sample
+    (a judge error counts as wrong: errors can only lower it, never raise it; `accuracy_ok` is the
+    accuracy over judged-ok samples), resize and zoom ratios, samples left without an answer (still calling at the turn limit),
     visual tokens used relative to the full-res view, mean generated tokens, summed generation time."""
     zoom = "avg(CASE WHEN zoomed THEN 1.0 ELSE 0.0 END)" if "zoomed" in tables.columns(con, "eval_predictions") \
         else "0.0::DOUBLE"  # a database written before the zoom tool: no zoom
@@ -113,11 +115,11 @@ def pct(x) -> str:
 
 
 def acc_cell(row: dict | None) -> str:
-    """Accuracy as printed everywhere (eval, compare, report): with the share of judge errors left out of
-    it when there are any, so a run whose judge failed never passes for a clean one."""
+    """Accuracy as printed everywhere (eval, compare, report): judge errors count as wrong in it, and their
+    share is shown when there are any, so a run whose judge failed never passes for a clean one."""
     row = row or {}
     share = row.get("judge_error_share")
-    return pct(row.get("accuracy")) + (f" ({pct(share)}% judge err.)" if share else "")
+    return pct(row.get("accuracy")) + (f" ({pct(share)}% judge err. counted wrong)" if share else "")
 
 
 def summary_table(run: str, summary: list[dict]):

@@ -159,7 +159,7 @@ def build_trainer(cfg, trainer_class=None):
     validate(cfg)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    run_dir = make_out_dir(cfg.output_dir, "output_dir")
+    run_dir = make_out_dir(cfg.output_dir, "output_dir", inputs=(cfg.data_dir, cfg.db))
     processor = models.load_processor(cfg.model)
     tools = selection(cfg.tools)
     prepare_processor(processor, tools, cfg.turn2_bytes, cfg.tool_call_parse)

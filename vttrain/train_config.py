@@ -7,6 +7,7 @@ imports it inside functions, so `vt --help` stays quick. Checkpoints pickle the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,7 @@ class VtTrainConfig(GRPOConfig):
         'Continue from the latest checkpoint in output_dir (same step count and data position).')})
 
     def __post_init__(self):
+        check_values(self)  # before TRL's own checks and before any work: one line, never a traceback later
         if self.gradient_checkpointing is None:
             self.gradient_checkpointing = not self.use_cpu and torch.cuda.is_available()
         super().__post_init__()
@@ -160,6 +162,44 @@ class VtTrainConfig(GRPOConfig):
             raise VtError(f"torch_threads must be >= 1 (or unset for torch's default), got {self.torch_threads}")
         if self.max_samples is not None and self.max_samples < 1:
             raise VtError(f"max_samples must be >= 1 (or unset for all rows), got {self.max_samples}")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_values(cfg) -> None:
+    """Values that cannot mean anything, refused in one line before any work: non-finite or negative
+    weights (a NaN beta trains every weight to NaN and still "saves the trained model"), a learning rate
+    that is not a finite positive number, a temperature <= 0, counts below 1, max_steps 0 or below -1
+    (-1 = train by epochs, HF's default)."""
+    for name in ("beta", "penalty", "format_weight", "theta", "lora_dropout", "weight_decay", "max_grad_norm",
+                 "gpu_memory_gb", "num_train_epochs", "warmup_ratio"):
+        v = getattr(cfg, name, None)
+        if v is not None and (not _finite(v) or v < 0):
+            raise VtError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not _finite(cfg.learning_rate) or cfg.learning_rate <= 0:
+        raise VtError(f"learning_rate must be a finite number > 0, got {cfg.learning_rate!r}")
+    if not _finite(cfg.temperature) or cfg.temperature <= 0:
+        raise VtError(f"temperature must be a finite number > 0 (sampling; GRPO needs varied rollouts), "
+                      f"got {cfg.temperature!r}")
+    for name in ("top_p",):
+        v = getattr(cfg, name, None)
+        if v is not None and (not _finite(v) or not 0 < v <= 1):
+            raise VtError(f"{name} must be in (0, 1], got {v!r}")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length",
+                 "max_turns", "lora_r", "lora_alpha"):
+        v = getattr(cfg, name, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise VtError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("max_turn_tokens", "max_prompt_length", "num_generations", "judge_concurrency", "gpus"):
+        v = getattr(cfg, name, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise VtError(f"{name} must be an integer >= 1 (or unset), got {v!r}")
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise VtError(f"max_steps must be >= 1 (or -1: train by num_train_epochs), got {cfg.max_steps}")
+    if cfg.min_answer_tokens < 0:
+        raise VtError(f"min_answer_tokens must be >= 0, got {cfg.min_answer_tokens}")
 
 
 # A train YAML's paths are relative to the YAML's directory, as a data manifest's are; flags are relative to
@@ -257,7 +297,8 @@ DERIVED = {"generation_batch_size", "logging_dir"}  # set from other fields; giv
 def write_config(cfg, path: Path) -> Path:
     """The resolved config (YAML + flags + defaults) as YAML; `vt train path` reruns it."""
     names = {f.name for f in dataclasses.fields(cfg) if f.init} - DERIVED
-    values = {k: v for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
+    from vtdata.console import redact  # URL credentials and tokens never reach the run directory
+    values = {k: redact(v) for k, v in cfg.to_dict().items() if k in names and not k.startswith("_")}
     path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
                     + yaml.safe_dump(values, sort_keys=True, default_flow_style=None))
     return path

@@ -90,6 +90,11 @@ def stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, last, t
             loop.close()
 
 
+# The longest prediction sent to an LLM judge (~8k tokens: an 8192-token answer turn, the release's budget);
+# a longer one is scored wrong by rule, in eval, scoring and training alike (Judge._run).
+MAX_PREDICTION_CHARS = 32_000
+
+
 class Judge:
     def __init__(self, rule: str = "auto", llm=None, cache=None, scope: str = "open",
                  shortcut: bool = True, math_timeout: float = 30.0) -> None:
@@ -99,6 +104,7 @@ class Judge:
             raise VtError(f"judge scope must be one of {', '.join(SCOPES)}; got {scope!r}")
         self.rule, self.llm, self.cache = rule, llm, cache
         self.scope, self.shortcut, self.math_timeout = scope, shortcut, math_timeout
+        self.max_prediction_chars = MAX_PREDICTION_CHARS
         # the scope changes verdicts (number/mc/... items), so it is part of the identity stored with them;
         # the LLM's own cache key (llm.identity) is not affected: a verdict is reused across scopes
         self.identity = (llm.identity + ("|scope=all" if scope == "all" else "")) if llm else f"rule:{rule}/{RULE_VERSION}"
@@ -228,6 +234,13 @@ class Judge:
                 if pred is None:
                     self._stats.format_failures += 1
                     out[i] = self._done(Verdict(0.0, "ok", FORMAT_REASON, None, "format"), progress)
+                elif route == "llm" and len(pred) > self.max_prediction_chars:
+                    # bounded before the judge: an answer this long cannot be a short answer and would push the
+                    # judge past its context (an HTTP 400 = an error, which must never stand in for a wrong answer)
+                    self._stats.rule += 1
+                    out[i] = self._done(Verdict(0.0, "ok", f"rule: prediction of {len(pred)} characters > "
+                                                f"{self.max_prediction_chars}: scored wrong without a judge call",
+                                                pred[:self.max_prediction_chars], f"rule:length/{RULE_VERSION}"), progress)
                 elif route == "llm":
                     if self.shortcut and vqa_normalize(pred) in {vqa_normalize(a) for a in answers} and vqa_normalize(pred):
                         self._stats.shortcut += 1

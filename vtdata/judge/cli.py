@@ -176,11 +176,12 @@ def run(cfg: JudgeConfig) -> dict:
     from contextlib import nullcontext
 
     from vtdata.db import writer
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out.with_name(cfg.out.name + ".partial")
+    from vtdata.console import redact
+    from vtdata.outdir import atomic_file
     t0 = time.monotonic()
     scores, by_type = [], {}
-    with (writer(db, "vt judge") if db else nullcontext(None)) as con:
+    with atomic_file(cfg.out, inputs=(cfg.input, db)) as tmp, \
+            (writer(db, "vt judge") if db else nullcontext(None)) as con:
         judge = build_judge(cfg, con)
         try:
             with progress_bar("judging", total=len(rows)) as bar, tmp.open("w", encoding="utf-8") as f:
@@ -189,19 +190,20 @@ def run(cfg: JudgeConfig) -> dict:
                     verdicts = judge.judge(items_of(chunk), progress=lambda k: bar.advance(k))
                     for (obj, r), v in zip(chunk, verdicts):
                         obj = dict(obj)
-                        obj.update(score=v.score, status=v.status, judge=v.judge, reason=v.reason, extracted=v.prediction)
+                        obj.update(score=v.score, status=v.status, judge=v.judge, reason=redact(v.reason),
+                                   extracted=v.prediction)
                         f.write(json.dumps(obj, ensure_ascii=False) + "\n")
                         if v.status == "ok":
                             scores.append(v.score)
                             by_type.setdefault(r["answer_type"], []).append(v.score)
                     s = judge.stats()
                     bar.advance(0, status=f"errors={s['errors']} requests={s['requests']} cache_hits={s['cache_hits']}")
-            os.replace(tmp, cfg.out)
         finally:
             stats = judge.stats()
             judge.close()
     stats.update(skipped_lines=len(bad), seconds=time.monotonic() - t0,
-                 accuracy=(sum(scores) / len(scores)) if scores else None,
+                 accuracy=(sum(scores) / len(rows)) if rows else None,  # an error counts as wrong
+                 accuracy_ok=(sum(scores) / len(scores)) if scores else None,
                  by_type={k: sum(v) / len(v) for k, v in by_type.items()}, judge=judge.identity)
     _summary(stats, cfg)
     return stats
@@ -212,10 +214,11 @@ def _summary(s: dict, cfg: JudgeConfig) -> None:
     t = Table(title=f"vt judge: {cfg.out}", show_header=True)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.2f} % of {s['ok']} ok"
-    if s["errors"]:  # said where the accuracy is: errors are left out of it, never counted as wrong
-        acc += f" ({s['errors']} judge errors, {100 * s['errors'] / max(s['items'], 1):.1f} %, left out)"
-    for k, v in [("judge", s["judge"]), ("accuracy (over ok)", acc)] + \
+    acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.2f} % of {s['items']}"
+    if s["errors"]:  # errors count as wrong in the headline: a failing judge can only lower it
+        acc += (f" ({s['errors']} judge errors, {100 * s['errors'] / max(s['items'], 1):.1f} %, counted wrong; "
+                f"{100 * (s['accuracy_ok'] or 0):.2f} % of the {s['ok']} judged)")
+    for k, v in [("judge", s["judge"]), ("accuracy (errors count wrong)", acc)] + \
                 [(f"  accuracy {k}", f"{100 * v:.2f} %") for k, v in sorted(s["by_type"].items())] + \
                 [("items", s["items"]), ("errors (score null)", s["errors"]),
                  ("format failures (no <answer>)", s["format_failures"]), ("malformed lines skipped", s["skipped_lines"]),

@@ -164,9 +164,13 @@ def api_key(api_key_env: str | None, base_url) -> str | None:
     read; with none named, $OPENAI_API_KEY goes to OpenAI's own API only: a custom base URL gets
     'EMPTY' (what local servers accept), so an OpenAI key is never sent to a server the user did not
     give it to. None: no key where one is needed."""
-    if api_key_env:
-        return os.environ.get(api_key_env) or ("EMPTY" if base_url else None)
-    return "EMPTY" if base_url else os.environ.get("OPENAI_API_KEY")
+    from vtdata.console import add_secret, check_env_name
+    check_env_name(api_key_env, "--api-key-env")
+    key = (os.environ.get(api_key_env) or ("EMPTY" if base_url else None)) if api_key_env else \
+        ("EMPTY" if base_url else os.environ.get("OPENAI_API_KEY"))
+    if key != "EMPTY":
+        add_secret(key)  # redacted wherever a server echoes it back
+    return key
 
 
 def require_key(api_key_env: str | None, base_url, who: str = "judge") -> str:
@@ -278,8 +282,12 @@ class LLMJudge:
             raise VtError(f"judge user prompt must be a str.format template with {{question}}, "
                           f"{{ground_truth}} and {{prediction}} only ({err!r})") from None
         version = hashlib.sha256((self.system + "\0" + self.template).encode()).hexdigest()[:10]
+        from vtdata.console import redact
+        # the server is part of the judge: verdicts of a stub (or another deployment) serving the same model
+        # name are never reused against the real one (the cache key and the stored verdicts' judge name)
+        server = ",".join(sorted(redact(u).rstrip("/") for u in endpoints(self.base_urls)))
         self.identity = (f"openai:{self.model}|prompt={version}|t={self.temperature:g}|max_tokens={self.max_tokens}"
-                         + ("|input=release" if self.release_input else ""))
+                         + ("|input=release" if self.release_input else "") + f"|server={server}")
         self.requests = 0
         self.tokens = 0
         self.request_latency = 0.0

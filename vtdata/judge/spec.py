@@ -42,6 +42,8 @@ def judge_options(spec: str, base_url: str | None = None, api_key_env: str | Non
                   **extra) -> dict:
     """`make_judge` options from a command's --judge-* flags (judge, score-judge, eval, train share this):
     the openai-only ones are refused for a rule judge instead of being silently ignored."""
+    from vtdata.console import check_env_name
+    check_env_name(api_key_env, "--judge-api-key-env")
     if scope not in SCOPES:
         raise VtError(f"--judge-scope must be one of {', '.join(SCOPES)}; got {scope!r}")
     if not (spec or "").startswith("openai:"):
