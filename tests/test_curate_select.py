@@ -188,7 +188,7 @@ def test_out_must_not_destroy_a_foreign_dir_the_scored_set_or_a_file(tmp_path):
     cfg = dict(db=db, name="c", per_class=2)
     before = sorted(p.name for p in (data / "data").iterdir())
     for out, msg in [(tmp_path / "precious", "not a vt dataset"), (tmp_path / "afile", "is a file"),
-                     (data, "written by `vt build-data`"), (tmp_path, "not a vt dataset")]:
+                     (data, "written by `vt build-data`"), (tmp_path, "which this command needs")]:
         with pytest.raises(VtError, match=msg):
             curate(CurateConfig(out=out, **cfg))
     with pytest.raises(VtError, match="shard-rows"):
