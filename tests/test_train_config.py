@@ -60,3 +60,17 @@ def test_shipped_train_configs_name_no_paths():
     for name in ("train-demo.yaml", "train-mini.yaml", "train-visionthink-7b.yaml", "train-visionthink-3b.yaml"):
         keys = set(yaml.safe_load(shipped(name).read_text()))
         assert not keys & {"data_dir", "output_dir", "db"}, name
+
+
+def test_quiet_after_the_command_is_the_global_flag_not_an_unknown_option():
+    """`vt train CONFIG … -q` (issue 31): the global -q/--quiet written after the command is honoured."""
+    from vtdata import console
+    from vttrain.train_config import parse_config
+    before = console._level["value"]
+    try:
+        cfg = parse_config(None, ["--max_steps", "3", "-q", "--model", "m", "--data_dir", "d"], dry_run=True)
+        assert cfg.max_steps == 3 and console.quiet()
+        with pytest.raises(VtError, match="unknown train option"):
+            parse_config(None, ["--max_steps", "3", "-x"], dry_run=True)
+    finally:
+        console._level["value"] = before

@@ -250,7 +250,12 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
         raise VtError(f"bad train option: {message} (see `vt train --options`)")
     parser.error = refuse
     parser.allow_abbrev = False  # `--learning_rat` is a typo, not `--learning_rate`
-    namespace, rest = parser.parse_known_args(args=list(overrides))
+    overrides = list(overrides)
+    if any(a in ("-q", "--quiet") for a in overrides):  # the global flag written after the command: honoured
+        from vtdata.console import set_verbosity
+        set_verbosity(verbose=False, quiet=True)
+        overrides = [a for a in overrides if a not in ("-q", "--quiet")]
+    namespace, rest = parser.parse_known_args(args=overrides)
     if rest:
         raise VtError(f"unknown train option(s): {' '.join(rest)} (see `vt train --options`)")
     values = resolve_paths(vars(namespace), Path.cwd())  # flags: relative to the current dir
