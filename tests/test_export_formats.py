@@ -88,7 +88,7 @@ def test_export_errors(built, tmp_path):
     with pytest.raises(VtError, match="is a file"):
         export(ExportConfig(str(built / "set"), str(tmp_path / "afile"), "jsonl"))
     assert (tmp_path / "afile").read_text() == "keep me"
-    with pytest.raises(VtError, match="not a vt export"):  # the built set itself
+    with pytest.raises(VtError, match="which this command needs"):  # the built set itself (the overlap rule)
         export(ExportConfig(str(built / "set"), str(built / "set"), "jsonl"))
     r = vt("export", built / "set", "--format", "jsonl", "--out", tmp_path / "cli")
     assert r.returncode == 0 and (tmp_path / "cli" / "val.jsonl").exists()

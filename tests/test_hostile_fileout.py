@@ -31,9 +31,12 @@ def _judge(inp, out, url):
 def test_two_judges_on_one_out_one_refused_and_the_file_whole(tmp_path):
     inp = _input(tmp_path / "in.jsonl")
     out = tmp_path / "o.jsonl"
-    with FakeOpenAI(latency=0.4) as srv:
+    with FakeOpenAI(latency=1.5) as srv:  # 6 requests one at a time: the first run holds the lock ~9 s
         a = _judge(inp, out, srv.url)
-        time.sleep(3.0)
+        lock = out.with_name(f".{out.name}.lock")
+        deadline = time.time() + 60
+        while not lock.exists() and a.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # the second run starts once the first is judging (not after a fixed sleep)
         b = _judge(inp, out, srv.url)
         rb = b.communicate(timeout=120)
         ra = a.communicate(timeout=120)

@@ -59,5 +59,5 @@ def test_curate_reads_only_the_train_split(tmp_path):
     for i, split in enumerate(["train", "val", "train", "val"]):
         con.execute("INSERT INTO sufficiency (policy, sample_id, source, split, dataset, label) "
                     "VALUES ('p', ?, 's', ?, 'd', 'low_ok')", [f"id{i}", split])
-    _, cands = _candidates(con, SimpleNamespace(policy=None, db=tmp_path / "vt.duckdb"))
+    _, cands = _candidates(con, SimpleNamespace(policy=None, db=tmp_path / "vt.duckdb", stratify=None))
     assert sorted(c["sample_id"] for c in cands) == ["id0", "id2"]

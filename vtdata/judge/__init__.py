@@ -90,9 +90,7 @@ def stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, last, t
             loop.close()
 
 
-# The longest prediction sent to an LLM judge (~8k tokens: an 8192-token answer turn, the release's budget);
-# a longer one is scored wrong by rule, in eval, scoring and training alike (Judge._run).
-MAX_PREDICTION_CHARS = 32_000
+MAX_PREDICTION_CHARS = 32_000  # ~8k tokens (the release's answer budget); longer: wrong by rule (Judge._run)
 
 
 class Judge:
