@@ -47,7 +47,7 @@ test-fast: install
 test-science: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m science
 
-# FSDP on 2 CPU processes (issue 32): trains, checkpoints and resumes like 2-process DDP (not in `make test`)
+# FSDP on 2 CPU processes (issue 32): trains, checkpoints and resumes like 2-process DDP (~45 s; not in `make test`)
 test-sharded: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m sharded
 
