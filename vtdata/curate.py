@@ -121,16 +121,14 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
     if fill_short:
         used: set = set()
         other = {"needs_high": "low_ok", "low_ok": "needs_high"}
+        # never from a source whose samples are mostly of the other class: there an ambiguous
+        # sample is more likely scoring noise than a member of this class (a colour question in needs_high)
+        count = Counter((c["source"], c["label"]) for c in candidates)
+        total = Counter(c["source"] for c in candidates)
         for cls in ("needs_high", "low_ok"):
             need = per_class - len(chosen[cls])
             if need <= 0:
                 continue
-            # never from a source whose samples are mostly of the other class: there an ambiguous
-            # sample is more likely scoring noise than a member of this class (a colour question in needs_high)
-            count, total = defaultdict(int), defaultdict(int)
-            for c in candidates:
-                count[c["source"], c["label"]] += 1
-                total[c["source"]] += 1
             pool = sorted((c for c in candidates if c["label"] == "ambiguous" and c["sample_id"] not in used
                            and 2 * count[c["source"], other[cls]] <= total[c["source"]]),
                           key=lambda c: (-CLOSENESS[cls](c), key[c["sample_id"]]))
@@ -155,18 +153,17 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
     cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
     # train rows only: a curated set is a training set (its rows go to train shards); labels of val rows
     # (`vt score-judge --split all`) would put evaluation samples into training
-    train = "coalesce(s.split, 'train') = 'train'"
+    answer = join = ""
     if cfg.stratify == "answer":
         if "samples" not in tables.existing(con):
             raise VtError(f"--stratify answer needs the `samples` table in {cfg.db} (written by `vt build-data --db` "
                           f"and `vt score-judge`)")
-        rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols)}, p.answers[1] FROM sufficiency s "
-                           "LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset "
-                           f"WHERE s.policy = ? AND {train} ORDER BY s.sample_id", [policy]).fetchall()
+        answer = ", p.answers[1]"
+        join = " LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset"
         cols += ("answer",)
-    else:
-        rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols)} FROM sufficiency s WHERE s.policy = ? "
-                           f"AND {train} ORDER BY s.sample_id", [policy]).fetchall()
+    rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols if c != 'answer')}{answer} FROM sufficiency s{join} "
+                       "WHERE s.policy = ? AND coalesce(s.split, 'train') = 'train' ORDER BY s.sample_id",
+                       [policy]).fetchall()
     cands = [dict(zip(cols, r)) for r in rows]
     return policy, cands
 

@@ -19,7 +19,7 @@ With the zoom tool (`tools` with zoom, issue 19) the miniature must also learn W
 2-layer vision tower cannot see on a uniform background: a zoom build's images carry the location cue
 (sufficiency.CUE: location made visible in content) and its box sentence names the quadrant ("The grey box
 at the top left looks flat."), which the zoom call then copies.
-`vt init-model mini` measures that choice's probability per source on held-out rows (`call_probability`
+`vt init-model mini` measures that choice's probability per source on held-out rows (`call_and_sentence_probability`
 in vt_init.json and the model's README.md).
 
 The tokenizer is a byte-level BPE trained on the protocol text (prompts, questions, answers, turns)

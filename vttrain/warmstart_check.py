@@ -1,5 +1,5 @@
 """The warm start's held-out checks (`vt init-model mini`): answer accuracy per source, the probability of
-calling the tool per source (`call_probability`: it must not depend on the source: WHEN to resize is GRPO's
+calling the tool per source (`call_and_sentence_probability`: it must not depend on the source: WHEN to resize is GRPO's
 to learn), and with the zoom tool whether the likeliest zoom box is the quadrant holding the grey box;
 `AccuracyCheck` stops SFT once the accuracies (and boxes) pass. Held-out questions come from their own seed
 namespaces, never from the SFT rows."""
@@ -68,15 +68,11 @@ def check_accuracy(model, processor, rows: list[dict]) -> dict:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def call_probability(model, processor, cfg: MiniConfig, n: int = 200) -> dict:
-    """The warm start's probability of calling the tool per source, on `n` held-out rows each at the low view
-    (`row_call_probability`). Returns {source: mean P(call)}, `choice_mass` and `sentence_mass` (their
-    smallest values over the rows: both ~1 mean the exact sum covers what the model would sample)."""
-    return call_and_sentence_probability(model, processor, cfg, n)[0]
-
-
 def call_and_sentence_probability(model, processor, cfg: MiniConfig, n: int = 200) -> tuple[dict, dict]:
-    """`call_probability`, and P(sentence | source): per source, the mean probability of each turn-1 sentence (its
+    """The warm start's probability of calling the tool per source, on `n` held-out rows each at the low view
+    (`row_call_probability`): {source: mean P(call)}, `choice_mass` and `sentence_mass` (their smallest values over
+    the rows: both ~1 mean the exact sum covers what the model would sample); and P(sentence | source): per source,
+    the mean probability of each turn-1 sentence (its
     text between the think tags) on the same rows. The box sentence is the model's reading of the view, taught in
     SFT from the view's contrast: on the shipped data it coincides with the source (fine low views look flat,
     coarse ones striped), so GRPO learns which action follows a perception, not the perception itself."""
