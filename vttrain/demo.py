@@ -94,9 +94,8 @@ class DemoConfig:
                 raise VtError(f"--{name.replace('_', '-')} must be at least 1")
         if self.penalty_modes is not None:
             from vttrain.reward import MODES
-            modes = [m.strip() for m in self.penalty_modes.split(",")]
-            bad = [m for m in modes if m not in MODES]
-            if bad or len(set(modes)) != len(modes) or not modes:
+            modes = self.train_runs()
+            if any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
                 raise VtError(f"--penalty-modes takes distinct modes among {', '.join(MODES)}; got {self.penalty_modes!r}")
         for name in ("manifest", "train_config"):
             path = Path(getattr(self, name))
@@ -105,7 +104,7 @@ class DemoConfig:
             setattr(self, name, str(path.resolve()))
 
     def train_runs(self) -> tuple[str, ...]:
-        if self.penalty_modes:
+        if self.penalty_modes is not None:
             return tuple(m.strip() for m in self.penalty_modes.split(","))
         return PENALTY_MODES if self.science else ("paper",)
 
