@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 
-from vtdata import protocol, tools
+from vtdata import protocol
+
+from vtdata.protocol import tools
 from vtdata.resolution import view
 from vtdata.sources import sufficiency
-from vttrain import models
-from vttrain.warmstart import THINK_FIRST, quadrant
+from vttrain.models import build as models
+from vttrain.models.warmstart_data import THINK_FIRST, quadrant
 
 
 def images(n: int, size: int = 112, cue: bool = False) -> tuple[list, list[int], list[str]]:

@@ -24,8 +24,8 @@ BINS = [(0, 2), (2, 10), (10, 30), (30, 60), (60, 1000)]
 def probe(model_dir: Path, periods: list[int], n: int) -> list[dict]:
     from vtdata.resolution import view
     from vtdata.sources import sufficiency
-    from vttrain.models import load
-    from vttrain.warmstart_check import row_call_probability
+    from vttrain.models.build import load
+    from vttrain.models.warmstart_check import row_call_probability
     model, processor = load(model_dir, device="cpu")
     rows = []
     for p in periods:

@@ -36,7 +36,7 @@ def run_seed(out: Path, seed: int, extra: list[str]) -> float:
 def figures(db: Path, runs: list[str] | None = None) -> dict:
     """{run: {source or 'all': summary row}} of the eval runs (default: every run in the database)."""
     from vtdata.db import connect
-    from vttrain.summary import summarize
+    from vttrain.report.summary import summarize
     con = connect(db, read_only=True)
     try:
         if runs is None:
@@ -85,7 +85,7 @@ PERTURBED = {3: 2}  # build seed -> torch threads of its SFT
 
 def build(cache: Path, seed: int, threads: int = 1) -> dict:
     """The warm start of `seed` into its own cache (`VT_CACHE`); returns its vt_init.json."""
-    code = ("import sys; from vttrain.warmstart import MiniConfig, init_mini; "
+    code = ("import sys; from vttrain.models.warmstart import init_mini; from vttrain.models.warmstart_data import MiniConfig; "
             f"init_mini(sys.argv[1], MiniConfig(seed={seed}, threads={threads}))")
     model = cache / "model"
     subprocess.run([sys.executable, "-c", code, str(model)], check=True, stdout=subprocess.DEVNULL,
@@ -237,7 +237,7 @@ def curation(demos: list[Path], seed: int = 0) -> None:
     """issue 28: the same GRPO (train-mini.yaml, `seed`) from each demo's warm start on (a) its curated set, (b) the
     whole uncurated training split, (c) a random set of the curated set's size from the same scored pool; think eval
     on the demo's held-out questions; one row per run and a split count per set."""
-    from vt import shipped
+    from vtdata.shipped import shipped
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     tally: dict = {}
     print("| warm start (demo) | set | rows | fine: acc / resize | coarse: acc / resize | general: acc / resize | split |")

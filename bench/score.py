@@ -42,8 +42,8 @@ def bench_score(tmp: Path, n: int, k: int, max_new_tokens: int, concurrency: int
     from vtdata.build import BuildDataConfig, build
     from vtdata.console import set_verbosity
     from vtdata.db import writer
-    from vttrain.models import init_tiny
-    from vttrain.policy import LocalPolicy
+    from vttrain.models.build import init_tiny
+    from vttrain.rollout.policy import LocalPolicy
     from vttrain.score import ScoreConfig, make_judge_for, score
 
     set_verbosity(quiet=True)
@@ -131,7 +131,7 @@ def bench_client(tmp: Path, n: int, k: int, rounds: int, concurrency: int) -> fl
     from vtdata.db import writer
     from vtdata.prompts import load
     from vtdata.resolution import clear_views
-    from vttrain.policy import OpenAIPolicy
+    from vttrain.rollout.policy import OpenAIPolicy
     from vttrain.score import ScoreConfig, _load_samples, _with_images, make_judge_for, score
 
     set_verbosity(quiet=True)
@@ -193,7 +193,7 @@ def _rows(n: int, salt: str) -> list[dict]:
 def bench_ingest(tmp: Path, rows: int, chunk: int, baseline_rows: int) -> None:
     import duckdb
 
-    from vttrain.engine import Store
+    from vttrain.rollout.engine import Store
     from vtdata import tables
     from vttrain.score import ROLLOUT_COLUMNS, TABLES
     con = duckdb.connect(str(tmp / "ingest.duckdb"))

@@ -8,7 +8,7 @@ round by round (each round: --steps optimiser steps of each arm):
               and optimiser; no tools, a trivial reward
   vt          VtGRPOTrainer as `vt train` builds it: the resize tool, the rule judge, the penalty, metrics
   vt before   (--before) vt with its speed-ups off: TRL's full-sequence LM head on CPU, gradient
-              checkpointing on, turn-1 prompts rendered one by one, none of vttrain.fastpath's
+              checkpointing on, turn-1 prompts rendered one by one, none of vttrain.grpo.fastpath's
   vt 26b3a6c  vt at commit 26b3a6c (before issue 29's speed-ups; `git archive` of it into a temp dir, or
               --old-tree DIR), built the same way in a worker process that trains when told, so its steps
               interleave with the others (--no-old: skip)
@@ -52,9 +52,9 @@ def full_res_copy(src: Path, dst: Path) -> Path:
 
 
 def run_arm(name, model, data, out, steps, turn_tokens, call_share, max_turns):
-    from vttrain import scripted
-    from vttrain.train import build_trainer
-    from vttrain.train_config import parse_config
+    from vttrain.grpo import scripted
+    from vttrain.grpo.train import build_trainer
+    from vttrain.grpo.config import parse_config
 
     def script(turn, index, prompt):
         if turn == 1 and (index % 4) < round(4 * call_share):
@@ -120,9 +120,9 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from vttrain import models
-    from vttrain.rollout import make_transform
-    from vttrain.train import load_rows
+    from vttrain.models import build as models
+    from vttrain.grpo.env import make_transform
+    from vttrain.grpo.train import load_rows
 
     def reward(completions, **_):  # trivial but not constant, so the advantages are not all zero
         return [float(len(str(c)) % 3) for c in completions]
@@ -146,9 +146,9 @@ FAST = ("distinct_prompts", "suffix_cache", "image_cache", "matmul_patch_embed",
 
 
 def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None):
-    from vttrain.train import build_trainer
-    from vttrain.train_config import parse_config
-    from vttrain.trainer import VtGRPOTrainer
+    from vttrain.grpo.train import build_trainer
+    from vttrain.grpo.config import parse_config
+    from vttrain.grpo.trainer import VtGRPOTrainer
 
     class Before(VtGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = False
@@ -171,8 +171,8 @@ torch.set_num_threads(1)
 from pathlib import Path
 from transformers import TrainerCallback
 from vtdata.console import set_verbosity
-from vttrain.train import build_trainer
-from vttrain.train_config import parse_config
+from vttrain.grpo.train import build_trainer
+from vttrain.grpo.config import parse_config
 set_verbosity(quiet=True)
 model, data, out, steps = sys.argv[1:5]
 steps_cpu = []
@@ -233,7 +233,7 @@ def old_tree(tmp: Path, given: str | None) -> Path:
 def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_dir: str | None = None,
                  ablate: bool = False) -> None:
     from vtdata.console import set_verbosity
-    from vttrain.warmstart import init_mini
+    from vttrain.models.warmstart import init_mini
     set_verbosity(quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -286,7 +286,7 @@ def main() -> None:
     if not a.protocol:
         return vs_plain_trl(a.rounds, a.steps, a.before, not a.no_old, a.old_tree, a.ablate)
     from vtdata.console import set_verbosity
-    from vttrain.models import init_tiny
+    from vttrain.models.build import init_tiny
     set_verbosity(quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

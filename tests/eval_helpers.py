@@ -18,7 +18,7 @@ def eval_data(n_general: int = 6, n_ocr: int = 6) -> Path:
 
 @lru_cache(maxsize=None)
 def tiny_model() -> Path:
-    from vttrain.models import init_tiny
+    from vttrain.models.build import init_tiny
     return init_tiny(Path(tempfile.mkdtemp(prefix="vt-eval-model-")) / "tiny", seed=0)
 
 
@@ -58,7 +58,7 @@ class ScriptedThink:
 
     def __init__(self, rows: list[dict], plan: dict[str, str]):
         from vtdata.resolution import view_of
-        from vttrain.policy import image_data_url
+        from vttrain.rollout.policy import image_data_url
         self.rows = {r["id"]: r for r in rows}
         self.plan = plan
         self.by_image = {}

@@ -10,15 +10,15 @@ import pytest
 
 @lru_cache(maxsize=None)
 def tiny_model_dir(seed: int = 0) -> Path:
-    """A tiny checkpoint built by `vttrain.models.init_tiny` (once per process and seed)."""
-    from vttrain.models import init_tiny
+    """A tiny checkpoint built by `vttrain.models.build.init_tiny` (once per process and seed)."""
+    from vttrain.models.build import init_tiny
     return init_tiny(Path(tempfile.mkdtemp(prefix="vt-tiny-")) / f"tiny-{seed}", seed=seed)
 
 
 @lru_cache(maxsize=None)
 def tiny_model():
     """(model, processor) of the tiny checkpoint, loaded once per process (treat as read-only)."""
-    from vttrain.models import load
+    from vttrain.models.build import load
     return load(tiny_model_dir(), device="cpu")
 
 

@@ -7,7 +7,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from vttrain.policy import Generation, Policy, as_request
+from vttrain.rollout.policy import Generation, Policy, as_request
 
 MANIFEST = """name: {name}
 seed: 0

@@ -10,8 +10,8 @@ from score_helpers import small_data
 from vtdata import protocol
 from vtdata.dataset import iter_samples
 from vtdata.judge import Verdict
-from vttrain import engine
-from vttrain.policy import Generation, Policy, as_request
+from vttrain.rollout import engine
+from vttrain.rollout.policy import Generation, Policy, as_request
 
 DDL = ("CREATE TABLE t (run VARCHAR, sample_id VARCHAR, idx INTEGER, text VARCHAR, n_turns INTEGER, "
        "tool_call VARCHAR, visual_tokens INTEGER, score DOUBLE, status VARCHAR, reason VARCHAR, "

@@ -14,7 +14,7 @@ from vtdata.console import VtError
 from vtdata.judge import Verdict
 from vtdata.resolution import view_of
 from vttrain.eval import EvalConfig, run
-from vttrain.summary import compare
+from vttrain.report.summary import compare
 
 
 def _preds(db, run):
@@ -28,7 +28,7 @@ def _preds(db, run):
 
 
 def test_tiny_model_three_modes_exact_token_bookkeeping(tmp_path):
-    from vttrain.models import load_processor, visual_tokens
+    from vttrain.models.build import load_processor, visual_tokens
     data, model, db = eval_data(), tiny_model(), tmp_path / "vt.duckdb"
     rows = {r["id"]: r for r in val_rows(data)}
     res = {}
@@ -196,8 +196,8 @@ def test_think_local_backend_delivers_high_view_in_second_turn(tmp_path):
     """The local (transformers) backend with the training chat template: a turn-1 text forced to the
     resize call makes the second turn carry both images; its image tokens = low + high exactly."""
     from eval_helpers import CALL
-    from vttrain.models import load_processor, visual_tokens
-    from vttrain.policy import LocalPolicy, message_images
+    from vttrain.models.build import load_processor, visual_tokens
+    from vttrain.rollout.policy import LocalPolicy, message_images
 
     class CallsFirst(LocalPolicy):
         turn2_images = []
@@ -230,7 +230,7 @@ def test_think_local_backend_delivers_high_view_in_second_turn(tmp_path):
 
 def test_crash_mid_run_keeps_finished_batches(tmp_path):
     """A crash after some batches keeps them; the rerun generates only the rest, without duplicates."""
-    from vttrain.policy import OpenAIPolicy
+    from vttrain.rollout.policy import OpenAIPolicy
 
     data, db = eval_data(), tmp_path / "vt.duckdb"
     rows = val_rows(data)

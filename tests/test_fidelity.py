@@ -94,7 +94,7 @@ def test_format_rules(turns, strict_ok, release_ok):
 
 
 def test_recipe_uses_the_release_format_rule_and_training_applies_it(tmp_path):
-    from vttrain.trainer import make_reward_funcs
+    from vttrain.grpo.trainer import make_reward_funcs
     assert _recipe()["format_rule"] == "release"
     loose = [{"role": "assistant", "content": "<think>a</think> so: <answer>4</answer>"}]
     _, fmt_release, _ = make_reward_funcs(None, "release")
@@ -113,8 +113,8 @@ def tiny(tmp_path_factory):
 def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
     """The shipped configs train with bf16: true (accelerate mixed_precision bf16). One optimiser step at the
     paper's lr 1e-6 must change the weights (fp32 master weights), not round away in bf16."""
-    from vttrain import scripted
-    from vttrain.train import build_trainer
+    from vttrain.grpo import scripted
+    from vttrain.grpo.train import build_trainer
     assert _recipe()["bf16"] is True and _recipe()["learning_rate"] == 1e-6
     root, model, data = tiny
     cfg = h.config(model, data, root / "run_bf16", max_steps=1, bf16=True, learning_rate=1e-6)
@@ -134,7 +134,7 @@ def test_one_step_at_lr_1e6_moves_the_weights_under_bf16(tiny):
 def _only_question_2_is_informative(turn, index, prompt):
     """Question (2)'s group gets mixed rewards; every other group answers right directly (zero variance)."""
     import re
-    from vttrain import scripted
+    from vttrain.grpo import scripted
     if re.findall(r"\((\d+)\)", prompt)[-1] == "2":
         return scripted.mixed_script(turn, index, prompt)
     return scripted.answer(scripted.expected_answer(prompt))
@@ -142,7 +142,7 @@ def _only_question_2_is_informative(turn, index, prompt):
 
 def _recording_trainer(script):
     """A scripted trainer class that keeps every batch it trains on (`T.trained`)."""
-    from vttrain import scripted
+    from vttrain.grpo import scripted
 
     class T(scripted.ScriptedGRPOTrainer):
         trained = []
@@ -157,7 +157,7 @@ def _recording_trainer(script):
 
 def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
     import json
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     T = _recording_trainer(_only_question_2_is_informative)
     root, model, data = tiny
     cfg = h.config(model, data, root / "run_refill", max_steps=2, dynamic_sampling=True, max_refill_rounds=30)
@@ -176,8 +176,8 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups(tiny):
 
 
 def test_refill_cap_keeps_the_batch_size_and_masks_what_is_missing(tiny):
-    from vttrain import scripted
-    from vttrain.train import build_trainer
+    from vttrain.grpo import scripted
+    from vttrain.grpo.train import build_trainer
     T = _recording_trainer(lambda turn, index, prompt: scripted.answer("wrong"))  # never informative
     root, model, data = tiny
     cfg = h.config(model, data, root / "run_cap", max_steps=1, dynamic_sampling=True, max_refill_rounds=2)
@@ -215,7 +215,7 @@ def test_one_judge_grammar_in_every_command(tmp_path):
     from typer.testing import CliRunner
     from vt.cli import app
     from fake_openai import FakeOpenAI
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     from vtdata.console import VtError
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -339,8 +339,8 @@ def test_a_two_turn_trajectory_renders_byte_for_byte_as_the_release(tiny, call, 
     from types import SimpleNamespace
     from PIL import Image
     from trl import GRPOTrainer
-    from vttrain.models import load_processor
-    from vttrain.rollout import ResizeEnv, prepare_processor
+    from vttrain.models.build import load_processor
+    from vttrain.grpo.env import ResizeEnv, prepare_processor
     _, model, _ = tiny
     proc = load_processor(model)
     prepare_processor(proc, turn2_bytes=turn2)
@@ -378,7 +378,7 @@ def _png(side):
 # -- issue 21: judge_input release|vt, global judge concurrency ---------------------------------------------
 
 def _judge_cfg(tmp_path, *flags):
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     return parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"),
                                "--use_cpu", "true", "--judge", "openai:fake", "--judge_scope", "all", *flags])
 
@@ -389,8 +389,8 @@ def test_judge_input_release_sends_what_the_release_sent(tmp_path, monkeypatch):
     import re
     from fake_openai import FakeOpenAI
     from vtdata.judge.llm import PREDICTION_NOTE
-    from vttrain.train import run_judge
-    from vttrain.trainer import make_reward_funcs
+    from vttrain.grpo.train import run_judge
+    from vttrain.grpo.trainer import make_reward_funcs
 
     requests = []
 
@@ -433,7 +433,7 @@ def test_judge_input_release_sends_what_the_release_sent(tmp_path, monkeypatch):
 
 def test_judge_input_release_needs_an_llm_on_every_item(tmp_path):
     from vtdata.console import VtError
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     with pytest.raises(VtError, match="judge_input: release needs an LLM judge"):
         parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "r"),
                             "--use_cpu", "true", "--judge_input", "release"])
@@ -442,7 +442,7 @@ def test_judge_input_release_needs_an_llm_on_every_item(tmp_path):
 @pytest.mark.parametrize("world, share", [("1", 100), ("8", 13), ("32", 4)])
 def test_judge_concurrency_is_for_the_whole_run(tmp_path, monkeypatch, world, share):
     """The release's 100 judge threads served every GPU: 32 processes x 100 would be 3,200 in flight."""
-    from vttrain.train import run_judge
+    from vttrain.grpo.train import run_judge
     cfg = _judge_cfg(tmp_path, "--judge_base_url", "http://127.0.0.1:9", "--judge_concurrency", "100")
     monkeypatch.setenv("WORLD_SIZE", world)  # as accelerate sets it in each process
     judge = run_judge(cfg)
@@ -460,7 +460,7 @@ def _order_recording_trainer():
     """A scripted trainer whose groups are never informative; `T.seen` lists the question numbers of every
     generation round in order: the main loop's batch, then each refill round's."""
     import re
-    from vttrain import scripted
+    from vttrain.grpo import scripted
 
     def number(row):
         return int(re.findall(r"\((\d+)\)", row["question"])[-1])
@@ -484,7 +484,7 @@ def test_refill_reads_the_epochs_next_prompts_and_the_loader_skips_them(tmp_path
     """The release keeps reading its data loader: refill prompts are the epoch's next ones (TRL's shuffled
     order), and the main loop does not hand them out again."""
     import torch
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data", n=8)
     T = _order_recording_trainer()
     cfg = h.config(model, data, tmp_path / "run", max_steps=2, dynamic_sampling=True, max_refill_rounds=2)
@@ -501,7 +501,7 @@ def test_refill_reads_the_epochs_next_prompts_and_the_loader_skips_them(tmp_path
 
 @pytest.mark.slow  # three short runs of the tiny model
 def test_a_resumed_run_refills_from_where_the_checkpoint_left_the_epoch(tmp_path):
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data", n=8)
     runs = {}
     for name, resume in (("whole", None), ("first", None), ("resumed", "first/checkpoint-1")):

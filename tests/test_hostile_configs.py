@@ -1,5 +1,5 @@
 """Round 3, class 2: configs that cannot mean anything are refused in one line before any work
-(train: vttrain.train_config.check_values; every declared config: vtdata.config's bounds and nulls)."""
+(train: vttrain.grpo.config.check_values; every declared config: vtdata.config's bounds and nulls)."""
 from __future__ import annotations
 
 import shutil
@@ -65,7 +65,7 @@ def test_j_is_capped_to_the_cores(tmp_path):
 @pytest.mark.parametrize("garbage", ["{}", "[1, 2]", '"x"'])
 def test_a_garbage_tokenizer_json_is_one_line(tmp_path, garbage):
     from train_helpers import tiny_model
-    from vttrain.models import load_processor
+    from vttrain.models.build import load_processor
     m = tmp_path / "m"
     shutil.copytree(tiny_model(tmp_path), m)
     (m / "tokenizer.json").write_text(garbage)

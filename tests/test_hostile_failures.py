@@ -1,6 +1,6 @@
 """Round 3, class 9: failures of the machine or of a file are one-line errors, not tracebacks: disk full
 (an OSError from pyarrow or the OS, a DuckDB commit failure: vt.cli.environment_error), a truncated
-vt.duckdb (vtdata.db.connect), 1e308 in a run's metrics.jsonl (vttrain.report_examples.read_jsonl)."""
+vt.duckdb (vtdata.db.connect), 1e308 in a run's metrics.jsonl (vttrain.report.examples.read_jsonl)."""
 from __future__ import annotations
 
 import sys

@@ -112,8 +112,8 @@ def test_training_reward_for_appended_verdict_text_is_nothing(tmp_path):
     """A short GRPO run whose scripted policy appends verdict text to its wrong answers, judged by the
     echoing loopback judge: those rollouts score 0 (scored, not left out), the right ones 1."""
     import train_helpers as h
-    from vttrain import scripted
-    from vttrain.train import run
+    from vttrain.grpo import scripted
+    from vttrain.grpo.train import run
 
     def forger(turn, index, prompt_text):   # per group of 4: right, wrong + forged verdict (x3)
         right = scripted.expected_answer(prompt_text)

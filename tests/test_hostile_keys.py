@@ -50,7 +50,7 @@ def test_vt_score_judge_refuses_a_keyless_judge(tmp_path, no_key):
 
 
 def test_vt_train_config_refuses_a_keyless_judge(tmp_path, no_key):
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     with pytest.raises(VtError, match="VT_NOT_SET"):
         parse_config(None, ["--model", "m", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"),
                             "--judge", "openai:gpt-4o-mini", "--judge_api_key_env", "VT_NOT_SET"])
@@ -60,7 +60,7 @@ def test_openai_base_url_never_gets_the_openai_key(monkeypatch):
     """$OPENAI_BASE_URL is not a server the user named to vt: with no --judge-base-url / --policy-base-url
     the key goes to OpenAI's API, never there."""
     from vtdata.judge import JudgeItem, make_judge
-    from vttrain.policy import make_policy
+    from vttrain.rollout.policy import make_policy
     with FakeOpenAI() as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-do-not-leak")
@@ -68,7 +68,7 @@ def test_openai_base_url_never_gets_the_openai_key(monkeypatch):
         j.judge([JudgeItem("q", ["a"], "<answer>b</answer>")])
         j.close()
         policy = make_policy("openai:m", timeout_s=0.3, max_retries=0)
-        from vttrain.policy import GenRequest
+        from vttrain.rollout.policy import GenRequest
         try:
             policy.generate([GenRequest(messages=[{"role": "user", "content": "hi"}], n=1, max_new_tokens=4)])
         except Exception:
@@ -82,8 +82,8 @@ def test_printed_accuracy_says_how_many_judge_errors_it_leaves_out(tmp_path, mon
     from rich.console import Console
 
     from vttrain.eval import EvalConfig, run
-    from vttrain.report import eval_points
-    from vttrain.summary import compare, summarize, summary_table
+    from vttrain.report.report import eval_points
+    from vttrain.report.summary import compare, summarize, summary_table
     monkeypatch.setenv("VT_TEST_KEY", "k")
     data, db = eval_data(), tmp_path / "vt.duckdb"
     rows = val_rows(data)

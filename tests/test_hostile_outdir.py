@@ -102,7 +102,7 @@ def test_cli_refusal_is_one_line_naming_force(tmp_path, manifest):
 
 
 def test_init_model_keeps_a_foreign_directory(tmp_path):
-    from vttrain.models import InitModelConfig, init_model
+    from vttrain.models.init_model import InitModelConfig, init_model
     out = tmp_path / "m"
     _foreign(out, {"config.json": "{\"mine\": 1}", "vt_init.json": "{}"})
     with pytest.raises(VtError, match="--force"):
@@ -116,7 +116,7 @@ def test_init_model_keeps_a_foreign_directory(tmp_path):
 
 
 def test_report_keeps_a_foreign_directory(tmp_path):
-    from vttrain.report import ReportConfig, build_report
+    from vttrain.report.report import ReportConfig, build_report
     db = tmp_path / "vt.duckdb"
     duckdb.connect(str(db)).close()
     out = tmp_path / "site"

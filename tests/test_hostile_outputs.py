@@ -26,7 +26,7 @@ def _one_line(err):
 
 
 def test_report_out_holding_its_database_is_refused_even_with_force(tmp_path):
-    from vttrain.report import ReportConfig, build_report
+    from vttrain.report.report import ReportConfig, build_report
     p = tmp_path / "P"
     p.mkdir()
     db = _db(p / "vt.duckdb")
@@ -38,7 +38,7 @@ def test_report_out_holding_its_database_is_refused_even_with_force(tmp_path):
 
 
 def test_report_out_that_is_a_training_run_is_refused(tmp_path):
-    from vttrain.report import ReportConfig, build_report
+    from vttrain.report.report import ReportConfig, build_report
     db = _db(tmp_path / "vt.duckdb")
     run = tmp_path / "elsewhere" / "run"
     run.mkdir(parents=True)
@@ -49,7 +49,7 @@ def test_report_out_that_is_a_training_run_is_refused(tmp_path):
 
 
 def test_report_out_dot_is_one_line_error(tmp_path, monkeypatch):
-    from vttrain.report import ReportConfig, build_report
+    from vttrain.report.report import ReportConfig, build_report
     (tmp_path / "db").mkdir()
     db = _db(tmp_path / "db" / "vt.duckdb")
     work = tmp_path / "work"
@@ -77,7 +77,7 @@ def test_build_data_out_holding_the_manifest_sources_is_refused_with_force(tmp_p
 
 def test_train_output_dir_that_is_the_data_dir_is_refused(tmp_path):
     from train_helpers import config, write_dataset
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     data = write_dataset(tmp_path / "data", n=2)
     before = sorted(os.listdir(data))
     cfg = config(tmp_path / "no-model", data, data)
@@ -88,7 +88,7 @@ def test_train_output_dir_that_is_the_data_dir_is_refused(tmp_path):
 
 def test_train_output_dir_inside_the_data_dir_is_refused(tmp_path):
     from train_helpers import config, write_dataset
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     data = write_dataset(tmp_path / "data", n=2)
     cfg = config(tmp_path / "no-model", data, data / "run")
     with pytest.raises(VtError, match="inside"):

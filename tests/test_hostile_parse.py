@@ -40,7 +40,7 @@ def test_command_config_files_are_bounded(tmp_path, text, why):
 @pytest.mark.parametrize("text,why", [(BOMB, "expands to more than"), (DEEP_YAML, "nested too deeply"),
                                       ("model: m\n\x00\x01\x02binary", "binary")])
 def test_train_yaml_is_bounded(tmp_path, text, why):
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     p = tmp_path / "train.yaml"
     p.write_text(text)
     with pytest.raises(VtError, match=why):
@@ -56,7 +56,7 @@ def test_a_fifo_config_is_refused_without_blocking(tmp_path):
 
 def test_report_ignores_a_bombed_saved_config(tmp_path):
     """A run dir's vt_train_config.yaml read by `vt report`: refused (treated as unreadable), quickly."""
-    from vttrain.report_examples import train_config
+    from vttrain.report.examples import train_config
     (tmp_path / "vt_train_config.yaml").write_text(BOMB)
     assert train_config(tmp_path) == {}
     (tmp_path / "vt_train_config.yaml").write_text(DEEP_YAML)
@@ -69,7 +69,7 @@ def _hostile_lines(good: list[dict]) -> bytes:
 
 
 def test_run_files_skip_hostile_lines(tmp_path):
-    from vttrain.report import read_metrics
+    from vttrain.report.report import read_metrics
     (tmp_path / "metrics.jsonl").write_bytes(_hostile_lines([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]))
     assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2]
 
@@ -122,7 +122,8 @@ HOSTILE_CALLS = [
 
 @pytest.mark.parametrize("call", HOSTILE_CALLS)
 def test_hostile_tool_calls_get_the_error_turn(call):
-    from vtdata import protocol, tools
+    from vtdata import protocol
+    from vtdata.protocol import tools
     text = "<think>zoom</think>\n" + call
     assert isinstance(protocol.parse_tool_call(text), str)            # an error message for the error turn
     assert isinstance(tools.parse_call(text, tools.selection("resize,zoom")), str)

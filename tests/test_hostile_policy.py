@@ -1,6 +1,6 @@
 """Round 3, class 5 (issue 30's "policy servers that hang or crash vt"): the openai policy has a total
 deadline per request (--policy-timeout), stops at the first 401/403/404, records malformed replies as
-errors, and never holds a reply larger than its token budget can produce (vttrain.policy)."""
+errors, and never holds a reply larger than its token budget can produce (vttrain.rollout.policy)."""
 from __future__ import annotations
 
 import socket
@@ -12,7 +12,7 @@ from PIL import Image
 
 from fake_openai import FakeOpenAI, Reply
 from vtdata.console import VtError
-from vttrain.policy import GenRequest, make_policy
+from vttrain.rollout.policy import GenRequest, make_policy
 
 
 def _req(n=1, max_new_tokens=64):

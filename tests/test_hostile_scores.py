@@ -59,7 +59,7 @@ def test_the_judge_class_bounds_a_long_prediction_for_training_too():
 def test_eval_summary_accuracy_counts_errors(tmp_path):
     import duckdb
     from vtdata import tables
-    from vttrain.summary import summarize
+    from vttrain.report.summary import summarize
     con = duckdb.connect(str(tmp_path / "x.duckdb"))
     tables.ensure(con, "eval_runs", "eval_predictions")
     for i, (score, status) in enumerate([(1.0, "ok"), (None, "error"), (None, "error"), (None, "error")]):

@@ -72,7 +72,7 @@ def test_stored_error_rows_are_redacted(tmp_path):
 
 def test_train_config_dump_has_no_url_credentials(tmp_path):
     from train_helpers import config
-    from vttrain.train_config import write_config
+    from vttrain.grpo.config import write_config
     cfg = config(tmp_path / "m", tmp_path / "d", tmp_path / "r", judge="openai:m",
                  judge_base_url="http://user:hunter2@127.0.0.1:9/v1?token=abcdef123456")
     text = write_config(cfg, tmp_path / "c.yaml").read_text()

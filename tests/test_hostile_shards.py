@@ -68,7 +68,7 @@ def _tamper(shard, how):
 @pytest.mark.parametrize("how", ["swapped", "flipped"])
 def test_an_image_that_does_not_match_its_sha256_is_never_used(data, tmp_path, how):
     from vtdata.dataset import read_split
-    from vttrain.train import load_rows
+    from vttrain.grpo.train import load_rows
     d, shard = data
     assert len(list(iter_samples(d, "train"))) == 4  # intact: read as before
     _tamper(shard, how)

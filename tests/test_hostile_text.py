@@ -43,7 +43,7 @@ def test_shared_consoles_do_not_render_markup():
 
 
 def test_report_plots_draw_dollar_names_as_text(tmp_path):
-    from vttrain.report_plots import plot_tradeoff
+    from vttrain.report.plots import plot_tradeoff
     points = [{"run": r"$\foo{$", "mode": "think", "accuracy": 0.5, "visual_tokens_rel": 0.4, "resize_ratio": 0.2},
               {"run": "$x$ [/y]", "mode": "full", "accuracy": 0.6, "visual_tokens_rel": 1.0, "resize_ratio": 0.0}]
     plot_tradeoff(points, tmp_path / "t.png")

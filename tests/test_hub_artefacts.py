@@ -41,9 +41,10 @@ def test_trained_model_processor_card_and_config(tmp_path):
     import json
 
     import train_helpers as h
-    from vttrain import scripted
-    from vttrain.train import CONFIG_FILE, run
-    from vttrain.train_config import parse_config
+    from vttrain.grpo import scripted
+    from vttrain.grpo.config import CONFIG_FILE
+    from vttrain.grpo.train import run
+    from vttrain.grpo.config import parse_config
 
     model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data")
     final = run(h.config(model, data, tmp_path / "run", max_steps=1, penalty_mode="released"),
@@ -71,7 +72,7 @@ def _loads_with_vt_and_stock_transformers(final):
     import pytest
     from PIL import Image
 
-    from vttrain.models import load, load_processor
+    from vttrain.models.build import load, load_processor
     # the saved processor names its video processor (the stock processor fails without one)
     video = json.loads((final / "processor_config.json").read_text())["video_processor"]
     assert video["video_processor_type"] == "Qwen2VLVideoProcessor" and video["patch_size"] == 14
@@ -98,7 +99,7 @@ def test_failed_train_leaves_no_output_dir(tmp_path):
     import pytest
 
     import train_helpers as h
-    from vttrain.train import run
+    from vttrain.grpo.train import run
     model = h.tiny_model(tmp_path)
     empty = tmp_path / "nodata"
     empty.mkdir()

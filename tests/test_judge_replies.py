@@ -158,8 +158,8 @@ def test_training_logs_the_retry_share_of_each_batch():
     """`vt train`'s accuracy reward logs judge_retry_share beside judge_error_share, for batches that got
     judge replies only."""
     from fake_openai import verdict
-    from vttrain.train import logs_retry_share
-    from vttrain.trainer import make_reward_funcs
+    from vttrain.grpo.train import logs_retry_share
+    from vttrain.grpo.trainer import make_reward_funcs
     seen = []
 
     def first_unread(req):

@@ -4,7 +4,7 @@ from PIL import Image
 
 from fake_openai import FakeOpenAI
 from vtdata.judge import JudgeItem, make_judge
-from vttrain.policy import GenRequest, make_policy
+from vttrain.rollout.policy import GenRequest, make_policy
 
 FAST = dict(backoff_base=0.01, backoff_max=0.05, timeout=5)
 

@@ -87,7 +87,7 @@ def test_one_parquet_writer_for_build_curate_and_export(tmp_path):
 
 def test_one_visual_token_count_is_the_processors():
     from vtdata.resolution import visual_tokens
-    from vttrain import models
+    from vttrain.models import build as models
 
     sizes = [(28, 28), (10, 10), (2, 300), (56, 56), (448, 336), (1023, 769), (1024, 2048), (5000, 4000),
              (28, 5000), (99, 13), (2048, 2048), (4096, 4096)]

@@ -51,7 +51,7 @@ def test_samples_are_deterministic_and_answers_in_the_answer_space():
 def test_sft_tool_rate_does_not_depend_on_the_question_type():
     """The warm start must not teach WHEN to resize: among agent trajectories the share that calls the tool
     is the same (tool_rate) for both classes, so GRPO has something to learn."""
-    from vttrain.warmstart import MiniConfig, trajectory
+    from vttrain.models.warmstart_data import MiniConfig, trajectory
     cfg = MiniConfig()
     rows = [trajectory(i, cfg) for i in range(3000)]
     agent = [r for r in rows if r["kind"] == "agent"]
@@ -60,7 +60,7 @@ def test_sft_tool_rate_does_not_depend_on_the_question_type():
     assert max(rate.values()) - min(rate.values()) < 0.08, rate
     # the box question's think sentence says what the low view shows (striped: coarse, flat: fine), and the tool
     # is called at the same rate after either sentence
-    from vttrain.warmstart import THINK_FIRST
+    from vttrain.models.warmstart_data import THINK_FIRST
     assert {r["think"] for r in agent if r["source"] == "coarse"} == {THINK_FIRST["striped"]}
     assert {r["think"] for r in agent if r["source"] == "fine"} == {THINK_FIRST["flat"]}
     after = {k: np.mean([r["tool"] for r in agent if r["think"] == THINK_FIRST[k]]) for k in ("striped", "flat")}
@@ -81,7 +81,7 @@ def test_a_view_that_hides_the_pattern_is_answered_unknown_and_the_call_still_un
     is UNSEEN, never a guess (chance 1/3 made E[r] cross theta and the scoring labels noisy); a view that shows the
     pattern, the colour question and the answer after the tool keep the true answer (the call rate: the test above)."""
     from vtdata import protocol
-    from vttrain.warmstart import THINK_AFTER, THINK_FIRST, UNSEEN, MiniConfig, trajectory
+    from vttrain.models.warmstart_data import THINK_AFTER, THINK_FIRST, UNSEEN, MiniConfig, trajectory
     rows = [trajectory(i, MiniConfig()) for i in range(600)]
     seen = {"flat-direct": 0, "striped-direct": 0, "after-tool": 0}
     for r in rows:
@@ -109,8 +109,9 @@ def test_a_view_that_hides_the_pattern_is_answered_unknown_and_the_call_still_un
 
 def test_training_template_renders_the_protocol_text_and_masks_only_assistant_turns():
     pytest.importorskip("torch")
-    from vttrain.models import _image_only_processor_class, _pil_image_processor
-    from vttrain.warmstart import MiniConfig, build_tokenizer, training_chat_template, trajectory
+    from vttrain.models.build import _image_only_processor_class, _pil_image_processor
+    from vttrain.models.warmstart_data import MiniConfig, training_chat_template, trajectory
+    from vttrain.models.warmstart import build_tokenizer
     from vtdata import protocol
     from trl.data_utils import prepare_multimodal_messages
     proc = _image_only_processor_class()(_pil_image_processor(), build_tokenizer(MiniConfig()),
@@ -133,7 +134,7 @@ def test_turn_one_think_sentence_is_read_off_the_shown_view():
     """The box question's sentence comes from the pixels of the view the model is shown: a fine box looks flat
     at the low view and striped at the high view; a coarse box looks striped at both."""
     from vtdata.sources import sufficiency
-    from vttrain.warmstart import THINK_FIRST, first_think
+    from vttrain.models.warmstart_data import THINK_FIRST, first_think
     for i in range(10):
         for scale, low_says in (("fine", "flat"), ("coarse", "striped")):
             s = sufficiency.sample("ocr", 0, i, 112, scale)
@@ -148,9 +149,10 @@ def test_call_probability_is_exact_and_independent_of_batching():
     torch = pytest.importorskip("torch")
     from transformers import Qwen2_5_VLForConditionalGeneration
     from vtdata import protocol
-    from vttrain import models
-    from vttrain.warmstart import MINI_TEXT, MINI_VISION, THINK_FIRST, MiniConfig, build_tokenizer
-    from vttrain.warmstart_check import check_rows, row_call_probability
+    from vttrain.models import build as models
+    from vttrain.models.warmstart_data import MINI_TEXT, MINI_VISION, THINK_FIRST, MiniConfig
+    from vttrain.models.warmstart import build_tokenizer
+    from vttrain.models.warmstart_check import check_rows, row_call_probability
     cfg = MiniConfig(check_size=2)
     proc = models._image_only_processor_class()(models._pil_image_processor(min_pixels=models.MIN_PIXELS,
                                                                           max_pixels=models.MAX_PIXELS),

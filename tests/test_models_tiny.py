@@ -1,4 +1,4 @@
-"""The tiny model and the processor path every stage uses (vttrain.models)."""
+"""The tiny model and the processor path every stage uses (vttrain.models.build)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from models_helpers import tiny_dir, tiny_model  # noqa: F401  (tiny_dir is a fixture)
-from vttrain import models
+from vttrain.models import build as models
 
 
 def _chat(processor, images, question="What is the number?"):

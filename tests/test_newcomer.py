@@ -23,15 +23,15 @@ def test_error_text_is_printed_as_written_not_as_markup(monkeypatch, capsys):
 
 
 def test_train_options_are_not_abbreviated():
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     assert parse_config("train-demo.yaml", ["--learning_rate", "1e-4"]).learning_rate == 1e-4
     with pytest.raises(VtError, match="--learning_rat"):
         parse_config("train-demo.yaml", ["--learning_rat", "1e-4"])
 
 
 def test_train_without_a_model_is_a_one_line_error(tmp_path):
-    from vttrain.train import run
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.train import run
+    from vttrain.grpo.config import parse_config
     data = h.write_dataset(tmp_path / "data")
     cfg = parse_config("train-demo.yaml", ["--data_dir", str(data), "--output_dir", str(tmp_path / "run")])
     with pytest.raises(VtError, match="needs model"):
@@ -40,7 +40,7 @@ def test_train_without_a_model_is_a_one_line_error(tmp_path):
 
 
 def test_policy_may_be_a_bare_checkpoint_directory(tmp_path):
-    from vttrain.policy import LocalPolicy, make_policy
+    from vttrain.rollout.policy import LocalPolicy, make_policy
     model = h.tiny_model(tmp_path)
     policy = make_policy(str(model))
     assert isinstance(policy, LocalPolicy) and policy.identity == f"local:{model.resolve()}"
@@ -52,7 +52,7 @@ def test_quiet_train_has_no_progress_bar_or_printed_metrics(tmp_path):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from vtdata.console import set_verbosity
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data")
     kinds = []
     for quiet in (False, True):

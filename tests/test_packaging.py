@@ -71,7 +71,7 @@ def test_wheel_ships_manifests_and_runs_from_elsewhere(wheel_vt, tmp_path):
 def test_shipped_configs_by_name_from_any_directory(tmp_path, monkeypatch):
     from vt import shipped
     from vtdata.manifest import load
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     monkeypatch.chdir(tmp_path)
     assert load("demo.yaml").path == shipped("demo.yaml")
     assert load("manifests/demo.yaml").path == shipped("demo.yaml")
@@ -97,7 +97,7 @@ def test_missing_extras_are_one_line_errors(monkeypatch):
     from types import SimpleNamespace
 
     from vtdata.console import VtError
-    from vttrain.train_config import check_extras
+    from vttrain.grpo.config import check_extras
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -74,7 +74,7 @@ def test_score_judge_and_eval_ask_the_direct_prompt_with_the_release_newline(mon
     """Issue 21: score-judge and eval full|low (engine._direct) put the release's newline between image and
     question by default; direct_newline false gives vt's old prompt."""
     import asyncio
-    from vttrain import engine
+    from vttrain.rollout import engine
     from vttrain.eval import EvalConfig
     from vttrain.score import ScoreConfig
 
@@ -149,7 +149,7 @@ def test_chat_template_renders_tool_turn_as_user_turn_and_is_prefix_preserving()
     (OK + OK, False, False),                                                                          # two calls
 ])
 def test_release_tool_call_acceptance(text, strict_fires, release_fires):
-    from vtdata.tools import parse_call
+    from vtdata.protocol.tools import parse_call
     for rule, fires in (("strict", strict_fires), ("release", release_fires)):
         call = parse_call(f"<think>x</think>{text}", ("resize",), rule)
         assert isinstance(call, ToolCall) == fires, (rule, call)
@@ -157,7 +157,7 @@ def test_release_tool_call_acceptance(text, strict_fires, release_fires):
 
 
 def test_release_reads_an_unclosed_call_as_a_direct_answer():
-    from vtdata.tools import parse_call
+    from vtdata.protocol.tools import parse_call
     text = '<think>x</think><tool_call>{"name": "resize_image", "arguments": {"action": "resize"}}'
     assert isinstance(parse_call(text, ("resize",), "strict"), str)   # vt: the error turn
     assert parse_call(text, ("resize",), "release") is None            # the release: no call, the rollout ends
@@ -166,9 +166,9 @@ def test_release_reads_an_unclosed_call_as_a_direct_answer():
 def test_tool_call_parse_is_a_train_option_and_reaches_the_turn_parser(tmp_path):
     import train_helpers as h
     from vtdata.console import VtError
-    from vttrain.models import load_processor
-    from vttrain.rollout import prepare_processor
-    from vttrain.train_config import parse_config
+    from vttrain.models.build import load_processor
+    from vttrain.grpo.env import prepare_processor
+    from vttrain.grpo.config import parse_config
     model = h.tiny_model(tmp_path)
     proc = load_processor(model)
     extra = '<tool_call>{"name": "resize_image", "arguments": {"action": "resize", "scale": 2}}</tool_call>'

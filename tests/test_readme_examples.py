@@ -45,12 +45,12 @@ def commands(text: str) -> list[str]:
 
 
 def written(command: str) -> list[str]:
-    """The paths a `vt` command (or `-m vttrain.train`) writes: its output and the database it adds to."""
+    """The paths a `vt` command (or `-m vttrain.grpo.train`) writes: its output and the database it adds to."""
     words = shlex.split(command)
     if "vt" in words:
         words = words[words.index("vt") + 1:]
-    elif "vttrain.train" in words:
-        words = ["train"] + words[words.index("vttrain.train") + 1:]
+    elif "vttrain.grpo.train" in words:
+        words = ["train"] + words[words.index("vttrain.grpo.train") + 1:]
     else:
         return []
     while words and words[0].startswith("-"):
@@ -115,6 +115,6 @@ def test_readme_walkthrough_runs_as_printed_beside_the_demo(tmp_path):
     assert [row[:2] + row[3:] for row in got] == [row[:2] + row[3:] for row in want], outputs[-1]
     # the Python example's loader line
     line = next(x for x in text.splitlines() if x.startswith("model, processor = load("))
-    code = "from vttrain.models import load\n" + line.split("#")[0] + "\nprint(type(model).__name__)"
+    code = "from vttrain.models.build import load\n" + line.split("#")[0] + "\nprint(type(model).__name__)"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "Qwen2_5_VL" in r.stdout, r.stderr[-2000:]

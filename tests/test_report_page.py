@@ -15,7 +15,7 @@ from vtdata.dataset import iter_samples
 from vtdata.console import VtError
 from vttrain.demo import vt
 from vttrain.eval import EvalConfig, run as run_eval
-from vttrain.report import NOT_RUN, ReportConfig, build_report, curated_balance, eval_points, scoring_accuracy
+from vttrain.report.report import NOT_RUN, ReportConfig, build_report, curated_balance, eval_points, scoring_accuracy
 
 
 def _images(page: Path) -> list[str]:
@@ -203,7 +203,7 @@ def test_report_shows_run_configs_example_rollouts_and_flags_all_zero_runs(tmp_p
 
     import yaml
 
-    from vttrain.report import ReportConfig, _training
+    from vttrain.report.report import ReportConfig, _training
     run = tmp_path / "train-paper"
     run.mkdir()
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "reward": 0.0, "resize_ratio": 0.0,
@@ -227,8 +227,8 @@ def test_report_shows_run_configs_example_rollouts_and_flags_all_zero_runs(tmp_p
 
 
 def test_report_training_curves_are_smoothed_means_not_one_step(tmp_path):
-    from vttrain.report import ReportConfig, _training
-    from vttrain.report_plots import PANELS
+    from vttrain.report.report import ReportConfig, _training
+    from vttrain.report.plots import PANELS
     run = tmp_path / "run"
     run.mkdir()
     lines = [{"step": i, "reward": float(i), "resize_ratio": 0.5, "accuracy_direct": 0.8, "accuracy_resized": 0.4,
@@ -265,7 +265,7 @@ def _thumbs(html: str) -> list[tuple[str, Image.Image, int, tuple[int, int]]]:
 
 def _check_pair(pair, row: dict) -> None:
     """Low then high view of `row`, both scaled by one factor (longer high side THUMB), shown equally wide."""
-    from vttrain.report_examples import THUMB
+    from vttrain.report.examples import THUMB
     scale = min(1.0, THUMB / max(row["high_width"], row["high_height"]))
     for (which, im, shown, alt), view in zip(pair, ("low", "high")):
         size = (row[f"{view}_width"], row[f"{view}_height"])
@@ -278,7 +278,7 @@ def _check_pair(pair, row: dict) -> None:
 def test_example_rollouts_show_both_views_and_survive_a_missing_dataset(tmp_path):
     import yaml
 
-    from vttrain.report import _training
+    from vttrain.report.report import _training
     data = eval_data()
     rows = list(iter_samples(data, split="train"))[:3]
     run = tmp_path / "train-paper"

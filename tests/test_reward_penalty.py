@@ -3,7 +3,7 @@ functions the trainer runs on the gathered batch (the reward is accuracy + forma
 the trainer tests check that sum)."""
 import pytest
 
-from vttrain.reward import Rollout, batch_penalties, group_penalties, group_ratio
+from vttrain.grpo.reward import Rollout, batch_penalties, group_penalties, group_ratio
 
 
 def R(score, high=False, attempted=None, fmt=True):

@@ -13,8 +13,8 @@ from models_helpers import tiny_model, tiny_model_dir
 from score_helpers import CountingPolicy, NoCallPolicy, ScriptedPolicy, samples, small_data
 from vtdata.db import writer
 from vtdata.judge import make_judge
-from vttrain import models
-from vttrain.policy import LocalPolicy
+from vttrain.models import build as models
+from vttrain.rollout.policy import LocalPolicy
 from vtdata import tables
 from vttrain.score import TABLES, ScoreConfig, Thresholds, label_sql, make_judge_for, score
 

@@ -11,8 +11,8 @@ from fake_openai import FakeOpenAI, Reply
 from models_helpers import tiny_model, tiny_model_dir
 from score_helpers import decode_data_url
 from vtdata.console import VtError
-from vttrain import models
-from vttrain.policy import GenRequest, LocalPolicy, make_policy
+from vttrain.models import build as models
+from vttrain.rollout.policy import GenRequest, LocalPolicy, make_policy
 
 
 def _msgs(image, question="How many dots?"):
@@ -160,7 +160,7 @@ def test_local_policy_samples_batches_and_counts_tokens():
 
 
 def test_openai_policy_retries_transient_errors_and_sends_the_key(monkeypatch):
-    """vttrain.policy._Post retries as the SDK did: 429 (its Retry-After) and 5xx, then the reply; 400 is final.
+    """vttrain.rollout.policy._Post retries as the SDK did: 429 (its Retry-After) and 5xx, then the reply; 400 is final.
     The bearer key and the JSON body (with a per-sample seed) reach the server."""
     monkeypatch.setenv("VT_TEST_KEY", "sk-test")
     seen = []

@@ -143,7 +143,7 @@ def test_location_cue_adds_only_a_fixed_ramp_and_keeps_the_fine_low_view_flat(tm
     """`location_cue` (issue 19: location made visible in content): the same row with and without the cue differs
     by a ramp that depends on the pixel's position alone (red by x, blue by y, +-CUE/2), not on the answer; the
     low view's box stays flat for fine boxes and striped for coarse ones by the warm start's VISIBLE rule."""
-    from vttrain.warmstart import VISIBLE
+    from vttrain.models.warmstart_data import VISIBLE
     for i in range(6):
         plain, cued = S.sample("ocr", 0, i, 112, "fine"), S.sample("ocr", 0, i, 112, "fine", cue=True)
         assert plain["answer"] == cued["answer"] and {**plain["spec"], "cue": S.CUE} == cued["spec"]

@@ -14,11 +14,11 @@ from vtdata.console import VtError
 def test_a_plain_dataclass_that_pickles_by_its_module_path():
     from trl import GRPOConfig
 
-    import vttrain.train as train
-    from vttrain.train_config import VtTrainConfig
+    import vttrain.grpo.train as train
+    from vttrain.grpo.config import VtTrainConfig
 
     assert issubclass(VtTrainConfig, GRPOConfig) and dataclasses.is_dataclass(VtTrainConfig)
-    assert VtTrainConfig.__module__ == "vttrain.train_config"
+    assert VtTrainConfig.__module__ == "vttrain.grpo.config"
     assert not hasattr(train, "__getattr__") and "VtTrainConfig" not in vars(train)  # no runtime-built class
     names = {f.name for f in dataclasses.fields(VtTrainConfig)}
     assert {"data_dir", "penalty_mode", "theta", "learning_rate", "num_generations"} <= names
@@ -30,7 +30,7 @@ def test_a_plain_dataclass_that_pickles_by_its_module_path():
 
 
 def test_yaml_paths_are_relative_to_the_yaml_and_flags_to_the_cwd(tmp_path, monkeypatch):
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
 
     conf = tmp_path / "configs"
     (conf / "prompts").mkdir(parents=True)
@@ -65,7 +65,7 @@ def test_shipped_train_configs_name_no_paths():
 def test_quiet_after_the_command_is_the_global_flag_not_an_unknown_option():
     """`vt train CONFIG … -q` (issue 31): the global -q/--quiet written after the command is honoured."""
     from vtdata import console
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     before = console._level["value"]
     try:
         cfg = parse_config(None, ["--max_steps", "3", "-q", "--model", "m", "--data_dir", "d"], dry_run=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import train_helpers as h
-from vttrain.reward import Rollout, group_penalties
+from vttrain.grpo.reward import Rollout, group_penalties
 
 SCRIPT = Path(__file__).with_name("train_dist_script.py")
 

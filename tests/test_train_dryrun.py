@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 import train_helpers as h
 from vt.cli import app
 from vtdata.console import VtError
-from vttrain import memory
-from vttrain.train_config import parse_config
+from vttrain.grpo import memory
+from vttrain.grpo.config import parse_config
 
 R7, R3 = h.ROOT / "manifests" / "train-visionthink-7b.yaml", h.ROOT / "manifests" / "train-visionthink-3b.yaml"
 

@@ -7,7 +7,7 @@ from transformers import TrainerCallback
 
 import train_helpers as h
 from vtdata.console import VtError
-from vttrain import scripted
+from vttrain.grpo import scripted
 
 
 class Crash(Exception):
@@ -33,8 +33,8 @@ def _steps(run_dir):
 
 @pytest.mark.slow
 def test_resume_continues_at_the_right_step_and_data_position(tmp_path):
-    from vttrain import models
-    from vttrain.train import run
+    from vttrain.models import build as models
+    from vttrain.grpo.train import run
 
     model = h.tiny_model(tmp_path)
     data = h.write_dataset(tmp_path / "data", n=6)

@@ -1,7 +1,7 @@
 """`vt train` end to end on the tiny model (CPU): the tool turn, masks, rewards, metrics, final model.
 
 The random tiny model never writes a valid tool call, so most tests script the sampled text of each
-turn (vttrain.scripted); TRL's tool loop, the environment, the processor, the loss and the optimiser
+turn (vttrain.grpo.scripted); TRL's tool loop, the environment, the processor, the loss and the optimiser
 run for real."""
 import json
 from pathlib import Path
@@ -12,7 +12,7 @@ import torch
 import train_helpers as h
 from vtdata import protocol
 from vtdata.console import VtError
-from vttrain import scripted
+from vttrain.grpo import scripted
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,9 @@ def _jsonl(path):
 
 
 def test_two_optimiser_steps_with_the_tool_turn(tiny):
-    from vttrain import models
-    from vttrain.rollout import high_view
-    from vttrain.train import run
+    from vttrain.models import build as models
+    from vttrain.grpo.env import high_view
+    from vttrain.grpo.train import run
 
     root, model, data = tiny
     cfg = h.config(model, data, root / "run")
@@ -112,7 +112,7 @@ def test_two_optimiser_steps_with_the_tool_turn(tiny):
 
 
 def test_invalid_call_gets_the_error_turn_and_dynamic_sampling(tiny):
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
 
     bad = '<think>hm</think><tool_call>{"name": "resize_image", "arguments": {"action": "zoom"}}</tool_call>'
 
@@ -141,9 +141,9 @@ def test_invalid_call_gets_the_error_turn_and_dynamic_sampling(tiny):
 
 
 def test_sampled_rollouts_never_contain_vision_tokens(tiny):
-    from vttrain.rollout import vision_token_ids
-    from vttrain.train import build_trainer
-    from vttrain.trainer import VtGRPOTrainer
+    from vttrain.grpo.env import vision_token_ids
+    from vttrain.grpo.train import build_trainer
+    from vttrain.grpo.trainer import VtGRPOTrainer
 
     root, model, data = tiny
     cfg = h.config(model, data, root / "run_sampled", max_steps=1, max_completion_length=200)
@@ -157,8 +157,8 @@ def test_sampled_rollouts_never_contain_vision_tokens(tiny):
 
 
 def test_config_errors(tiny, tmp_path):
-    from vttrain.train import run
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.train import run
+    from vttrain.grpo.config import parse_config
 
     root, model, data = tiny
     bad = tmp_path / "bad.yaml"
@@ -188,8 +188,8 @@ def test_config_errors(tiny, tmp_path):
 
 
 def test_lora_run_saves_a_merged_model(tiny):
-    from vttrain import models
-    from vttrain.train import run
+    from vttrain.models import build as models
+    from vttrain.grpo.train import run
 
     root, model, data = tiny
     final = run(h.config(model, data, root / "run_lora", max_steps=1, use_peft=True, lora_r=4,
@@ -203,7 +203,7 @@ def test_lora_run_saves_a_merged_model(tiny):
 
 
 def test_shipped_configs_parse(monkeypatch):
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the paper recipe's judge is an LLM: a real run needs a key
 
     demo = parse_config(h.ROOT / "manifests" / "train-demo.yaml", [])
@@ -220,8 +220,8 @@ def test_shipped_configs_parse(monkeypatch):
 def test_trl_accepts_vt_template_not_the_stock_one(tiny):
     from trl.chat_template_utils import is_chat_template_prefix_preserving, supports_tool_calling
 
-    from vttrain.models import load_processor
-    from vttrain.rollout import prepare_processor
+    from vttrain.models.build import load_processor
+    from vttrain.grpo.env import prepare_processor
 
     proc = load_processor(tiny[1])
     assert not supports_tool_calling(proc)  # the Qwen2.5-VL template drops tool calls: TRL refuses it
@@ -232,7 +232,7 @@ def test_trl_accepts_vt_template_not_the_stock_one(tiny):
 def test_dropped_tool_image_and_turn_limit(tiny):
     """A turn 1 so long that the high-res turn no longer fits: TRL drops the image, vt notices; and a
     second call is never answered (max_turns = 2)."""
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
 
     long_call = "<think>" + "look " * 120 + "</think>" + protocol.CALL_EXAMPLE
 
@@ -253,7 +253,7 @@ def test_dropped_tool_image_and_turn_limit(tiny):
 
 
 def test_overlong_prompts_are_rejected_not_truncated(tiny, tmp_path):
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
 
     root, model, data = tiny
     with pytest.raises(VtError, match="no row fits: prompt has"):
@@ -265,8 +265,8 @@ def test_overlong_prompts_are_rejected_not_truncated(tiny, tmp_path):
 def test_generated_vision_token_stops_the_run(tiny, monkeypatch):
     from trl import GRPOTrainer
 
-    from vttrain.train import build_trainer
-    from vttrain.trainer import VtGRPOTrainer
+    from vttrain.grpo.train import build_trainer
+    from vttrain.grpo.trainer import VtGRPOTrainer
 
     root, model, data = tiny
     trainer, proc = build_trainer(h.config(model, data, root / "run_guard", max_steps=1))
@@ -281,7 +281,7 @@ def test_generated_vision_token_stops_the_run(tiny, monkeypatch):
 def test_each_run_gets_environments_with_its_own_prompts(tmp_path):
     """The run's tool-turn prompts reach its environments through the factory, not a class attribute that
     a second run in the process would overwrite."""
-    from vttrain.rollout import ResizeEnv, env_factory
+    from vttrain.grpo.env import ResizeEnv, env_factory
     (tmp_path / "ok.txt").write_text("Answer now, from the larger image.")
     mine = env_factory(("resize",), {"ok_prompt": str(tmp_path / "ok.txt"), "error_prompt": "tool_error"})
     other = env_factory(("resize",), {"ok_prompt": "tool_ok", "error_prompt": "tool_error"})

@@ -1,14 +1,14 @@
-"""The GRPO step's speed-ups (vttrain.trainer / vttrain.fastpath: completion-only LM head on CPU, batched turn-1
+"""The GRPO step's speed-ups (vttrain.grpo.trainer / vttrain.grpo.fastpath: completion-only LM head on CPU, batched turn-1
 rendering, each distinct prompt rendered once, cached tool-suffix ids, per-step image-processing cache, the patch
 embedding as one matmul, the vision tower once per distinct image, length-bucketed log-prob forwards;
-vttrain.train_config: no gradient checkpointing on CPU) leave what the trainer computes unchanged."""
+vttrain.grpo.config: no gradient checkpointing on CPU) leave what the trainer computes unchanged."""
 import json
 from pathlib import Path
 
 import pytest
 
 import train_helpers as h
-from vttrain import scripted
+from vttrain.grpo import scripted
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def tiny(tmp_path_factory):
 def _run(root, model, data, name, fast: bool, monkeypatch, head):
     import trl.trainer.utils as tu
 
-    from vttrain.train import build_trainer
+    from vttrain.grpo.train import build_trainer
     rows = []  # positions TRL's fused head projects through the vocabulary, per call
 
     class Counted(head):
@@ -63,7 +63,7 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     root, model, data = tiny
     head = tu._ChunkedLogProbFunction
     slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
-    from vttrain import fastpath
+    from vttrain.grpo import fastpath
     took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0, "rope": 0}
 
     def counting(name, fn, hit):
@@ -125,7 +125,7 @@ def test_fast_vision_tower_matches_transformers(tiny):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vttrain import fastpath
+    from vttrain.grpo import fastpath
     _, model_dir, _ = tiny
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
     fast = copy.deepcopy(model)

@@ -7,7 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from vtdata import prompts, protocol, tools
+from vtdata import prompts, protocol
+
+from vtdata.protocol import tools
 from vtdata.console import VtError
 
 BOTH = ("resize", "zoom")
@@ -129,7 +131,7 @@ def test_n_turn_format_rule():
 
 
 def test_token_cost_penalty_prefers_the_cheaper_tool():
-    from vttrain.reward import Rollout, group_penalties
+    from vttrain.grpo.reward import Rollout, group_penalties
     zoom = Rollout(score=1.0, used_high=True, attempted=True, cost=4 / 16)
     resize = Rollout(score=1.0, used_high=True, attempted=True, cost=16 / 16)
     direct = Rollout(score=0.0, used_high=False, attempted=False)
@@ -145,7 +147,7 @@ def test_token_cost_penalty_prefers_the_cheaper_tool():
 
 
 def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_not_the_choice():
-    from vttrain.warmstart import MiniConfig, trajectory, zoom_box
+    from vttrain.models.warmstart_data import MiniConfig, trajectory, zoom_box
     # the tools field must not move the resize-only key (the guessing build of before issue 28 keeps its own)
     assert MiniConfig().key() == MiniConfig(tools=("resize",)).key()
     assert MiniConfig(abstain=False).key() == MiniConfig(tools=("resize",), abstain=False).key() == "8b9f651a91f6ef23"
@@ -163,7 +165,7 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
     assert z["images"][1].size == (56, 56)
     assert box in ([0, 0, 28, 28], [28, 0, 56, 28], [0, 28, 28, 56], [28, 28, 56, 56])
     # a zoom build's box sentence names the quadrant that its zoom call then takes (and the general one does not)
-    from vttrain.warmstart import WHERE
+    from vttrain.models.warmstart_data import WHERE
     quads = [[0, 0, 28, 28], [28, 0, 56, 28], [0, 28, 28, 56], [28, 28, 56, 56]]
     zooms = [r for r in agent if r.get("tool_name") == "zoom"]
     for r in zooms:
@@ -181,7 +183,8 @@ def test_default_warm_start_keeps_its_key_and_zoom_warm_start_teaches_the_box_no
         assert r.get("tool_name") in (None, *declared)
     assert set(offered) == {("resize",), ("zoom",), BOTH}
     # the call/answer choice follows one " looks flat.</think>" token whatever the quadrant (the quadrant is its own)
-    from vttrain.warmstart import build_tokenizer, think_sentences
+    from vttrain.models.warmstart_data import think_sentences
+    from vttrain.models.warmstart import build_tokenizer
     tok = build_tokenizer(cfg)
     pieces = [tok.convert_ids_to_tokens(tok(t)["input_ids"]) for t in think_sentences(cfg)["ocr"]]
     assert all(len(p) == 3 for p in pieces) and len({p[1] for p in pieces}) == 4 and len({p[2] for p in pieces}) == 2
@@ -205,7 +208,7 @@ SMALL = "<think>s</think>" + tools.call_text("zoom", [0, 0, 5, 5])  # too small:
 def _n_turn_script(turn, index, prompt):
     """Per group of 4, max_turns 3: 0 zooms, resizes, answers; 1 sends a too-small box, answers; 2 zooms at
     every turn (cut at the limit, no answer); 3 answers at once."""
-    from vttrain import scripted
+    from vttrain.grpo import scripted
     k = index % 4
     plan = {0: [ZOOM, RESIZE], 1: [SMALL], 2: [ZOOM, ZOOM, ZOOM], 3: []}[k]
     return plan[turn - 1] if turn <= len(plan) else scripted.answer(scripted.expected_answer(prompt))
@@ -223,8 +226,9 @@ def test_n_turn_training_with_both_tools(tiny, mask):
     """TRL's tool loop with ResizeZoomEnv for 3 turns: the crop and the high view reach the model, every tool turn
     is masked out of the loss, the rollout cut at the limit is counted (or masked with mask_over_turns)."""
     import train_helpers as h
-    from vttrain import models, scripted
-    from vttrain.train import build_trainer
+    from vttrain.models import build as models
+    from vttrain.grpo import scripted
+    from vttrain.grpo.train import build_trainer
 
     class T(scripted.ScriptedGRPOTrainer):
         caught = []
@@ -281,8 +285,8 @@ def test_think_eval_with_zoom_and_n_turns(tmp_path):
     from eval_helpers import eval_data, tiny_model, val_rows
     from vtdata.resolution import view_of
     from vttrain.eval import EvalConfig, run as run_eval
-    from vttrain.models import load_processor, visual_tokens
-    from vttrain.policy import LocalPolicy, message_images
+    from vttrain.models.build import load_processor, visual_tokens
+    from vttrain.rollout.policy import LocalPolicy, message_images
 
     class Plan(LocalPolicy):
         async def agenerate(self, requests):
@@ -318,7 +322,7 @@ def test_think_eval_with_zoom_and_n_turns(tmp_path):
         total = next(s for s in res["summary"] if s["source"] == "all")
         assert total["zoom_ratio"] == 1.0 and total["unanswered"] == (0 if turns == 3 else 2)
     # vt report: a point per tool setting when a run used zoom
-    from vttrain.report import ReportConfig, build_report
+    from vttrain.report.report import ReportConfig, build_report
     page = build_report(ReportConfig(out=str(tmp_path / "report"), db=str(db), runs=[]))
     assert "5. Tools" in page.read_text() and (tmp_path / "report" / "plots" / "tools.png").is_file()
 
@@ -327,7 +331,7 @@ def test_an_eval_table_from_before_zoom_gets_the_column(tmp_path):
     import duckdb
 
     from vtdata import tables
-    from vttrain.summary import summarize
+    from vttrain.report.summary import summarize
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     old = tables.DDL["eval_predictions"].split(";")[0].replace(" zoomed BOOLEAN,", "")
     con.execute(old)
@@ -359,8 +363,8 @@ def test_box_check_follows_the_models_own_sentence_to_its_call(monkeypatch):
     sentence. A fake model that reads the grey box's quadrant off the low view and copies it into the call scores
     1; one that names the wrong quadrant scores 0 even though its call copies the sentence faithfully."""
     import numpy as np
-    from vttrain import warmstart_check as wc
-    from vttrain.warmstart import WHERE, MiniConfig, think_sentences
+    from vttrain.models import warmstart_check as wc
+    from vttrain.models.warmstart_data import WHERE, MiniConfig, think_sentences
 
     def grey_quadrant(img):
         a = np.asarray(img.convert("RGB"), dtype=float)

@@ -6,8 +6,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_helpers as h  # noqa: E402
 
-from vttrain.scripted import ScriptedGRPOTrainer  # noqa: E402
-from vttrain.train import build_trainer  # noqa: E402
+from vttrain.grpo.scripted import ScriptedGRPOTrainer  # noqa: E402
+from vttrain.grpo.train import build_trainer  # noqa: E402
 
 model, data, out, per_device, mode = sys.argv[1:6]
 cfg = h.config(Path(model), Path(data), Path(out), per_device_train_batch_size=int(per_device), max_steps=1,

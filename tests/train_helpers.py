@@ -52,7 +52,7 @@ _TINY = {}
 
 
 def tiny_model(tmp_root: Path) -> Path:
-    from vttrain.models import init_tiny
+    from vttrain.models.build import init_tiny
     key = str(tmp_root)
     if key not in _TINY:
         _TINY[key] = init_tiny(tmp_root / "tiny", seed=0)
@@ -60,7 +60,7 @@ def tiny_model(tmp_root: Path) -> Path:
 
 
 def config(model: Path, data: Path, out: Path, **kw):
-    from vttrain.train_config import parse_config
+    from vttrain.grpo.config import parse_config
     base = dict(model=str(model), data_dir=str(data), output_dir=str(out), num_generations=4,
                 per_device_train_batch_size=4, max_steps=2, max_completion_length=256, learning_rate=1e-3,
                 logging_steps=1, save_strategy="no", report_to="none", seed=0, temperature=1.0,

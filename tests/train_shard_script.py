@@ -35,9 +35,9 @@ if os.environ.get("VT_TEST_FSDP_ON_CPU") == "1":
             self.fsdp_plugin = _plugin[0]
     _state.AcceleratorState.__init__ = _init_fsdp_on_cpu
 
-from vttrain import scripted  # noqa: E402
-from vttrain.scripted import ScriptedGRPOTrainer  # noqa: E402
-from vttrain.train import build_trainer  # noqa: E402
+from vttrain.grpo import scripted  # noqa: E402
+from vttrain.grpo.scripted import ScriptedGRPOTrainer  # noqa: E402
+from vttrain.grpo.train import build_trainer  # noqa: E402
 
 
 def script(turn, index, prompt_text):

@@ -12,22 +12,11 @@ import sys
 import typer
 
 from vtdata.console import VtError, console, error_line, set_verbosity
+from vttrain import commands
 
-# command name -> "module:function"; order is the order shown by `vt --help`.
-COMMANDS = {
-    "build-data": "vtdata.build:build_data_command",
-    "export": "vtdata.export:export_command",
-    "judge": "vtdata.judge.cli:judge_command",
-    "init-model": "vttrain.models:init_model_command",
-    "score-judge": "vttrain.score:score_judge_command",
-    "curate": "vtdata.curate:curate_command",
-    "train": "vttrain.train:train_command",
-    "eval": "vttrain.eval:eval_command",
-    "compare": "vttrain.summary:compare_command",
-    "report": "vttrain.report:report_command",
-    "demo": "vttrain.demo:demo_command",
-    "sql": "vtdata.sql:sql_command",
-}
+# command name -> "module:function"; order is the order shown by `vt --help`: the pipeline's commands, then the demo
+# that runs them.
+COMMANDS = {**commands.COMMANDS, "demo": "vttrain.demo:demo_command"}
 
 app = typer.Typer(help="vt: VisionThink as a toolkit. build-data -> score-judge -> curate -> train -> eval -> compare / report.", no_args_is_help=True, add_completion=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from vtdata.console import VtError
+from vtdata.outdir import missing_dirs, pid_alive, remove_empty
 
 
 DB_ENV = "VT_DB"  # every command that takes --db reads this when --db is not given
@@ -35,17 +36,6 @@ def default_db(data_dir: str | os.PathLike | None = None) -> Path:
 
 def holder_path(db: str | os.PathLike) -> Path:
     return Path(str(db) + ".holder")
-
-
-def pid_alive(pid) -> bool:
-    """Whether a process with this id exists (on this machine)."""
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError, TypeError):
-        return isinstance(pid, int) and pid > 0  # exists but is not ours / not a pid at all
-    return True
 
 
 def _describe_holder(db: Path) -> str:
@@ -110,7 +100,6 @@ def connect(db: str | os.PathLike, read_only: bool = False, config: dict | None 
 @contextmanager
 def writer(db: str | os.PathLike, command: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The one read-write connection of a command; records the holder for other commands to see."""
-    from vtdata.outdir import missing_dirs, remove_empty
     path = Path(db)
     hp = holder_path(path)
     made = missing_dirs(path)  # the file and the folders this command creates

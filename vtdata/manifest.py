@@ -96,7 +96,7 @@ def _check_filters(path, where, f: dict) -> None:
 
 
 def load(path: str | Path) -> Manifest:
-    from vt import find  # a shipped manifest by name (`demo.yaml`) from any directory
+    from vtdata.shipped import find  # a shipped manifest by name (`demo.yaml`) from any directory
     path = find(path)
     raw = read_bytes(path, "manifest", MAX_BYTES)
     data = yaml_bytes(raw, path, "manifest")

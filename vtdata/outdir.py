@@ -16,8 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 from vtdata.console import VtError
-from vtdata.db import pid_alive
 from vtdata.safeload import load_json
+
+
+def pid_alive(pid) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return isinstance(pid, int) and pid > 0  # exists but is not ours / not a pid at all
+    return True
 
 
 def check_name(name: str, flag: str = "--name") -> str:

@@ -13,7 +13,7 @@ from vtdata.console import VtError
 PROMPT_DIR = Path(__file__).parent / "prompts"
 NAMES = ("agent_system", "agent_user", "tool_ok", "tool_error", "score_system", "judge_system",
          "judge_user")
-ZOOM_NAMES = ("zoom_tool", "zoom_ok")  # the zoom tool's (vtdata/tools.py); apart so NAMES-keyed caches keep their keys
+ZOOM_NAMES = ("zoom_tool", "zoom_ok")  # the zoom tool's (vtdata/protocol/tools.py); apart so NAMES-keyed caches keep their keys
 
 
 @lru_cache(maxsize=None)

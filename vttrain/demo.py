@@ -26,9 +26,9 @@ from typing import Callable
 from vtdata.config import command
 from vtdata.console import VtError, console, info
 from vtdata.stages import Stage, run_stages
-from vttrain.summary import pct, summarize
+from vttrain.report.summary import pct, summarize
 
-from vt import shipped
+from vtdata.shipped import shipped
 
 MODES = ("full", "low", "think")
 
@@ -93,7 +93,7 @@ class DemoConfig:
             if v is not None and v < 1:
                 raise VtError(f"--{name.replace('_', '-')} must be at least 1")
         if self.penalty_modes is not None:
-            from vttrain.reward import MODES
+            from vttrain.grpo.reward import MODES
             modes = self.train_runs()
             if any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
                 raise VtError(f"--penalty-modes takes distinct modes among {', '.join(MODES)}; got {self.penalty_modes!r}")
@@ -130,12 +130,20 @@ def own_output() -> list[str]:
 
 def vt(args: list[str]) -> None:
     """Run one `vt` command in this process exactly as the CLI would (its VtError propagates; a usage
-    error or a non-zero exit becomes a VtError). Typer bundles its own click: its exceptions derive from
-    `typer.TyperException`, and `standalone_mode=False` returns an exit status instead of raising it."""
+    error or a non-zero exit becomes a VtError): the command's function (vttrain.commands) in a typer app of
+    its own. Typer bundles its own click: its exceptions derive from `typer.TyperException`, and
+    `standalone_mode=False` returns an exit status instead of raising it."""
     import typer.main
 
-    from vt import cli
-    cmd = typer.main.get_command(cli.app)
+    from vttrain import commands
+    name = str(args[0])
+    if name not in commands.COMMANDS:
+        raise VtError(f"`vt {name}`: not a pipeline command ({', '.join(commands.COMMANDS)})")
+    fn = commands.load(name)
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.callback()(lambda: None)  # a group, so the command is named as on the command line
+    app.command(name, context_settings=getattr(fn, "context_settings", None))(fn)
+    cmd = typer.main.get_command(app)
     try:
         status = cmd.main(args=[str(a) for a in args], prog_name="vt", standalone_mode=False)
     except typer.Exit as e:
@@ -248,7 +256,7 @@ class Demo:
                 + "; P(call) " + ", ".join(f"{k} {v:.2f}" for k, v in calls.items() if not k.endswith("_mass")) + ")")
 
     def _sum_train(self, run: Path) -> str:
-        from vttrain.report import read_metrics
+        from vttrain.report.report import read_metrics
         rows = [r for r in read_metrics(run) if "reward" in r]
         tail = rows[-max(1, len(rows) // 5):]  # the last fifth of the steps
 
@@ -275,7 +283,7 @@ class Demo:
 
     def _resume_flag(self, run: Path) -> list[str]:
         """An interrupted training run continues from its latest checkpoint."""
-        from vttrain.train import latest_checkpoint
+        from vttrain.grpo.train import latest_checkpoint
         return ["--resume"] if run.is_dir() and latest_checkpoint(run) else []
 
     # ---------------------------------------------------------------------------------------- running

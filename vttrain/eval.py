@@ -1,6 +1,6 @@
 """`vt eval`: accuracy against visual tokens, the VisionThink trade-off (paper Table 2, Fig. 5).
 
-Three modes on the same samples, run by the rollout engine (`vttrain/engine.py`, one job per sample):
+Three modes on the same samples, run by the rollout engine (`vttrain/rollout/engine.py`, one job per sample):
   full   answer on the high-res view (scoring prompt: `score_system` + image + question);
   low    answer on the low-res view (same prompt; exactly 1/4 of the visual tokens of `full`);
   think  the two-turn resize protocol of training (`vtdata.protocol`): the low view first, the high
@@ -9,7 +9,7 @@ Three modes on the same samples, run by the rollout engine (`vttrain/engine.py`,
 Every prediction is written to DuckDB as soon as it is generated, before it is judged
 (`eval_predictions`, one row per run and sample; `eval_runs`, one row per run), so a rerun of the same
 `--name` skips what is done and judges again only predictions without a good verdict. At the end the
-run is exported as an lmms-eval `--log_samples` file plus `<run>_results.json` (`vttrain/summary.py`).
+run is exported as an lmms-eval `--log_samples` file plus `<run>_results.json` (`vttrain/report/summary.py`).
 `vt compare RUN RUN ...` prints a Table-2-like comparison of finished runs.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ from vtdata.db import default_db, writer
 from vtdata.outdir import check_name, new_out_dir
 from vtdata.resolution import visual_tokens
 from vtdata.judge import JudgeSpec, make_judge
-from vttrain import engine
-from vttrain.models import check_source
-from vttrain.policy import make_policy
-from vttrain.summary import export_jsonl, summarize, summary_table
+from vttrain.rollout import engine
+from vttrain.models.build import check_source
+from vttrain.rollout.policy import make_policy
+from vttrain.report.summary import export_jsonl, summarize, summary_table
 
 MODES = ("full", "low", "think")
 VIEWS = ("dataset", "native")
@@ -98,7 +98,7 @@ class EvalConfig:
     max_turns: int = 2
     """Assistant turns at most in `think` mode (the paper: 2)."""
     tools: str = "resize"
-    """Think mode: the tools the policy may call (vtdata/tools.py): resize | zoom | resize,zoom."""
+    """Think mode: the tools the policy may call (vtdata/protocol/tools.py): resize | zoom | resize,zoom."""
     seed: int = 0
     """Seed for sampling when temperature > 0."""
 
@@ -163,7 +163,7 @@ class EvalConfig:
 
     @property
     def tool_selection(self) -> tuple:
-        from vtdata.tools import selection
+        from vtdata.protocol.tools import selection
         return selection(self.tools)
 
     def system(self) -> str:

@@ -12,7 +12,7 @@ A rollout is correct when its judge score is >= 0.5 (scores are 0/1 except ANLS)
 
 DuckDB tables: `rollouts` (one row per answer and its verdict; key policy, sample_id, view, idx) and
 `sufficiency` (one row per policy and sample), plus the views `label_counts`, `low_vs_high_accuracy`
-and `tokens_saved`. Generating, storing and judging are the rollout engine's (`vttrain/engine.py`: 2k
+and `tokens_saved`. Generating, storing and judging are the rollout engine's (`vttrain/rollout/engine.py`: 2k
 jobs per sample, key (policy, sample_id, view, idx)); this module adds the labelling. Work goes in chunks
 of --concurrency samples: the chunk's new rollouts are written before they are judged, and the verdicts
 and labels after, in one transaction. A rerun (after a crash, a kill -9, Ctrl-C, or with a larger k)
@@ -35,8 +35,8 @@ from vtdata.console import VtError, debug, info, progress_bar
 from vtdata.dataset import iter_samples, read_split
 from vtdata.db import arrow_table, default_db, writer
 from vtdata.judge import JudgeSpec, make_judge
-from vttrain import engine
-from vttrain.policy import make_policy
+from vttrain.rollout import engine
+from vttrain.rollout.policy import make_policy
 
 VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")

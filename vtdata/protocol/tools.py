@@ -2,7 +2,7 @@
 
 One entry point, `respond(call, row, tools)`, answers a parsed call (`parse_call`) with a `Reply`: the
 environment turn's content blocks, the image it carries, the extra visual tokens, the tool and the error.
-`vt train`'s environments (vttrain/rollout.py) and `vt eval --mode think` both use it, so the two see the
+`vt train`'s environments (vttrain/grpo/env.py) and `vt eval --mode think` both use it, so the two see the
 same pixels and count the same tokens. No torch here.
 
 - `resize_image {"action": "resize"}` returns the row's HIGH view (the paper's tool).
@@ -22,7 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from vtdata import prompts, protocol
+from vtdata import prompts
+from vtdata.protocol import messages as protocol
 from vtdata.console import VtError
 from vtdata.resolution import visual_tokens
 

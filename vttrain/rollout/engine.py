@@ -6,7 +6,7 @@ and judges).
 A `Job` is one rollout to produce: its key in the stage's table, the dataset row, and the mode:
   low / high  the direct prompt (system + image + question) on that view, one turn;
   think       the agent protocol of training (`vtdata.protocol`): the low view first; a valid tool call
-              gets the tool turn (`vtdata.tools.respond`: the high view for resize_image, the region for
+              gets the tool turn (`vtdata.protocol.tools.respond`: the high view for resize_image, the region for
               zoom_image), an invalid one the error turn; at most `max_turns` assistant turns (a call in
               the last one is not answered: the rollout ends without an answer).
 The stage's `Store` (a table and its key columns) says which jobs of a chunk are stored already and
@@ -25,12 +25,14 @@ from typing import AsyncIterator, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from vtdata import prompts, protocol, tools
+from vtdata import prompts, protocol
+
+from vtdata.protocol import tools
 from vtdata.console import VtError
 from vtdata.db import arrow_table, insert_rows, transaction
 from vtdata.judge import JudgeItem, Verdict
 from vtdata.resolution import view_of
-from vttrain.policy import GenRequest
+from vttrain.rollout.policy import GenRequest
 
 MODES = ("low", "high", "think")
 STATUS_OK = "ok"
@@ -102,7 +104,7 @@ class Settings:
     max_turns: int = 2
     """Think mode: assistant turns at most."""
     tools: tuple = ("resize",)
-    """Think mode: the tools the policy may call (vtdata/tools.py)."""
+    """Think mode: the tools the policy may call (vtdata/protocol/tools.py)."""
     direct_newline: bool = True
     """Direct modes: a newline between the image and the question (the release's "<image>\\n" + question);
     False = vt before issue 21."""

@@ -1,7 +1,7 @@
 """The VisionThink reward: accuracy (shared judge) + format_weight x format - penalty (paper Eq. 4-5).
 
 The balanced penalty is a GROUP statistic, so it is computed on the rewards of the whole group after TRL
-gathers them across processes (`VtGRPOTrainer._calculate_rewards` in vttrain/trainer.py calls
+gathers them across processes (`VtGRPOTrainer._calculate_rewards` in vttrain/grpo/trainer.py calls
 `batch_penalties` there); the per-process reward functions only return accuracy and format.
 
 penalty_mode (r = C_direct / (C_direct + C_high) over the group's CORRECT answers):

@@ -1,4 +1,4 @@
-"""Same-maths speed-ups of vt's GRPO step (used by vttrain.trainer.VtGRPOTrainer; each can be switched off there).
+"""Same-maths speed-ups of vt's GRPO step (used by vttrain.grpo.trainer.VtGRPOTrainer; each can be switched off there).
 
 Each one removes repeated or wasted work and leaves what is computed the same (up to float summation order;
 tests/test_train_speed.py checks loss, rewards and grad norm on a fixed batch):

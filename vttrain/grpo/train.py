@@ -4,12 +4,12 @@ One config dataclass, `VtTrainConfig` = TRL's `GRPOConfig` + vt's fields; the YA
 every field is also a `--flag` (flags win). The run directory (`output_dir`) gets TRL's checkpoints,
 `metrics.jsonl` (one line per logging step), `rollouts.jsonl` (one line per rollout: turns, score,
 penalty), `rejected.jsonl` (rows that cannot fit the token budgets) and `final/` (model + processor,
-loadable by `vttrain.models.load`). `--resume` continues from the latest checkpoint at the same
+loadable by `vttrain.models.build.load`). `--resume` continues from the latest checkpoint at the same
 optimiser step and data position (TRL's seeded sampler + HF Trainer's batch skipping).
 
 Paths in the YAML are relative to the YAML's directory (as in a data manifest); flags are relative to the
-current directory (`vttrain/train_config.py`: the config, its parsing and its dump). torch, transformers,
-TRL and peft (and `vttrain.train_config`, which subclasses TRL's config) are imported inside the functions
+current directory (`vttrain/grpo/config.py`: the config, its parsing and its dump). torch, transformers,
+TRL and peft (and `vttrain.grpo.config`, which subclasses TRL's config) are imported inside the functions
 that use them, so `vt --help` stays quick; nothing else is.
 """
 from __future__ import annotations
@@ -21,18 +21,16 @@ import sys
 from pathlib import Path
 
 import typer
-import yaml
 
-from vtdata import __version__, protocol
+from vtdata import protocol
 from vtdata.console import VtError, error_line, info, track
 from vtdata.dataset import iter_samples, load_hf
 from vtdata.db import default_db
 from vtdata.judge import judge_options, make_judge
 from vtdata.outdir import make_out_dir
 from vtdata.safeload import jsonl
-from vtdata.tools import selection
+from vtdata.protocol.tools import selection
 
-CONFIG_FILE = "vt_train_config.yaml"  # the resolved config of a run, in output_dir and final/
 RELEASE_JUDGE_MAX_TOKENS = 16384  # the release's judge request
 
 def load_rows(data_dir: str, split: str):
@@ -58,7 +56,7 @@ def fit_rows(ds, processor, cfg, model_max_len: int, run_dir: Path):
 
     Guards two silent failures: a prompt cut through its image tokens, and a tool image that TRL drops
     because the trajectory would pass max_completion_length."""
-    from vttrain.rollout import budget
+    from vttrain.grpo.env import budget
     names = {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt}
     max_prompt = cfg.max_prompt_length or (model_max_len - cfg.max_completion_length)
     keep, rejected = [], []
@@ -151,10 +149,10 @@ def build_trainer(cfg, trainer_class=None):
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
 
-    from vttrain import models
-    from vttrain.rollout import env_factory, make_transform, prepare_processor, vision_token_ids
-    from vttrain.train_config import validate
-    from vttrain.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
+    from vttrain.models import build as models
+    from vttrain.grpo.env import env_factory, make_transform, prepare_processor, vision_token_ids
+    from vttrain.grpo.config import validate
+    from vttrain.grpo.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
     if cfg.torch_threads:
@@ -166,7 +164,7 @@ def build_trainer(cfg, trainer_class=None):
     env = env_factory(tools, {"ok_prompt": cfg.tool_ok_prompt, "error_prompt": cfg.tool_error_prompt})
 
     # Model: a path with weights goes to TRL as a string (so DeepSpeed ZeRO-3 can shard it while loading);
-    # a random-weight dir without weights (`vt init-model random`) is built by vttrain.models.load.
+    # a random-weight dir without weights (`vt init-model random`) is built by vttrain.models.build.load.
     local = Path(cfg.model)
     dtype = weights_dtype(cfg)
     if local.is_dir() and not models._has_weights(local):
@@ -229,8 +227,8 @@ def build_trainer(cfg, trainer_class=None):
 def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
     """The trained policy + its processor with `chat_template` (the model's own, not the training one) in
     `out`, loadable by models.load."""
-    from vttrain.rollout import uninstall_response_parser
-    from vttrain.train_config import write_config
+    from vttrain.grpo.env import uninstall_response_parser
+    from vttrain.grpo.config import CONFIG_FILE, write_config, write_model_card
     uninstall_response_parser(processor)
     processor.chat_template = chat_template
     processor.tokenizer.chat_template = chat_template
@@ -243,7 +241,7 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
     else:
         trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; writes the processor too
     if trainer.accelerator.is_main_process:
-        from vttrain.models import name_stock_processor
+        from vttrain.models.build import name_stock_processor
         (out / "vt_protocol_chat_template.jinja").write_text(protocol.chat_template(trainer.args.turn2_bytes))
         name_stock_processor(out)  # stock AutoProcessor loads Qwen2_5_VLProcessor, not vt's fallback class
         write_config(trainer.args, out / CONFIG_FILE)
@@ -252,35 +250,9 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
     return out
 
 
-def write_model_card(cfg, out: Path) -> Path:
-    """`out/README.md`: base model, data, reward settings, vt version (replaces TRL's card)."""
-    base = str(cfg.model)
-    front = {"library_name": "transformers", "pipeline_tag": "image-text-to-text",
-             "tags": ["vt", "visionthink", "grpo", "trl"], "base_model": base if not Path(base).exists() else None}
-    front = {k: v for k, v in front.items() if v is not None}
-    judge = cfg.judge
-    text = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-            f"# VisionThink policy trained with vt {__version__}", "",
-            f"GRPO (TRL) on `{cfg.data_dir}` (split `{cfg.split}`) from the base model `{base}`: the model sees a "
-            "half-resolution image and may call `resize_image` for the original (arXiv 2507.13348).", "",
-            "| setting | value |", "|---|---|",
-            f"| base model | `{base}` |", f"| data | `{cfg.data_dir}` ({cfg.split}) |",
-            f"| judge | `{judge}` |", f"| penalty mode | `{cfg.penalty_mode}` |",
-            f"| theta / penalty / format weight | {cfg.theta} / {cfg.penalty} / {cfg.format_weight} |",
-            f"| group size / max turns | {cfg.num_generations} / {cfg.max_turns} |",
-            f"| learning rate / steps | {cfg.learning_rate} / {cfg.max_steps} |", f"| seed | {cfg.seed} |",
-            f"| vt version | {__version__} |", "",
-            f"The resolved training config is `{CONFIG_FILE}`. Load with "
-            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`, or "
-            "`pipeline(\"image-text-to-text\", model=dir)` (the stock processor needs `torchvision`); without "
-            "torchvision, `from vttrain.models import load; model, processor = load(dir)`."]
-    path = out / "README.md"
-    path.write_text("\n".join(text) + "\n")
-    return path
-
-
 def run(cfg, trainer_class=None):
     """Train per the config; returns the final model dir."""
+    from vttrain.grpo.config import CONFIG_FILE
     run_dir = Path(cfg.output_dir)
     ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
     if ckpt and not cfg.resume:
@@ -309,8 +281,8 @@ def run(cfg, trainer_class=None):
 
 
 def _train(cfg, run_dir: Path, ckpt, done: bool, trainer_class):
-    from vttrain.models import load_processor
-    from vttrain.train_config import write_config
+    from vttrain.models.build import load_processor
+    from vttrain.grpo.config import CONFIG_FILE, write_config
     trainer, processor = build_trainer(cfg, trainer_class)  # checks the config first (train_config.validate)
     original_template = load_processor(cfg.model).chat_template
     if trainer.accelerator.is_main_process:
@@ -344,7 +316,7 @@ def train_command(
 
     Every config option is also a flag (`--learning_rate 1e-6 --num_generations 8`); flags override the
     YAML. Writes checkpoints, metrics.jsonl, rollouts.jsonl and final/ into output_dir."""
-    from vttrain.train_config import options_help, parse_config
+    from vttrain.grpo.config import options_help, parse_config
     if options:
         typer.echo(options_help())
         return
@@ -353,7 +325,7 @@ def train_command(
     extra = list(ctx.args) + (["--resume", "true"] if resume else [])
     cfg = parse_config(config, extra, dry_run=dry_run)
     if dry_run:
-        from vttrain.memory import dry_run as estimate
+        from vttrain.grpo.memory import dry_run as estimate
         estimate(cfg, echo=typer.echo)
         return
     run(cfg)
@@ -361,8 +333,8 @@ def train_command(
 
 train_command.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-if __name__ == "__main__":  # `python -m vttrain.train CONFIG [--key value]` (used with accelerate launch)
-    from vttrain.train_config import parse_config
+if __name__ == "__main__":  # `python -m vttrain.grpo.train CONFIG [--key value]` (used with accelerate launch)
+    from vttrain.grpo.config import parse_config
     try:
         run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
     except VtError as err:

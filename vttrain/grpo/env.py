@@ -2,7 +2,7 @@
 transform and the guards.
 
 How a rollout runs (TRL's `environment_factory` hook, one environment per rollout: `ResizeEnv`, or with
-`tools` zoom / resize,zoom `ZoomEnv` / `ResizeZoomEnv`, whose calls `vtdata.tools.respond` answers):
+`tools` zoom / resize,zoom `ZoomEnv` / `ResizeZoomEnv`, whose calls `vtdata.protocol.tools.respond` answers):
 - the dataset transform turns a built/curated row into the turn-1 prompt (agent system prompt, user =
   instruction + LOW view + question; `vtdata.protocol.agent_messages`) and keeps the original image
   bytes in `image_bytes` (TRL reads a column named `image` as the prompt image, so it must not be there);
@@ -37,7 +37,7 @@ VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision
 
 
 class ResizeEnv:
-    """One rollout's environment: holds its dataset row, answers the tool calls through `vtdata.tools.respond`
+    """One rollout's environment: holds its dataset row, answers the tool calls through `vtdata.protocol.tools.respond`
     (`resize_image` returns the high-res view). TRL exposes the public methods as the tools, so each tool
     selection has its class (`env_class`): ResizeEnv, ZoomEnv, ResizeZoomEnv.
 
@@ -63,7 +63,7 @@ class ResizeEnv:
         return None  # the prompt is complete already; nothing to append
 
     def _answer(self, name: str, arguments: dict) -> list:
-        from vtdata import tools
+        from vtdata.protocol import tools
         self.calls += 1
         bad = next((v for v in arguments.values() if isinstance(v, str) and v.startswith(INVALID_CALL)), None)
         call = bad[len(INVALID_CALL):] if bad is not None else protocol.ToolCall(name, arguments)
@@ -113,7 +113,7 @@ ENVS = {c.tools: c for c in (ResizeEnv, ZoomEnv, ResizeZoomEnv)}
 
 def env_class(tools) -> type:
     """The environment class exposing exactly the selected tools."""
-    from vtdata.tools import selection
+    from vtdata.protocol.tools import selection
     return ENVS[selection(tools)]
 
 
@@ -136,8 +136,8 @@ def high_view(row: dict):
 def install_response_parser(processor, tools=("resize",), rule: str = "strict") -> None:
     """Bind vt's turn parser on the processor's tokenizer (see the module docstring for why). An invalid call
     goes to the selection's first function with the error in its argument (`INVALID_CALL`). `rule`: which
-    calls are valid (`vtdata.tools.parse_call`: strict | release)."""
-    from vtdata.tools import FUNCTIONS, parse_call, selection
+    calls are valid (`vtdata.protocol.tools.parse_call`: strict | release)."""
+    from vtdata.protocol.tools import FUNCTIONS, parse_call, selection
     selected = selection(tools)
     first = FUNCTIONS[selected[0]]
     arg = "action" if first == protocol.TOOL_NAME else "bbox_2d"
@@ -218,7 +218,7 @@ def budget(processor, row: dict, system_prompt: str, user_prompt: str, prompt_na
            tools=("resize",)) -> tuple[int, int]:
     """(prompt tokens, tool-turn tokens) of a row, images counted at their view sizes (a tool turn at the
     high view's: a zoomed region is never larger; the longest of the selected tools' texts)."""
-    from vttrain.models import visual_tokens
+    from vttrain.models.build import visual_tokens
     low = (row["low_width"], row["low_height"])
     high = (row["high_width"], row["high_height"])
     msgs = protocol.agent_messages(row["question"], "IMG", system_prompt, user_prompt, tools)  # size-only stand-in
@@ -240,7 +240,7 @@ def _tool_turn_text_tokens(processor, prompt_names: dict, tool: str = "resize") 
             content = protocol.tool_content(image="IMG", **prompt_names)
         else:
             from vtdata import prompts
-            from vtdata.tools import ZOOM_HEAD
+            from vtdata.protocol.tools import ZOOM_HEAD
             content = [{"type": "text", "text": ZOOM_HEAD}, {"type": "image", "image": "IMG"},
                        {"type": "text", "text": protocol.TOOL_OK_TAIL + prompts.load("zoom_ok")}]
         msg = {"role": "tool", "content": content}

@@ -17,7 +17,7 @@ import re
 from typing import Callable
 
 from vtdata import protocol
-from vttrain.trainer import VtGRPOTrainer
+from vttrain.grpo.trainer import VtGRPOTrainer
 
 CALL = f"<think>The text is too small.</think>\n{protocol.CALL_EXAMPLE}"
 

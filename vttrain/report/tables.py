@@ -7,8 +7,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from vttrain.report_examples import train_config
-from vttrain.summary import summarize
+from vttrain.report.examples import train_config
+from vttrain.report.summary import summarize
 
 MODES = ("full", "low", "think")
 

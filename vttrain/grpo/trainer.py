@@ -10,7 +10,7 @@ Private methods overridden (each calls TRL's own first):
   groups leave the loss, and with `max_refill_rounds` > 0 more prompt groups are generated (calling TRL's
   own method again on fresh rows) until the batch holds as many informative groups as asked, as the
   release's "rejection sample" and DAPO do. TRL 1.16 has no such filter or hook.
-- `_get_train_sampler`: with refill, TRL's RepeatSampler becomes vttrain.refill.EpochSampler (same order),
+- `_get_train_sampler`: with refill, TRL's RepeatSampler becomes vttrain.grpo.refill.EpochSampler (same order),
   whose `take` hands refills the epoch's next prompts; `_save_checkpoint` stores its log beside each
   checkpoint, `_load_from_checkpoint` reads it back.
 - `_tokenize_prompts`: hands TRL's tool loop tensors for image_grid_thw / pixel_values.
@@ -19,14 +19,14 @@ Private methods overridden (each calls TRL's own first):
 - `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
   position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
   projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs); the rows
-  go through TRL's method in length buckets (vttrain.fastpath.bucketed_logps; reads its argument names).
+  go through TRL's method in length buckets (vttrain.grpo.fastpath.bucketed_logps; reads its argument names).
 - `_get_tool_suffix_ids`: cached by the tool messages' text and image sizes (fastpath.suffix_key).
 - the vision tower's `forward`s (Qwen2.5-VL's PatchEmbed and VisionTransformer, per instance): fastpath.
 Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
 Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
 per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
 `trl.trainer.utils.split_pixel_values_by_grid` / `unsplit_pixel_values_by_grid`; config fields set by
-vttrain.train: `max_tool_calling_iterations`, `generation_kwargs`, `reward_weights`, `model_init_kwargs`.
+vttrain.grpo.train: `max_tool_calling_iterations`, `generation_kwargs`, `reward_weights`, `model_init_kwargs`.
 vt's own settings are read from `self.args` (a VtTrainConfig). Public method overridden:
 `create_model_card` (vt's card in the run dir instead of TRL's).
 """
@@ -45,10 +45,10 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from vtdata import protocol
-from vttrain import fastpath
-from vttrain.fastpath import compact_lm_head
-from vttrain.refill import _cat, _masked, _take
-from vttrain.reward import Rollout, batch_penalties
+from vttrain.grpo import fastpath
+from vttrain.grpo.fastpath import compact_lm_head
+from vttrain.grpo.refill import _cat, _masked, _take
+from vttrain.grpo.reward import Rollout, batch_penalties
 
 ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)
 
@@ -111,7 +111,7 @@ class VtGRPOTrainer(GRPOTrainer):
         vt = self.args
         tok = self.processing_class.tokenizer
         self._pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
-        from vttrain.rollout import vision_token_ids
+        from vttrain.grpo.env import vision_token_ids
         self._vision_ids = torch.tensor(vision_token_ids(tok))
         self._zero_var_rows = None
         self._over_rows = None  # rollouts that ended without an answer (mask_over_turns)
@@ -128,7 +128,7 @@ class VtGRPOTrainer(GRPOTrainer):
         """vt's card (base model, data, reward settings) in the run dir, where TRL writes its stock one at
         every checkpoint ("fine-tuned version of [None]")."""
         if self.accelerator.is_main_process:
-            from vttrain.train import write_model_card
+            from vttrain.grpo.config import write_model_card
             write_model_card(self.args, Path(self.args.output_dir))
 
     # -- rollout facts ----------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class VtGRPOTrainer(GRPOTrainer):
         tokens, use_tool (curated sets: 1 needs high-res, 0 low-res suffices, -1 unknown), unanswered (the last
         turn still calls a tool: cut at the turn limit), extra visual tokens (image pads in the completion),
         zoomed, resized (successful calls of each tool)."""
-        from vttrain.models import visual_tokens
+        from vttrain.models.build import visual_tokens
         rows = []
         for i, (c, ids) in enumerate(zip(completions, completion_ids_list)):
             env = self.environments[i] if self.environments else None
@@ -249,7 +249,7 @@ class VtGRPOTrainer(GRPOTrainer):
         # `from_pretrained` maps onto the module names ("model.language_model.embed_tokens..."): most weights
         # would silently stay at their initial values (huggingface/transformers#43701; the fix PR #44366 was
         # closed unmerged). Load through from_pretrained instead, strictly.
-        from vttrain.refill import load_log
+        from vttrain.grpo.refill import load_log
         self._refill_replay = load_log(resume_from_checkpoint)  # the refill takes before the checkpoint
         if getattr(self, "_epoch_sampler", None) is not None:
             self._epoch_sampler.replay = self._refill_replay
@@ -264,7 +264,7 @@ class VtGRPOTrainer(GRPOTrainer):
         unwrapped.load_state_dict(fresh.state_dict(), strict=True)
         del fresh
 
-    # -- speed: the same numbers with less work (vttrain.fastpath; tests turn each off to compare) -------------
+    # -- speed: the same numbers with less work (vttrain.grpo.fastpath; tests turn each off to compare) -------------
     # the completion-only LM head on CPU; turn-1 prompts in one processor call when the batch shares one tool
     # schema; each distinct (prompt, image) rendered once; tool-suffix ids cached by (text, image size); each
     # distinct image processed once a step; the patch embedding as one matmul; the vision tower once per distinct
@@ -339,7 +339,7 @@ class VtGRPOTrainer(GRPOTrainer):
 
     @property
     def _per_tool(self) -> bool:
-        from vtdata.tools import DEFAULT, selection
+        from vtdata.protocol.tools import DEFAULT, selection
         return selection(self.args.tools) != DEFAULT
 
     def _generate_and_score_completions(self, inputs):
@@ -372,7 +372,7 @@ class VtGRPOTrainer(GRPOTrainer):
         sampler = super()._get_train_sampler(dataset)
         if not (self.args.dynamic_sampling and self.args.max_refill_rounds > 0):
             return sampler
-        from vttrain.refill import EpochSampler
+        from vttrain.grpo.refill import EpochSampler
         self._epoch_sampler = EpochSampler.like(sampler)
         self._epoch_sampler.replay = getattr(self, "_refill_replay", [])
         return self._epoch_sampler
@@ -386,7 +386,7 @@ class VtGRPOTrainer(GRPOTrainer):
 
     def _refill_inputs(self, n: int, round_no: int) -> list[dict]:
         """n fresh rows (n / G prompts, each repeated G times, as TRL's sampler lays them out): the epoch's
-        next prompts (vttrain.refill.EpochSampler, the release's order); past the epoch's end, drawn by a
+        next prompts (vttrain.grpo.refill.EpochSampler, the release's order); past the epoch's end, drawn by a
         seed of (seed, step, round, process), the same on a resumed run."""
         import random
         G, k = self.num_generations, n // self.num_generations

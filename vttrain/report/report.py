@@ -24,11 +24,11 @@ from vtdata.config import command
 from vtdata.console import VtError, info
 from vtdata.outdir import check_out, publish, staging
 from vtdata.tables import columns, existing
-from vttrain import report_summary
-from vttrain.report_examples import cell, eval_blocks, read_jsonl, train_block, train_config
-from vttrain.report_plots import (CLASS_CURVES, plot_curated, plot_resize_curves, plot_scoring, plot_sources,
+from vttrain.report import tables as report_summary
+from vttrain.report.examples import cell, eval_blocks, read_jsonl, train_block, train_config
+from vttrain.report.plots import (CLASS_CURVES, plot_curated, plot_resize_curves, plot_scoring, plot_sources,
                                   plot_tradeoff, plot_training, source_curves, window)
-from vttrain.summary import acc_cell, compare, pct, summarize
+from vttrain.report.summary import acc_cell, compare, pct, summarize
 
 NOT_RUN = "not run yet"
 
@@ -328,7 +328,7 @@ def _evaluation(con, plots: Path) -> Section:
 
 def _tool_settings(con, plots: Path) -> Section | None:
     """Accuracy vs visual tokens with one point per tool setting (`vt eval --tools`), when any think run used a
-    tool other than resize (vtdata/tools.py); full/low runs are the reference points."""
+    tool other than resize (vtdata/protocol/tools.py); full/low runs are the reference points."""
     points = eval_points(con) if con is not None else []
     tools = {r: json.loads(c or "{}").get("identity", {}).get("tools", "resize")
              for r, c in con.execute("SELECT run, config FROM eval_runs").fetchall()} if points else {}

@@ -70,7 +70,7 @@ def model_config(model: str):
     """The transformers config of `model` without weights or network: a local dir, a shipped model YAML
     whose `source` is this hub id, or the hub cache."""
     from transformers import AutoConfig, Qwen2_5_VLConfig
-    from vt import shipped
+    from vtdata.shipped import shipped
     local = Path(model)
     if local.is_file() and local.suffix in (".yaml", ".yml"):
         return _from_yaml(local, Qwen2_5_VLConfig)
@@ -87,7 +87,7 @@ def model_config(model: str):
 
 
 def _from_yaml(path: Path, cls):
-    from vttrain.models import read_model_yaml
+    from vttrain.models.build import read_model_yaml
     spec = read_model_yaml(path)
     extra = {k: v for k, v in spec.items() if k not in ("text_config", "vision_config", "name", "source")}
     text = dict(spec["text_config"], **{k: extra[k] for k in ("tie_word_embeddings",) if k in extra})

@@ -1,8 +1,8 @@
 """`VtTrainConfig`: TRL's `GRPOConfig` plus vt's fields, one dataclass; `vt train`'s YAML keys and
 `--flags` are its fields (HfArgumentParser). Also the config's way in (`parse_config`: YAML + flags, paths
-resolved) and out (`write_config`: the resolved config of a run, `options_help`). Importing this module imports TRL and so torch: `vttrain.train`
+resolved) and out (`write_config`: the resolved config of a run, `options_help`). Importing this module imports TRL and so torch: `vttrain.grpo.train`
 imports it inside functions, so `vt --help` stays quick. Checkpoints pickle the config
-(training_args.bin): the class must stay importable as `vttrain.train_config.VtTrainConfig`.
+(training_args.bin): the class must stay importable as `vttrain.grpo.config.VtTrainConfig`.
 """
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ import yaml
 from transformers import HfArgumentParser
 from trl import GRPOConfig
 
+from vtdata import __version__
 from vtdata.console import VtError, require
 from vtdata.safeload import load_yaml
 from vtdata.sources import resolve_path
+
+CONFIG_FILE = "vt_train_config.yaml"  # the resolved config of a run, in output_dir and final/
 
 
 @dataclass
@@ -78,7 +81,7 @@ class VtTrainConfig(GRPOConfig):
         'Assistant turns per rollout (1 tool call + the answer = 2); a rollout still calling at the limit ends '
         'without an answer (scored 0, logged as unanswered_ratio).')})
     tools: str = field(default='resize', metadata={"help": (
-        "Tools the policy may call (vtdata/tools.py): resize (VisionThink) | zoom (a region of the original at "
+        "Tools the policy may call (vtdata/protocol/tools.py): resize (VisionThink) | zoom (a region of the original at "
         "the high view's scale) | resize,zoom. YAML may give a list.")})
     penalty_cost: str = field(default='flat', metadata={"help": (
         "What a rollout that received extra pixels pays in the penalty: flat (the penalty, Eq. 5) | tokens "
@@ -136,8 +139,8 @@ class VtTrainConfig(GRPOConfig):
         from vtdata.judge import judge_options
         from vtdata import protocol
         from vtdata.protocol import FORMAT_RULES
-        from vtdata.tools import parse_call, selection
-        from vttrain.reward import check_cost, check_mode
+        from vtdata.protocol.tools import parse_call, selection
+        from vttrain.grpo.reward import check_cost, check_mode
         check_mode(self.penalty_mode)
         check_cost(self.penalty_cost)
         selection(self.tools)
@@ -230,7 +233,7 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
     cls = VtTrainConfig
     values = {}
     if config_file is not None:
-        from vt import find  # a shipped train config by name (`train-demo.yaml`) from any directory
+        from vtdata.shipped import find  # a shipped train config by name (`train-demo.yaml`) from any directory
         p = find(config_file)
         values = load_yaml(p, "train config") or {}
         if not isinstance(values, dict):
@@ -319,3 +322,30 @@ def options_help() -> str:
         default = f.default if f.default is not dataclasses.MISSING else "(factory)"
         lines.append(f"--{f.name} (default {default!r}): {help_}")
     return "\n".join(lines)
+
+
+def write_model_card(cfg, out: Path) -> Path:
+    """`out/README.md`: base model, data, reward settings, vt version (replaces TRL's card)."""
+    base = str(cfg.model)
+    front = {"library_name": "transformers", "pipeline_tag": "image-text-to-text",
+             "tags": ["vt", "visionthink", "grpo", "trl"], "base_model": base if not Path(base).exists() else None}
+    front = {k: v for k, v in front.items() if v is not None}
+    judge = cfg.judge
+    text = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+            f"# VisionThink policy trained with vt {__version__}", "",
+            f"GRPO (TRL) on `{cfg.data_dir}` (split `{cfg.split}`) from the base model `{base}`: the model sees a "
+            "half-resolution image and may call `resize_image` for the original (arXiv 2507.13348).", "",
+            "| setting | value |", "|---|---|",
+            f"| base model | `{base}` |", f"| data | `{cfg.data_dir}` ({cfg.split}) |",
+            f"| judge | `{judge}` |", f"| penalty mode | `{cfg.penalty_mode}` |",
+            f"| theta / penalty / format weight | {cfg.theta} / {cfg.penalty} / {cfg.format_weight} |",
+            f"| group size / max turns | {cfg.num_generations} / {cfg.max_turns} |",
+            f"| learning rate / steps | {cfg.learning_rate} / {cfg.max_steps} |", f"| seed | {cfg.seed} |",
+            f"| vt version | {__version__} |", "",
+            f"The resolved training config is `{CONFIG_FILE}`. Load with "
+            "`AutoModelForImageTextToText.from_pretrained(dir)` and `AutoProcessor.from_pretrained(dir)`, or "
+            "`pipeline(\"image-text-to-text\", model=dir)` (the stock processor needs `torchvision`); without "
+            "torchvision, `from vttrain.models.build import load; model, processor = load(dir)`."]
+    path = out / "README.md"
+    path.write_text("\n".join(text) + "\n")
+    return path

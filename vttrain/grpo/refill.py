@@ -71,7 +71,7 @@ def load_log(checkpoint: Path) -> list[list[int]]:
     return [list(map(int, t)) for t in json.loads(f.read_text())] if f.is_file() else []
 
 
-# -- batch helpers of the trainer's dynamic sampling (vttrain.trainer) --------------------------------------
+# -- batch helpers of the trainer's dynamic sampling (vttrain.grpo.trainer) --------------------------------------
 def _masked(out: dict, keep: torch.Tensor) -> dict:
     """Rows whose keep is False leave the loss (tool_mask zeroed); num_items_in_batch counts what is left."""
     mask = out["completion_mask"]

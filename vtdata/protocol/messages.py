@@ -1,22 +1,13 @@
-"""The two-turn VisionThink protocol (paper §3.3 and Table 4), shared by `vt train` and `vt eval --mode think`.
+"""The chat format of VisionThink's protocol (paper §3.3 and Table 4): the Qwen2.5-VL chat template with the
+tool turn as a user turn, the messages of each turn, and the resize call with its parser.
 
-A rollout is at most `max_turns` assistant turns:
-
-1. system = the agent prompt (it declares the `resize_image` function inside `<tools>`), user = the
-   instruction, the LOW-res image, the question (`agent_messages`).
-2. If the reply holds a valid `<tool_call>{"name": "resize_image", "arguments": {"action": "resize"}}</tool_call>`
-   the environment answers with a turn carrying the HIGH-res image and the continuation instruction
-   (`tool_turn(image=high)`); an invalid call gets the error turn (`tool_turn(error=...)`), and the
-   model answers again.
-
-With `max_turns` > 2 the exchange repeats; `vtdata.tools` adds the `zoom_image` tool and answers calls of
-either tool (`respond`).
-
-`direct_messages` is the one-turn prompt without the tool (score-judge, eval full/low).
-`parse_tool_call` validates a reply's call (JSON, function name, action) and returns either the call or
-the error text for the error turn; `check_turn`/`check_format` are the per-turn format rule of the reward.
-`CHAT_TEMPLATE` renders these messages in the Qwen2.5-VL chat format with the tool turn as a user turn
-(as the released code does), so eval (local generate) and training (TRL's tool loop) see the same tokens.
+- `CHAT_TEMPLATE` / `chat_template(turn2_bytes)` render these messages in the Qwen2.5-VL chat format with the
+  tool turn as a user turn (as the released code does), so eval (local generate) and training (TRL's tool
+  loop) see the same tokens.
+- `direct_messages` is the one-turn prompt without the tool (score-judge, eval full/low); `user_text` the agent
+  user turn as text; `tool_content` / `tool_turn` the environment's answer (HIGH view, or the error turn).
+- `parse_tool_call` validates a reply's call (JSON, function name, action) and returns either the call or the
+  error text for the error turn (`parse_tool_call_release`: the release's looser rule).
 No torch here: the data and judge stages import this module too.
 """
 from __future__ import annotations
@@ -131,31 +122,12 @@ def user_text(question: str, user_prompt: str = "agent_user") -> str:
     return "".join("<image>" if b["type"] == "image" else b["text"] for b in _user_blocks(question, None, user_prompt))
 
 
-def agent_messages(question: str, image: Any, system_prompt: str = "agent_system",
-                   user_prompt: str = "agent_user", tools: tuple = ("resize",)) -> list[dict]:
-    """Turn 1: [system = agent prompt, user = instruction + image + question] (image = the LOW-res view).
-
-    `image` is a PIL image (or None to leave a placeholder block `{"type": "image"}` that TRL fills from the
-    dataset's `image` column). Prompts are shipped names or file paths (`vtdata.prompts.load`); `tools`
-    selects the functions the system prompt declares (`vtdata.tools.system_prompt`)."""
-    blocks = _user_blocks(question, image, user_prompt)
-    if image is None:
-        blocks[1] = {"type": "image"}
-    if tuple(tools) == ("resize",):
-        system = prompts.load(system_prompt)
-    else:
-        from vtdata.tools import system_prompt as with_tools
-        system = with_tools(system_prompt, tools)
-    return [{"role": "system", "content": [{"type": "text", "text": system}]},
-            {"role": "user", "content": blocks}]
-
-
 def direct_messages(system: str, question: str, image: Any, newline: bool = False) -> list[dict]:
     """A one-turn prompt without the tool: [system = `system` (the prompt's text), user = image + question].
 
     `newline`: a `\n` between the image and the question, as the release's general-QA `problem`
     ("<image>\n" + question); score-judge and eval ask with it (`engine.Settings.direct_newline`), the mini
-    warm start's SFT text (vttrain/warmstart.py) without.
+    warm start's SFT text (vttrain/models/warmstart.py) without.
 
     What `vt score-judge` asks on each view and `vt eval --mode full|low` asks, so full-mode eval and scoring
     see the same tokens."""
@@ -215,7 +187,7 @@ def parse_tool_call(text: str) -> ToolCall | str | None:
 
     None means the turn holds no `<tool_call>` at all (a direct answer). Errors: those of `parse_payload`,
     a function other than resize_image, arguments that are not exactly {"action": "resize"}.
-    (`vtdata.tools.parse_call` is the same for any selection of tools.)"""
+    (`vtdata.protocol.tools.parse_call` is the same for any selection of tools.)"""
     obj = parse_payload(text)
     if not isinstance(obj, dict):
         return obj
@@ -264,87 +236,3 @@ def parse_tool_call_release(text: str) -> ToolCall | str | None:
 
 
 TOOL_CALL_PARSERS = {"strict": parse_tool_call, "release": parse_tool_call_release}
-
-
-_FINAL = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
-_CALL = re.compile(r"\s*<think>(.*?)</think>\s*<tool_call>(.*?)</tool_call>\s*", re.DOTALL)
-
-
-def check_turn(text: str, final: bool, tools: tuple = ("resize",)) -> str | None:
-    """None when one assistant turn is well-formed, else the reason.
-
-    Every turn: exactly one <think>...</think> first. A final turn then exactly one <answer>...</answer>
-    (non-empty) and nothing else; a tool-call turn then exactly one valid <tool_call>...</tool_call>."""
-    for tag in ("<think>", "</think>"):
-        if text.count(tag) != 1:
-            return f"{'final' if final else 'tool'} turn needs exactly one {tag} (found {text.count(tag)})"
-    if final:
-        if "<tool_call>" in text:
-            return "final turn holds a <tool_call> (no turns left to answer it)"
-        for tag in ("<answer>", "</answer>"):
-            if text.count(tag) != 1:
-                return f"final turn needs exactly one {tag} (found {text.count(tag)})"
-        m = _FINAL.fullmatch(text)
-        if not m:
-            return "final turn must be <think>...</think> then <answer>...</answer> and nothing else"
-        if not m.group(2).strip():
-            return "empty <answer>"
-        return None
-    if "<answer>" in text or "</answer>" in text:
-        return "a tool-call turn must not answer"
-    if not _CALL.fullmatch(text):
-        return "tool turn must be <think>...</think> then one <tool_call>...</tool_call> and nothing else"
-    if tuple(tools) == ("resize",):
-        call = parse_tool_call(text)
-    else:
-        from vtdata.tools import parse_call
-        call = parse_call(text, tools)
-    return call if isinstance(call, str) else None
-
-
-_RELEASE_FINAL = re.compile(r"^<think>.*</think>.*<answer>.*</answer>$", re.DOTALL)
-_RELEASE_CALL = re.compile(r"^<think>.*</think>.*<tool_call>.*</tool_call>$", re.DOTALL)
-
-
-def check_turn_release(text: str, final: bool, tools: tuple = ("resize",)) -> str | None:
-    """The release's per-turn rule (its reward's `format_reward`): looser than `check_turn`. Text may stand
-    between the tags, the answer may be empty, and a tagged tool call counts whatever its JSON says.
-    A final turn: <think>..</think> .. <answer>..</answer>, one of each tag, no <tool_call>. A tool turn:
-    <think>..</think> .. <tool_call>..</tool_call>, one <think> pair, no <answer>. (The release does not
-    strip the final turn of a two-turn rollout, so leading whitespace there fails; vt strips every turn.)"""
-    text = text.strip()
-    kind = "final" if final else "tool"
-    if not (_RELEASE_FINAL if final else _RELEASE_CALL).match(text):
-        return (f"{kind} turn must start with <think> and end with "
-                f"{'</answer>' if final else '</tool_call>'} (release rule)")
-    for tag in ("<think>", "</think>") + (("<answer>", "</answer>") if final else ()):
-        if text.count(tag) != 1:
-            return f"{kind} turn needs exactly one {tag} (found {text.count(tag)})"
-    if final and ("<tool_call>" in text or "</tool_call>" in text):
-        return "final turn holds a <tool_call> (no turns left to answer it)"
-    if not final:
-        if text.count("<tool_call>") != 1 and text.count("</tool_call>") != 1:  # the release's test, as written
-            return "tool turn needs exactly one <tool_call>"
-        if "<answer>" in text or "</answer>" in text:
-            return "a tool-call turn must not answer"
-    return None
-
-
-FORMAT_RULES = {"strict": check_turn, "release": check_turn_release}
-
-
-def check_format(turns: list[str], rule: str = "strict", tools: tuple = ("resize",)) -> str | None:
-    """None when every assistant turn of a trajectory is well-formed (the last one answers), else the reason.
-
-    rule: `strict` (`check_turn`: nothing outside the tags, a valid call of one of `tools`) or `release`
-    (`check_turn_release`). Any number of turns: every one but the last must call a tool, the last must answer
-    (a trajectory cut at its turn limit while calling fails)."""
-    if rule not in FORMAT_RULES:
-        raise VtError(f"format_rule must be one of {', '.join(FORMAT_RULES)}; got {rule!r}")
-    if not turns:
-        return "no assistant turn"
-    for i, text in enumerate(turns):
-        reason = FORMAT_RULES[rule](text, final=(i == len(turns) - 1), tools=tuple(tools))
-        if reason:
-            return f"turn {i + 1}: {reason}"
-    return None

@@ -12,11 +12,13 @@ from contextlib import contextmanager
 import torch
 from transformers import TrainerCallback
 
-from vtdata import prompts, protocol, tools
+from vtdata import prompts, protocol
+
+from vtdata.protocol import tools
 from vtdata.console import info
 from vtdata.resolution import view
 from vtdata.sources import sufficiency
-from vttrain.warmstart import SEED_SPACE, THINK_FIRST, MiniConfig, think_sentences, zoom_box
+from vttrain.models.warmstart_data import SEED_SPACE, THINK_FIRST, MiniConfig, think_sentences, zoom_box
 
 # Where each source is answerable: general and coarse at the low view, fine at the high view only.
 CHECK_VIEW = {"general": "low", "coarse": "low", "fine": "high"}
@@ -95,7 +97,7 @@ def row_call_probability(model, processor, rows: list[dict], tools: tuple = ("re
     """Per row (task, question, image: the view turn 1 shows), the mini model's exact probability of calling
     the tool under the agent prompt of `vt train` / `vt eval --mode think`. Turn 1 is one of its question's think
     sentences (`sentences`, task -> texts, default THINK_FIRST's: for the box question the model picks "striped" or
-    "flat"; a zoom build's also name the quadrant, `warmstart.think_sentences`), then ONE choice token,
+    "flat"; a zoom build's also name the quadrant, `warmstart_data.think_sentences`), then ONE choice token,
     `<tool_call>` or `<answer>`: P(call) = sum over the sentences s of P(s) * q(s) / sum of P(s), with
     q(s) = p(<tool_call> | s) / (p(<tool_call> | s) + p(<answer> | s)). Returns (P(call), the two choice
     tokens' smallest share of the next-token probability, the sentences' total probability, {sentence: its share of

@@ -1,0 +1,10 @@
+"""GRPO training (`vt train`): VisionThink's RL on TRL, extended through TRL's hooks.
+
+- `config`: `VtTrainConfig` (TRL's GRPOConfig plus vt's fields), its checks, the config file and model card;
+- `env`: TRL's side of the agent protocol (vtdata.protocol): the tool environments, the response parser, the
+  dataset transform;
+- `reward` (accuracy + format - penalty, Eq. 4-5), `refill` (dynamic sampling's refill rows), `fastpath`
+  (same-maths speed-ups), `trainer` (`VtGRPOTrainer`), `memory` (`--dry-run`), `scripted` (a scripted sampler for
+  tests and benches); `train`: the command.
+May import: vtdata, vttrain.models and vttrain.rollout.
+"""
