@@ -285,6 +285,29 @@ def test_every_inline_vt_command_names_a_command_and_its_options():
     assert not problems, "\n".join(problems)
 
 
+INLINE_RUN = re.compile(r"`((?:[A-Z_]+=\S+ )*(?:python|bash|make|pytest) [^`]+)`")
+
+
+def test_every_inline_make_target_and_script_shown_exists():
+    """`make TARGET`, `python bench/X.py --flag`, `bash bench/X.sh` written in prose: the target exists, the script
+    exists and mentions each flag shown (placeholders in <...> end the check)."""
+    problems, seen = [], 0
+    for page in PAGES:
+        for span in INLINE_RUN.findall(page.read_text()):
+            words = span.split()
+            words = words[:next((i for i, w in enumerate(words) if "<" in w or "[" in w), len(words))]
+            while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+                words = words[1:]
+            if vt_words(" ".join(words)) is not None:
+                continue
+            why = script_problem(words)
+            seen += words[:1] == ["make"] or any(SCRIPT.match(w) for w in words)
+            if why:
+                problems.append(f"{page.name}: `{span}`: {why}")
+    assert not problems, "\n".join(problems)
+    assert seen > 15
+
+
 def test_the_checker_sees_bad_commands():
     assert vt_problem(["curate", "--db", "x.duckdb", "--name", "n", "--out", "o"]) is None
     assert "no command" in vt_problem(["curat"])
