@@ -65,7 +65,13 @@ bench-science: install
 bench-matrix: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/science.py --matrix --out bench-matrix
 
+# The README's picture, redrawn by vt's own code: `vt report`'s per-source resize curves of the demo's GRPO run
+# (demo-out/report/plots/resize_by_source.png), copied to docs/img/ (runs `make demo` first; ~5 min once cached).
+picture: demo
+	mkdir -p docs/img
+	cp demo-out/report/plots/resize_by_source.png docs/img/resize-by-source.png
+
 clean:
 	rm -rf $(VENV) demo-out science-out bench-science bench-matrix .pytest_cache
 
-.PHONY: install demo science test test-fast test-science test-sharded bench bench-science bench-matrix clean
+.PHONY: install demo picture science test test-fast test-science test-sharded bench bench-science bench-matrix clean
