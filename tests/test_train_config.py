@@ -62,6 +62,17 @@ def test_shipped_train_configs_name_no_paths():
         assert not keys & {"data_dir", "output_dir", "db"}, name
 
 
+def test_a_shipped_config_named_from_elsewhere_resolves_its_paths_beside_itself(tmp_path, monkeypatch):
+    """`vt train train-visionthink-7b.yaml --dry-run` from outside the checkout: its `accelerate_config:
+    accelerate/zero3.yaml` is the shipped file beside the YAML found, not a path under the current directory."""
+    from vtdata.shipped import shipped
+    from vttrain.grpo.config import parse_config
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config("train-visionthink-7b.yaml", ["--data_dir", "d", "--output_dir", "o"], dry_run=True)
+    assert cfg.accelerate_config == str(shipped("accelerate", "zero3.yaml").resolve())
+    assert cfg.data_dir == str(tmp_path / "d")  # flags stay relative to the current directory
+
+
 def test_quiet_after_the_command_is_the_global_flag_not_an_unknown_option():
     """`vt train CONFIG … -q` (issue 31): the global -q/--quiet written after the command is honoured."""
     from vtdata import console

@@ -243,7 +243,7 @@ def parse_config(config_file: str | os.PathLike | None, overrides: list[str], dr
     if unknown:
         raise VtError(f"unknown train option(s) in {config_file}: {', '.join(unknown)} (see `vt train --options`)")
     if config_file is not None:
-        values = resolve_paths(values, Path(config_file).resolve().parent)
+        values = resolve_paths(values, Path(p).resolve().parent)  # the YAML found, also a shipped one
     parser = HfArgumentParser(cls)
     if "bf16" not in values and not torch.cuda.is_available():
         values["bf16"] = False  # GRPOConfig defaults to bf16, which a CPU-only machine refuses
