@@ -85,3 +85,14 @@ def test_quiet_after_the_command_is_the_global_flag_not_an_unknown_option():
             parse_config(None, ["--max_steps", "3", "-x"], dry_run=True)
     finally:
         console._level["value"] = before
+
+
+def test_the_accelerate_entry_point_answers_help_with_its_usage():
+    """`python -m vttrain.grpo.train --help` (what `accelerate launch -m` runs) prints its usage, not
+    "train config not found: --help"; with no config it exits 2 with the same usage."""
+    import subprocess
+    import sys
+    ok = subprocess.run([sys.executable, "-m", "vttrain.grpo.train", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "python -m vttrain.grpo.train CONFIG.yaml" in ok.stdout, ok.stderr[-500:]
+    bare = subprocess.run([sys.executable, "-m", "vttrain.grpo.train"], capture_output=True, text=True)
+    assert bare.returncode == 2 and "usage:" in bare.stdout

@@ -335,8 +335,12 @@ train_command.context_settings = {"allow_extra_args": True, "ignore_unknown_opti
 
 if __name__ == "__main__":  # `python -m vttrain.grpo.train CONFIG [--key value]` (used with accelerate launch)
     from vttrain.grpo.config import parse_config
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print("usage: [accelerate launch ...] python -m vttrain.grpo.train CONFIG.yaml [--key value ...]\n"
+              "the same config and flags as `vt train` (`vt train --options` lists them)")
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     try:
-        run(parse_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:]))
+        run(parse_config(sys.argv[1], sys.argv[2:]))
     except VtError as err:
         error_line(err)
         sys.exit(2)
