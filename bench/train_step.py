@@ -142,7 +142,7 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
 
 
 FAST = ("distinct_prompts", "suffix_cache", "image_cache", "matmul_patch_embed", "dedupe_vision", "length_buckets",
-        "shared_prompts", "memo_rope")
+        "shared_prompts", "memo_rope", "shared_generation")
 
 
 def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None):
@@ -152,7 +152,7 @@ def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = Fa
 
     class Before(VtGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = False
-        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = False
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = False
 
     flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
              "--save_strategy", "no"] + (["--gradient_checkpointing", "true"] if before else [])

@@ -32,7 +32,7 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
 
     class T(scripted.ScriptedGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = fast
-        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = fast
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = fast
         prompts = []
         logps = []  # (log-probs, completion mask) of every log-prob forward (reference, then policy)
 
