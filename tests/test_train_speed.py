@@ -63,20 +63,20 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     root, model, data = tiny
     head = tu._ChunkedLogProbFunction
     slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
-    from vttrain import fastpath
+    from vttrain import fastlogps, fastpath
     took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0, "rope": 0}
 
-    def counting(name, fn, hit):
+    def counting(name, module, fn, hit):
         def wrapped(*a, **k):
             out = fn(*a, **k)
             took[name] += bool(hit(a, out))
             return out
-        monkeypatch.setattr(fastpath, fn.__name__, wrapped)
-    counting("buckets", fastpath.bucketed_logps, lambda a, out: out is not None)
-    counting("vision", fastpath._unique_images, lambda a, out: len(out[2]) < len(out[1]))
-    counting("prompts", fastpath.prompt_key, lambda a, out: True)
-    counting("patch", fastpath._patch_embed_forward, lambda a, out: True)
-    counting("shared", fastpath.shared_prefix_logps, lambda a, out: out is not None)
+        monkeypatch.setattr(module, fn.__name__, wrapped)
+    counting("buckets", fastlogps, fastlogps.bucketed_logps, lambda a, out: out is not None)
+    counting("vision", fastpath, fastpath._unique_images, lambda a, out: len(out[2]) < len(out[1]))
+    counting("prompts", fastpath, fastpath.prompt_key, lambda a, out: True)
+    counting("patch", fastpath, fastpath._patch_embed_forward, lambda a, out: True)
+    counting("shared", fastlogps, fastlogps.shared_prefix_logps, lambda a, out: out is not None)
     memo = fastpath._memo_rope_index
 
     def rope_checked(self, *a, **k):  # every memoised rope index exactly equal to transformers' own

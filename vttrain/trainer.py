@@ -19,7 +19,7 @@ pin); check this list when moving TRL. Private methods overridden (each calls TR
 - `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding position;
   for the call, `trl.trainer.utils._use_triton` answers True on CPU so the head projects only the completion
   positions, as on CUDA (`compact_lm_head`; same log-probs); the rows go through TRL's method in length buckets
-  (vttrain.fastpath.bucketed_logps; reads its argument names).
+  (vttrain.fastlogps.bucketed_logps; reads its argument names).
 - `_get_tool_suffix_ids`: cached by the tool messages' text and image sizes (fastpath.suffix_key).
 - the vision tower's `forward`s (Qwen2.5-VL's PatchEmbed and VisionTransformer, per instance): fastpath.
 Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`),
@@ -45,7 +45,7 @@ from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
 from vtdata import protocol
-from vttrain import fastgen, fastpath
+from vttrain import fastgen, fastlogps, fastpath
 from vttrain.fastpath import compact_lm_head
 from vttrain.refill import _cat, _masked, _take
 from vttrain.metrics_log import JsonlMetrics  # noqa: F401 (vttrain.train imports it from here)
@@ -292,11 +292,11 @@ class VtGRPOTrainer(GRPOTrainer):
         plain = self._plain
 
         def fn(ids, mask, keep, **kw):
-            out = fastpath.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
+            out = fastlogps.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
                 if self.shared_prompts and plain else None
             return out if out is not None else trl_fn(model, ids, mask, keep, **kw)
         with compact_lm_head() if self.compact_head else nullcontext():
-            out = fastpath.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
+            out = fastlogps.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
                 if self.length_buckets and plain else None
             return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
 
