@@ -114,7 +114,7 @@ def _left_pad(rows: list, pad: int, device):
 
 def _prefill(model, rows, images, grids, sources, held, pad, image_pad, device):
     """Run each row's new tokens (after what its held source holds) on top of that source's cache. Returns
-    (cache, column mask, last-position logits, next rope position, held ids, held images) for the rows."""
+    (cache, column mask, last-position logits, next rope position) for the rows."""
     from transformers import DynamicCache
     inner = model.model
     start = [len(held.ids[s]) if s is not None else 0 for s in sources]
@@ -144,7 +144,7 @@ def _prefill(model, rows, images, grids, sources, held, pad, image_pad, device):
     vision = {"pixel_values": torch.cat(new_imgs), "image_grid_thw": torch.stack(new_grids)} if new_imgs else {}
     out = model(input_ids=block, attention_mask=mask, position_ids=block_pos, cache=cache, use_cache=True,
                 logits_to_keep=1, **vision)
-    return cache, mask, out.logits[:, -1], block_pos[:, :, -1].max(0).values + 1, rows, images
+    return cache, mask, out.logits[:, -1], block_pos[:, :, -1].max(0).values + 1
 
 
 def generate(model, prompt_ids: list, fields: dict, sampling, held: Held | None, image_pad: int, start_id: int,
@@ -167,7 +167,7 @@ def generate(model, prompt_ids: list, fields: dict, sampling, held: Held | None,
                    [sources[f] for f in first], held, pad, image_pad, device)
     if pre is None:
         return None
-    cache, mask, logits, next_pos, _, _ = pre
+    cache, mask, logits, next_pos = pre
     inv_t = torch.tensor(inv, device=device)
     if len(first) < len(prompt_ids):
         cache.reorder_cache(inv_t)
@@ -208,7 +208,7 @@ def trainer_turn(trainer, prompt_ids, fields):
     """VtGRPOTrainer's generation of one turn through `generate` (None: use TRL's). A call with no Held state is a
     turn 1 (the trainer clears it before each batch); the Held state of each call is kept for the next."""
     from trl.models import unwrap_model_for_generation
-    held, trainer._held = trainer._held, None
+    held, trainer._held = getattr(trainer, "_held", None), None
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not hasattr(model, "model") or not hasattr(model.model, "get_rope_index"):
         return None
