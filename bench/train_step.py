@@ -8,7 +8,7 @@ round by round (each round: --steps optimiser steps of each arm):
               and optimiser; no tools, a trivial reward
   vt          VtGRPOTrainer as `vt train` builds it: the resize tool, the rule judge, the penalty, metrics
   vt before   (--before) vt with its speed-ups off: TRL's full-sequence LM head on CPU, gradient
-              checkpointing on, turn-1 prompts rendered one by one, none of vttrain.grpo.fastpath's
+              checkpointing on, turn-1 prompts rendered one by one, none of vttrain.models.fastpath's
   vt 26b3a6c  vt at commit 26b3a6c (before issue 29's speed-ups; `git archive` of it into a temp dir, or
               --old-tree DIR), built the same way in a worker process that trains when told, so its steps
               interleave with the others (--no-old: skip)
@@ -142,7 +142,7 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
 
 
 FAST = ("distinct_prompts", "suffix_cache", "image_cache", "matmul_patch_embed", "dedupe_vision", "length_buckets",
-        "shared_prompts", "memo_rope")
+        "shared_prompts", "memo_rope", "shared_generation")
 
 
 def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None):
@@ -152,7 +152,7 @@ def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = Fa
 
     class Before(VtGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = False
-        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = False
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = False
 
     flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
              "--save_strategy", "no"] + (["--gradient_checkpointing", "true"] if before else [])

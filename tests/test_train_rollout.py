@@ -265,14 +265,16 @@ def test_overlong_prompts_are_rejected_not_truncated(tiny, tmp_path):
 def test_generated_vision_token_stops_the_run(tiny, monkeypatch):
     from trl import GRPOTrainer
 
+    from vttrain.grpo import fastgen
     from vttrain.grpo.train import build_trainer
     from vttrain.grpo.trainer import VtGRPOTrainer
 
     root, model, data = tiny
     trainer, proc = build_trainer(h.config(model, data, root / "run_guard", max_steps=1))
     pad = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn",
-                        lambda self, ids, *a, **k: ([[pad, proc.tokenizer.eos_token_id] for _ in ids], None))
+    bad = lambda self, ids, *a, **k: ([[pad, proc.tokenizer.eos_token_id] for _ in ids], None)  # noqa: E731
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", bad)
+    monkeypatch.setattr(fastgen, "trainer_turn", bad)  # vt's own sampling (shared prefills) likewise
     assert isinstance(trainer, VtGRPOTrainer)
     with pytest.raises(RuntimeError, match="generated 4 vision token"):
         trainer.train()

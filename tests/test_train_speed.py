@@ -1,4 +1,4 @@
-"""The GRPO step's speed-ups (vttrain.grpo.trainer / vttrain.grpo.fastpath: completion-only LM head on CPU, batched turn-1
+"""The GRPO step's speed-ups (vttrain.grpo.trainer / vttrain.models.fastpath: completion-only LM head on CPU, batched turn-1
 rendering, each distinct prompt rendered once, cached tool-suffix ids, per-step image-processing cache, the patch
 embedding as one matmul, the vision tower once per distinct image, length-bucketed log-prob forwards;
 vttrain.grpo.config: no gradient checkpointing on CPU) leave what the trainer computes unchanged."""
@@ -32,7 +32,7 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
 
     class T(scripted.ScriptedGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = fast
-        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = fast
+        matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = fast
         prompts = []
         logps = []  # (log-probs, completion mask) of every log-prob forward (reference, then policy)
 
@@ -63,20 +63,21 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     root, model, data = tiny
     head = tu._ChunkedLogProbFunction
     slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
-    from vttrain.grpo import fastpath
+    from vttrain.grpo import fastlogps
+    from vttrain.models import fastpath
     took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0, "rope": 0}
 
-    def counting(name, fn, hit):
+    def counting(name, module, fn, hit):
         def wrapped(*a, **k):
             out = fn(*a, **k)
             took[name] += bool(hit(a, out))
             return out
-        monkeypatch.setattr(fastpath, fn.__name__, wrapped)
-    counting("buckets", fastpath.bucketed_logps, lambda a, out: out is not None)
-    counting("vision", fastpath._unique_images, lambda a, out: len(out[2]) < len(out[1]))
-    counting("prompts", fastpath.prompt_key, lambda a, out: True)
-    counting("patch", fastpath._patch_embed_forward, lambda a, out: True)
-    counting("shared", fastpath.shared_prefix_logps, lambda a, out: out is not None)
+        monkeypatch.setattr(module, fn.__name__, wrapped)
+    counting("buckets", fastlogps, fastlogps.bucketed_logps, lambda a, out: out is not None)
+    counting("vision", fastpath, fastpath._unique_images, lambda a, out: len(out[2]) < len(out[1]))
+    counting("prompts", fastpath, fastpath.prompt_key, lambda a, out: True)
+    counting("patch", fastpath, fastpath._patch_embed_forward, lambda a, out: True)
+    counting("shared", fastlogps, fastlogps.shared_prefix_logps, lambda a, out: out is not None)
     memo = fastpath._memo_rope_index
 
     def rope_checked(self, *a, **k):  # every memoised rope index exactly equal to transformers' own
@@ -125,7 +126,7 @@ def test_fast_vision_tower_matches_transformers(tiny):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vttrain.grpo import fastpath
+    from vttrain.models import fastpath
     _, model_dir, _ = tiny
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
     fast = copy.deepcopy(model)

@@ -87,28 +87,34 @@ def sample(task: str, seed, i: int, size: int = 112, scale="fine", cue: bool = F
     return {"question": QUESTIONS[task], "answer": answer, "spec": spec}
 
 
-def _sign(pattern: str, x: int, y: int, period: int, phase: int) -> int:
-    """+1 (light) or -1 (dark) at box pixel (x, y)."""
-    h = ((y + phase) % period) < period // 2
-    v = ((x + phase) % period) < period // 2
-    on = {"horizontal": h, "vertical": v, "checkered": h != v}[pattern]
-    return 1 if on else -1
+def _box_levels(spec: dict):
+    """The box's grey level before noise, mid + taper * amp * sign, per pixel (float64, rows = y)."""
+    import numpy as np
+    n, period, phase = spec["box_size"], spec["period"], spec["phase"]
+    dark, light = spec["grey"]
+    mid, amp = (dark + light) / 2, (light - dark) / 2
+    i = np.arange(n)
+    edge = np.minimum(np.minimum(i[None, :], i[:, None]), np.minimum(n - 1 - i[None, :], n - 1 - i[:, None]))
+    taper = np.array(TAPER + (1.0,))[np.minimum(edge, len(TAPER))]
+    h = np.broadcast_to((((i + phase) % period) < period // 2)[:, None], (n, n))
+    v = np.broadcast_to((((i + phase) % period) < period // 2)[None, :], (n, n))
+    on = {"horizontal": h, "vertical": v, "checkered": h != v}[spec["pattern"]]
+    return mid + (amp * taper) * np.where(on, 1.0, -1.0)
 
 
 def image(spec: dict) -> Image.Image:
+    """The row's image: the background colour, the grey box (pattern, taper, noise drawn pixel by pixel in row
+    order from the image's own generator), the location ramp when the spec has one."""
+    import numpy as np
     s, n = spec["size"], spec["box_size"]
-    img = Image.new("RGB", (s, s), COLORS[spec["color"]])
     x0, y0 = spec["box"]
-    dark, light = spec["grey"]
-    mid, amp = (dark + light) / 2, (light - dark) / 2
-    noise = random.Random(spec["noise"])  # drawn per image, not per pattern: it tells nothing about the answer
-    px = img.load()
-    for y in range(n):
-        for x in range(n):
-            edge = min(x, y, n - 1 - x, n - 1 - y)
-            a = amp * (TAPER[edge] if edge < len(TAPER) else 1.0)
-            g = mid + a * _sign(spec["pattern"], x, y, spec["period"], spec["phase"]) + noise.gauss(0.0, NOISE)
-            px[x0 + x, y0 + y] = (min(255, max(0, round(g))),) * 3
+    gauss = random.Random(spec["noise"]).gauss  # drawn per image, not per pattern: it tells nothing about the answer
+    noise = np.array([gauss(0.0, NOISE) for _ in range(n * n)]).reshape(n, n)
+    grey = np.clip(np.round(_box_levels(spec) + noise), 0, 255).astype(np.uint8)
+    a = np.empty((s, s, 3), dtype=np.uint8)
+    a[:, :] = COLORS[spec["color"]]
+    a[y0:y0 + n, x0:x0 + n] = grey[:, :, None]
+    img = Image.fromarray(a)
     return _ramp(img, spec["cue"]) if spec.get("cue") else img
 
 
@@ -135,7 +141,8 @@ def box_contrast(img, spec: dict) -> float:
     grey = img.convert("L")
     x0, y0, n = round(spec["box"][0] * k), round(spec["box"][1] * k), round(spec["box_size"] * k)
     m = max(1, round(4 * k))
-    vals = [grey.getpixel((x, y)) for y in range(y0 + m, y0 + n - m) for x in range(x0 + m, x0 + n - m)]
+    import numpy as np
+    vals = np.asarray(grey.crop((x0 + m, y0 + m, x0 + n - m, y0 + n - m))).reshape(-1).tolist()  # row by row
     mean = sum(vals) / len(vals)
     return (sum((v - mean) ** 2 for v in vals) / len(vals)) ** 0.5
 

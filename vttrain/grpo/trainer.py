@@ -1,34 +1,35 @@
 """`VtGRPOTrainer`: TRL's GRPOTrainer plus the VisionThink group penalty, dynamic sampling and metrics.
 
-TRL SURFACE: everything vt relies on beyond TRL's public constructor and config (hence the
-`trl>=1.16,<1.17` pin); check this list when moving TRL.
-Private methods overridden (each calls TRL's own first):
-- `_calculate_rewards`: TRL returns the rewards GATHERED across processes (rows grouped by prompt, G
-  consecutive rows per group, the layout its advantage code uses). The penalty column is filled here,
-  on the whole group, so a group split over several GPUs gets the same penalty as on one.
-- `_generate_and_score_completions`: the optional zero-variance-group filter (dynamic sampling): such
-  groups leave the loss, and with `max_refill_rounds` > 0 more prompt groups are generated (calling TRL's
-  own method again on fresh rows) until the batch holds as many informative groups as asked, as the
-  release's "rejection sample" and DAPO do. TRL 1.16 has no such filter or hook.
-- `_get_train_sampler`: with refill, TRL's RepeatSampler becomes vttrain.grpo.refill.EpochSampler (same order),
-  whose `take` hands refills the epoch's next prompts; `_save_checkpoint` stores its log beside each
-  checkpoint, `_load_from_checkpoint` reads it back.
+TRL SURFACE: everything vt relies on beyond TRL's public constructor and config (hence the `trl>=1.16,<1.17`
+pin); check this list when moving TRL. Private methods overridden (each calls TRL's own first):
+- `_calculate_rewards`: TRL returns the rewards GATHERED across processes (rows grouped by prompt, G consecutive
+  rows per group, the layout its advantage code uses). The penalty column is filled here, on the whole group,
+  so a group split over several GPUs gets the same penalty as on one.
+- `_generate_and_score_completions`: the optional zero-variance-group filter (dynamic sampling): such groups
+  leave the loss, and with `max_refill_rounds` > 0 more prompt groups are generated (calling TRL's own method
+  again on fresh rows) until the batch holds as many informative groups as asked, as the release's "rejection
+  sample" and DAPO do. TRL 1.16 has no such filter or hook.
+- `_get_train_sampler`: with refill, TRL's RepeatSampler becomes vttrain.grpo.refill.EpochSampler (same order), whose
+  `take` hands refills the epoch's next prompts; `_save_checkpoint` / `_load_from_checkpoint` store / read its log.
 - `_tokenize_prompts`: hands TRL's tool loop tensors for image_grid_thw / pixel_values.
-- `_generate_single_turn`: refuses a generated vision token (it would break the next forward).
+- `_generate_single_turn`: refuses a generated vision token (it would break the next forward); in one plain
+  process samples through vttrain.grpo.fastgen (shared prefills, later turns on the last turn's cache); `_generate`
+  clears fastgen's cache around each batch.
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
-- `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding
-  position; for the length of the call, `trl.trainer.utils._use_triton` answers True on CPU so the head
-  projects only the completion positions, as TRL does on CUDA (`compact_lm_head`; same log-probs); the rows
-  go through TRL's method in length buckets (vttrain.grpo.fastpath.bucketed_logps; reads its argument names).
+- `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding position;
+  for the call, `trl.trainer.utils._use_triton` answers True on CPU so the head projects only the completion
+  positions, as on CUDA (`compact_lm_head`; same log-probs); the rows go through TRL's method in length buckets
+  (vttrain.grpo.fastlogps.bucketed_logps; reads its argument names).
 - `_get_tool_suffix_ids`: cached by the tool messages' text and image sizes (fastpath.suffix_key).
 - the vision tower's `forward`s (Qwen2.5-VL's PatchEmbed and VisionTransformer, per instance): fastpath.
-Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`).
-Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv
-per rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
+Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`),
+`generation_config`, `generation_kwargs`, `use_vllm`, `use_transformers_continuous_batching`, `model_wrapped`.
+Private attributes and helpers read: `_metrics[mode]` (metric buffers), `environments` (one ResizeEnv per
+rollout, `environment_factory`), `num_generations`, `num_generations_eval`, `reward_weights`,
 `trl.trainer.utils.split_pixel_values_by_grid` / `unsplit_pixel_values_by_grid`; config fields set by
 vttrain.grpo.train: `max_tool_calling_iterations`, `generation_kwargs`, `reward_weights`, `model_init_kwargs`.
-vt's own settings are read from `self.args` (a VtTrainConfig). Public method overridden:
-`create_model_card` (vt's card in the run dir instead of TRL's).
+vt's own settings are read from `self.args` (a VtTrainConfig). Public method overridden: `create_model_card`
+(vt's card in the run dir instead of TRL's).
 """
 from __future__ import annotations
 
@@ -41,13 +42,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import gather, gather_object
-from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from vtdata import protocol
-from vttrain.grpo import fastpath
-from vttrain.grpo.fastpath import compact_lm_head
+from vttrain.grpo import fastgen
+from vttrain.grpo import fastlogps
+from vttrain.models import fastpath
+from vttrain.models.fastpath import compact_lm_head
 from vttrain.grpo.refill import _cat, _masked, _take
+from vttrain.grpo.metrics_log import JsonlMetrics  # noqa: F401 (vttrain.grpo.train imports it from here)
 from vttrain.grpo.reward import Rollout, batch_penalties
 
 ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)
@@ -264,14 +267,20 @@ class VtGRPOTrainer(GRPOTrainer):
         unwrapped.load_state_dict(fresh.state_dict(), strict=True)
         del fresh
 
-    # -- speed: the same numbers with less work (vttrain.grpo.fastpath; tests turn each off to compare) -------------
+    # -- speed: the same numbers with less work (vttrain.models.fastpath; tests turn each off to compare) -------------
     # the completion-only LM head on CPU; turn-1 prompts in one processor call when the batch shares one tool
     # schema; each distinct (prompt, image) rendered once; tool-suffix ids cached by (text, image size); each
     # distinct image processed once a step; the patch embedding as one matmul; the vision tower once per distinct
     # image; log-prob forwards in two length buckets, each distinct prompt prefix once in them (keys/values
-    # copied); Qwen2.5-VL's rope index once per distinct row layout
+    # copied); Qwen2.5-VL's rope index once per distinct row layout; generation with one prefill per distinct
+    # prompt and later turns on top of the last turn's cache (fastgen)
     compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = True
-    matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = True
+    matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = True
+
+    @property
+    def _plain(self) -> bool:
+        """One plain process: DDP/FSDP/DeepSpeed need the same forwards on every rank, through their wrapper."""
+        return self.accelerator.num_processes == 1 and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
 
     def _install_fast_vision(self):
         for m in (self.model, getattr(self, "ref_model", None)):
@@ -282,15 +291,14 @@ class VtGRPOTrainer(GRPOTrainer):
         if args:
             return trl_fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
 
-        # one plain process only: DDP/FSDP/DeepSpeed need the same forwards on every rank, through their wrapper
-        plain = self.accelerator.num_processes == 1 and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
+        plain = self._plain
 
         def fn(ids, mask, keep, **kw):
-            out = fastpath.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
+            out = fastlogps.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast, **kw) \
                 if self.shared_prompts and plain else None
             return out if out is not None else trl_fn(model, ids, mask, keep, **kw)
         with compact_lm_head() if self.compact_head else nullcontext():
-            out = fastpath.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
+            out = fastlogps.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
                 if self.length_buckets and plain else None
             return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
 
@@ -325,9 +333,18 @@ class VtGRPOTrainer(GRPOTrainer):
                 fields[key] = torch.as_tensor(np.asarray(fields[key]))
         return prompt_ids, images, fields
 
+    def _generate(self, prompts):
+        self._held = None  # generation's cache between the turns of this batch (fastgen.trainer_turn)
+        try:
+            return super()._generate(prompts)
+        finally:
+            self._held = None
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                      has_tool_images)
+        out = fastgen.trainer_turn(self, prompt_ids, multimodal_fields) if self.shared_generation and self._plain \
+            and not (self.use_vllm or self.use_transformers_continuous_batching) else None
+        ids, logprobs = out or super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                             has_tool_images)
         # Generation suppresses vision tokens (vision_token_ids); a sampled one would not match any image
         # features and break the next forward, so stop here with a clear message if a backend ever emits one.
         vision = set(self._vision_ids.tolist())
@@ -431,20 +448,3 @@ class VtGRPOTrainer(GRPOTrainer):
                  f"{r} refill rounds (max_refill_rounds); they stay masked out of the loss")
         return merged, new_keep
 
-
-class JsonlMetrics(TrainerCallback):
-    """Every logging step's metrics as one JSON line in RUN/metrics.jsonl (main process)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        rec = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}
-        for k, v in logs.items():
-            if isinstance(v, float) and math.isnan(v):
-                v = None
-            rec[k] = v
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, default=str) + "\n")

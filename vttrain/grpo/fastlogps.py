@@ -1,0 +1,169 @@
+"""Same-maths speed-ups of the log-prob forwards of vt's GRPO step (used by vttrain.grpo.trainer.VtGRPOTrainer's
+`_get_per_token_logps_and_entropies`; each can be switched off there; tests/test_train_speed.py checks them):
+- `bucketed_logps` (`length_buckets`): rows of similar length run together, each bucket trimmed of the padding
+  columns all its rows share (attention and positions ignore padding, so the scores are the same).
+- `shared_prefix_logps` (`shared_prompts`): each distinct (prompt, prompt images) prefix runs once per group, its
+  keys/values copied to the rows that share it.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from vttrain.models import fastpath
+
+
+# -- log-prob forwards in length buckets ------------------------------------------------------------------
+def bucket_split(prompt_len: list[int], comp_len: list[int], max_buckets: int = 2, overhead: int = 0):
+    """Rows sorted by total length cut into at most `max_buckets` contiguous buckets minimising the padded area
+    (each bucket: rows x (longest prompt + longest completion)) plus `overhead` per extra forward."""
+    order = sorted(range(len(prompt_len)), key=lambda i: (prompt_len[i] + comp_len[i], i))
+
+    def cost(rows):
+        return len(rows) * (max(prompt_len[i] for i in rows) + max(comp_len[i] for i in rows)) if rows else 0
+    best = [order]
+    best_cost = cost(order)
+    if max_buckets >= 2:
+        for cut in range(1, len(order)):
+            c = cost(order[:cut]) + cost(order[cut:]) + overhead
+            if c < best_cost:
+                best, best_cost = [order[:cut], order[cut:]], c
+    return best
+
+
+def bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, *, min_saving: float = 0.1, **kw):
+    """Call `fn` (TRL's _get_per_token_logps_and_entropies, same signature) on length buckets of the rows, each
+    trimmed of its shared padding columns, and put the results back in row order (trimmed completion columns:
+    0, padding positions that every loss masks out). None when the batch is not one it handles."""
+    B, L = input_ids.shape
+    P = L - logits_to_keep
+    extra = {k: v for k, v in kw.items() if v is not None}
+    allowed = {"batch_size", "compute_entropy", "compute_aux_loss", "pixel_values", "image_grid_thw", "num_images",
+               "token_type_ids", "mm_token_type_ids"}
+    if B < 4 or set(extra) - allowed or extra.get("compute_aux_loss"):
+        return None
+    pv, grid, num_images = extra.get("pixel_values"), extra.get("image_grid_thw"), extra.get("num_images")
+    if pv is not None and (grid is None or num_images is None or grid.size(0) != sum(num_images)):
+        return None
+    am = attention_mask.bool()
+    p_real = am[:, :P]
+    c_real = am[:, P:]
+    # prompts are left-padded, completions right-padded: real spans are [P - p_len, P) and [P, P + c_len)
+    p_len = [int(x) for x in p_real.sum(1)]
+    c_any = c_real.any(0)
+    c_len = [int(r.nonzero().max()) + 1 if bool(r.any()) else 0 for r in c_real]
+    if not bool(c_any.any()):
+        return None
+    buckets = bucket_split(p_len, c_len)
+    full = B * (max(p_len) + max(c_len))
+    if len(buckets) == 1 and full >= (1 - min_saving) * B * L:
+        return None
+    if len(buckets) > 1:
+        area = sum(len(b) * (max(p_len[i] for i in b) + max(c_len[i] for i in b)) for b in buckets)
+        if area > (1 - min_saving) * full:
+            buckets = [list(range(B))]
+    if pv is not None:
+        rows = grid.prod(-1)
+        per_img = pv.split(rows.tolist())
+        starts = [0]
+        for c in num_images:
+            starts.append(starts[-1] + c)
+    outs = []
+    for rows_b in buckets:
+        idx = torch.tensor(rows_b, device=input_ids.device)
+        pw = max(p_len[i] for i in rows_b)
+        cw = max(max(c_len[i] for i in rows_b), 1)
+        cols = slice(P - pw, P + cw)
+        args = dict(extra)
+        for k in ("token_type_ids", "mm_token_type_ids"):
+            if k in args:
+                if args[k].shape[:2] != (B, L):
+                    return None
+                args[k] = args[k][idx][:, cols]
+        if pv is not None:
+            args["pixel_values"] = torch.cat([per_img[j] for i in rows_b for j in range(starts[i], starts[i + 1])]) \
+                if any(num_images[i] for i in rows_b) else pv[:0]
+            args["image_grid_thw"] = torch.cat([grid[starts[i]:starts[i + 1]] for i in rows_b])
+            args["num_images"] = [num_images[i] for i in rows_b]
+        lp, e, _ = fn(input_ids[idx][:, cols], attention_mask[idx][:, cols], cw, **args)
+        outs.append((idx, cw, lp, e))
+    order = torch.cat([idx for idx, *_ in outs])
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(B, device=order.device)
+    all_lp = torch.cat([torch.nn.functional.pad(lp, (0, logits_to_keep - cw)) if logits_to_keep - cw else lp
+                        for _, cw, lp, _ in outs])[inv]
+    all_e = None
+    if outs[0][3] is not None:
+        all_e = torch.cat([torch.nn.functional.pad(e, (0, logits_to_keep - cw)) if logits_to_keep - cw else e
+                           for _, cw, _, e in outs])[inv]
+    return all_lp, all_e, None
+
+
+# -- group-shared prompts in the log-prob forwards ------------------------------------------------------------
+def shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, *, autocast=None, compute_entropy=False,
+                        pixel_values=None, image_grid_thw=None, num_images=None, mm_token_type_ids=None,
+                        batch_size=None, compute_aux_loss=False, **rest):
+    """TRL's per-token log-probs (and entropies) with each distinct (prompt, prompt images) prefix run once: the
+    prompt minus its last token goes through the backbone once per distinct prefix, its keys/values are copied
+    to the rows that share it, and the rest (the prompt's last token and the completion, with the tool images)
+    runs on top with the same 3-D rope positions as the whole sequence (get_rope_index on the full rows).
+    Same maths as one forward of the whole rows. None when the batch or model is not one it handles."""
+    from transformers import DynamicCache
+    B, L = input_ids.shape
+    C = logits_to_keep
+    P = L - C
+    inner = getattr(model, "model", None)
+    if any(v is not None for v in rest.values()) or compute_aux_loss or P < 2 or B < 2 or inner is None \
+            or not hasattr(inner, "get_rope_index") or mm_token_type_ids is None or image_grid_thw is None \
+            or pixel_values is None or num_images is None or mm_token_type_ids.shape != input_ids.shape:
+        return None
+    start_id = getattr(model.config, "vision_start_token_id", None)
+    if start_id is None or bool((attention_mask[:, P - 1] == 0).any()):
+        return None
+    chunks, img_inv, _ = fastpath._unique_images(pixel_values, image_grid_thw)
+    n_prompt = (input_ids[:, :P - 1] == start_id).sum(1).tolist()
+    starts = [0]
+    for c in num_images:
+        starts.append(starts[-1] + c)
+    if any(n > c for n, c in zip(n_prompt, num_images)):
+        return None
+    keys, first, inv = {}, [], []
+    for i in range(B):
+        m = attention_mask[i, :P - 1].bool()
+        key = (tuple(input_ids[i, :P - 1][m].tolist()), tuple(m.tolist()),
+               tuple(img_inv[starts[i]:starts[i] + n_prompt[i]]))
+        if key not in keys:
+            keys[key] = len(first)
+            first.append(i)
+        inv.append(keys[key])
+    if len(first) == B:
+        return None
+    with torch.no_grad():
+        position_ids, _ = inner.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
+                                               image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+    reps = torch.tensor(first)
+    pre_imgs = [j for i in first for j in range(starts[i], starts[i] + n_prompt[i])]
+    suf_imgs = [j for i in range(B) for j in range(starts[i] + n_prompt[i], starts[i + 1])]
+
+    def images(idx):
+        if not idx:
+            return {}
+        return {"pixel_values": torch.cat([chunks[j] for j in idx]), "image_grid_thw": image_grid_thw[idx]}
+    labels = input_ids[:, P - 1:].masked_fill(attention_mask[:, P - 1:] == 0, -100)
+    labels[:, 0] = -100
+    with autocast() if autocast is not None else nullcontext_():
+        cache = DynamicCache(config=model.config)
+        inner(input_ids=input_ids[reps, :P - 1], attention_mask=attention_mask[reps, :P - 1],
+              position_ids=position_ids[:, reps, :P - 1], cache=cache, use_cache=True, **images(pre_imgs))
+        cache.reorder_cache(torch.tensor(inv))
+        out = model(input_ids=input_ids[:, P - 1:], attention_mask=attention_mask, position_ids=position_ids[:, :, P - 1:],
+                    cache=cache, labels=labels, fused_lm_head=True, **images(suf_imgs))
+    logps = out.log_probs[:, -C:]
+    ent = out.entropy[:, -C:] if compute_entropy else None
+    return logps, ent, None
+
+
+@contextmanager
+def nullcontext_():
+    yield
