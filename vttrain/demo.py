@@ -197,7 +197,7 @@ class Demo:
                       [self.db], summary=self._sum_score),
             DemoStage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
                                  "--fill-short", "--stratify", "answer", "--seed", str(c.seed), "--out",
-                                 str(self.curated)] + db,
+                                 str(self.curated), "--data", str(self.data)] + db,
                       [self.curated / "build.json"], summary=self._sum_curate, extra=own_output),
         ]
         for mode in c.train_runs():
