@@ -227,7 +227,8 @@ class Demo:
                f"{c['rejected']} rejected"
 
     def _sum_score(self) -> str:
-        rows = self._sql("SELECT label, count(*) FROM sufficiency GROUP BY 1 ORDER BY 1")
+        rows = self._sql("SELECT label, count(*) FROM sufficiency WHERE dataset = ? GROUP BY 1 ORDER BY 1",
+                         [str(self.data.resolve())])
         acc = self._sql("SELECT avg(score) FILTER (WHERE view = 'low'), avg(score) FILTER (WHERE view = 'high') "
                         "FROM rollouts")[0]
         return (f"{sum(n for _, n in rows)} samples: " + ", ".join(f"{k} {v}" for k, v in rows)
