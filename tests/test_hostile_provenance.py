@@ -214,3 +214,45 @@ def test_another_checkpoint_at_the_same_path_is_another_protocol(tmp_path):
     b[-1000:] = bytes(1000)
     w.write_bytes(bytes(b))
     assert protocol_settings(cfg, policy) != before
+
+
+def test_samples_with_one_input_share_its_rollouts_and_each_gets_a_label(tmp_path):
+    """Two rows with the same question, gold answer and pixels (image bytes encoded differently: build-data's
+    dedup by image hash keeps both) in one chunk: generated once, stored once, both labelled."""
+    import asyncio
+    import hashlib
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from score_helpers import CountingPolicy, ScriptedPolicy
+    from train_helpers import make_image, write_dataset
+    from vtdata.db import writer
+    from vttrain.score import ScoreConfig, make_judge_for, score
+    data = write_dataset(tmp_path / "d", n=3)
+    f = data / "data" / "train-00000.parquet"
+    t = pq.read_table(f)
+    rows = t.to_pylist()
+    buf = io.BytesIO()
+    make_image(0).save(buf, format="PNG", compress_level=1)
+    b = buf.getvalue()
+    assert b != rows[0]["image"]["bytes"]
+    rows[1].update(question=rows[0]["question"], answers=rows[0]["answers"], image={"bytes": b, "path": None},
+                   image_sha256=hashlib.sha256(b).hexdigest())
+    pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), f)
+    policy = CountingPolicy(ScriptedPolicy(lambda q, size, j: "<think>t</think><answer>0</answer>"))
+    cfg = ScoreConfig(data=data, policy="x", rollouts=2, concurrency=4)
+    db = tmp_path / "vt.duckdb"
+    with writer(db, "test") as con:
+        judge = make_judge_for(cfg, con)
+        try:
+            result = asyncio.run(score(cfg, con, policy, judge))
+        finally:
+            judge.close()
+    assert policy.rollouts == 2 * 2 * 2  # two distinct inputs x two views x k
+    assert sum(result["labels"].values()) == 3 and not result["labels"].get("incomplete"), result
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT input_sha) FROM rollouts").fetchone() == (8, 2)
+    assert con.execute("SELECT count(DISTINCT input_sha) FROM sufficiency").fetchone()[0] == 2
+    con.close()

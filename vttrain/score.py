@@ -292,14 +292,20 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
                 "latency_s": turn.latency_s, "finish_reason": turn.finish_reason,
                 "temperature": float(cfg.temperature), "created": now}
 
+    group: dict[str, list[dict]] = {}  # the chunk's samples by input: samples with one input share its rollouts
+
     def jobs(chunk: list[dict]) -> list[engine.Job]:
+        group.clear()
+        out = []
         for s in chunk:
             s["input_sha"] = provenance.input_sha(s, engine.view_image)
-        return [engine.Job((pid, proto, s["input_sha"], view, i), s, view)
-                for s in chunk for view in VIEWS for i in range(k)]
+            if s["input_sha"] not in group:
+                out += [engine.Job((pid, proto, s["input_sha"], view, i), s, view) for view in VIEWS for i in range(k)]
+            group.setdefault(s["input_sha"], []).append(s)
+        return out
 
     def relabel(chunk_jobs: list[engine.Job]) -> None:
-        write_sufficiency(con, ls, k, t, judge.identity, cfg.data, list({id(j.sample): j.sample for j in chunk_jobs}.values()))
+        write_sufficiency(con, ls, k, t, judge.identity, cfg.data, [s for g in group.values() for s in g])
 
     t0 = time.perf_counter()
     with progress_bar("scoring", total=len(todo)) as bar:
@@ -307,7 +313,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
         sample_chunks = engine.chunks(_with_images(cfg, todo), int(cfg.concurrency))
         async for res in engine.run((jobs(c) for c in sample_chunks), policy=policy, judge=judge, store=store,
                                     settings=settings, record=record, on_verdicts=relabel):
-            ids = list(dict.fromkeys(j.sample["id"] for j in res.jobs))
+            ids = [s["id"] for g in group.values() for s in g]
             for r in res.failed:
                 debug(f"policy failed on {r.job.sample['id']} {r.job.mode}: {r.error}")
             counts += label_counts(con, ls, ids)
