@@ -192,6 +192,11 @@ def judge_item(sample: dict, text: str) -> JudgeItem:
 # ------------------------------------------------------------------------------------------ generation
 
 def view_image(sample: dict, view: str):
+    """The image of a sample's view as the policy gets it (score-judge hashes it into its rollouts' key)."""
+    return _image(sample, view)
+
+
+def _image(sample: dict, view: str):
     try:
         return view_of(sample, view)
     except (ValueError, OSError) as err:
@@ -216,7 +221,7 @@ async def _direct(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
     groups: dict[tuple, list[Job]] = {}
     for j in jobs:
         groups.setdefault((id(j.sample), j.mode), []).append(j)
-    convs = [(protocol.direct_messages(s.system, g[0].sample["question"], view_image(g[0].sample, g[0].mode),
+    convs = [(protocol.direct_messages(s.system, g[0].sample["question"], _image(g[0].sample, g[0].mode),
                                        s.direct_newline), len(g))
              for g in groups.values()]
     out = []
@@ -228,7 +233,7 @@ async def _direct(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
 async def _think(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
     """The agent protocol, turn by turn, batched across jobs."""
     names = {"ok_prompt": s.tool_ok_prompt, "error_prompt": s.tool_error_prompt}
-    convs = [protocol.agent_messages(j.sample["question"], view_image(j.sample, "low"), s.agent_system_prompt,
+    convs = [protocol.agent_messages(j.sample["question"], _image(j.sample, "low"), s.agent_system_prompt,
                                      s.agent_user_prompt, s.tools) for j in jobs]
     out = [Rollout(j) for j in jobs]
     active = list(range(len(jobs)))
@@ -243,7 +248,7 @@ async def _think(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
             if call is None or turn_no + 1 >= s.max_turns:
                 continue  # a direct answer, or no turn left to answer in (cut: no answer)
             said = {"role": "assistant", "content": [{"type": "text", "text": t.text}]}
-            reply = tools.respond(call, jobs[i].sample, s.tools, view=view_image, **names)  # invalid: the error turn
+            reply = tools.respond(call, jobs[i].sample, s.tools, view=_image, **names)  # invalid: the error turn
             if reply.error is not None:
                 r.tool_call = "error" if r.tool_call == "none" else r.tool_call
             else:
