@@ -60,11 +60,13 @@ def labels(db: Path, data: Path) -> None:
     """A `sufficiency` table labelling every built sample (what score-judge would write)."""
     import duckdb
 
+    from vtdata.provenance import dataset_sha
     con = duckdb.connect(str(db))
-    con.execute("CREATE OR REPLACE TABLE sufficiency AS SELECT 'bench' AS policy, id AS sample_id, source, task, "
+    con.execute("CREATE OR REPLACE TABLE sufficiency AS SELECT 'bench' AS policy, 'bench' AS protocol, "
+                "? AS dataset_sha, id AS sample_id, source, task, "
                 "split, ? AS dataset, 8 AS k, CASE WHEN hash(id) % 2 = 0 THEN 8 ELSE 1 END AS low_correct, "
-                "8 AS high_correct, CASE WHEN hash(id) % 2 = 0 THEN 'low_ok' ELSE 'needs_high' END AS label "
-                "FROM samples", [str(data.resolve())])
+                "8 AS high_correct, CASE WHEN hash(id) % 2 = 0 THEN 'low_ok' ELSE 'needs_high' END AS label, "
+                "'bench' AS judge FROM samples", [dataset_sha(data), str(data.resolve())])
     con.close()
 
 

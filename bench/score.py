@@ -184,7 +184,8 @@ def bench_client(tmp: Path, n: int, k: int, rounds: int, concurrency: int) -> fl
 
 def _rows(n: int, salt: str) -> list[dict]:
     now = dt.datetime.now()
-    return [{"policy": "bench", "sample_id": f"{salt}{i // 16:08d}", "view": "low" if i % 16 < 8 else "high",
+    return [{"policy": "bench", "protocol": "bench", "input_sha": f"{salt}{i // 16:08d}",
+             "sample_id": f"{salt}{i // 16:08d}", "view": "low" if i % 16 < 8 else "high",
              "idx": i % 8, "text": f"<think>reasoning about sample {i}</think><answer>{i}</answer>",
              "generated_tokens": 20 + i % 7, "visual_tokens": 64 if i % 16 < 8 else 256, "latency_s": 0.5,
              "finish_reason": "stop", "temperature": 1.0, "created": now} for i in range(n)]
@@ -198,7 +199,7 @@ def bench_ingest(tmp: Path, rows: int, chunk: int, baseline_rows: int) -> None:
     from vttrain.score import ROLLOUT_COLUMNS, TABLES
     con = duckdb.connect(str(tmp / "ingest.duckdb"))
     tables.ensure(con, *TABLES)
-    writer = Store(con, "rollouts", ("policy", "sample_id", "view", "idx"), ROLLOUT_COLUMNS, "text", {})  # its insert path
+    writer = Store(con, "rollouts", ("policy", "protocol", "input_sha", "view", "idx"), ROLLOUT_COLUMNS, "text", {})  # its insert path
     data = _rows(rows, "a")
     sql = (f"INSERT INTO rollouts ({', '.join(ROLLOUT_COLUMNS)}) VALUES ({', '.join('?' * len(ROLLOUT_COLUMNS))})")
     # warm both paths once (first-call costs of pyarrow's timestamp conversion and DuckDB binding)

@@ -42,6 +42,16 @@ def samples(data: Path) -> list[dict]:
                                              "low_width", "low_height", "high_width", "high_height"]))
 
 
+def rollout_keys(cfg, policy, data: Path) -> tuple[str, dict]:
+    """(the protocol hash score-judge uses for cfg and policy, {sample id: input_sha}) of a dataset."""
+    from vtdata import provenance
+    from vtdata.dataset import iter_samples
+    from vttrain.rollout.engine import view_image
+    from vttrain.score import protocol_settings
+    proto = provenance.digest(protocol_settings(cfg, policy))
+    return proto, {s["id"]: provenance.input_sha(s, view_image) for s in iter_samples(data)}
+
+
 class NoCallPolicy(Policy):
     """A policy that must not be asked (every rollout is already stored)."""
     identity = "scripted:none"

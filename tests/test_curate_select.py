@@ -125,12 +125,14 @@ def _labelled_db(tmp_path, plan):
     rows = samples(data)
     from vtdata import tables
     from vttrain.score import TABLES
+    from vtdata.provenance import dataset_sha
     with writer(db, "test") as con:
         tables.ensure(con, *TABLES)
         for s, lab in zip(rows, plan * len(rows)):
-            con.execute("INSERT INTO sufficiency (policy, sample_id, source, dataset, k, low_correct, high_correct, "
-                        "low_judged, high_judged, label) VALUES ('p', ?, ?, ?, 8, 0, 0, 8, 8, ?)",
-                        [s["id"], s["source"], str(data.resolve()), lab])
+            con.execute("INSERT INTO sufficiency (policy, protocol, dataset_sha, sample_id, source, dataset, k, "
+                        "low_correct, high_correct, low_judged, high_judged, label) "
+                        "VALUES ('p', 'x', ?, ?, ?, ?, 8, 0, 0, 8, 8, ?)",
+                        [dataset_sha(data), s["id"], s["source"], str(data.resolve()), lab])
     return data, db, {s["id"]: lab for s, lab in zip(rows, plan * len(rows))}
 
 

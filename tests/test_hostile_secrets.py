@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,35 @@ def test_train_config_dump_has_no_url_credentials(tmp_path):
                  judge_base_url="http://user:hunter2@127.0.0.1:9/v1?token=abcdef123456")
     text = write_config(cfg, tmp_path / "c.yaml").read_text()
     assert "hunter2" not in text and "abcdef123456" not in text
+
+
+def test_train_run_directory_keeps_no_url_credentials(tmp_path):
+    """rollouts.jsonl (a rollout that writes a credential URL) and every training_args.bin (checkpoint and
+    final) store the judge's base URL and the texts redacted; the live config is left as it was."""
+    import torch
+    import train_helpers as h
+    from fake_openai import FakeOpenAI
+    from vttrain.grpo import scripted
+    from vttrain.grpo.train import run
+
+    leak = "see http://bob:hunter2@example.com/x?token=abcdef123456"
+
+    class T(scripted.ScriptedGRPOTrainer):
+        script = staticmethod(lambda turn, index, prompt: scripted.answer(leak))
+
+    model, data = h.tiny_model(tmp_path), h.write_dataset(tmp_path / "data", n=4)
+    with FakeOpenAI() as srv:
+        url = srv.url.replace("http://", "http://user:hunter2@")
+        cfg = h.config(model, data, tmp_path / "run", judge="openai:m", judge_base_url=url, max_steps=1,
+                       save_strategy="steps", save_steps=1)
+        final = run(cfg, trainer_class=T)
+        assert "hunter2" in cfg.judge_base_url  # the live config keeps what the judge client needs
+    rollouts = (tmp_path / "run" / "rollouts.jsonl").read_text()
+    assert "bob:***@" in rollouts or "***@example.com" in rollouts, rollouts[:500]
+    bins = sorted((tmp_path / "run").rglob("training_args.bin"))
+    assert len(bins) >= 2, bins  # the checkpoint's and final/'s
+    for f in [tmp_path / "run" / "rollouts.jsonl", *bins]:
+        raw = f.read_bytes()
+        assert b"hunter2" not in raw and b"abcdef123456" not in raw, f
+    args = torch.load(Path(final) / "training_args.bin", weights_only=False)
+    assert "hunter2" not in args.judge_base_url and args.judge_base_url.endswith("/v1")

@@ -58,3 +58,40 @@ def test_csv_has_plain_newlines(db):
     buf = io.StringIO()
     print_result(*run_sql(SqlConfig("SELECT i FROM t LIMIT 3", db=str(db))), "csv", out=buf)
     assert "\r" not in buf.getvalue()
+
+
+def _has_open(pid: int, path) -> bool:
+    import os
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_sigint_stops_a_long_query_within_a_second(db):
+    """Ctrl-C reaches a running query through the real CLI (a subprocess): one line, within about a second."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    long_query = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"  # minutes of work
+    p = subprocess.Popen([sys.executable, "-m", "vt", "sql", "--db", str(db), long_query], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and not _has_open(p.pid, db):  # imports done, the database open
+            time.sleep(0.05)
+        time.sleep(0.5)  # the query is running
+        assert p.poll() is None, p.communicate()
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=6)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    print(f"stopped {took:.2f}s after SIGINT")
+    assert took < 1.5, f"{took:.2f}s after SIGINT"
+    assert p.returncode != 0 and "query stopped" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err

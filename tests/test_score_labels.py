@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from models_helpers import tiny_model, tiny_model_dir
-from score_helpers import CountingPolicy, NoCallPolicy, ScriptedPolicy, samples, small_data
+from score_helpers import CountingPolicy, NoCallPolicy, ScriptedPolicy, rollout_keys, samples, small_data
 from vtdata.db import writer
 from vtdata.judge import make_judge
 from vttrain.models import build as models
@@ -89,26 +89,29 @@ PLAN = [((8, 8), "low_ok", "low_ok"), ((0, 6), "needs_high", "needs_high"), ((2,
         ((0, 0), "ambiguous", "ambiguous"), ((1, 6), "ambiguous", "needs_high")]
 
 
-def _store_rollouts(db, rows, k, policy, plan):
-    """Rollouts as if generated: correct ones answer the gold answer, the others a wrong string."""
+def _store_rollouts(db, rows, k, cfg, policy, plan):
+    """Rollouts as if generated (under cfg's protocol): correct ones answer the gold answer, the others a wrong string."""
     now = dt.datetime.now()
+    proto, inputs = rollout_keys(cfg, policy, cfg.data)
     out = []
     for s, ((lc, hc), _, _) in zip(rows, itertools.cycle(plan)):
         for view, c in (("low", lc), ("high", hc)):
             for i in range(k):
                 text = f"<think>t</think><answer>{s['answers'][0] if i < c else 'qqqqqqqqqqqqqqqqqq'}</answer>"
-                out.append((policy, s["id"], view, i, text, 5, 16 if view == "low" else 64, 0.1, "stop", 1.0, now))
+                out.append((policy.identity, proto, inputs[s["id"]], s["id"], view, i, text, 5,
+                            16 if view == "low" else 64, 0.1, "stop", 1.0, now))
     with writer(db, "test") as con:
         tables.ensure(con, *TABLES)
-        con.executemany("INSERT INTO rollouts (policy, sample_id, view, idx, text, generated_tokens, visual_tokens, "
-                        "latency_s, finish_reason, temperature, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)", out)
+        con.executemany("INSERT INTO rollouts (policy, protocol, input_sha, sample_id, view, idx, text, generated_tokens, "
+                        "visual_tokens, latency_s, finish_reason, temperature, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        out)
 
 
 def test_labels_follow_thresholds_on_constructed_verdicts(tmp_path):
     data, db, k = small_data(), tmp_path / "vt.duckdb", 8
     rows = samples(data)
-    _store_rollouts(db, rows, k, NoCallPolicy.identity, PLAN)
     cfg = ScoreConfig(data=data, policy="x", rollouts=k, split="all")
+    _store_rollouts(db, rows, k, cfg, NoCallPolicy(), PLAN)
     _run(cfg, db, NoCallPolicy())
     got = dict(_q(db, "SELECT sample_id, label FROM sufficiency"))
     counts = {r[0]: r[1:] for r in _q(db, "SELECT sample_id, low_correct, high_correct FROM sufficiency")}

@@ -1,6 +1,7 @@
 """`vt curate`: a balanced training set of `low_ok` and `needs_high` samples (paper §3.5: 10K + 10K).
 
-Reads the labels `vt score-judge` stored in `sufficiency`, picks `--per-class` samples of each class
+Reads one label set of `sufficiency` (one policy, scoring protocol and dataset: `vt score-judge`'s key,
+vtdata/provenance.py; never labels of another dataset, protocol or split), picks `--per-class` samples of each class
 (with `--stratify source`: spread as evenly as the sources allow, round-robin over sources; `--stratify answer`:
 round-robin over the gold answers, for closed answer spaces) in an order
 fixed by sha256(seed, sample id), so the same database and seed always give the same set. Writes a
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vtdata import tables
+from vtdata import provenance, tables
 from vtdata.card import write_dataset_card
 from vtdata.config import command
 from vtdata.console import VtError, console, info
@@ -57,8 +58,11 @@ class CurateConfig:
     with an untrained model, where every sample is ambiguous)."""
     policy: str | None = None
     """Which scoring policy's labels (needed when the database holds several)."""
+    protocol: str | None = None
+    """Which scoring protocol's labels (a prefix of `score_protocols.protocol`; needed when the policy's labels of
+    the dataset come from several: another prompt, temperature, seed or token budget)."""
     data: Path | None = None
-    """The scored dataset directory (default: the one recorded by score-judge)."""
+    """The scored dataset directory (default: the one recorded by score-judge); its labels only."""
     seed: int = 0
     """Selection order seed."""
     shard_rows: int = 2000
@@ -138,18 +142,47 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
     return chosen
 
 
-def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
+TRAIN = "coalesce(split, 'train') = 'train'"
+
+
+def _label_set(con, cfg: CurateConfig) -> tuple[str, str, str]:
+    """The one (policy, protocol, dataset_sha) whose train labels this curation reads; a VtError naming the
+    choices when the options leave several, and when its rows mix k or judges."""
     if "sufficiency" not in tables.existing(con):
         raise VtError(f"{cfg.db} has no `sufficiency` table: run `vt score-judge` first")
-    policies = [r[0] for r in con.execute("SELECT DISTINCT policy FROM sufficiency ORDER BY 1").fetchall()]
-    policy = cfg.policy
-    if policy is None:
-        if len(policies) != 1:
-            raise VtError(f"{cfg.db} holds labels of {len(policies)} policies ({', '.join(policies) or 'none'}); "
-                          f"pick one with --policy")
-        policy = policies[0]
-    elif policy not in policies:
-        raise VtError(f"no labels of policy {policy!r} in {cfg.db} (have: {', '.join(policies) or 'none'})")
+    if "protocol" not in tables.columns(con, "sufficiency"):
+        raise provenance.legacy_error(cfg.db)
+    sets = con.execute(f"SELECT policy, protocol, dataset_sha, any_value(dataset) FROM sufficiency WHERE {TRAIN} "
+                       "GROUP BY ALL ORDER BY ALL").fetchall()
+    policies = sorted({r[0] for r in sets})
+    if cfg.policy is None and len(policies) > 1:
+        raise VtError(f"{cfg.db} holds labels of {len(policies)} policies ({', '.join(policies)}); pick one with --policy")
+    if cfg.policy is not None and cfg.policy not in policies:
+        raise VtError(f"no labels of policy {cfg.policy!r} in {cfg.db} (have: {', '.join(policies) or 'none'})")
+    sets = [r for r in sets if cfg.policy in (None, r[0])]
+    if cfg.data is not None:
+        want = provenance.dataset_sha(cfg.data)
+        sets = [r for r in sets if r[2] == want]
+        if not sets:
+            raise VtError(f"no train labels of the dataset at {cfg.data} (content {want[:12]}) in {cfg.db}: score it "
+                          f"with `vt score-judge`; was it rebuilt after scoring?")
+    if cfg.protocol:
+        sets = [r for r in sets if r[1].startswith(cfg.protocol)]
+    if len(sets) != 1:
+        have = "; ".join(f"protocol {provenance.describe(con, p)} on {d} ({h[:12]})" for _, p, h, d in sets) or "none"
+        raise VtError(f"{cfg.db} holds {len(sets)} matching label sets ({have}); pick one with --protocol and --data")
+    policy, protocol, dsha, _ = sets[0]
+    mixed = con.execute(f"SELECT count(DISTINCT k), count(DISTINCT judge), string_agg(DISTINCT k::VARCHAR, ', '), "
+                        f"string_agg(DISTINCT judge, ', ') FROM sufficiency WHERE policy = ? AND protocol = ? AND "
+                        f"dataset_sha = ? AND {TRAIN}", [policy, protocol, dsha]).fetchone()
+    if mixed[0] > 1 or mixed[1] > 1:
+        raise VtError(f"the labels of {policy} (protocol {protocol[:12]}) mix k = {mixed[2]} and judges {mixed[3]}; "
+                      f"rerun `vt score-judge` over the same samples with one --rollouts and one --judge")
+    return policy, protocol, dsha
+
+
+def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
+    policy, protocol, dsha = _label_set(con, cfg)
     cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
     # train rows only: a curated set is a training set (its rows go to train shards); labels of val rows
     # (`vt score-judge --split all`) would put evaluation samples into training
@@ -162,19 +195,23 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
         join = " LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset"
         cols += ("answer",)
     rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols if c != 'answer')}{answer} FROM sufficiency s{join} "
-                       "WHERE s.policy = ? AND coalesce(s.split, 'train') = 'train' ORDER BY s.sample_id",
-                       [policy]).fetchall()
-    cands = [dict(zip(cols, r)) for r in rows]
+                       "WHERE s.policy = ? AND s.protocol = ? AND s.dataset_sha = ? AND coalesce(s.split, 'train') = 'train' "
+                       "ORDER BY s.sample_id", [policy, protocol, dsha]).fetchall()
+    cands = [dict(zip(cols, r), dataset_sha=dsha, protocol=protocol) for r in rows]
     return policy, cands
 
 
 def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:
+    """The scored dataset's directory (--data was matched by content already; a recorded path is checked)."""
     if cfg.data is not None:
         return Path(cfg.data)
     dirs = sorted({c["dataset"] for c in chosen if c["dataset"]})
     if len(dirs) != 1:
         raise VtError(f"the chosen samples come from {len(dirs)} datasets ({', '.join(dirs) or 'unrecorded'}); "
                       f"pass --data DIR")
+    if not provenance.same_dataset(Path(dirs[0]), chosen[0]["dataset_sha"]):
+        raise VtError(f"the dataset at {dirs[0]} is not the one these labels were made on (rebuilt or changed "
+                      f"since `vt score-judge`); pass --data with the scored dataset, or score this one")
     return Path(dirs[0])
 
 
@@ -281,7 +318,8 @@ def curate(cfg: CurateConfig) -> dict:
         cfg.out = str(_check_out(Path(cfg.out), keep=(cfg.db, src), force=cfg.force))
         by_id = {c["sample_id"]: {"use_tool": c["label"] == "needs_high"} for c in picked}
         balance = Counter((c["source"], c["label"]) for c in picked)
-        summary = {"policy": policy, "per_class": cfg.per_class, "stratify": cfg.stratify, "seed": cfg.seed,
+        summary = {"policy": policy, "protocol": picked[0]["protocol"], "dataset_sha": picked[0]["dataset_sha"],
+                   "per_class": cfg.per_class, "stratify": cfg.stratify, "seed": cfg.seed,
                    "filled": sum(c["filled"] for c in picked),
                    "from": str(src), "db": str(cfg.db), "selected": dict(Counter(c["label"] for c in picked)),
                    "available": dict(avail), "short": short}

@@ -149,7 +149,7 @@ def stream_sql(cfg: SqlConfig):
                 for s in stmts[:-1]:
                     con.execute(s.query)
                 rel = con.execute(stmts[-1].query)
-            except duckdb.Error as err:
+            except (duckdb.Error, RuntimeError) as err:  # DuckDB 2.x: an interrupt is RuntimeError("Query interrupted")
                 raise _sql_error(err, cfg, con, path) from None
             cols = [d[0] for d in rel.description or []]
 
@@ -159,7 +159,7 @@ def stream_sql(cfg: SqlConfig):
                 while True:
                     try:
                         batch = rel.fetchmany(BATCH)
-                    except duckdb.Error as err:
+                    except (duckdb.Error, RuntimeError) as err:
                         raise _sql_error(err, cfg, con, path) from None
                     if not batch:
                         return

@@ -40,10 +40,15 @@ DDL: dict[str, str] = {
         rank INTEGER,                 -- position in the output files
         created TIMESTAMP,
         PRIMARY KEY (name, sample_id))""",
-    # vt score-judge: one row per rollout (policy, sample, view, index) and its verdict
+    # vt score-judge: one row per rollout (policy, protocol, input, view, index) and its verdict; the keys
+    # (vtdata/provenance.py) say what made a row: another prompt, sampling, budget or view makes new rows
+    "score_protocols": """CREATE TABLE IF NOT EXISTS score_protocols (
+    protocol VARCHAR PRIMARY KEY, policy VARCHAR, settings JSON, created TIMESTAMP)""",
     "rollouts": """CREATE TABLE IF NOT EXISTS rollouts (
     policy VARCHAR NOT NULL,
-    sample_id VARCHAR NOT NULL,
+    protocol VARCHAR NOT NULL,        -- score_protocols.protocol: prompt, sampling, seed, budget, weights
+    input_sha VARCHAR NOT NULL,       -- question, gold answers and the pixels of both views sent
+    sample_id VARCHAR NOT NULL,       -- the sample that first asked for it (input_sha is the key)
     view VARCHAR NOT NULL,            -- 'low' | 'high'
     idx INTEGER NOT NULL,             -- 0..k-1
     text VARCHAR,
@@ -60,12 +65,15 @@ DDL: dict[str, str] = {
     verdict_by VARCHAR,               -- what produced the verdict (an LLM, a rule, the format check)
     created TIMESTAMP,
     judged TIMESTAMP,
-    PRIMARY KEY (policy, sample_id, view, idx)
+    PRIMARY KEY (policy, protocol, input_sha, view, idx)
 )""",
-    # vt score-judge: one row per policy and sample: correct counts and the label
+    # vt score-judge: one row per policy, protocol, dataset and sample: correct counts and the label
     "sufficiency": """CREATE TABLE IF NOT EXISTS sufficiency (
     policy VARCHAR NOT NULL,
+    protocol VARCHAR NOT NULL,
+    dataset_sha VARCHAR NOT NULL,     -- content hash of the scored dataset (all rows, all splits)
     sample_id VARCHAR NOT NULL,
+    input_sha VARCHAR,                -- the rollouts' input (rollouts.input_sha)
     source VARCHAR,
     task VARCHAR,
     split VARCHAR,
@@ -80,27 +88,27 @@ DDL: dict[str, str] = {
     label VARCHAR,
     judge VARCHAR,
     updated TIMESTAMP,
-    PRIMARY KEY (policy, sample_id)
+    PRIMARY KEY (policy, protocol, dataset_sha, sample_id)
 )""",
-    # views over sufficiency (vt score-judge); tokens_saved: visual tokens if every sample used the
-    # high view vs. if the low_ok ones used the low view
+    # views over sufficiency (vt score-judge), one group per label set (policy, protocol, dataset);
+    # tokens_saved: visual tokens if every sample used the high view vs. if the low_ok ones used the low view
     "label_counts": """CREATE OR REPLACE VIEW label_counts AS
-    SELECT policy, source, label, count(*) AS samples
-    FROM sufficiency GROUP BY ALL ORDER BY policy, source, label""",
+    SELECT policy, protocol, dataset_sha, source, label, count(*) AS samples
+    FROM sufficiency GROUP BY ALL ORDER BY policy, protocol, dataset_sha, source, label""",
     "low_vs_high_accuracy": """CREATE OR REPLACE VIEW low_vs_high_accuracy AS
-    SELECT policy, source, count(*) AS samples,
+    SELECT policy, protocol, dataset_sha, source, count(*) AS samples,
            round(sum(low_correct) / sum(k), 4) AS low_accuracy,
            round(sum(high_correct) / sum(k), 4) AS high_accuracy,
            round(sum(high_correct - low_correct) / sum(k), 4) AS high_minus_low
-    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source""",
+    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, protocol, dataset_sha, source""",
     "tokens_saved": """CREATE OR REPLACE VIEW tokens_saved AS
-    SELECT policy, source, count(*) AS samples,
+    SELECT policy, protocol, dataset_sha, source, count(*) AS samples,
            count(*) FILTER (WHERE label = 'low_ok') AS low_ok,
            sum(high_visual_tokens) AS high_visual_tokens,
            sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END) AS routed_visual_tokens,
            round(1 - sum(CASE WHEN label = 'low_ok' THEN low_visual_tokens ELSE high_visual_tokens END)
                      / sum(high_visual_tokens), 4) AS share_saved
-    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, source""",
+    FROM sufficiency WHERE label <> 'incomplete' GROUP BY ALL ORDER BY policy, protocol, dataset_sha, source""",
     # vt eval: one row per run / per run and sample (verdict fields NULL until judged)
     "eval_runs": """CREATE TABLE IF NOT EXISTS eval_runs (
     run VARCHAR PRIMARY KEY, mode VARCHAR, policy VARCHAR, data VARCHAR, split VARCHAR,

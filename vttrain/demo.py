@@ -205,7 +205,7 @@ class Demo:
                       [self.db], summary=self._sum_score),
             DemoStage("curate", ["curate", "--name", self.prefix, "--per-class", str(c.per_class), "--allow-short",
                                  "--fill-short", "--stratify", "answer", "--seed", str(c.seed), "--out",
-                                 str(self.curated)] + db,
+                                 str(self.curated), "--data", str(self.data)] + db,
                       [self.curated / "build.json"], summary=self._sum_curate, extra=own_output),
         ]
         for mode in c.train_runs():
@@ -235,7 +235,8 @@ class Demo:
                f"{c['rejected']} rejected"
 
     def _sum_score(self) -> str:
-        rows = self._sql("SELECT label, count(*) FROM sufficiency GROUP BY 1 ORDER BY 1")
+        rows = self._sql("SELECT label, count(*) FROM sufficiency WHERE dataset = ? GROUP BY 1 ORDER BY 1",
+                         [str(self.data.resolve())])
         acc = self._sql("SELECT avg(score) FILTER (WHERE view = 'low'), avg(score) FILTER (WHERE view = 'high') "
                         "FROM rollouts")[0]
         return (f"{sum(n for _, n in rows)} samples: " + ", ".join(f"{k} {v}" for k, v in rows)

@@ -10,10 +10,15 @@ think, then `<answer>`), each judged by the shared judge. Per sample:
 
 A rollout is correct when its judge score is >= 0.5 (scores are 0/1 except ANLS).
 
-DuckDB tables: `rollouts` (one row per answer and its verdict; key policy, sample_id, view, idx) and
-`sufficiency` (one row per policy and sample), plus the views `label_counts`, `low_vs_high_accuracy`
-and `tokens_saved`. Generating, storing and judging are the rollout engine's (`vttrain/rollout/engine.py`: 2k
-jobs per sample, key (policy, sample_id, view, idx)); this module adds the labelling. Work goes in chunks
+DuckDB tables: `rollouts` (one row per answer and its verdict; key policy, protocol, input_sha, view, idx),
+`sufficiency` (one row per policy, protocol, dataset and sample; key policy, protocol, dataset_sha,
+sample_id) and `score_protocols` (each protocol's settings), plus the views `label_counts`,
+`low_vs_high_accuracy` and `tokens_saved`. The keys say what made a row (vtdata/provenance.py): another
+prompt, temperature, seed, token budget or policy weights is another protocol, other view pixels or
+another question another input, another dataset content another label set; none of them reuses the
+other's rollouts or labels. k is not in the rollout key: a larger k adds indices to the same protocol.
+Generating, storing and judging are the rollout engine's (`vttrain/rollout/engine.py`: 2k jobs per sample);
+this module adds the labelling. Work goes in chunks
 of --concurrency samples: the chunk's new rollouts are written before they are judged, and the verdicts
 and labels after, in one transaction. A rerun (after a crash, a kill -9, Ctrl-C, or with a larger k)
 generates only the missing rollouts and judges only the rollouts without a verdict; LLM verdicts already
@@ -23,15 +28,16 @@ Changing thresholds relabels stored counts without any call; changing the judge 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vtdata import tables
+from vtdata import prompts, provenance, tables
 from vtdata.config import command
-from vtdata.console import VtError, debug, info, progress_bar
+from vtdata.console import VtError, debug, info, progress_bar, redact
 from vtdata.dataset import iter_samples, read_split
 from vtdata.db import arrow_table, default_db, writer
 from vtdata.judge import JudgeSpec, make_judge
@@ -42,8 +48,8 @@ VIEWS = ("low", "high")
 LABELS = ("low_ok", "needs_high", "ambiguous", "incomplete")
 
 
-TABLES = ("rollouts", "sufficiency", "label_counts", "low_vs_high_accuracy", "tokens_saved")  # DDL: vtdata/tables.py
-ROLLOUT_COLUMNS = ("policy", "sample_id", "view", "idx", "text", "generated_tokens", "visual_tokens",
+TABLES = ("score_protocols", "rollouts", "sufficiency", "label_counts", "low_vs_high_accuracy", "tokens_saved")  # DDL: vtdata/tables.py
+ROLLOUT_COLUMNS = ("policy", "protocol", "input_sha", "sample_id", "view", "idx", "text", "generated_tokens", "visual_tokens",
                    "latency_s", "finish_reason", "temperature", "created")
 SAMPLE_COLUMNS = ["id", "source", "task", "split", "question", "answers", "answer_type", "choices", "image",
                   "low_width", "low_height", "high_width", "high_height", "image_sha256"]
@@ -147,14 +153,46 @@ class ScoreConfig:
         return Path(self.db) if self.db else default_db(self.data)
 
 
-def write_sufficiency(con, policy: str, k: int, t: Thresholds, judge: str, data: Path, samples: list[dict]) -> None:
-    """Recount the samples' sufficiency rows from their stored rollouts and label them."""
+@dataclass(frozen=True)
+class LabelSet:
+    """Which rows of `sufficiency` a run reads and writes: its policy, protocol and dataset."""
+    policy: str
+    protocol: str
+    dataset_sha: str
+
+    def where(self, alias: str = "") -> str:
+        a = f"{alias}." if alias else ""
+        return f"{a}policy = ? AND {a}protocol = ? AND {a}dataset_sha = ?"
+
+    @property
+    def params(self) -> list:
+        return [self.policy, self.protocol, self.dataset_sha]
+
+
+def protocol_settings(cfg: ScoreConfig, policy) -> dict:
+    """Everything that shapes a rollout besides its input: hashed into the rollouts' `protocol` key."""
+    ident = policy.identity
+    settings = {"policy": ident, "system_prompt": prompts.load(cfg.prompt), "direct_newline": bool(cfg.direct_newline),
+                "layout": "direct-v1", "temperature": float(cfg.temperature), "top_p": 1.0,
+                "max_new_tokens": int(cfg.max_new_tokens), "seed": int(cfg.seed)}
+    path = Path(ident.split(":", 1)[1]) if ident.startswith("local:") else None
+    if path is not None and path.is_dir():  # another checkpoint at the same path is another policy
+        from vttrain.eval import model_fingerprint
+        settings["weights"] = model_fingerprint(path)
+    return settings
+
+
+def write_sufficiency(con, ls: LabelSet, k: int, t: Thresholds, judge: str, data: Path, samples: list[dict]) -> None:
+    """Recount the samples' sufficiency rows (of the label set) from their stored rollouts and label them."""
     import pyarrow as pa
-    tbl = pa.table({c: [s.get(c) for s in samples] for c in ("id", "source", "task", "split")})
+    tbl = pa.table({c: [s.get(c) for s in samples] for c in ("id", "source", "task", "split", "input_sha")})
     with arrow_table(con, "_vt_s", tbl):
         con.execute("""
-            INSERT OR REPLACE INTO sufficiency
-            SELECT ? AS policy, s.id, s.source, s.task, s.split, ? AS dataset, ? AS k,
+            INSERT OR REPLACE INTO sufficiency (policy, protocol, dataset_sha, sample_id, input_sha, source, task,
+                split, dataset, k, low_correct, high_correct, low_judged, high_judged, low_visual_tokens,
+                high_visual_tokens, label, judge, updated)
+            SELECT ? AS policy, ? AS protocol, ? AS dataset_sha, s.id, s.input_sha, s.source, s.task, s.split,
+                   ? AS dataset, ? AS k,
                    count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
                    count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
                    count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
@@ -163,17 +201,17 @@ def write_sufficiency(con, policy: str, k: int, t: Thresholds, judge: str, data:
                    max(r.visual_tokens) FILTER (WHERE r.view = 'high'),
                    NULL, ?, now()
             FROM _vt_s s LEFT JOIN rollouts r
-              ON r.sample_id = s.id AND r.policy = ? AND r.idx < ?
-            GROUP BY s.id, s.source, s.task, s.split""",
-            [policy, str(Path(data).resolve()), k, judge, policy, k])
-    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE policy = ? AND label IS NULL", [policy])
+              ON r.input_sha = s.input_sha AND r.policy = ? AND r.protocol = ? AND r.idx < ?
+            GROUP BY s.id, s.input_sha, s.source, s.task, s.split""",
+            [*ls.params, str(Path(data).resolve()), k, judge, ls.policy, ls.protocol, k])
+    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE {ls.where()} AND label IS NULL", ls.params)
 
 
-def label_counts(con, policy: str, ids: list[str]) -> Counter:
+def label_counts(con, ls: LabelSet, ids: list[str]) -> Counter:
     import pyarrow as pa
     with arrow_table(con, "_vt_ids", pa.table({"id": pa.array(ids, pa.string())})):
         rows = con.execute("SELECT label, count(*) FROM sufficiency s JOIN _vt_ids i ON s.sample_id = i.id "
-                           "WHERE policy = ? GROUP BY label", [policy]).fetchall()
+                           f"WHERE {ls.where('s')} GROUP BY label", ls.params).fetchall()
     return Counter(dict(rows))
 
 
@@ -207,21 +245,39 @@ def _with_images(cfg: ScoreConfig, todo: list[dict]):
                 return
 
 
+def _prepare(con, cfg: ScoreConfig, policy) -> LabelSet:
+    """Tables in the current format (a database from before provenance keys has its tables set aside), the
+    run's protocol recorded; returns the run's label set."""
+    moved = provenance.set_aside(con)
+    if moved:
+        info("score-judge: this database's " + " and ".join(f"`{a}`" for a, _ in moved) + " came from a vt that did "
+             "not record which protocol and dataset made them; kept as " + " and ".join(f"`{b}`" for _, b in moved)
+             + " (read them with vt sql), not reused: scoring anew")
+    tables.ensure(con, *TABLES)
+    settings = protocol_settings(cfg, policy)
+    proto = provenance.digest(settings)
+    con.execute("INSERT OR IGNORE INTO score_protocols VALUES (?, ?, ?, now())",
+                [proto, redact(policy.identity), redact(json.dumps(settings))])
+    return LabelSet(policy.identity, proto, provenance.dataset_sha(cfg.data))
+
+
 async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None = None) -> dict:
     """Score the samples of cfg on an open writer connection; returns label counts and timings."""
     k, pid = int(cfg.rollouts), policy.identity
     t = cfg.thresholds.resolve(k)
-    tables.ensure(con, *TABLES)
+    ls = _prepare(con, cfg, policy)
+    proto = ls.protocol
     samples = samples if samples is not None else _load_samples(cfg)
     # relabel with the current thresholds (no call), then skip the samples whose labels are final
-    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE policy = ? AND k = ?", [pid, k])
-    done = {r[0] for r in con.execute("SELECT sample_id FROM sufficiency WHERE policy = ? AND k = ? AND judge = ? "
-                                      "AND label <> 'incomplete'", [pid, k, judge.identity]).fetchall()}
+    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE {ls.where()} AND k = ?", [*ls.params, k])
+    done = {r[0] for r in con.execute(f"SELECT sample_id FROM sufficiency WHERE {ls.where()} AND k = ? AND judge = ? "
+                                      "AND label <> 'incomplete'", [*ls.params, k, judge.identity]).fetchall()}
     todo = [s for s in samples if s["id"] not in done]
-    counts = label_counts(con, pid, [s["id"] for s in samples if s["id"] in done])
+    counts = label_counts(con, ls, [s["id"] for s in samples if s["id"] in done])
     info(f"score-judge: {len(samples)} samples, {len(samples) - len(todo)} already labelled, "
-         f"{len(todo)} to do (k={k}, policy {pid}, judge {judge.identity})")
-    store = engine.Store(con, "rollouts", ("policy", "sample_id", "view", "idx"), ROLLOUT_COLUMNS, "text",
+         f"{len(todo)} to do (k={k}, policy {pid}, protocol {proto[:12]}, dataset {ls.dataset_sha[:12]}, "
+         f"judge {judge.identity})")
+    store = engine.Store(con, "rollouts", ("policy", "protocol", "input_sha", "view", "idx"), ROLLOUT_COLUMNS, "text",
                          {"score": "score", "status": "judge_status", "reason": "judge_reason",
                           "prediction": "prediction", "judge": "verdict_by"},
                          judge_column="judge", judge_identity=judge.identity, stamp="judged")
@@ -229,17 +285,27 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
                                direct_newline=cfg.direct_newline)
 
     def record(r: engine.Rollout, now) -> dict:
-        (_, sid, view, idx), turn = r.job.key, r.turns[-1]
-        return {"policy": pid, "sample_id": sid, "view": view, "idx": idx, "text": turn.text,
+        (_, _, ish, view, idx), turn = r.job.key, r.turns[-1]
+        return {"policy": pid, "protocol": proto, "input_sha": ish, "sample_id": r.job.sample["id"], "view": view,
+                "idx": idx, "text": turn.text,
                 "generated_tokens": turn.generated_tokens, "visual_tokens": turn.visual_tokens,
                 "latency_s": turn.latency_s, "finish_reason": turn.finish_reason,
                 "temperature": float(cfg.temperature), "created": now}
 
+    group: dict[str, list[dict]] = {}  # the chunk's samples by input: samples with one input share its rollouts
+
     def jobs(chunk: list[dict]) -> list[engine.Job]:
-        return [engine.Job((pid, s["id"], view, i), s, view) for s in chunk for view in VIEWS for i in range(k)]
+        group.clear()
+        out = []
+        for s in chunk:
+            s["input_sha"] = provenance.input_sha(s, engine.view_image)
+            if s["input_sha"] not in group:
+                out += [engine.Job((pid, proto, s["input_sha"], view, i), s, view) for view in VIEWS for i in range(k)]
+            group.setdefault(s["input_sha"], []).append(s)
+        return out
 
     def relabel(chunk_jobs: list[engine.Job]) -> None:
-        write_sufficiency(con, pid, k, t, judge.identity, cfg.data, list({id(j.sample): j.sample for j in chunk_jobs}.values()))
+        write_sufficiency(con, ls, k, t, judge.identity, cfg.data, [s for g in group.values() for s in g])
 
     t0 = time.perf_counter()
     with progress_bar("scoring", total=len(todo)) as bar:
@@ -247,13 +313,14 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
         sample_chunks = engine.chunks(_with_images(cfg, todo), int(cfg.concurrency))
         async for res in engine.run((jobs(c) for c in sample_chunks), policy=policy, judge=judge, store=store,
                                     settings=settings, record=record, on_verdicts=relabel):
-            ids = list(dict.fromkeys(j.key[1] for j in res.jobs))
+            ids = [s["id"] for g in group.values() for s in g]
             for r in res.failed:
-                debug(f"policy failed on {r.job.key[1]} {r.job.mode}: {r.error}")
-            counts += label_counts(con, pid, ids)
+                debug(f"policy failed on {r.job.sample['id']} {r.job.mode}: {r.error}")
+            counts += label_counts(con, ls, ids)
             bar.advance(len(ids), status=_status(counts))
-    total = label_counts(con, pid, [s["id"] for s in samples])
-    return {"samples": len(samples), "scored": len(todo), "labels": dict(total),
+    total = label_counts(con, ls, [s["id"] for s in samples])
+    return {"samples": len(samples), "scored": len(todo), "labels": dict(total), "protocol": proto,
+            "dataset_sha": ls.dataset_sha,
             "elapsed_s": time.perf_counter() - t0}
 
 

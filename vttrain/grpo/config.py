@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainerCallback
 from trl import GRPOConfig
 
 from vtdata import __version__
@@ -310,6 +310,34 @@ def write_config(cfg, path: Path) -> Path:
     path.write_text("# the resolved config of this run (vt train CONFIG + flags + defaults)\n"
                     + yaml.safe_dump(values, sort_keys=True, default_flow_style=None))
     return path
+
+
+def redacted(args):
+    """A copy of the run's config with URL credentials and query tokens redacted from every text field: what a
+    run directory stores (the live config keeps them: the judge client needs its URL)."""
+    import copy
+    from vtdata.console import redact
+    out = copy.copy(args)
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name, None)
+        if isinstance(value, str) and redact(value) != value:
+            object.__setattr__(out, f.name, redact(value))
+    return out
+
+
+def store_args(args, directory: Path) -> None:
+    """Replace the training_args.bin transformers wrote in `directory` by the redacted config."""
+    path = Path(directory) / "training_args.bin"
+    if path.is_file():
+        torch.save(redacted(args), path)
+
+
+class RedactedArgs(TrainerCallback):
+    """Every checkpoint's training_args.bin stores the redacted config (transformers pickles the live one)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            store_args(args, Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
 def options_help() -> str:

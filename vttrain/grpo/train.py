@@ -151,7 +151,7 @@ def build_trainer(cfg, trainer_class=None):
 
     from vttrain.models import build as models
     from vttrain.grpo.env import env_factory, make_transform, prepare_processor, vision_token_ids
-    from vttrain.grpo.config import validate
+    from vttrain.grpo.config import RedactedArgs, validate
     from vttrain.grpo.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
@@ -211,7 +211,7 @@ def build_trainer(cfg, trainer_class=None):
     rewards[0] = logs_retry_share(rewards[0], judge)
     trainer = cls(model=model, reward_funcs=rewards, args=cfg, train_dataset=ds,
                   processing_class=processor, environment_factory=env, peft_config=peft_config, judge=judge,
-                  callbacks=[JsonlMetrics(run_dir / "metrics.jsonl")])
+                  callbacks=[JsonlMetrics(run_dir / "metrics.jsonl"), RedactedArgs()])
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
         # accelerate (1.16) shards only on accelerator devices: on CPU an FSDP config runs plain DDP, silently
         raise VtError("accelerate was launched with an FSDP config but does not shard here (on CPU it runs "
@@ -228,7 +228,7 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
     """The trained policy + its processor with `chat_template` (the model's own, not the training one) in
     `out`, loadable by models.load."""
     from vttrain.grpo.env import uninstall_response_parser
-    from vttrain.grpo.config import CONFIG_FILE, write_config, write_model_card
+    from vttrain.grpo.config import CONFIG_FILE, store_args, write_config, write_model_card
     uninstall_response_parser(processor)
     processor.chat_template = chat_template
     processor.tokenizer.chat_template = chat_template
@@ -245,6 +245,7 @@ def save_final(trainer, processor, out: Path, chat_template: str) -> Path:
         (out / "vt_protocol_chat_template.jinja").write_text(protocol.chat_template(trainer.args.turn2_bytes))
         name_stock_processor(out)  # stock AutoProcessor loads Qwen2_5_VLProcessor, not vt's fallback class
         write_config(trainer.args, out / CONFIG_FILE)
+        store_args(trainer.args, out)  # training_args.bin without URL credentials or tokens
         write_model_card(trainer.args, out)
     trainer.accelerator.wait_for_everyone()
     return out

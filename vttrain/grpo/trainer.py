@@ -44,7 +44,7 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
-from vtdata import protocol
+from vtdata import console, protocol
 from vttrain.grpo import fastgen
 from vttrain.grpo import fastlogps
 from vttrain.models import fastpath
@@ -244,7 +244,7 @@ class VtGRPOTrainer(GRPOTrainer):
                                     **({"extra_visual_tokens": int(facts[i, 7]), "unanswered": bool(facts[i, 6])}
                                        if self._per_tool else {}),
                                     "reward": None if math.isnan(total) else total,
-                                    "turns": x["turns"]}) + "\n")
+                                    "turns": [console.redact(t) for t in x["turns"]]}) + "\n")
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # transformers 5.x Trainer resumes with `model.load_state_dict(raw_checkpoint, strict=False)`, but

@@ -70,15 +70,24 @@ def scoring_accuracy(con) -> list[dict]:
     counts, from the views `vt score-judge` creates (`low_vs_high_accuracy`, `label_counts`)."""
     if not {"low_vs_high_accuracy", "label_counts"} <= existing(con):
         return []
-    return _query(con, """
-        SELECT a.policy, a.source, a.samples, a.low_accuracy AS low_acc, a.high_accuracy AS high_acc,
+    keyed = {"protocol", "dataset_sha"} <= columns(con, "label_counts")  # views of vt since issue 30
+    rows = _query(con, f"""
+        SELECT a.policy, {"a.protocol, a.dataset_sha," if keyed else ""} a.source, a.samples,
+               a.low_accuracy AS low_acc, a.high_accuracy AS high_acc,
                coalesce(sum(l.samples) FILTER (WHERE l.label = 'low_ok'), 0) AS low_ok,
                coalesce(sum(l.samples) FILTER (WHERE l.label = 'needs_high'), 0) AS needs_high,
                coalesce(sum(l.samples) FILTER (WHERE l.label = 'ambiguous'), 0) AS ambiguous,
                coalesce(sum(l.samples) FILTER (WHERE l.label NOT IN ('low_ok', 'needs_high', 'ambiguous')), 0)
                    AS other
-        FROM low_vs_high_accuracy a LEFT JOIN label_counts l USING (policy, source)
-        GROUP BY ALL ORDER BY a.policy, a.source""")
+        FROM low_vs_high_accuracy a LEFT JOIN label_counts l
+             USING (policy, {"protocol, dataset_sha, " if keyed else ""}source)
+        GROUP BY ALL ORDER BY ALL""")
+    sets = {(r["policy"], r.get("protocol"), r.get("dataset_sha")) for r in rows}
+    for r in rows:  # several label sets of one policy: each named by its protocol and dataset hashes
+        p, d = r.pop("protocol", None), r.pop("dataset_sha", None)
+        if len(sets) > len({x[0] for x in sets}):
+            r["policy"] = f"{r['policy']} [{p[:8]}/{d[:8]}]"
+    return rows
 
 def curated_balance(con) -> list[dict]:
     """Per curated set and source: samples per class (`use_tool` true = needs_high); classes topped up

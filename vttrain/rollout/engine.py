@@ -193,6 +193,11 @@ def judge_item(sample: dict, text: str) -> JudgeItem:
 
 # ------------------------------------------------------------------------------------------ generation
 
+def view_image(sample: dict, view: str):
+    """The image of a sample's view as the policy gets it (score-judge hashes it into its rollouts' key)."""
+    return _image(sample, view)
+
+
 def _image(sample: dict, view: str):
     try:
         return view_of(sample, view)
