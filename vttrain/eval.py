@@ -30,7 +30,7 @@ from vtdata.outdir import check_name, new_out_dir
 from vtdata.resolution import visual_tokens
 from vtdata.judge import JudgeSpec, make_judge
 from vttrain.rollout import engine
-from vttrain.models.build import check_source
+from vttrain.models.build import check_source, model_fingerprint
 from vttrain.rollout.policy import make_policy
 from vttrain.report.summary import export_jsonl, summarize, summary_table
 
@@ -206,27 +206,6 @@ def _check_run(con, cfg: EvalConfig, run: str) -> bool:
         raise VtError(f"run {run!r} already exists with {k}={a!r} (now {b!r}); "
                       f"pass another --name or the same options to resume it")
     return True
-
-
-def model_fingerprint(path: Path, edge: int = 1 << 20) -> str:
-    """What tells one local checkpoint from another at the same path, cheaply: sha256 over its config.json
-    and, per weight file, its name, size and first and last MiB (a full hash of a 7B model would read 15 GB
-    per eval). Different weights differ there in practice (the tensors' data starts right after the header)."""
-    import hashlib
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"):
-            try:
-                size = f.stat().st_size
-                h.update(f"{f.name}\0{size}\0".encode())
-                with open(f, "rb") as fh:
-                    h.update(fh.read(edge))
-                    if size > 2 * edge:
-                        fh.seek(size - edge)
-                    h.update(fh.read(edge))  # the rest of a small file, else its last MiB
-            except OSError:
-                continue
-    return h.hexdigest()[:16]
 
 
 def _start_run(con, cfg: EvalConfig, run: str) -> None:

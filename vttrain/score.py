@@ -177,7 +177,7 @@ def protocol_settings(cfg: ScoreConfig, policy) -> dict:
                 "max_new_tokens": int(cfg.max_new_tokens), "seed": int(cfg.seed)}
     path = Path(ident.split(":", 1)[1]) if ident.startswith("local:") else None
     if path is not None and path.is_dir():  # another checkpoint at the same path is another policy
-        from vttrain.eval import model_fingerprint
+        from vttrain.models.build import model_fingerprint
         settings["weights"] = model_fingerprint(path)
     return settings
 

@@ -342,3 +342,24 @@ def init_random(config_file: str | os.PathLike, out_dir: str | os.PathLike, seed
     (out / INIT_FILE).write_text(json.dumps({"kind": "random", "seed": seed, "config": str(config_file),
                                              "name": spec.get("name")}, indent=2) + "\n")
     return out
+
+
+def model_fingerprint(path: Path, edge: int = 1 << 20) -> str:
+    """What tells one local checkpoint from another at the same path, cheaply: sha256 over its config.json
+    and, per weight file, its name, size and first and last MiB (a full hash of a 7B model would read 15 GB
+    per eval). Different weights differ there in practice (the tensors' data starts right after the header)."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"):
+            try:
+                size = f.stat().st_size
+                h.update(f"{f.name}\0{size}\0".encode())
+                with open(f, "rb") as fh:
+                    h.update(fh.read(edge))
+                    if size > 2 * edge:
+                        fh.seek(size - edge)
+                    h.update(fh.read(edge))  # the rest of a small file, else its last MiB
+            except OSError:
+                continue
+    return h.hexdigest()[:16]
