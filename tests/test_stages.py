@@ -42,15 +42,15 @@ def test_completed_stages_are_skipped_and_a_change_reruns_from_there(tmp_path):
     assert p.run() == []                                        # everything done: nothing runs
     assert reusable(tmp_path / "marks", p.stages()[0])["summary"] == "a ok"
 
-    p.args["b"] = ["b", "--more"]                               # changed arguments of the middle stage
-    assert p.run() == ["b", "c"] and p.ran == [("b", False), ("c", True)]
+    p.args["b"] = ["b", "--more"]                               # changed arguments of the middle stage: its old
+    assert p.run() == ["b", "c"] and p.ran == [("b", True), ("c", True)]  # outputs are stale, not interrupted
     assert p.run() == []
 
     (tmp_path / "recipe.yaml").write_text("n: 2\n")             # an input file's content changed
     assert p.run() == ["a", "b", "c"]
 
-    (tmp_path / "c.out").unlink()                               # an output is gone: only that stage
-    assert p.run() == ["c"]
+    (tmp_path / "c.out").unlink()                               # an output is gone: only that stage, resumed
+    assert p.run() == ["c"] and p.ran == [("c", False)]
 
     (tmp_path / "marks" / "b.json").write_text("{cut short")    # a damaged marker counts as not done
     assert p.run() == ["b", "c"]

@@ -37,6 +37,15 @@ def marker(marks: Path, stage: Stage) -> Path:
     return marks / f"{stage.name}.json"
 
 
+def _changed(marks: Path, stage: Stage) -> bool:
+    """The stage completed before with another identity (its arguments or inputs changed since)."""
+    try:
+        rec = json.loads(marker(marks, stage).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("identity") != stage.identity()
+
+
 def reusable(marks: Path, stage: Stage) -> dict | None:
     """The stage's completion record when it matches the stage's identity and its outputs exist."""
     try:
@@ -52,9 +61,10 @@ def run_stages(stages: list[Stage], marks: Path, execute: Callable[[Stage, str, 
                say: Callable[[str], None] = info) -> list[dict]:
     """Run or skip each stage in order; returns one record per stage (with `reused`).
 
-    `execute(stage, tag, upstream_changed)` runs a stage and returns its summary; `tag` is the
-    "[k/n] name" prefix of the progress lines, `upstream_changed` tells a stage that an earlier one ran
-    (its old outputs are stale rather than interrupted). A stage that raises leaves no marker."""
+    `execute(stage, tag, stale)` runs a stage and returns its summary; `tag` is the "[k/n] name" prefix of the
+    progress lines, `stale` tells a stage that an earlier one ran or that its own identity changed since it last
+    completed (its old outputs are stale, to be replaced) rather than that it was interrupted (to be resumed).
+    A stage that raises leaves no marker."""
     marks.mkdir(parents=True, exist_ok=True)
     width = max((len(s.name) for s in stages), default=0)
     done, rerun = [], False
@@ -65,9 +75,10 @@ def run_stages(stages: list[Stage], marks: Path, execute: Callable[[Stage, str, 
             say(f"{tag} reused  {rec.get('summary', '')}")
             done.append({**rec, "reused": True})
             continue
-        upstream_changed, rerun = rerun, True
+        stale, rerun = rerun or _changed(marks, stage), True
+        marker(marks, stage).unlink(missing_ok=True)  # until it completes again
         t0 = time.time()
-        summary = execute(stage, tag, upstream_changed)
+        summary = execute(stage, tag, stale)
         rec = {"stage": stage.name, "identity": stage.identity(), "seconds": round(time.time() - t0, 1),
                "summary": summary}
         marker(marks, stage).write_text(json.dumps(rec, indent=1))

@@ -312,12 +312,12 @@ class Demo:
              f"({sum(1 for d in done if d['reused'])} reused)")
         return done
 
-    def _execute(self, stage: DemoStage, tag: str, upstream_changed: bool) -> str:
+    def _execute(self, stage: DemoStage, tag: str, stale: bool) -> str:
         """Run one stage's `vt` command (its stdout to OUT/.demo/<stage>.log); returns its summary."""
         if stage.run_dir is not None:
             self._forget_evals()
-            if upstream_changed and stage.run_dir.exists():
-                shutil.rmtree(stage.run_dir)  # new data or model: train afresh instead of resuming
+            if stale and stage.run_dir.exists():
+                shutil.rmtree(stage.run_dir)  # new data, model or settings: train afresh instead of resuming
         args = stage.args + stage.extra()
         log = self.marks / f"{stage.name}.log"
         info(f"{tag} running vt {shlex.join(args)}  (its output: {log})")
