@@ -171,8 +171,8 @@ torch.set_num_threads(1)
 from pathlib import Path
 from transformers import TrainerCallback
 from vtdata.console import set_verbosity
-from vttrain.grpo.train import build_trainer
-from vttrain.grpo.config import parse_config
+from vttrain.train import build_trainer  # 26b3a6c's module paths (before vttrain's subpackages)
+from vttrain.train_config import parse_config
 set_verbosity(quiet=True)
 model, data, out, steps = sys.argv[1:5]
 steps_cpu = []
