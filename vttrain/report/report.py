@@ -205,7 +205,8 @@ def _summary(cfg: ReportConfig, con, plots: Path) -> Section:
     s.body = ("<p>The latest eval run of each mode. <i>full</i> and <i>low</i> answer from the high and the "
               "low view (25 % of the visual tokens); <i>think</i> starts from the low view and calls "
               "<code>resize_image</code> when it needs the high one, so its token cost is 25 % plus the high "
-              "view of the resized share. Accuracy counts judged samples only; judge errors are apart.</p>"
+              "view of the resized share. Accuracy counts every sample, a judge error as wrong (errors can only "
+              "lower it; <code>vt compare</code> shows their share apart).</p>"
               + report_summary.models_html(picks, cfg.runs) + _table(rows, cols, percent=percent))
     return s
 
