@@ -142,7 +142,9 @@ def select(candidates: list[dict], per_class: int, stratify: str | None, seed: i
     return chosen
 
 
-TRAIN = "coalesce(split, 'train') = 'train'"
+def _train(alias: str = "") -> str:
+    """Train rows only (a row without a split counts as train)."""
+    return f"coalesce({alias}split, 'train') = 'train'"
 
 
 def _label_set(con, cfg: CurateConfig) -> tuple[str, str, str]:
@@ -152,7 +154,7 @@ def _label_set(con, cfg: CurateConfig) -> tuple[str, str, str]:
         raise VtError(f"{cfg.db} has no `sufficiency` table: run `vt score-judge` first")
     if "protocol" not in tables.columns(con, "sufficiency"):
         raise provenance.legacy_error(cfg.db)
-    sets = con.execute(f"SELECT policy, protocol, dataset_sha, any_value(dataset) FROM sufficiency WHERE {TRAIN} "
+    sets = con.execute(f"SELECT policy, protocol, dataset_sha, any_value(dataset) FROM sufficiency WHERE {_train()} "
                        "GROUP BY ALL ORDER BY ALL").fetchall()
     policies = sorted({r[0] for r in sets})
     if cfg.policy is None and len(policies) > 1:
@@ -174,7 +176,7 @@ def _label_set(con, cfg: CurateConfig) -> tuple[str, str, str]:
     policy, protocol, dsha, _ = sets[0]
     mixed = con.execute(f"SELECT count(DISTINCT k), count(DISTINCT judge), string_agg(DISTINCT k::VARCHAR, ', '), "
                         f"string_agg(DISTINCT judge, ', ') FROM sufficiency WHERE policy = ? AND protocol = ? AND "
-                        f"dataset_sha = ? AND {TRAIN}", [policy, protocol, dsha]).fetchone()
+                        f"dataset_sha = ? AND {_train()}", [policy, protocol, dsha]).fetchone()
     if mixed[0] > 1 or mixed[1] > 1:
         raise VtError(f"the labels of {policy} (protocol {protocol[:12]}) mix k = {mixed[2]} and judges {mixed[3]}; "
                       f"rerun `vt score-judge` over the same samples with one --rollouts and one --judge")
@@ -195,7 +197,7 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
         join = " LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset"
         cols += ("answer",)
     rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols if c != 'answer')}{answer} FROM sufficiency s{join} "
-                       "WHERE s.policy = ? AND s.protocol = ? AND s.dataset_sha = ? AND coalesce(s.split, 'train') = 'train' "
+                       f"WHERE s.policy = ? AND s.protocol = ? AND s.dataset_sha = ? AND {_train('s.')} "
                        "ORDER BY s.sample_id", [policy, protocol, dsha]).fetchall()
     cands = [dict(zip(cols, r), dataset_sha=dsha, protocol=protocol) for r in rows]
     return policy, cands

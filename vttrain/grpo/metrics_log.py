@@ -1,4 +1,4 @@
-"""`JsonlMetrics`: the trainer's logged metrics as JSON lines (used by vttrain.grpo.train through vttrain.grpo.trainer)."""
+"""`JsonlMetrics`: the trainer's logged metrics as JSON lines (a callback of vttrain.grpo.train's trainer)."""
 from __future__ import annotations
 
 import json

@@ -152,7 +152,8 @@ def build_trainer(cfg, trainer_class=None):
     from vttrain.models import build as models
     from vttrain.grpo.env import env_factory, make_transform, prepare_processor, vision_token_ids
     from vttrain.grpo.config import RedactedArgs, validate
-    from vttrain.grpo.trainer import JsonlMetrics, VtGRPOTrainer, make_reward_funcs
+    from vttrain.grpo.metrics_log import JsonlMetrics
+    from vttrain.grpo.trainer import VtGRPOTrainer, make_reward_funcs
 
     validate(cfg)
     if cfg.torch_threads:

@@ -50,7 +50,6 @@ from vttrain.grpo import fastlogps
 from vttrain.models import fastpath
 from vttrain.models.fastpath import compact_lm_head
 from vttrain.grpo.refill import _cat, _masked, _take
-from vttrain.grpo.metrics_log import JsonlMetrics  # noqa: F401 (vttrain.grpo.train imports it from here)
 from vttrain.grpo.reward import Rollout, batch_penalties
 
 ACC, FMT, PEN = 0, 1, 2  # reward function columns (weights 1, format_weight, 1)

@@ -39,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vtdata.console import info
-from vttrain.models.warmstart_data import (MINI_TEXT, MINI_VISION, TAGS, UNSEEN, MiniConfig, corpus, sft_rows,
+from vttrain.models.warmstart_data import (MINI_TEXT, MINI_VISION, TAGS, MiniConfig, corpus, sft_rows,
                                            training_chat_template)
 
 
