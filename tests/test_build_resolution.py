@@ -153,6 +153,29 @@ def test_view_of_makes_each_view_of_a_sample_once(monkeypatch):
     assert len(made) == 5
 
 
+def test_a_samples_two_views_share_one_decode_with_the_same_pixels(monkeypatch):
+    """A PNG decodes the same for either view, so the sample's low and high views share one decode; a JPEG
+    decodes at a scale that depends on the view (draft), so each view decodes its own. Either way the pixels
+    are exactly those of view(bytes, size)."""
+    from vtdata import resolution
+    decodes = []
+    real = resolution.decode
+    monkeypatch.setattr(resolution, "decode", lambda *a, **k: decodes.append(a[1:]) or real(*a, **k))
+    resolution.clear_views()
+    (lw, lh), (hw, hh) = view_sizes(900, 600, ResolutionPolicy(56 * 56, 112 * 112))
+    for fmt, n_decodes in (("PNG", 1), ("JPEG", 2)):
+        buf = io.BytesIO()  # noise: a view made at another decode scale would differ
+        Image.frombytes("RGB", (900, 600), random.Random(0).randbytes(900 * 600 * 3)).save(buf, format=fmt)
+        data = buf.getvalue()
+        row = {"id": fmt, "image_sha256": fmt, "image": data, "low_width": lw, "low_height": lh,
+               "high_width": hw, "high_height": hh}
+        decodes.clear()
+        got = {w: view_of(row, w).tobytes() for w in ("low", "high")}
+        assert len(decodes) == n_decodes, (fmt, decodes)
+        assert got == {"low": view(data, (lw, lh)).tobytes(), "high": view(data, (hw, hh)).tobytes()}
+    resolution.clear_views()
+
+
 def test_bomb_and_garbage_are_value_errors():
     with pytest.raises(ValueError, match="decompression bomb"):
         view(image_bytes((400, 400)), (56, 56), pixel_cap=100_000)

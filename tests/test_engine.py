@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import duckdb
+import pytest
 
 from score_helpers import small_data
 from vtdata import protocol
@@ -139,3 +140,25 @@ def test_think_mode_takes_up_to_max_turns_and_the_last_turn_cannot_call():
     assert b.visual_tokens == low + high
     assert con.execute("SELECT sample_id, n_turns, tool_call FROM t ORDER BY n_turns").fetchall() == \
         sorted([(s["id"], n, t) for s, n, t in zip(rows, (2, 3, 1), ("ok", "ok", "none"))], key=lambda x: x[1])
+
+
+def test_store_insert_replaces_a_stored_key_and_appends_the_rest():
+    """Store.insert tries a plain INSERT first (fast); a key stored already (two runs into one table) must
+    still end as one row holding the new text, with the batch's other rows appended, nothing lost."""
+    con = duckdb.connect()
+    con.execute(DDL)
+    store = engine.Store(con, "t", ("run", "sample_id", "idx"), COLUMNS, "text", {})
+    store.insert([{"run": "r", "sample_id": "a", "idx": 0, "text": "old"}])
+    store.insert([{"run": "r", "sample_id": "a", "idx": 0, "text": "new"},
+                  {"run": "r", "sample_id": "b", "idx": 0, "text": "b0"}])
+    assert con.execute("SELECT sample_id, text FROM t ORDER BY sample_id").fetchall() == [("a", "new"), ("b", "b0")]
+
+
+def test_insert_rows_without_replace_still_refuses_a_stored_key():
+    from vtdata.db import insert_rows
+    con = duckdb.connect()
+    con.execute(DDL)
+    insert_rows(con, "t", [{"run": "r", "sample_id": "a", "idx": 0, "text": "old"}], COLUMNS)
+    with pytest.raises(duckdb.ConstraintException):
+        insert_rows(con, "t", [{"run": "r", "sample_id": "a", "idx": 0, "text": "new"}], COLUMNS)
+    assert con.execute("SELECT text FROM t").fetchall() == [("old",)]
