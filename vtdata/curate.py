@@ -147,7 +147,7 @@ def _train(alias: str = "") -> str:
     return f"coalesce({alias}split, 'train') = 'train'"
 
 
-def _label_set(con, cfg: CurateConfig) -> tuple[str, str, str]:
+def _label_set(con, cfg: CurateConfig) -> provenance.LabelSet:
     """The one (policy, protocol, dataset_sha) whose train labels this curation reads; a VtError naming the
     choices when the options leave several, and when its rows mix k or judges."""
     if "sufficiency" not in tables.existing(con):
@@ -173,18 +173,18 @@ def _label_set(con, cfg: CurateConfig) -> tuple[str, str, str]:
     if len(sets) != 1:
         have = "; ".join(f"protocol {provenance.describe(con, p)} on {d} ({h[:12]})" for _, p, h, d in sets) or "none"
         raise VtError(f"{cfg.db} holds {len(sets)} matching label sets ({have}); pick one with --protocol and --data")
-    policy, protocol, dsha, _ = sets[0]
+    ls = provenance.LabelSet(*sets[0][:3])
     mixed = con.execute(f"SELECT count(DISTINCT k), count(DISTINCT judge), string_agg(DISTINCT k::VARCHAR, ', '), "
-                        f"string_agg(DISTINCT judge, ', ') FROM sufficiency WHERE policy = ? AND protocol = ? AND "
-                        f"dataset_sha = ? AND {_train()}", [policy, protocol, dsha]).fetchone()
+                        f"string_agg(DISTINCT judge, ', ') FROM sufficiency WHERE {ls.where()} AND {_train()}",
+                        ls.params).fetchone()
     if mixed[0] > 1 or mixed[1] > 1:
-        raise VtError(f"the labels of {policy} (protocol {protocol[:12]}) mix k = {mixed[2]} and judges {mixed[3]}; "
-                      f"rerun `vt score-judge` over the same samples with one --rollouts and one --judge")
-    return policy, protocol, dsha
+        raise VtError(f"the labels of {ls.policy} (protocol {ls.protocol[:12]}) mix k = {mixed[2]} and judges "
+                      f"{mixed[3]}; rerun `vt score-judge` over the same samples with one --rollouts and one --judge")
+    return ls
 
 
 def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
-    policy, protocol, dsha = _label_set(con, cfg)
+    ls = _label_set(con, cfg)
     cols = ("sample_id", "source", "label", "dataset", "low_correct", "high_correct")
     # train rows only: a curated set is a training set (its rows go to train shards); labels of val rows
     # (`vt score-judge --split all`) would put evaluation samples into training
@@ -197,10 +197,9 @@ def _candidates(con, cfg: CurateConfig) -> tuple[str, list[dict]]:
         join = " LEFT JOIN samples p ON p.id = s.sample_id AND p.dataset IS NOT DISTINCT FROM s.dataset"
         cols += ("answer",)
     rows = con.execute(f"SELECT {', '.join('s.' + c for c in cols if c != 'answer')}{answer} FROM sufficiency s{join} "
-                       f"WHERE s.policy = ? AND s.protocol = ? AND s.dataset_sha = ? AND {_train('s.')} "
-                       "ORDER BY s.sample_id", [policy, protocol, dsha]).fetchall()
-    cands = [dict(zip(cols, r), dataset_sha=dsha, protocol=protocol) for r in rows]
-    return policy, cands
+                       f"WHERE {ls.where('s')} AND {_train('s.')} ORDER BY s.sample_id", ls.params).fetchall()
+    cands = [dict(zip(cols, r), dataset_sha=ls.dataset_sha, protocol=ls.protocol) for r in rows]
+    return ls.policy, cands
 
 
 def _dataset_dir(cfg: CurateConfig, chosen: list[dict]) -> Path:

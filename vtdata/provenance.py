@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from vtdata import tables
@@ -26,6 +27,23 @@ KEYED = ("rollouts", "sufficiency")  # the tables whose rows carry a protocol si
 VIEWS = ("label_counts", "low_vs_high_accuracy", "tokens_saved")  # views over sufficiency
 DATASET_COLUMNS = ["id", "split", "source", "task", "question", "answers", "answer_type", "choices", "image_sha256",
                    "low_width", "low_height", "high_width", "high_height"]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Which rows of `sufficiency` a run reads or writes: one policy, protocol and dataset (score-judge
+    writes one; vt curate reads one)."""
+    policy: str
+    protocol: str
+    dataset_sha: str
+
+    def where(self, alias: str = "") -> str:
+        a = f"{alias}." if alias else ""
+        return f"{a}policy = ? AND {a}protocol = ? AND {a}dataset_sha = ?"
+
+    @property
+    def params(self) -> list:
+        return [self.policy, self.protocol, self.dataset_sha]
 
 
 def digest(value) -> str:

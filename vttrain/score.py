@@ -41,6 +41,7 @@ from vtdata.console import VtError, debug, info, progress_bar, redact
 from vtdata.dataset import iter_samples, read_split
 from vtdata.db import arrow_table, default_db, writer
 from vtdata.judge import JudgeSpec, make_judge
+from vtdata.provenance import LabelSet
 from vttrain.rollout import engine
 from vttrain.rollout.policy import make_policy
 
@@ -151,22 +152,6 @@ class ScoreConfig:
 
     def db_path(self) -> Path:
         return Path(self.db) if self.db else default_db(self.data)
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Which rows of `sufficiency` a run reads and writes: its policy, protocol and dataset."""
-    policy: str
-    protocol: str
-    dataset_sha: str
-
-    def where(self, alias: str = "") -> str:
-        a = f"{alias}." if alias else ""
-        return f"{a}policy = ? AND {a}protocol = ? AND {a}dataset_sha = ?"
-
-    @property
-    def params(self) -> list:
-        return [self.policy, self.protocol, self.dataset_sha]
 
 
 def protocol_settings(cfg: ScoreConfig, policy) -> dict:
