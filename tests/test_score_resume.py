@@ -89,3 +89,29 @@ def test_kill_and_resume(tmp_path, kill_during):
         assert repeated == 0  # every verdict before the kill was kept
     else:
         assert repeated <= in_flight
+
+
+def test_a_resumed_run_asks_the_server_for_the_same_samples(tmp_path):
+    """Each rollout's `seed` comes from its key, not from its position in a call: scoring 3 samples and then
+    the rest sends every (input, answer) the seed that one uninterrupted run sends (a seeded server such as
+    vLLM then returns the same rollouts either way)."""
+    data = small_data()
+
+    def sent(log) -> Counter:
+        return Counter((json.dumps(q["messages"]), q["seed"]) for q in log if _is_policy(q))
+
+    with FakeOpenAI(lambda req: "<answer>x</answer>") as srv:
+        def run(db, *extra):
+            r = subprocess.run([sys.executable, "-m", "vt", "-q", "score-judge", "--data", str(data), "--db", str(db),
+                                "--split", "all", "--rollouts", "3", "--concurrency", "2", "--judge", "auto",
+                                "--policy", "openai:fake-policy", "--policy-base-url", srv.url, *extra],
+                               capture_output=True, text=True, timeout=120, env=dict(os.environ, OPENAI_API_KEY="x"))
+            assert r.returncode == 0, r.stderr
+            out = list(srv.log)
+            srv.log.clear()
+            return sent(out)
+
+        whole = run(tmp_path / "a.duckdb")
+        resumed = run(tmp_path / "b.duckdb", "--limit", "3") + run(tmp_path / "b.duckdb")
+    assert sum(whole.values()) == 2 * 3 * len(samples(data)) and max(whole.values()) == 1
+    assert resumed == whole

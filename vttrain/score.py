@@ -160,6 +160,8 @@ def protocol_settings(cfg: ScoreConfig, policy) -> dict:
     settings = {"policy": ident, "system_prompt": prompts.load(cfg.prompt), "direct_newline": bool(cfg.direct_newline),
                 "layout": "direct-v1", "temperature": float(cfg.temperature), "top_p": 1.0,
                 "max_new_tokens": int(cfg.max_new_tokens), "seed": int(cfg.seed)}
+    if ident.startswith("openai:"):  # the server's per-request seed: from the rollout's key (engine.seed_of)
+        settings["seeding"] = "rollout-key-v1"
     path = Path(ident.split(":", 1)[1]) if ident.startswith("local:") else None
     if path is not None and path.is_dir():  # another checkpoint at the same path is another policy
         from vttrain.models.build import model_fingerprint

@@ -18,6 +18,7 @@ Everything runs in one event loop per command (`asyncio.run(stage(...))`).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -205,13 +206,19 @@ def _image(sample: dict, view: str):
         raise VtError(f"sample {sample.get('id')}: cannot make its {view} view: {err}") from None
 
 
-async def _turns(policy, conversations: list[tuple[list[dict], int]], s: Settings) -> list[list[Turn]]:
-    """One policy call: n answers for each (messages, n); the answers grouped per conversation."""
+def seed_of(key: tuple, turn: int = 0) -> int:
+    """A rollout's sampling seed from its key (and turn): the same whichever chunk or call it lands in."""
+    return int(hashlib.sha256(repr((tuple(key), turn)).encode()).hexdigest()[:8], 16) % 2 ** 31
+
+
+async def _turns(policy, conversations: list[tuple[list[dict], list[int]]], s: Settings) -> list[list[Turn]]:
+    """One policy call: an answer per seed for each (messages, seeds); the answers grouped per conversation."""
     if not conversations:
         return []
-    gens = await policy.agenerate([GenRequest(messages=m, n=n, temperature=s.temperature,
-                                              max_new_tokens=s.max_new_tokens) for m, n in conversations])
-    out: list[list[Turn]] = [[None] * n for _, n in conversations]
+    gens = await policy.agenerate([GenRequest(messages=m, n=len(seeds), temperature=s.temperature,
+                                              max_new_tokens=s.max_new_tokens, seeds=tuple(seeds))
+                                   for m, seeds in conversations])
+    out: list[list[Turn]] = [[None] * len(seeds) for _, seeds in conversations]
     for g in gens:
         out[g.request][g.index] = Turn(g.text, int(g.generated_tokens), int(g.visual_tokens),
                                        float(g.latency_s), g.finish_reason or "stop", g.error)
@@ -224,7 +231,7 @@ async def _direct(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
     for j in jobs:
         groups.setdefault((id(j.sample), j.mode), []).append(j)
     convs = [(protocol.direct_messages(s.system, g[0].sample["question"], _image(g[0].sample, g[0].mode),
-                                       s.direct_newline), len(g))
+                                       s.direct_newline), [seed_of(j.key) for j in g])
              for g in groups.values()]
     out = []
     for g, turns in zip(groups.values(), await _turns(policy, convs, s)):
@@ -240,7 +247,7 @@ async def _think(policy, jobs: list[Job], s: Settings) -> list[Rollout]:
     out = [Rollout(j) for j in jobs]
     active = list(range(len(jobs)))
     for turn_no in range(s.max_turns):
-        turns = await _turns(policy, [(convs[i], 1) for i in active], s)
+        turns = await _turns(policy, [(convs[i], [seed_of(jobs[i].key, turn_no)]) for i in active], s)
         nxt = []
         for i, (t,) in zip(active, turns):
             r = out[i]

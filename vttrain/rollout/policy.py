@@ -51,6 +51,10 @@ class GenRequest:
     """Longest answer in tokens."""
     top_p: float = 1.0
     """Nucleus sampling threshold."""
+    seeds: tuple[int, ...] | None = None
+    """One seed per answer (the rollout engine derives them from the rollouts' keys, so that a resumed run
+    asks the server for the same samples as an uninterrupted one); None = by position in the call. The
+    openai policy sends `seed` (its --seed plus this) where it has a seed; the local policy seeds once."""
 
 
 @dataclass
@@ -329,7 +333,9 @@ class OpenAIPolicy(Policy):
                                    top_p=float(r.top_p), max_tokens=int(r.max_new_tokens)))
             cap = REPLY_BYTES + REPLY_BYTES_PER_TOKEN * int(r.max_new_tokens)
             for j in range(r.n):
-                body = head if self.seed is None else f'{head[:-1]}, "seed": {self.seed + 1000 * i + j}}}'
+                seed = None if self.seed is None else \
+                    (self.seed + (r.seeds[j] if r.seeds else 1000 * i + j)) % 2 ** 31
+                body = head if seed is None else f'{head[:-1]}, "seed": {seed}}}'
                 jobs.append(self._one(body.encode(), cap, visual, i, j))
         out = list(await asyncio.gather(*jobs))
         if self._fatal:  # the server refuses every request: stop instead of recording errors for all of them
