@@ -1,6 +1,6 @@
 """Benchmark: vt's GRPO step against a plain `trl.GRPOTrainer` step, and two-turn rollouts against direct answers.
 
-Default (`python bench/train_step.py [--rounds 3] [--steps 2] [--before]`): the miniature's config
+Default (`python bench/train_step.py [--rounds 5] [--steps 2] [--learning-rate 1e-12] [--before]`): the miniature's config
 (manifests/train-mini.yaml: G = 8, 32 rollouts a step, 96 completion tokens, 16 a turn, beta 0.04) on the
 warm start (`vt init-model mini`, cached) and the sufficiency data, in one process, arms interleaved
 round by round (each round: --steps optimiser steps of each arm):
@@ -141,11 +141,13 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
                        processing_class=models.load_processor(str(model)))
 
 
+FROZEN_LR = 1e-12  # > 0 (vt's config refuses 0); the policy does not move: each arm's work per step is the same
 FAST = ("distinct_prompts", "suffix_cache", "image_cache", "matmul_patch_embed", "dedupe_vision", "length_buckets",
         "shared_prompts", "memo_rope", "shared_generation")
 
 
-def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None):
+def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None,
+               lr: float = FROZEN_LR):
     from vttrain.grpo.train import build_trainer
     from vttrain.grpo.config import parse_config
     from vttrain.grpo.trainer import VtGRPOTrainer
@@ -155,7 +157,7 @@ def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = Fa
         matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = False
 
     flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
-             "--save_strategy", "no"] + (["--gradient_checkpointing", "true"] if before else [])
+             "--save_strategy", "no", "--learning_rate", str(lr)] + (["--gradient_checkpointing", "true"] if before else [])
     cfg = parse_config(str(ROOT / "manifests" / "train-mini.yaml"), flags)
     cls = Before if before else type(f"Without_{without}", (VtGRPOTrainer,), {without: False}) if without else None
     return build_trainer(cfg, cls)[0], cfg
@@ -174,7 +176,7 @@ from vtdata.console import set_verbosity
 from vttrain.train import build_trainer  # 26b3a6c's module paths (before vttrain's subpackages)
 from vttrain.train_config import parse_config
 set_verbosity(quiet=True)
-model, data, out, steps = sys.argv[1:5]
+model, data, out, steps, lr = sys.argv[1:6]
 steps_cpu = []
 class Clock(TrainerCallback):
     def on_step_begin(self, *a, **k):
@@ -183,7 +185,7 @@ class Clock(TrainerCallback):
         steps_cpu.append(time.process_time() - self.t0)
 cfg = parse_config(str(Path(os.environ["VT_OLD_TREE"]) / "manifests" / "train-mini.yaml"),
                    ["--model", model, "--data_dir", data, "--output_dir", out, "--max_steps", steps,
-                    "--save_strategy", "no"])
+                    "--save_strategy", "no", "--learning_rate", lr])
 trainer = build_trainer(cfg)[0]
 trainer.add_callback(Clock())
 print("VTSTEPS " + json.dumps({"ready": True}), flush=True)
@@ -197,9 +199,10 @@ for line in sys.stdin:
 class OldVt:
     """vt at commit OLD in a worker process (its own sys.path); `train()` runs one round there."""
 
-    def __init__(self, tree: Path, model: Path, data: Path, out: Path, steps: int):
+    def __init__(self, tree: Path, model: Path, data: Path, out: Path, steps: int, lr: float):
         env = {**os.environ, "VT_OLD_TREE": str(tree), "PYTHONPATH": str(tree)}
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(model), str(data), str(out), str(steps)],
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(model), str(data), str(out), str(steps),
+                                      str(lr)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
         self.steps: list[float] = []
         self._read()
@@ -231,7 +234,7 @@ def old_tree(tmp: Path, given: str | None) -> Path:
 
 
 def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_dir: str | None = None,
-                 ablate: bool = False) -> None:
+                 ablate: bool = False, lr: float = FROZEN_LR) -> None:
     from vtdata.console import set_verbosity
     from vttrain.models.warmstart import init_mini
     set_verbosity(quiet=True)
@@ -240,19 +243,19 @@ def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_di
         model = init_mini(tmp / "model")
         subprocess.run([sys.executable, "-m", "vt", "-q", "build-data", str(ROOT / "manifests" / "sufficiency.yaml"),
                         "--out", str(tmp / "data"), "--db", str(tmp / "b.duckdb")], check=True, cwd=ROOT)
-        vt, cfg = vt_trainer(model, tmp / "data", tmp / "vt", steps)
+        vt, cfg = vt_trainer(model, tmp / "data", tmp / "vt", steps, lr=lr)
         arms = {"plain TRL": plain_trl(model, tmp / "data", tmp / "plain", cfg), "vt": vt}
         if before:
-            arms["vt before"] = vt_trainer(model, tmp / "data", tmp / "before", steps, before=True)[0]
+            arms["vt before"] = vt_trainer(model, tmp / "data", tmp / "before", steps, before=True, lr=lr)[0]
         for flag in FAST if ablate else ():
-            arms[f"-{flag}"] = vt_trainer(model, tmp / "data", tmp / flag, steps, without=flag)[0]
+            arms[f"-{flag}"] = vt_trainer(model, tmp / "data", tmp / flag, steps, without=flag, lr=lr)[0]
         clocks = {}
         for name, trainer in arms.items():
             clocks[name] = CpuClock()
             trainer.add_callback(clocks[name].callback)
         if old:
             arms[f"vt {OLD}"] = clocks[f"vt {OLD}"] = OldVt(old_tree(tmp, old_dir), model, tmp / "data",
-                                                            tmp / "old-run", steps)
+                                                            tmp / "old-run", steps, lr)
         try:
             for _ in range(rounds):  # interleaved: each arm sees the same share of the machine's load
                 for trainer in arms.values():
@@ -261,7 +264,8 @@ def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_di
             if old:
                 arms[f"vt {OLD}"].close()
     med = {name: statistics.median(c.steps[1:]) for name, c in clocks.items()}
-    print(f"miniature config (train-mini.yaml), warm start, CPU, 1 thread, {rounds} rounds x {steps} steps per arm")
+    print(f"miniature config (train-mini.yaml), warm start, CPU, 1 thread, {rounds} rounds x {steps} steps per arm, "
+          f"learning rate {lr:g}")
     for name, c in clocks.items():
         print(f"{name:<22} {med[name]:6.3f} CPU s/step (median of {len(c.steps) - 1}; "
               f"{med[name] / med['plain TRL']:.2f}x plain TRL)")
@@ -272,11 +276,16 @@ def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (vs plain TRL)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (vs plain TRL): the median of 9 steps per arm")
     ap.add_argument("--steps", type=int, default=2, help="optimiser steps per arm per round (--protocol: per arm)")
     ap.add_argument("--before", action="store_true", help="also time vt with its speed-ups off")
     ap.add_argument("--ablate", action="store_true", help="also time vt with each fastpath speed-up off in turn")
     ap.add_argument("--no-old", action="store_true", help=f"skip the vt-at-{OLD} arm")
+    ap.add_argument("--learning-rate", type=float, default=FROZEN_LR,
+                    help="every arm's learning rate (vs plain TRL). Default ~0: each arm samples from the warm start "
+                         "at every step, so all arms do the same work (a step's cost depends on how many rollouts "
+                         "call the tool, and at train-mini's 1e-4 each arm's policy drifts its own way within a "
+                         "few steps); 1e-4 measures the drifting runs")
     ap.add_argument("--old-tree", help=f"a checkout of {OLD} (default: git archive into a temp dir)")
     ap.add_argument("--protocol", action="store_true", help="two-turn rollouts vs direct answers (tiny model)")
     ap.add_argument("--turn-tokens", type=int, default=32)
@@ -284,7 +293,7 @@ def main() -> None:
     import torch
     torch.set_num_threads(1)  # one thread: CPU time per step is then the work done, whatever else runs
     if not a.protocol:
-        return vs_plain_trl(a.rounds, a.steps, a.before, not a.no_old, a.old_tree, a.ablate)
+        return vs_plain_trl(a.rounds, a.steps, a.before, not a.no_old, a.old_tree, a.ablate, a.learning_rate)
     from vtdata.console import set_verbosity
     from vttrain.models.build import init_tiny
     set_verbosity(quiet=True)
