@@ -173,3 +173,19 @@ def test_call_probability_is_exact_and_independent_of_batching():
     tok = proc.tokenizer
     pc, pa = float(p[tok.convert_tokens_to_ids("<tool_call>")]), float(p[tok.convert_tokens_to_ids("<answer>")])
     assert abs(batched[0][0] - pc / (pc + pa)) < 1e-4
+
+
+def test_a_warm_start_that_missed_its_checks_says_so(tmp_path):
+    """A build that ends (at `steps`) below its held-out checks is kept, but its card says which check it
+    missed (a zoom build whose box check stays at chance must not pass for a working one)."""
+    from vttrain.models.warmstart_card import write_card
+    from vttrain.models.warmstart_check import unpassed
+    from vttrain.models.warmstart_data import MiniConfig
+    cfg = MiniConfig(tools=("resize", "zoom"))
+    calls = {"general": 0.4, "coarse": 0.41, "fine": 0.4, "choice_mass": 0.99, "sentence_mass": 0.95}
+    passed = [{"step": 300, "general": 1.0, "coarse": 0.97, "fine": 1.0, "zoom_box": 1.0}]
+    missed = passed + [{"step": 1650, "general": 1.0, "coarse": 1.0, "fine": 1.0, "zoom_box": 0.28}]
+    assert unpassed(passed, cfg) == {} and unpassed(missed, cfg) == {"zoom_box": 0.28}
+    assert "Not passed" not in write_card(tmp_path, cfg, 300, passed, calls).read_text()
+    text = write_card(tmp_path, cfg, 1650, missed, calls).read_text()
+    assert "**Not passed:**" in text and "zoom_box 0.28" in text

@@ -113,7 +113,7 @@ def _train(out: Path, cfg: MiniConfig) -> None:
     from vttrain.models import build as models
     from vttrain.models.fastpath import compact_lm_head, install_fast_vision
     from vttrain.models.warmstart_card import write_card
-    from vttrain.models.warmstart_check import AccuracyCheck, call_and_sentence_probability
+    from vttrain.models.warmstart_check import AccuracyCheck, call_and_sentence_probability, unpassed
     models._quiet_transformers()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -158,6 +158,11 @@ def _train(out: Path, cfg: MiniConfig) -> None:
             steps += cool.state.global_step
             log += [r for r in cool.state.log_history if "loss" in r]
             check.measure(model, steps)
+        failed = unpassed(check.history, cfg)
+        if failed:  # kept (it is what the config builds) but never silently: the card and vt_init.json say so too
+            info(f"warning: the warm start did not pass its held-out checks in {steps} steps ("
+                 + ", ".join(f"{k} {v:.2f}" for k, v in failed.items()) + f" < {cfg.check_accuracy}); "
+                 "another --seed or more steps may pass them")
         processor.chat_template = models.CHAT_TEMPLATE
         calls, said = call_and_sentence_probability(model, processor, cfg)
         info("warm start: P(call) at the decision token, held-out low views: "
@@ -171,7 +176,8 @@ def _train(out: Path, cfg: MiniConfig) -> None:
         (tmp / models.INIT_FILE).write_text(json.dumps({"kind": "mini", "key": cfg.key(), "config": asdict(cfg),
                                                         "steps_trained": steps,
                                                         "final_loss": log[-1]["loss"] if log else None,
-                                                        "checks": check.history, "call_probability": calls,
+                                                        "checks": check.history, "checks_failed": failed,
+                                                        "call_probability": calls,
                                                         "sentence_probability": said},
                                                        indent=2) + "\n")
         write_card(tmp, cfg, steps, check.history, calls, said)

@@ -43,6 +43,12 @@ def write_card(out: Path, cfg: MiniConfig, steps: int, checks: list[dict], calls
         lines += [f"Zoom box check: {last['zoom_box']:.2f} of {cfg.check_size} held-out fine questions get the quadrant "
                   "holding the grey box from the model's own turn-1 sentence and the zoom call after it. Its images "
                   "carry the location cue (`location_cue`, manifests/sufficiency-zoom.yaml).", ""]
+    from vttrain.models.warmstart_check import unpassed
+    failed = unpassed(checks, cfg)
+    if failed:
+        lines += [f"**Not passed:** the last held-out check ({', '.join(f'{k} {v:.2f}' for k, v in failed.items())}) "
+                  f"is below the build's {cfg.check_accuracy}: GRPO from this warm start may not learn what the "
+                  "miniature shows.", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

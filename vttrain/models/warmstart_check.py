@@ -174,6 +174,12 @@ def _likeliest(model, processor, heads: list[str], images: list, tails: list[str
     return [max(range(len(tails)), key=lambda t: scores[k, t]) for k in range(len(heads))]
 
 
+def unpassed(checks: list[dict], cfg: MiniConfig) -> dict:
+    """The checks of the last measurement below `cfg.check_accuracy` ({} when the build passed them all)."""
+    last = checks[-1] if checks else {}
+    return {k: v for k, v in last.items() if k != "step" and v < cfg.check_accuracy}
+
+
 class AccuracyCheck(TrainerCallback):
     """Stops SFT once both classes pass the accuracy check (see MiniConfig.check_every), and with the zoom
     tool once its boxes do too (`check_boxes`)."""
