@@ -82,7 +82,7 @@ def test_score_judge_and_eval_ask_the_direct_prompt_with_the_release_newline(mon
 
     async def turns(policy, conversations, s):
         seen.extend(m for m, _ in conversations)
-        return [[engine.Turn("<answer>1</answer>", 1, 1, 0.0, "stop", None)] * n for _, n in conversations]
+        return [[engine.Turn("<answer>1</answer>", 1, 1, 0.0, "stop", None)] * len(seeds) for _, seeds in conversations]
     monkeypatch.setattr(engine, "_turns", turns)
     monkeypatch.setattr(engine, "_image", lambda sample, view: "IMG")
     job = engine.Job((1,), {"id": 1, "question": "How many cats?"}, "low")
