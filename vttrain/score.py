@@ -169,29 +169,31 @@ def protocol_settings(cfg: ScoreConfig, policy) -> dict:
     return settings
 
 
-def write_sufficiency(con, ls: LabelSet, k: int, t: Thresholds, judge: str, data: Path, samples: list[dict]) -> None:
-    """Recount the samples' sufficiency rows (of the label set) from their stored rollouts and label them."""
+def write_sufficiency(con, ls: LabelSet, k: int, t: Thresholds, judge: str, data: Path, samples: list[dict]) -> Counter:
+    """Recount the samples' sufficiency rows (of the label set) from their stored rollouts and label them, in
+    one statement; returns the count of each label written."""
     import pyarrow as pa
     tbl = pa.table({c: [s.get(c) for s in samples] for c in ("id", "source", "task", "split", "input_sha")})
     with arrow_table(con, "_vt_s", tbl):
-        con.execute("""
+        labels = con.execute(f"""
             INSERT OR REPLACE INTO sufficiency (policy, protocol, dataset_sha, sample_id, input_sha, source, task,
                 split, dataset, k, low_correct, high_correct, low_judged, high_judged, low_visual_tokens,
                 high_visual_tokens, label, judge, updated)
-            SELECT ? AS policy, ? AS protocol, ? AS dataset_sha, s.id, s.input_sha, s.source, s.task, s.split,
-                   ? AS dataset, ? AS k,
-                   count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5),
-                   count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5),
-                   count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok'),
-                   count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok'),
-                   max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
-                   max(r.visual_tokens) FILTER (WHERE r.view = 'high'),
-                   NULL, ?, now()
-            FROM _vt_s s LEFT JOIN rollouts r
-              ON r.input_sha = s.input_sha AND r.policy = ? AND r.protocol = ? AND r.idx < ?
-            GROUP BY s.id, s.input_sha, s.source, s.task, s.split""",
-            [*ls.params, str(Path(data).resolve()), k, judge, ls.policy, ls.protocol, k])
-    con.execute(f"UPDATE sufficiency SET label = {label_sql(t)} WHERE {ls.where()} AND label IS NULL", ls.params)
+            SELECT *, {label_sql(t)}, ?, now() FROM (
+                SELECT ? AS policy, ? AS protocol, ? AS dataset_sha, s.id, s.input_sha, s.source, s.task, s.split,
+                       ? AS dataset, ? AS k,
+                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5) AS low_correct,
+                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5) AS high_correct,
+                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok') AS low_judged,
+                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok') AS high_judged,
+                       max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
+                       max(r.visual_tokens) FILTER (WHERE r.view = 'high')
+                FROM _vt_s s LEFT JOIN rollouts r
+                  ON r.input_sha = s.input_sha AND r.policy = ? AND r.protocol = ? AND r.idx < ?
+                GROUP BY s.id, s.input_sha, s.source, s.task, s.split)
+            RETURNING label""",
+            [judge, *ls.params, str(Path(data).resolve()), k, ls.policy, ls.protocol, k]).fetchall()
+    return Counter(label for (label,) in labels)
 
 
 def label_counts(con, ls: LabelSet, ids: list[str]) -> Counter:
@@ -291,8 +293,12 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
             group.setdefault(s["input_sha"], []).append(s)
         return out
 
+    written = Counter()  # the labels the chunk's verdicts gave (read by the progress loop)
+
     def relabel(chunk_jobs: list[engine.Job]) -> None:
-        write_sufficiency(con, ls, k, t, judge.identity, cfg.data, [s for g in group.values() for s in g])
+        written.clear()
+        written.update(write_sufficiency(con, ls, k, t, judge.identity, cfg.data,
+                                         [s for g in group.values() for s in g]))
 
     t0 = time.perf_counter()
     with progress_bar("scoring", total=len(todo)) as bar:
@@ -303,7 +309,7 @@ async def score(cfg: ScoreConfig, con, policy, judge, samples: list[dict] | None
             ids = [s["id"] for g in group.values() for s in g]
             for r in res.failed:
                 debug(f"policy failed on {r.job.sample['id']} {r.job.mode}: {r.error}")
-            counts += label_counts(con, ls, ids)
+            counts += written
             bar.advance(len(ids), status=_status(counts))
     total = label_counts(con, ls, [s["id"] for s in samples])
     return {"samples": len(samples), "scored": len(todo), "labels": dict(total), "protocol": proto,
