@@ -1,7 +1,7 @@
 """Benchmark: vt's GRPO step against a plain `trl.GRPOTrainer` step, and two-turn rollouts against direct answers.
 
-Default (`python bench/train_step.py [--rounds 5] [--steps 2] [--learning-rate 1e-12] [--before]`): the miniature's config
-(manifests/train-mini.yaml: G = 8, 32 rollouts a step, 96 completion tokens, 16 a turn, beta 0.04) on the
+Default (`python bench/train_step.py [--rounds 5] [--steps 2] [--learning-rate 1e-12] [--before]`): the miniature's
+config (manifests/train-mini.yaml: G = 8, 32 rollouts a step, 96 completion tokens, 16 a turn, beta 0.04) on the
 warm start (`vt init-model mini`, cached) and the sufficiency data, in one process, arms interleaved
 round by round (each round: --steps optimiser steps of each arm):
   plain TRL   trl.GRPOTrainer with TRL's defaults: the same model, prompts (the low view), G, token budget
@@ -157,7 +157,8 @@ def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = Fa
         matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = False
 
     flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
-             "--save_strategy", "no", "--learning_rate", str(lr)] + (["--gradient_checkpointing", "true"] if before else [])
+             "--save_strategy", "no", "--learning_rate", str(lr)]
+    flags += ["--gradient_checkpointing", "true"] if before else []
     cfg = parse_config(str(ROOT / "manifests" / "train-mini.yaml"), flags)
     cls = Before if before else type(f"Without_{without}", (VtGRPOTrainer,), {without: False}) if without else None
     return build_trainer(cfg, cls)[0], cfg
@@ -276,7 +277,8 @@ def vs_plain_trl(rounds: int, steps: int, before: bool, old: bool = True, old_di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (vs plain TRL): the median of 9 steps per arm")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds (vs plain TRL): the median of 9 steps per arm")
     ap.add_argument("--steps", type=int, default=2, help="optimiser steps per arm per round (--protocol: per arm)")
     ap.add_argument("--before", action="store_true", help="also time vt with its speed-ups off")
     ap.add_argument("--ablate", action="store_true", help="also time vt with each fastpath speed-up off in turn")

@@ -196,8 +196,12 @@ def decode(data: bytes, size_hint: tuple[int, int] | None = None, pixel_cap: int
 def view(image_bytes: bytes, size: tuple[int, int], pixel_cap: int = PIXEL_CAP) -> Image.Image:
     """The view of encoded image bytes at `size` = (w, h): RGB, EXIF applied, LANCZOS."""
     w, h = int(size[0]), int(size[1])
-    img = decode(image_bytes, (w, h), pixel_cap)
-    return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.LANCZOS)
+    return fit(decode(image_bytes, (w, h), pixel_cap), (w, h))
+
+
+def fit(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` at `size` (w, h): itself when it is that size already, else LANCZOS-resized."""
+    return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 def load_bytes(image, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
@@ -305,8 +309,7 @@ _LAST_DECODED: list = [None, None]  # [(id, image_sha256), the decoded image]: a
 def _make_view(row: dict, size: tuple[int, int]) -> Image.Image:
     image = row["image"]
     if isinstance(image, Image.Image):  # a row decoded by `datasets`
-        img = to_rgb(ImageOps.exif_transpose(image))
-        return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
+        return fit(to_rgb(ImageOps.exif_transpose(image)), size)
     try:
         data = load_bytes(image)
     except ValueError as err:
@@ -321,4 +324,4 @@ def _make_view(row: dict, size: tuple[int, int]) -> Image.Image:
     else:
         img = decode(data)
         _LAST_DECODED[:] = [key, img]
-    return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
+    return fit(img, size)

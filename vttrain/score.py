@@ -182,8 +182,10 @@ def write_sufficiency(con, ls: LabelSet, k: int, t: Thresholds, judge: str, data
             SELECT *, {label_sql(t)}, ?, now() FROM (
                 SELECT ? AS policy, ? AS protocol, ? AS dataset_sha, s.id, s.input_sha, s.source, s.task, s.split,
                        ? AS dataset, ? AS k,
-                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5) AS low_correct,
-                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5) AS high_correct,
+                       count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok' AND r.score >= 0.5)
+                           AS low_correct,
+                       count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok' AND r.score >= 0.5)
+                           AS high_correct,
                        count(*) FILTER (WHERE r.view = 'low' AND r.judge_status = 'ok') AS low_judged,
                        count(*) FILTER (WHERE r.view = 'high' AND r.judge_status = 'ok') AS high_judged,
                        max(r.visual_tokens) FILTER (WHERE r.view = 'low'),
