@@ -143,7 +143,7 @@ def plain_trl(model: Path, data: Path, out: Path, cfg):
 
 FROZEN_LR = 1e-12  # > 0 (vt's config refuses 0); the policy does not move: each arm's work per step is the same
 FAST = ("distinct_prompts", "suffix_cache", "image_cache", "matmul_patch_embed", "dedupe_vision", "length_buckets",
-        "shared_prompts", "memo_rope", "shared_generation")
+        "shared_prompts", "memo_rope", "shared_generation", "scored_only")
 
 
 def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = False, without: str | None = None,
@@ -155,6 +155,7 @@ def vt_trainer(model: Path, data: Path, out: Path, steps: int, before: bool = Fa
     class Before(VtGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = False
         matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = False
+        scored_only = False
 
     flags = ["--model", str(model), "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
              "--save_strategy", "no", "--learning_rate", str(lr)]

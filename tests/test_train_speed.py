@@ -1,4 +1,5 @@
-"""The GRPO step's speed-ups (vttrain.grpo.trainer / vttrain.models.fastpath: completion-only LM head on CPU, batched turn-1
+"""The GRPO step's speed-ups (vttrain.grpo.trainer / vttrain.models.fastpath: completion-only LM head on CPU that skips
+a tool result's tokens, batched turn-1
 rendering, each distinct prompt rendered once, cached tool-suffix ids, per-step image-processing cache, the patch
 embedding as one matmul, the vision tower once per distinct image, length-bucketed log-prob forwards;
 vttrain.grpo.config: no gradient checkpointing on CPU) leave what the trainer computes unchanged."""
@@ -17,7 +18,7 @@ def tiny(tmp_path_factory):
     return root, h.tiny_model(root), h.write_dataset(root / "data", n=4)
 
 
-def _run(root, model, data, name, fast: bool, monkeypatch, head):
+def _run(root, model, data, name, fast: bool, monkeypatch, head, **flags):
     import trl.trainer.utils as tu
 
     from vttrain.grpo.train import build_trainer
@@ -33,12 +34,14 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
     class T(scripted.ScriptedGRPOTrainer):
         compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = fast
         matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = fast
+        scored_only = fast
         prompts = []
-        logps = []  # (log-probs, completion mask) of every log-prob forward (reference, then policy)
+        logps = []  # (log-probs, completion mask, model-token mask) of every log-prob forward (reference, policy)
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *a, **k):
             out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *a, **k)
-            T.logps.append((out[0].detach().clone(), attention_mask[:, -logits_to_keep:].bool()))
+            own = self._label_mask(attention_mask, logits_to_keep)  # TRL's tool_mask of this batch
+            T.logps.append((out[0].detach().clone(), attention_mask[:, -logits_to_keep:].bool(), own))
             return out
 
         def _tokenize_prompts(self, prompts):
@@ -46,6 +49,8 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head):
             T.prompts.append(out)
             return out
 
+    for k, v in flags.items():  # a speed-up switched off on its own
+        setattr(T, k, v)
     kw = {} if fast else {"gradient_checkpointing": True}
     # two groups of 4 (two distinct prompts, each repeated): the dedupe and bucket paths have work to do
     cfg = h.config(model, data, root / name, beta=0.04, per_device_train_batch_size=8, **kw)  # beta: the loss reads the log-probs (KL term)
@@ -91,16 +96,7 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     # on CPU the fast head projects the completion positions only (the buckets split some calls in two)
     assert len(slow_rows) > 0 and sum(fast_rows) < sum(slow_rows)
     assert [r["step"] for r in fast] == [1, 2]
-    # per-token log-probs of the completions (shared prompt prefixes, buckets): within 2e-5 absolute
-    assert len(slow_logps) == len(fast_logps) >= 4
-    for (a, mask), (b, mask_b) in zip(slow_logps, fast_logps):
-        assert torch.equal(mask, mask_b)
-        assert (a - b)[mask].abs().max() <= 2e-5, (a - b)[mask].abs().max()
-    for a, b in zip(slow, fast):  # step 2's values also carry step 1's gradient
-        # tolerance 1e-6 relative (+1e-7 absolute): only float summation order differs (matmul vs conv,
-        # bucketed batch shapes, summed gradients of the deduplicated vision features)
-        for key in ("loss", "grad_norm", "kl", "entropy", "reward", "reward_std"):
-            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (key, a[key], b[key])
+    _same_scores(slow, slow_logps, fast, fast_logps, fast_rows)
     # turn 1 (one batch of 4) and the tool turns: the same ids and image tensors, rendered at once
     assert len(slow_prompts) == len(fast_prompts) >= 2
     for (ids_a, _, f_a), (ids_b, _, f_b) in zip(slow_prompts, fast_prompts):
@@ -108,6 +104,41 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
         assert f_a.keys() == f_b.keys()
         for k in f_a:
             assert torch.equal(torch.as_tensor(f_a[k]), torch.as_tensor(f_b[k])), k
+
+
+def _same_scores(slow, slow_logps, fast, fast_logps, fast_rows):
+    """Per-token log-probs of the model's own completion tokens within 2e-5 absolute (shared prompt prefixes,
+    buckets); a tool result's tokens not scored on the fast path (0), and there are some; the head projected
+    each forward's own tokens only; the logged losses and metrics within float summation order."""
+    import torch
+    assert len(slow_logps) == len(fast_logps) >= 4
+    tool_positions = 0
+    for (a, mask, own), (b, mask_b, own_b) in zip(slow_logps, fast_logps):
+        assert torch.equal(mask, mask_b) and own is not None and torch.equal(own, own_b)
+        assert (a - b)[mask & own].abs().max() <= 2e-5, (a - b)[mask & own].abs().max()
+        assert not bool((b[mask & ~own] != 0).any()) and bool((a[mask & ~own] != 0).all())
+        tool_positions += int((mask & ~own).sum())
+    assert tool_positions > 0
+    assert sum(fast_rows) == sum(int((mask & own).sum()) for _, mask, own in fast_logps)
+    assert [r["step"] for r in fast] == [1, 2]
+    for a, b in zip(slow, fast):  # step 2's values also carry step 1's gradient
+        # tolerance 1e-6 relative (+1e-7 absolute): only float summation order differs (matmul vs conv,
+        # bucketed batch shapes, summed gradients of the deduplicated vision features, the head's row chunks)
+        for key in ("loss", "grad_norm", "kl", "entropy", "reward", "reward_std"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (key, a[key], b[key])
+
+
+@pytest.mark.slow  # two 2-step runs of the tiny model: ~10 s of CPU
+def test_tool_results_unscored_through_trls_own_method(tiny, monkeypatch):
+    """Without the shared-prefix forward (as in a multi-process run), TRL's method scores the rows and vt's
+    forward pre-hook (fastlogps.masked_labels) unlabels the tool results' positions: the same numbers."""
+    import trl.trainer.utils as tu
+    root, model, data = tiny
+    head = tu._ChunkedLogProbFunction
+    slow, _, _, slow_logps = _run(root, model, data, "slow-trl", False, monkeypatch, head)
+    fast, _, rows, fast_logps = _run(root, model, data, "fast-trl", True, monkeypatch, head, shared_prompts=False,
+                                     length_buckets=False)
+    _same_scores(slow, slow_logps, fast, fast_logps, rows)
 
 
 def test_gradient_checkpointing_follows_the_config(tiny):

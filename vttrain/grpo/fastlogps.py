@@ -4,6 +4,10 @@
   columns all its rows share (attention and positions ignore padding, so the scores are the same).
 - `shared_prefix_logps` (`shared_prompts`): each distinct (prompt, prompt images) prefix runs once per group, its
   keys/values copied to the rows that share it.
+- `label_mask` (`scored_only`; both functions, and `masked_labels` around TRL's own method): the LM head scores
+  only the completion positions the loss reads (the model's own tokens: TRL's tool_mask); a tool result's tokens
+  (its text and the image's visual tokens) get log-prob 0, and every loss, KL and metric of TRL multiplies them
+  by tool_mask = 0.
 """
 from __future__ import annotations
 
@@ -12,6 +16,35 @@ from contextlib import contextmanager
 import torch
 
 from vttrain.models import fastpath
+
+
+# -- the LM head on the model's own tokens only -----------------------------------------------------------------
+@contextmanager
+def masked_labels(model, label_mask):
+    """Around TRL's `_get_per_token_logps_and_entropies`: it labels every completion position and calls `model`
+    on row chunks in order; each call's labels get -100 where `label_mask` (rows, completion columns) is 0.
+    A forward pre-hook on `model` (the module TRL calls, wrapper or not), removed on exit."""
+    if label_mask is None:
+        yield
+        return
+    C, done = label_mask.size(1), [0]
+
+    def hook(module, args, kwargs):
+        labels = kwargs.get("labels")
+        if labels is None:
+            return None
+        b = labels.size(0)
+        m = label_mask[done[0]:done[0] + b]
+        done[0] += b
+        if m.size(0) != b or labels.size(1) < C:
+            raise RuntimeError(f"label mask of {label_mask.size(0)} rows does not fit a forward of {b} more rows")
+        kwargs["labels"] = torch.cat([labels[:, :-C], labels[:, -C:].masked_fill(~m.to(labels.device), -100)], 1)
+        return args, kwargs
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 # -- log-prob forwards in length buckets ------------------------------------------------------------------
@@ -40,7 +73,7 @@ def bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, *, min_saving:
     P = L - logits_to_keep
     extra = {k: v for k, v in kw.items() if v is not None}
     allowed = {"batch_size", "compute_entropy", "compute_aux_loss", "pixel_values", "image_grid_thw", "num_images",
-               "token_type_ids", "mm_token_type_ids"}
+               "token_type_ids", "mm_token_type_ids", "label_mask"}
     if B < 4 or set(extra) - allowed or extra.get("compute_aux_loss"):
         return None
     pv, grid, num_images = extra.get("pixel_values"), extra.get("image_grid_thw"), extra.get("num_images")
@@ -81,6 +114,8 @@ def bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, *, min_saving:
                 if args[k].shape[:2] != (B, L):
                     return None
                 args[k] = args[k][idx][:, cols]
+        if "label_mask" in args:
+            args["label_mask"] = args["label_mask"][idx][:, :cw]
         if pv is not None:
             args["pixel_values"] = torch.cat([per_img[j] for i in rows_b for j in range(starts[i], starts[i + 1])]) \
                 if any(num_images[i] for i in rows_b) else pv[:0]
@@ -103,12 +138,13 @@ def bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, *, min_saving:
 # -- group-shared prompts in the log-prob forwards ------------------------------------------------------------
 def shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, *, autocast=None, compute_entropy=False,
                         pixel_values=None, image_grid_thw=None, num_images=None, mm_token_type_ids=None,
-                        batch_size=None, compute_aux_loss=False, **rest):
+                        batch_size=None, compute_aux_loss=False, label_mask=None, **rest):
     """TRL's per-token log-probs (and entropies) with each distinct (prompt, prompt images) prefix run once: the
     prompt minus its last token goes through the backbone once per distinct prefix, its keys/values are copied
     to the rows that share it, and the rest (the prompt's last token and the completion, with the tool images)
     runs on top with the same 3-D rope positions as the whole sequence (get_rope_index on the full rows).
-    Same maths as one forward of the whole rows. None when the batch or model is not one it handles."""
+    Same maths as one forward of the whole rows. `label_mask` (B, logits_to_keep; 0 = not scored): positions the
+    LM head skips (log-prob and entropy 0). None when the batch or model is not one it handles."""
     from transformers import DynamicCache
     B, L = input_ids.shape
     C = logits_to_keep
@@ -152,6 +188,8 @@ def shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, *, aut
         return {"pixel_values": torch.cat([chunks[j] for j in idx]), "image_grid_thw": image_grid_thw[idx]}
     labels = input_ids[:, P - 1:].masked_fill(attention_mask[:, P - 1:] == 0, -100)
     labels[:, 0] = -100
+    if label_mask is not None:
+        labels[:, 1:].masked_fill_(~label_mask.bool(), -100)
     with autocast() if autocast is not None else nullcontext_():
         cache = DynamicCache(config=model.config)
         inner(input_ids=input_ids[reps, :P - 1], attention_mask=attention_mask[reps, :P - 1],
