@@ -1,6 +1,6 @@
 """The zoom tool on the miniature (issue 14): resize-only vs zoom-only vs both, against full resolution.
 
-1. `vt build-data manifests/sufficiency-zoom.yaml` (location made visible in content: a faint colour ramp;
+1. `vt build-data manifests/sufficiency-zoom.yaml` (location made visible in content: a faint tint per quadrant;
    general = background colour; coarse and fine = the pattern of a 56 x 56 grey box in one quadrant of the 112 x 112 image, which the 56 x 56 low view keeps (coarse) or loses
    (fine): the detail questions that need the high view are the fine ones);
 2. `vt init-model mini --tools resize,zoom`: the warm start with both tools at fixed rates (a calling trajectory
@@ -15,6 +15,7 @@ accuracy within 0.02 of resize-only at <= 50 % of resize-only's visual tokens on
 >= 0.8 of the fine questions and <= 0.2 of the coarse and general ones.
 
     python bench/zoom.py [--out bench-zoom] [--steps 300] [--settings resize zoom resize,zoom] [--seeds 0 1]
+                         [--build-seed 0]
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def main() -> None:
                     "max_steps; 200 left seed 0's resize-only run before its fine questions separated; 0: evaluate "
                     "the warm start only)")
     ap.add_argument("--settings", nargs="+", default=["resize", "zoom", "resize,zoom"])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="GRPO seeds (one warm start, seed 0)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="GRPO seeds (one warm start per run)")
+    ap.add_argument("--build-seed", type=int, default=0, help="the warm start's seed (vt init-model mini --seed)")
     ap.add_argument("--eval-limit", type=int, default=180)
     ap.add_argument("--penalty-cost", default="tokens")
     a = ap.parse_args()
@@ -79,7 +81,7 @@ def main() -> None:
     common = ["--limit", str(a.eval_limit), "--max-new-tokens", "24", "--db", str(db), "--out", str(out / "evals")]
     if not (data / "build.json").exists():
         vt("build-data", str(ROOT / "manifests" / "sufficiency-zoom.yaml"), "--out", str(data), "--db", str(db))
-    vt("init-model", "mini", str(model), "--tools", "resize,zoom")
+    vt("init-model", "mini", str(model), "--tools", "resize,zoom", "--seed", str(a.build_seed))
     runs = ["zoom-full"]
     if not (out / "evals" / "zoom-full.jsonl").exists():
         vt("eval", "--model", str(model), "--data", str(data), "--mode", "full", "--name", "zoom-full", *common)

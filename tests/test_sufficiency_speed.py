@@ -24,7 +24,7 @@ def _image_by_pixel(spec):
             on = {"horizontal": h, "vertical": v, "checkered": h != v}[spec["pattern"]]
             g = mid + a * (1 if on else -1) + noise.gauss(0.0, s.NOISE)
             px[x0 + x, y0 + y] = (min(255, max(0, round(g))),) * 3
-    return s._ramp(img, spec["cue"]) if spec.get("cue") else img
+    return s._tint(img, spec["cue"]) if spec.get("cue") else img
 
 
 def _contrast_by_pixel(img, spec):

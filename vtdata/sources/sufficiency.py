@@ -20,11 +20,15 @@ text is identical for every scale. The taper and the noise keep the fine low vie
 in the filter's edge residue (see TAPER).
 
 With `cue` (the source option `location_cue`, manifests/sufficiency-zoom.yaml): location made visible in
-content. A faint fixed colour ramp over the whole image (red +-CUE/2 from left to right, blue from top to
-bottom), the same for every pattern and colour, so it tells where a pixel is and nothing about the answer. The
-miniature's 2-layer vision tower on a uniform background does not encode where a token sits (issue 19's probes,
-bench/location_probe.py); the ramp puts it in the tokens' content so that the zoom tool's box is learnable. Its
-grey-level spread inside a box is ~4 (under the warm start's VISIBLE), so the fine low views still look flat.
+content. A faint fixed tint per quadrant (red -CUE/2 on the left half, +CUE/2 on the right; blue the same from
+top to bottom), the same for every pattern and colour, so it tells which quadrant a pixel is in and nothing about
+the answer. The miniature's 2-layer vision tower on a uniform background does not encode where a token sits
+(issue 19's probes, bench/location_probe.py); the tint puts it in the tokens' content so that the zoom tool's
+box (a quadrant of the low view) is learnable. The box is one quadrant, so its tint is uniform: the grey-level
+spread inside it is unchanged and the fine low views still look flat. (Issue 19's cue was a ramp, red and blue
++-16 levels across the image: with it, one warm-start seed in four never learnt where the box is in 1,650 SFT
+steps; a +-16 tint had every seed learn it first and the patterns late, at up to 1,650 steps; this +-8 tint
+learnt the patterns first and the box by step 500-600 in the seeds tried: docs/miniature.md.)
 
 Deterministic by (seed, task, scale, index). The warm start (`vt init-model mini`) draws its SFT rows from
 the same generator under its own seed namespace.
@@ -55,7 +59,7 @@ SOURCES = {"general": ("general", "fine"), "coarse": ("ocr", "coarse"), "fine": 
 # box's mean is (dark + light) / 2 up to the noise.
 TAPER = tuple(0.5 - 0.5 * math.cos(math.pi * (k + 0.5) / 14) for k in range(14))
 NOISE = 8.0
-CUE = 32.0  # the location cue's full swing in levels of red (x) and blue (y); see the module docstring
+CUE = 16.0  # the location tint's swing between the halves, in levels of red (x) and blue (y); see the docstring
 
 
 def period_of(scale) -> int:
@@ -68,7 +72,7 @@ def period_of(scale) -> int:
 
 def sample(task: str, seed, i: int, size: int = 112, scale="fine", cue: bool = False) -> dict:
     """The spec of row `i`: question, answer and everything `render` draws (`scale` matters for ocr only; `cue`
-    adds the location ramp, drawing nothing else differently)."""
+    adds the location tint, drawing nothing else differently)."""
     period = period_of(scale) if task == "ocr" else 2
     rng = random.Random(f"vt-sufficiency:{seed}:{task}:{scale if task == 'ocr' else ''}:{i}")
     half = size // 2
@@ -104,7 +108,7 @@ def _box_levels(spec: dict):
 
 def image(spec: dict) -> Image.Image:
     """The row's image: the background colour, the grey box (pattern, taper, noise drawn pixel by pixel in row
-    order from the image's own generator), the location ramp when the spec has one."""
+    order from the image's own generator), the location tint when the spec has one."""
     import numpy as np
     s, n = spec["size"], spec["box_size"]
     x0, y0 = spec["box"]
@@ -115,16 +119,17 @@ def image(spec: dict) -> Image.Image:
     a[:, :] = COLORS[spec["color"]]
     a[y0:y0 + n, x0:x0 + n] = grey[:, :, None]
     img = Image.fromarray(a)
-    return _ramp(img, spec["cue"]) if spec.get("cue") else img
+    return _tint(img, spec["cue"]) if spec.get("cue") else img
 
 
-def _ramp(img: Image.Image, swing: float) -> Image.Image:
-    """The location cue: red += swing * (x / (s - 1) - 1/2), blue += swing * (y / (s - 1) - 1/2)."""
+def _tint(img: Image.Image, swing: float) -> Image.Image:
+    """The location cue: red += swing / 2 on the right half (- on the left), blue the same by the bottom half."""
     import numpy as np
     a = np.asarray(img).astype(np.float32)
-    ramp = swing * (np.arange(a.shape[0]) / (a.shape[0] - 1) - 0.5)
-    a[:, :, 0] += ramp[None, :]
-    a[:, :, 2] += ramp[:, None]
+    s = a.shape[0]
+    half = np.where(np.arange(s) < s // 2, -0.5, 0.5) * swing
+    a[:, :, 0] += half[None, :]
+    a[:, :, 2] += half[:, None]
     return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
 
 

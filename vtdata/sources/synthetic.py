@@ -24,7 +24,7 @@ KEYS = {"count": "how many rows to generate (default: the source's take)",
                   "or `miniature` (colour vs box-pattern questions on 112 px images; vtdata/sources/miniature.py)",
         "scale": "family sufficiency, task ocr: the pattern's scale, `fine` (1-px stripes: only the high view "
                  "shows them), `coarse` (4-px stripes: the low view shows them too) or an even period of 2..16 px",
-        "location_cue": "family sufficiency: true draws a faint fixed colour ramp over the image (location made "
+        "location_cue": "family sufficiency: true draws a faint fixed tint per quadrant of the image (location made "
                         "visible in content, for the miniature's zoom tool; manifests/sufficiency-zoom.yaml)"}
 FAMILIES = ("shapes", "miniature", "sufficiency")
 REQUIRED: tuple[str, ...] = ()

@@ -121,7 +121,8 @@ class MiniConfig:
             fields["tools"] = list(self.tools)
             protocol_text += [prompts.load(n) for n in prompts.ZOOM_NAMES] + [ZOOM_HEAD, ZOOM_THINK]
         if self.zoom:
-            protocol_text += [list(WHERE), sufficiency.CUE, "where v1", "offered sets v1", "looks token v1"]
+            protocol_text += [list(WHERE), sufficiency.CUE, "where v1", "offered sets v1", "looks token v1",
+                              "quadrant tint v1"]
         blob = json.dumps({**fields, "threads": None, "text": MINI_TEXT, "vision": MINI_VISION,
                            "think": [THINK_FIRST, THINK_AFTER, VISIBLE] + ([UNSEEN] if self.abstain else []), "protocol": protocol_text,
                            "gen": "vt-sufficiency-1", "v": 2}, sort_keys=True)
