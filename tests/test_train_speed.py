@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import train_helpers as h
-from vttrain.grpo import scripted
+from vttrain.grpo import fastlogps, scripted
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _run(root, model, data, name, fast: bool, monkeypatch, head, **flags):
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *a, **k):
             out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *a, **k)
-            own = self._label_mask(attention_mask, logits_to_keep)  # TRL's tool_mask of this batch
+            own = fastlogps.own_tokens(self._tool_masks, attention_mask, logits_to_keep)  # TRL's tool_mask
             T.logps.append((out[0].detach().clone(), attention_mask[:, -logits_to_keep:].bool(), own))
             return out
 
@@ -68,7 +68,6 @@ def test_fast_step_computes_the_same_losses(tiny, monkeypatch):
     root, model, data = tiny
     head = tu._ChunkedLogProbFunction
     slow, slow_prompts, slow_rows, slow_logps = _run(root, model, data, "slow", False, monkeypatch, head)
-    from vttrain.grpo import fastlogps
     from vttrain.models import fastpath
     took = {"buckets": 0, "vision": 0, "prompts": 0, "patch": 0, "shared": 0, "rope": 0}
 

@@ -18,7 +18,47 @@ import torch
 from vttrain.models import fastpath
 
 
+def trainer_logps(trainer, trl_fn, model, input_ids, attention_mask, logits_to_keep, **kwargs):
+    """VtGRPOTrainer._get_per_token_logps_and_entropies: TRL's `trl_fn` (same signature, model first) with the
+    trainer's switches: the compact head on CPU, length buckets, shared prompt prefixes (one plain process) and
+    the head on the model's own tokens only (`scored_only`, from the batch's tool_mask: `trainer._tool_masks`)."""
+    from vttrain.models.fastpath import compact_lm_head
+    plain = trainer._plain
+    label_mask = own_tokens(trainer._tool_masks, attention_mask, logits_to_keep) if trainer.scored_only else None
+    if label_mask is not None:
+        kwargs["label_mask"] = label_mask
+
+    def fn(ids, mask, keep, label_mask=None, **kw):
+        out = shared_prefix_logps(model, ids, mask, keep, autocast=trainer.accelerator.autocast,
+                                  label_mask=label_mask, **kw) if trainer.shared_prompts and plain else None
+        if out is not None:
+            return out
+        with masked_labels(model, label_mask):
+            return trl_fn(model, ids, mask, keep, **kw)
+    with compact_lm_head() if trainer.compact_head else nullcontext_():
+        out = bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
+            if trainer.length_buckets and plain else None
+        return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
+
+
 # -- the LM head on the model's own tokens only -----------------------------------------------------------------
+def own_tokens(tool_masks, attention_mask, logits_to_keep: int) -> torch.Tensor | None:
+    """(B, logits_to_keep) bool: the completion positions of the batch being scored that hold the model's own
+    tokens, from TRL's tool_mask of this batch: the padded tensor `_compute_loss` reads, or the per-row lists
+    `_generate` returned (the reference forward); None when there is none or a row does not fit it."""
+    B, C = attention_mask.size(0), logits_to_keep
+    if isinstance(tool_masks, torch.Tensor):
+        return tool_masks.bool() if tuple(tool_masks.shape) == (B, C) else None
+    if tool_masks is None or len(tool_masks) != B:
+        return None
+    out = torch.ones(B, C, dtype=torch.bool, device=attention_mask.device)
+    for i, (m, n) in enumerate(zip(tool_masks, attention_mask[:, -C:].sum(1).tolist())):
+        if len(m) > C or n not in (0, len(m)):  # not this batch's rows (0: masked out as truncated)
+            return None
+        out[i, :len(m)] = torch.as_tensor(m, dtype=torch.bool)
+    return out
+
+
 @contextmanager
 def masked_labels(model, label_mask):
     """Around TRL's `_get_per_token_logps_and_entropies`: it labels every completion position and calls `model`

@@ -15,16 +15,11 @@ pin); check this list when moving TRL. Private methods overridden (each calls TR
 - `_generate_single_turn`: refuses a generated vision token (it would break the next forward); in one plain
   process samples through vttrain.grpo.fastgen (shared prefills, later turns on the last turn's cache); `_generate`
   clears fastgen's cache around each batch.
-- `_compute_loss`: keeps inputs["tool_mask"] for the policy forward's head (above), then TRL's own.
+- `_compute_loss`: keeps inputs["tool_mask"] for the policy forward (below), then TRL's own.
 - `_load_from_checkpoint` (transformers' Trainer): resumes Qwen2.5-VL weights through from_pretrained.
-- `_get_per_token_logps_and_entropies`: on CPU, TRL's fused LM head scores every prompt and padding position;
-  for the call, `trl.trainer.utils._use_triton` answers True on CPU so the head projects only the completion
-  positions, as on CUDA (`compact_lm_head`; same log-probs); the rows go through TRL's method in length buckets
-  (vttrain.grpo.fastlogps.bucketed_logps; reads its argument names). The head scores only the model's own
-  completion tokens (`scored_only`): the tool_mask of the batch comes from `_generate` (its third output, for
-  the reference / old-policy forwards) and from `_compute_loss` (inputs["tool_mask"], for the policy forward);
-  TRL's own method gets it through a forward pre-hook on the model it calls (fastlogps.masked_labels), which
-  relies on TRL labelling every completion position and calling the model on row chunks in order.
+- `_get_per_token_logps_and_entropies`: vttrain.grpo.fastlogps.trainer_logps (reads its argument names): on CPU
+  `trl.trainer.utils._use_triton` answers True for the call (the head projects the completion positions only,
+  as on CUDA); length buckets; the head on the model's own tokens (tool_mask kept by `_generate`, `_compute_loss`).
 - `_get_tool_suffix_ids`: cached by the tool messages' text and image sizes (fastpath.suffix_key).
 - the vision tower's `forward`s (Qwen2.5-VL's PatchEmbed and VisionTransformer, per instance): fastpath.
 Also read: `environment_factories`, `tools`, `_env_tools`, `_batch_environments` (`_tokenize_prompts`),
@@ -53,7 +48,6 @@ from vtdata import console, protocol
 from vttrain.grpo import fastgen
 from vttrain.grpo import fastlogps
 from vttrain.models import fastpath
-from vttrain.models.fastpath import compact_lm_head
 from vttrain.grpo.refill import _cat, _masked, _take
 from vttrain.grpo.reward import Rollout, batch_penalties
 
@@ -277,11 +271,10 @@ class VtGRPOTrainer(GRPOTrainer):
     # distinct image processed once a step; the patch embedding as one matmul; the vision tower once per distinct
     # image; log-prob forwards in two length buckets, each distinct prompt prefix once in them (keys/values
     # copied); Qwen2.5-VL's rope index once per distinct row layout; generation with one prefill per distinct
-    # prompt and later turns on top of the last turn's cache (fastgen)
-    compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = True
+    # prompt and later turns on top of the last turn's cache (fastgen); the LM head skips a tool result's tokens
+    compact_head = batched_render = distinct_prompts = suffix_cache = image_cache = scored_only = True
     matmul_patch_embed = dedupe_vision = length_buckets = shared_prompts = memo_rope = shared_generation = True
-    scored_only = True  # the LM head skips tool-result positions (log-prob 0 there; every loss masks them out)
-    _tool_masks = None
+    _tool_masks = None  # the tool_mask of the batch being scored (fastlogps.own_tokens)
 
     @property
     def _plain(self) -> bool:
@@ -296,39 +289,7 @@ class VtGRPOTrainer(GRPOTrainer):
         trl_fn = super()._get_per_token_logps_and_entropies
         if args:
             return trl_fn(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
-
-        plain = self._plain
-        label_mask = self._label_mask(attention_mask, logits_to_keep) if self.scored_only else None
-        if label_mask is not None:
-            kwargs["label_mask"] = label_mask
-
-        def fn(ids, mask, keep, label_mask=None, **kw):
-            out = fastlogps.shared_prefix_logps(model, ids, mask, keep, autocast=self.accelerator.autocast,
-                                                label_mask=label_mask, **kw) if self.shared_prompts and plain else None
-            if out is not None:
-                return out
-            with fastlogps.masked_labels(model, label_mask):
-                return trl_fn(model, ids, mask, keep, **kw)
-        with compact_lm_head() if self.compact_head else nullcontext():
-            out = fastlogps.bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
-                if self.length_buckets and plain else None
-            return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
-
-    def _label_mask(self, attention_mask, logits_to_keep: int) -> torch.Tensor | None:
-        """(B, logits_to_keep) bool: the completion positions of the batch being scored that hold the model's own
-        tokens. From TRL's tool_mask of this batch: the padded tensor `_compute_loss` reads, or the per-row lists
-        `_generate` returned (the reference forward); None when none is kept or a row does not fit it."""
-        masks, B, C = self._tool_masks, attention_mask.size(0), logits_to_keep
-        if isinstance(masks, torch.Tensor):
-            return masks.bool() if tuple(masks.shape) == (B, C) else None
-        if masks is None or len(masks) != B:
-            return None
-        out = torch.ones(B, C, dtype=torch.bool, device=attention_mask.device)
-        for i, (m, n) in enumerate(zip(masks, attention_mask[:, -C:].sum(1).tolist())):
-            if len(m) > C or n not in (0, len(m)):  # not this batch's rows (0: masked out as truncated)
-                return None
-            out[i, :len(m)] = torch.as_tensor(m, dtype=torch.bool)
-        return out
+        return fastlogps.trainer_logps(self, trl_fn, model, input_ids, attention_mask, logits_to_keep, **kwargs)
 
     def _compute_loss(self, model, inputs):
         self._tool_masks = inputs.get("tool_mask")
@@ -374,7 +335,7 @@ class VtGRPOTrainer(GRPOTrainer):
             out = super()._generate(prompts)
         finally:
             self._held = None
-        self._tool_masks = out[2]  # for this batch's reference / old-policy forwards (_label_mask)
+        self._tool_masks = out[2]  # for this batch's reference / old-policy forwards (fastlogps.own_tokens)
         return out
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -397,11 +358,10 @@ class VtGRPOTrainer(GRPOTrainer):
         return selection(self.args.tools) != DEFAULT
 
     def _generate_and_score_completions(self, inputs):
-        try:
-            with fastpath.cached_image_processing(self.processing_class) if self.image_cache else nullcontext():
-                return self._generate_and_score(inputs)
-        finally:
-            self._tool_masks = None
+        with fastpath.cached_image_processing(self.processing_class) if self.image_cache else nullcontext():
+            out = self._generate_and_score(inputs)
+        self._tool_masks = None
+        return out
 
     def _generate_and_score(self, inputs):
         out = super()._generate_and_score_completions(inputs)
