@@ -26,9 +26,9 @@ the answer. The miniature's 2-layer vision tower on a uniform background does no
 (issue 19's probes, bench/location_probe.py); the tint puts it in the tokens' content so that the zoom tool's
 box (a quadrant of the low view) is learnable. The box is one quadrant, so its tint is uniform: the grey-level
 spread inside it is unchanged and the fine low views still look flat. (Issue 19's cue was a ramp, red and blue
-+-16 levels across the image: with it, one warm-start seed in four never learnt where the box is in 1,650 SFT
-steps; a +-16 tint had every seed learn it first and the patterns late, at up to 1,650 steps; this +-8 tint
-learnt the patterns first and the box by step 500-600 in the seeds tried: docs/miniature.md.)
++-16 levels across the image: with it the default warm-start seed never learnt where the box is in 1,650 SFT
+steps, 7 of 8 seeds did; a +-16 tint had the box first and the patterns late, at up to 1,650 steps; this +-8 tint
+learnt the patterns first and the box at step 600-1,400 in 8 of 8 seeds: docs/miniature.md.)
 
 Deterministic by (seed, task, scale, index). The warm start (`vt init-model mini`) draws its SFT rows from
 the same generator under its own seed namespace.
