@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -35,7 +35,7 @@ def trainer_logps(trainer, trl_fn, model, input_ids, attention_mask, logits_to_k
             return out
         with masked_labels(model, label_mask):
             return trl_fn(model, ids, mask, keep, **kw)
-    with compact_lm_head() if trainer.compact_head else nullcontext_():
+    with compact_lm_head() if trainer.compact_head else nullcontext():
         out = bucketed_logps(fn, input_ids, attention_mask, logits_to_keep, **kwargs) \
             if trainer.length_buckets and plain else None
         return out if out is not None else fn(input_ids, attention_mask, logits_to_keep, **kwargs)
@@ -230,7 +230,7 @@ def shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, *, aut
     labels[:, 0] = -100
     if label_mask is not None:
         labels[:, 1:].masked_fill_(~label_mask.bool(), -100)
-    with autocast() if autocast is not None else nullcontext_():
+    with autocast() if autocast is not None else nullcontext():
         cache = DynamicCache(config=model.config)
         inner(input_ids=input_ids[reps, :P - 1], attention_mask=attention_mask[reps, :P - 1],
               position_ids=position_ids[:, reps, :P - 1], cache=cache, use_cache=True, **images(pre_imgs))
@@ -240,8 +240,3 @@ def shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, *, aut
     logps = out.log_probs[:, -C:]
     ent = out.entropy[:, -C:] if compute_entropy else None
     return logps, ent, None
-
-
-@contextmanager
-def nullcontext_():
-    yield
